@@ -1,0 +1,15 @@
+//! holoroom-protocol: the language Holoroom's clients and room server speak.
+//!
+//! Pure data with serde: no IO, no runtime, builds for wasm32.
+//!
+//! - [`ids`]: room, user and stream IDs, validated in one place.
+//! - [`messages`]: requests, responses and events of the signaling WebSocket.
+//! - [`token`]: the claims inside an access token.
+
+pub mod ids;
+pub mod messages;
+pub mod token;
+
+pub use ids::{IdError, IdKind, RoomId, StreamId, UserId};
+pub use messages::*;
+pub use token::{TOKEN_AUDIENCE, TokenClaims, VideoGrant};

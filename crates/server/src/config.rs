@@ -1,0 +1,45 @@
+//! What a server is told at start: keys, timings, limits.
+
+use std::time::Duration;
+
+use crate::auth::TokenKeys;
+use crate::rooms::Limits;
+
+/// Everything a [`crate::Server`] needs besides its listener.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub keys: TokenKeys,
+    /// Mint guest tokens at `GET /v1/dev/token` (for the embedded server and local trials).
+    pub dev_tokens: bool,
+    /// How long a dropped member stays listed before DELETE, so a reconnect does not flicker the room.
+    pub reconnect_grace: Duration,
+    /// Close sockets that have not logged in within this time.
+    pub login_timeout: Duration,
+    /// Send TokenWillExpire this long before a token expires.
+    pub token_expiry_warning: Duration,
+    /// Requests per second a connection may sustain, and the burst above it.
+    pub rate_per_second: f64,
+    pub rate_burst: f64,
+    /// Allowed `Origin` headers for browser connections; empty allows any.
+    pub allowed_origins: Vec<String>,
+    pub limits: Limits,
+    /// Events that may wait for one slow connection before it is closed.
+    pub session_queue: usize,
+}
+
+impl ServerConfig {
+    pub fn new(keys: TokenKeys) -> Self {
+        Self {
+            keys,
+            dev_tokens: false,
+            reconnect_grace: Duration::from_secs(10),
+            login_timeout: Duration::from_secs(10),
+            token_expiry_warning: Duration::from_secs(30),
+            rate_per_second: 50.0,
+            rate_burst: 100.0,
+            allowed_origins: Vec::new(),
+            limits: Limits::default(),
+            session_queue: 1024,
+        }
+    }
+}

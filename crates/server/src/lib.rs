@@ -1,0 +1,222 @@
+//! holoroom-server: the room server. Rooms, users, token auth and signaling over WebSocket.
+//!
+//! Code map:
+//! - [`auth`]: HS256 tokens, minted and verified with rotating keys.
+//! - [`rooms`]: the room core, plain data: members, streams, the events each change causes.
+//! - `hub`: the core behind one lock plus a bounded event queue per session.
+//! - `session`: one WebSocket connection: requests, responses, events with `seq`, timers.
+//! - [`Server`]: binds, serves HTTP (`/healthz`, the WebSocket at [`WS_PATH`], dev tokens), shuts down gracefully.
+//!
+//! IO is injected at the edge: [`Server::start`] takes a bound listener, so tests bind `127.0.0.1:0`.
+
+pub mod auth;
+pub mod config;
+mod hub;
+pub mod rooms;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use holoroom_protocol::{MAX_MESSAGE_BYTES, RoomId, UserId, VideoGrant, WS_PATH};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use auth::{SigningKey, TokenError, TokenKeys};
+pub use config::ServerConfig;
+pub use rooms::{Limits, Snapshot};
+
+use crate::hub::Hub;
+
+/// Why a server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("can't listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("server stopped with an error: {0}")]
+    Serve(std::io::Error),
+    #[error("server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// How long a graceful shutdown waits for sessions to close.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct AppState {
+    hub: Arc<Hub>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A running room server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds `addr` and starts serving.
+    pub async fn bind(addr: &str, config: ServerConfig) -> Result<Server, ServerError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })?;
+        Self::start(listener, config)
+    }
+
+    /// Starts serving on a bound listener (must be called inside a tokio runtime).
+    pub fn start(listener: TcpListener, config: ServerConfig) -> Result<Server, ServerError> {
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: "listener".into(),
+            source,
+        })?;
+        let hub = Arc::new(Hub::new(Arc::new(config)));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = AppState {
+            hub: hub.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        let router = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route(WS_PATH, get(websocket))
+            .route("/v1/dev/token", get(dev_token))
+            .with_state(state);
+        let mut stop = shutdown_rx;
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|&down| down).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, "room server listening");
+        Ok(Server {
+            addr,
+            hub,
+            shutdown,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The signaling WebSocket URL, e.g. `ws://127.0.0.1:7880/v1/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}{WS_PATH}", self.addr)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The keys this server signs and verifies tokens with.
+    pub fn keys(&self) -> &TokenKeys {
+        &self.hub.config.keys
+    }
+
+    /// A picture of every room right now.
+    pub fn snapshot(&self) -> Snapshot {
+        self.hub.snapshot()
+    }
+
+    /// Open WebSocket connections.
+    pub fn session_count(&self) -> usize {
+        self.hub.session_count()
+    }
+
+    /// Kicks every member out (Kickout ServerShutdown), closes every socket with 1001,
+    /// waits up to 5 s for them, then stops listening.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+        loop {
+            let gone = self.hub.session_gone.notified();
+            if self.hub.session_count() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, gone).await.is_err() {
+                tracing::warn!(open = self.hub.session_count(), "sessions still open after shutdown wait");
+                break;
+            }
+        }
+        self.task.await?.map_err(ServerError::Serve)
+    }
+}
+
+async fn websocket(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    let allowed = &state.hub.config.allowed_origins;
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !allowed.is_empty()
+        && !allowed.iter().any(|a| origin.as_bytes() == a.as_bytes())
+    {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    if *state.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "server shutting down").into_response();
+    }
+    upgrade
+        // Frames up to 1 MiB are read so that oversize messages get a 1009 close with a reason;
+        // anything larger fails the socket outright.
+        .max_message_size(16 * MAX_MESSAGE_BYTES)
+        .max_frame_size(16 * MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| session::run(socket, state.hub, state.shutdown))
+}
+
+#[derive(Deserialize)]
+struct DevTokenQuery {
+    room: String,
+    user: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    spectator: bool,
+    ttl: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct DevToken {
+    token: String,
+    room_id: RoomId,
+    user_id: UserId,
+}
+
+/// Mints a guest token; only in dev mode.
+async fn dev_token(State(state): State<AppState>, Query(query): Query<DevTokenQuery>) -> Response {
+    if !state.hub.config.dev_tokens {
+        return (StatusCode::NOT_FOUND, "dev tokens are off; start the server with --dev").into_response();
+    }
+    let room_id = match RoomId::new(query.room) {
+        Ok(id) => id,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let user_id = match query.user.map(UserId::new).transpose() {
+        Ok(Some(id)) => id,
+        Ok(None) => auth::guest_user_id(),
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let grant = if query.spectator {
+        VideoGrant::spectator(room_id.as_str())
+    } else {
+        VideoGrant::participant(room_id.as_str())
+    };
+    let ttl = query.ttl.unwrap_or(3600).clamp(1, 86_400);
+    let token = state.hub.config.keys.mint(grant, &user_id, query.name, ttl);
+    axum::Json(DevToken {
+        token,
+        room_id,
+        user_id,
+    })
+    .into_response()
+}

@@ -1,0 +1,773 @@
+//! The room core: rooms, members and streams as plain data, with no sockets, tasks or clocks.
+//!
+//! Every operation takes the acting session and returns the events it causes as
+//! [`Outputs`]; the caller delivers them in order. Because one lock guards the whole
+//! core, every observer sees the same changes in the same order.
+//!
+//! Architecture Invariant: a stream is listed only while its publisher is a member of
+//! the room; a user ID is a member of at most one room; hidden members are never listed
+//! or counted and own no streams.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use holoroom_protocol::{
+    ErrorBody, ErrorCode, Event, KickoutReason, Pose, PublishRequest, RoomId, StreamId, StreamInfo, UpdateType,
+    UserId, UserInfo, VideoGrant, validate_extra_info,
+};
+use serde::Serialize;
+
+/// A connection's identity inside the server.
+pub type SessionId = u64;
+
+/// Caps that keep one server from being exhausted.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_rooms: usize,
+    /// Visible members per room (spectators are not counted).
+    pub max_users_per_room: usize,
+    /// Hidden members per room.
+    pub max_spectators_per_room: usize,
+    pub max_streams_per_room: usize,
+    pub max_streams_per_user: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_rooms: 1000,
+            max_users_per_room: 50,
+            max_spectators_per_room: 200,
+            max_streams_per_room: 100,
+            max_streams_per_user: 4,
+        }
+    }
+}
+
+/// Who a verified token says the session is.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub room_id: RoomId,
+    pub user: UserInfo,
+    pub grant: VideoGrant,
+}
+
+/// What an operation asks the caller to do, in order.
+#[derive(Debug, Default, PartialEq)]
+pub struct Outputs {
+    pub deliveries: Vec<(SessionId, Event)>,
+    /// Sessions that lost their membership and must be told why.
+    pub kicks: Vec<(SessionId, KickoutReason)>,
+}
+
+/// The result of a successful login.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Joined {
+    /// Took over a dropped session of the same user within its grace window.
+    pub resumed: bool,
+    /// This user's streams still listed from that session.
+    pub own_streams: Vec<StreamInfo>,
+}
+
+#[derive(Debug)]
+struct Member {
+    session: SessionId,
+    info: UserInfo,
+    grant: VideoGrant,
+    user_update: bool,
+    pose: Option<Pose>,
+    /// False while the socket is gone but the grace window has not run out.
+    connected: bool,
+    playing: HashSet<StreamId>,
+}
+
+impl Member {
+    fn hidden(&self) -> bool {
+        self.grant.hidden
+    }
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    /// Members by user ID, in a stable order.
+    members: BTreeMap<UserId, Member>,
+    streams: BTreeMap<StreamId, StreamInfo>,
+}
+
+impl Room {
+    fn visible_count(&self) -> usize {
+        self.members.values().filter(|m| !m.hidden()).count()
+    }
+
+    fn broadcast(&self, out: &mut Outputs, except: Option<&UserId>, wants: impl Fn(&Member) -> bool, event: &Event) {
+        for (user_id, member) in &self.members {
+            if Some(user_id) != except && member.connected && wants(member) {
+                out.deliveries.push((member.session, event.clone()));
+            }
+        }
+    }
+}
+
+/// Where a session is a member.
+#[derive(Debug, Clone)]
+struct Seat {
+    room_id: RoomId,
+    user_id: UserId,
+}
+
+/// All rooms of one server.
+#[derive(Debug, Default)]
+pub struct Rooms {
+    limits: Limits,
+    rooms: HashMap<RoomId, Room>,
+    /// Which room each user ID is in.
+    users: HashMap<UserId, RoomId>,
+    /// Which room and user each logged-in session is.
+    seats: HashMap<SessionId, Seat>,
+    /// Owner of every listed stream ID across the server.
+    stream_owners: HashMap<StreamId, (RoomId, UserId)>,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, message)
+}
+
+impl Rooms {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    pub fn is_logged_in(&self, session: SessionId) -> bool {
+        self.seats.contains_key(&session)
+    }
+
+    fn seat(&self, session: SessionId) -> Result<Seat, ErrorBody> {
+        self.seats
+            .get(&session)
+            .cloned()
+            .ok_or_else(|| err(ErrorCode::NotLoggedIn, "log into a room first"))
+    }
+
+    fn member(&self, seat: &Seat) -> &Member {
+        &self.rooms[&seat.room_id].members[&seat.user_id]
+    }
+
+    /// Adds `session` to the identity's room. `resume` names the session this one replaces
+    /// after a network drop; it is honoured when that session is still this user's.
+    pub fn login(
+        &mut self,
+        session: SessionId,
+        identity: Identity,
+        user_update: bool,
+        resume: Option<SessionId>,
+    ) -> Result<(Joined, Outputs), ErrorBody> {
+        if self.seats.contains_key(&session) {
+            return Err(err(ErrorCode::AlreadyLoggedIn, "this session is already in a room; log out first"));
+        }
+        let Identity { room_id, user, grant } = identity;
+        let mut out = Outputs::default();
+
+        // The same user already here: resume a dropped session, or kick the old one out.
+        if let Some(prev_room) = self.users.get(&user.user_id).cloned() {
+            let prev = &self.rooms[&prev_room].members[&user.user_id];
+            let same_shape = prev_room == room_id && prev.hidden() == grant.hidden && prev.info == user;
+            let resumable = !prev.connected || resume == Some(prev.session);
+            if same_shape && resumable {
+                let prev_session = prev.session;
+                let prev_connected = prev.connected;
+                let room = self.rooms.get_mut(&room_id).expect("users only point at existing rooms");
+                let member = room.members.get_mut(&user.user_id).expect("user listed in its room");
+                member.session = session;
+                member.connected = true;
+                member.user_update = user_update;
+                member.grant = grant;
+                member.playing.clear();
+                self.seats.remove(&prev_session);
+                self.seats.insert(
+                    session,
+                    Seat {
+                        room_id: room_id.clone(),
+                        user_id: user.user_id.clone(),
+                    },
+                );
+                let own_streams: Vec<StreamInfo> = room
+                    .streams
+                    .values()
+                    .filter(|s| s.user.user_id == user.user_id)
+                    .cloned()
+                    .collect();
+                self.snapshot_for(session, &room_id, &user.user_id, &mut out);
+                if prev_connected {
+                    out.kicks.push((prev_session, KickoutReason::DuplicateLogin));
+                }
+                return Ok((
+                    Joined {
+                        resumed: true,
+                        own_streams,
+                    },
+                    out,
+                ));
+            }
+            // Check the caps of the new room before kicking anyone.
+            self.check_room_caps(&room_id, &grant, Some(&user.user_id))?;
+            let prev_session = prev.session;
+            let was_connected = prev.connected;
+            self.remove_member(&prev_room, &user.user_id, &mut out);
+            if was_connected {
+                out.kicks.push((prev_session, KickoutReason::DuplicateLogin));
+            }
+        } else {
+            self.check_room_caps(&room_id, &grant, None)?;
+        }
+
+        let room = self.rooms.entry(room_id.clone()).or_default();
+        let hidden = grant.hidden;
+        room.members.insert(
+            user.user_id.clone(),
+            Member {
+                session,
+                info: user.clone(),
+                grant,
+                user_update,
+                pose: None,
+                connected: true,
+                playing: HashSet::new(),
+            },
+        );
+        if !hidden {
+            let event = Event::RoomUserUpdate {
+                room_id: room_id.clone(),
+                update: UpdateType::Add,
+                users: vec![user.clone()],
+            };
+            room.broadcast(&mut out, Some(&user.user_id), |m| m.user_update, &event);
+        }
+        self.users.insert(user.user_id.clone(), room_id.clone());
+        self.seats.insert(
+            session,
+            Seat {
+                room_id: room_id.clone(),
+                user_id: user.user_id.clone(),
+            },
+        );
+        self.snapshot_for(session, &room_id, &user.user_id, &mut out);
+        Ok((
+            Joined {
+                resumed: false,
+                own_streams: Vec::new(),
+            },
+            out,
+        ))
+    }
+
+    fn check_room_caps(&self, room_id: &RoomId, grant: &VideoGrant, leaving: Option<&UserId>) -> Result<(), ErrorBody> {
+        match self.rooms.get(room_id) {
+            None => {
+                if self.rooms.len() >= self.limits.max_rooms {
+                    return Err(err(
+                        ErrorCode::TooManyRooms,
+                        format!("the server already has {} rooms", self.rooms.len()),
+                    ));
+                }
+            }
+            Some(room) => {
+                let (count, cap) = if grant.hidden {
+                    (
+                        room.members.len() - room.visible_count(),
+                        self.limits.max_spectators_per_room,
+                    )
+                } else {
+                    (room.visible_count(), self.limits.max_users_per_room)
+                };
+                let leaving_here = leaving.is_some_and(|u| room.members.contains_key(u));
+                if count - usize::from(leaving_here && count > 0) >= cap {
+                    return Err(err(ErrorCode::RoomFull, format!("room {room_id} is full ({cap})")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The events that bring a new session up to date: visible users, streams, poses.
+    fn snapshot_for(&self, session: SessionId, room_id: &RoomId, me: &UserId, out: &mut Outputs) {
+        let room = &self.rooms[room_id];
+        let user_update = room.members[me].user_update;
+        let others = || room.members.iter().filter(|(id, m)| *id != me && !m.hidden());
+        if user_update {
+            let users: Vec<UserInfo> = others().map(|(_, m)| m.info.clone()).collect();
+            if !users.is_empty() {
+                out.deliveries.push((
+                    session,
+                    Event::RoomUserUpdate {
+                        room_id: room_id.clone(),
+                        update: UpdateType::Add,
+                        users,
+                    },
+                ));
+            }
+        }
+        let streams: Vec<StreamInfo> = room
+            .streams
+            .values()
+            .filter(|s| &s.user.user_id != me)
+            .cloned()
+            .collect();
+        if !streams.is_empty() {
+            out.deliveries.push((
+                session,
+                Event::RoomStreamUpdate {
+                    room_id: room_id.clone(),
+                    update: UpdateType::Add,
+                    streams,
+                },
+            ));
+        }
+        for (user_id, member) in others() {
+            if let Some(pose) = member.pose {
+                out.deliveries.push((
+                    session,
+                    Event::PoseUpdate {
+                        room_id: room_id.clone(),
+                        user_id: user_id.clone(),
+                        pose,
+                    },
+                ));
+            }
+        }
+    }
+
+    /// Removes a member with its streams and tells the room; drops the room when empty.
+    fn remove_member(&mut self, room_id: &RoomId, user_id: &UserId, out: &mut Outputs) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(member) = room.members.remove(user_id) else {
+            return;
+        };
+        self.users.remove(user_id);
+        if self.seats.get(&member.session).is_some_and(|s| &s.user_id == user_id) {
+            self.seats.remove(&member.session);
+        }
+        let owned: Vec<StreamId> = room
+            .streams
+            .iter()
+            .filter(|(_, s)| &s.user.user_id == user_id)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut deleted = Vec::with_capacity(owned.len());
+        for stream_id in owned {
+            if let Some(info) = room.streams.remove(&stream_id) {
+                self.stream_owners.remove(&stream_id);
+                deleted.push(info);
+            }
+        }
+        for m in room.members.values_mut() {
+            for s in &deleted {
+                m.playing.remove(&s.stream_id);
+            }
+        }
+        if !deleted.is_empty() {
+            let event = Event::RoomStreamUpdate {
+                room_id: room_id.clone(),
+                update: UpdateType::Delete,
+                streams: deleted,
+            };
+            room.broadcast(out, None, |_| true, &event);
+        }
+        if !member.hidden() {
+            let event = Event::RoomUserUpdate {
+                room_id: room_id.clone(),
+                update: UpdateType::Delete,
+                users: vec![member.info],
+            };
+            room.broadcast(out, None, |m| m.user_update, &event);
+        }
+        if room.members.is_empty() {
+            self.rooms.remove(room_id);
+        }
+    }
+
+    /// The session leaves its room.
+    pub fn logout(&mut self, session: SessionId) -> Result<Outputs, ErrorBody> {
+        let seat = self.seat(session)?;
+        let mut out = Outputs::default();
+        self.remove_member(&seat.room_id, &seat.user_id, &mut out);
+        Ok(out)
+    }
+
+    /// Removes the session for a reason the server decided (token expired, shutdown, admin).
+    pub fn kick(&mut self, session: SessionId, reason: KickoutReason) -> Outputs {
+        let mut out = Outputs::default();
+        if let Ok(seat) = self.seat(session) {
+            self.remove_member(&seat.room_id, &seat.user_id, &mut out);
+            out.kicks.push((session, reason));
+        }
+        out
+    }
+
+    /// The session's socket is gone. The member stays listed, quietly, until
+    /// [`Rooms::grace_expired`] or a resuming login. Returns whether the session was a member.
+    pub fn disconnect(&mut self, session: SessionId) -> bool {
+        let Some(seat) = self.seats.get(&session) else {
+            return false;
+        };
+        let Some(member) = self
+            .rooms
+            .get_mut(&seat.room_id)
+            .and_then(|r| r.members.get_mut(&seat.user_id))
+        else {
+            return false;
+        };
+        member.connected = false;
+        member.playing.clear();
+        true
+    }
+
+    /// The grace window of a dropped session ran out: remove it unless it was resumed.
+    pub fn grace_expired(&mut self, session: SessionId) -> Outputs {
+        let mut out = Outputs::default();
+        if let Some(seat) = self.seats.get(&session).cloned()
+            && !self.member(&seat).connected
+        {
+            self.remove_member(&seat.room_id, &seat.user_id, &mut out);
+        }
+        out
+    }
+
+    /// Checks that a renewed token's identity is the session's.
+    pub fn check_renewal(&self, session: SessionId, identity: &Identity) -> Result<(), ErrorBody> {
+        let seat = self.seat(session)?;
+        if identity.room_id != seat.room_id {
+            return Err(err(
+                ErrorCode::TokenRoomMismatch,
+                format!("the new token is for room {}, not {}", identity.room_id, seat.room_id),
+            ));
+        }
+        if identity.user.user_id != seat.user_id {
+            return Err(err(
+                ErrorCode::TokenUserMismatch,
+                format!("the new token is for user {}, not {}", identity.user.user_id, seat.user_id),
+            ));
+        }
+        if identity.grant.hidden != self.member(&seat).hidden() {
+            return Err(err(
+                ErrorCode::PermissionDenied,
+                "a renewed token cannot switch between spectator and participant",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies a renewed grant (after [`Rooms::check_renewal`]).
+    pub fn renew(&mut self, session: SessionId, grant: VideoGrant) -> Result<(), ErrorBody> {
+        let seat = self.seat(session)?;
+        let member = self
+            .rooms
+            .get_mut(&seat.room_id)
+            .and_then(|r| r.members.get_mut(&seat.user_id))
+            .ok_or_else(|| err(ErrorCode::NotLoggedIn, "log into a room first"))?;
+        member.grant = grant;
+        Ok(())
+    }
+
+    pub fn start_publishing(&mut self, session: SessionId, req: &PublishRequest) -> Result<Outputs, ErrorBody> {
+        let seat = self.seat(session)?;
+        let member = self.member(&seat);
+        if member.hidden() {
+            return Err(err(ErrorCode::PermissionDenied, "spectators cannot publish"));
+        }
+        if !member.grant.may_publish(req.source) {
+            return Err(err(
+                ErrorCode::PermissionDenied,
+                format!("the token does not allow publishing {}", req.source.grant_name()),
+            ));
+        }
+        validate_extra_info(&req.extra_info).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+        if let Some((_, owner)) = self.stream_owners.get(&req.stream_id) {
+            return Err(if owner == &seat.user_id {
+                err(
+                    ErrorCode::StreamAlreadyPublished,
+                    format!("you already publish {}", req.stream_id),
+                )
+            } else {
+                err(
+                    ErrorCode::StreamOwnedByOther,
+                    format!("stream ID {} is published by someone else", req.stream_id),
+                )
+            });
+        }
+        let room = &self.rooms[&seat.room_id];
+        if room.streams.len() >= self.limits.max_streams_per_room {
+            return Err(err(
+                ErrorCode::TooManyStreams,
+                format!("room {} already has {} streams", seat.room_id, room.streams.len()),
+            ));
+        }
+        let mine = room.streams.values().filter(|s| s.user.user_id == seat.user_id).count();
+        if mine >= self.limits.max_streams_per_user {
+            return Err(err(
+                ErrorCode::TooManyStreams,
+                format!("you already publish {mine} streams"),
+            ));
+        }
+        let info = StreamInfo {
+            stream_id: req.stream_id.clone(),
+            user: member.info.clone(),
+            source: req.source,
+            extra_info: req.extra_info.clone(),
+        };
+        let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
+        room.streams.insert(req.stream_id.clone(), info.clone());
+        self.stream_owners
+            .insert(req.stream_id.clone(), (seat.room_id.clone(), seat.user_id.clone()));
+        let mut out = Outputs::default();
+        let event = Event::RoomStreamUpdate {
+            room_id: seat.room_id.clone(),
+            update: UpdateType::Add,
+            streams: vec![info],
+        };
+        room.broadcast(&mut out, Some(&seat.user_id), |_| true, &event);
+        Ok(out)
+    }
+
+    /// Looks up a stream the session owns.
+    fn own_stream(&self, seat: &Seat, stream_id: &StreamId) -> Result<(), ErrorBody> {
+        match self.stream_owners.get(stream_id) {
+            Some((room, owner)) if room == &seat.room_id && owner == &seat.user_id => Ok(()),
+            Some((room, _)) if room == &seat.room_id => Err(err(
+                ErrorCode::StreamOwnedByOther,
+                format!("stream {stream_id} is published by someone else"),
+            )),
+            _ => Err(err(
+                ErrorCode::StreamNotFound,
+                format!("no stream {stream_id} in room {}", seat.room_id),
+            )),
+        }
+    }
+
+    pub fn stop_publishing(&mut self, session: SessionId, stream_id: &StreamId) -> Result<Outputs, ErrorBody> {
+        let seat = self.seat(session)?;
+        self.own_stream(&seat, stream_id)?;
+        let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
+        let info = room.streams.remove(stream_id).expect("owned streams are listed");
+        self.stream_owners.remove(stream_id);
+        for m in room.members.values_mut() {
+            m.playing.remove(stream_id);
+        }
+        let mut out = Outputs::default();
+        let event = Event::RoomStreamUpdate {
+            room_id: seat.room_id.clone(),
+            update: UpdateType::Delete,
+            streams: vec![info],
+        };
+        room.broadcast(&mut out, Some(&seat.user_id), |_| true, &event);
+        Ok(out)
+    }
+
+    pub fn set_extra_info(
+        &mut self,
+        session: SessionId,
+        stream_id: &StreamId,
+        extra_info: String,
+    ) -> Result<Outputs, ErrorBody> {
+        let seat = self.seat(session)?;
+        self.own_stream(&seat, stream_id)?;
+        validate_extra_info(&extra_info).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+        let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
+        let info = room.streams.get_mut(stream_id).expect("owned streams are listed");
+        info.extra_info = extra_info;
+        let event = Event::StreamExtraInfoUpdate {
+            room_id: seat.room_id.clone(),
+            streams: vec![info.clone()],
+        };
+        let mut out = Outputs::default();
+        room.broadcast(&mut out, Some(&seat.user_id), |_| true, &event);
+        Ok(out)
+    }
+
+    pub fn start_playing(&mut self, session: SessionId, stream_id: &StreamId) -> Result<StreamInfo, ErrorBody> {
+        let seat = self.seat(session)?;
+        if !self.member(&seat).grant.can_subscribe {
+            return Err(err(ErrorCode::PermissionDenied, "the token does not allow playing streams"));
+        }
+        let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
+        let info = room
+            .streams
+            .get(stream_id)
+            .cloned()
+            .ok_or_else(|| err(ErrorCode::StreamNotFound, format!("no stream {stream_id} in room {}", seat.room_id)))?;
+        let member = room.members.get_mut(&seat.user_id).expect("seat points at a member");
+        if !member.playing.insert(stream_id.clone()) {
+            return Err(err(ErrorCode::AlreadyPlaying, format!("already playing {stream_id}")));
+        }
+        Ok(info)
+    }
+
+    pub fn stop_playing(&mut self, session: SessionId, stream_id: &StreamId) -> Result<(), ErrorBody> {
+        let seat = self.seat(session)?;
+        let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
+        let member = room.members.get_mut(&seat.user_id).expect("seat points at a member");
+        if member.playing.remove(stream_id) {
+            Ok(())
+        } else {
+            Err(err(ErrorCode::NotPlaying, format!("not playing {stream_id}")))
+        }
+    }
+
+    pub fn set_pose(&mut self, session: SessionId, pose: Pose) -> Result<Outputs, ErrorBody> {
+        let seat = self.seat(session)?;
+        if self.member(&seat).hidden() {
+            return Err(err(ErrorCode::PermissionDenied, "spectators have no place in the room"));
+        }
+        pose.validate().map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+        let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
+        room.members.get_mut(&seat.user_id).expect("seat points at a member").pose = Some(pose);
+        let event = Event::PoseUpdate {
+            room_id: seat.room_id.clone(),
+            user_id: seat.user_id.clone(),
+            pose,
+        };
+        let mut out = Outputs::default();
+        room.broadcast(&mut out, Some(&seat.user_id), |_| true, &event);
+        Ok(out)
+    }
+
+    /// Every logged-in session.
+    pub fn sessions(&self) -> Vec<SessionId> {
+        self.seats.keys().copied().collect()
+    }
+
+    /// A read-only picture of every room, for operators and tests.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut rooms: Vec<RoomSnapshot> = self
+            .rooms
+            .iter()
+            .map(|(id, room)| RoomSnapshot {
+                room_id: id.clone(),
+                users: room
+                    .members
+                    .values()
+                    .filter(|m| !m.hidden())
+                    .map(|m| m.info.clone())
+                    .collect(),
+                spectators: room.members.len() - room.visible_count(),
+                streams: room.streams.values().cloned().collect(),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.room_id.cmp(&b.room_id));
+        Snapshot { rooms }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub rooms: Vec<RoomSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomSnapshot {
+    pub room_id: RoomId,
+    /// Visible members, by user ID.
+    pub users: Vec<UserInfo>,
+    pub spectators: usize,
+    pub streams: Vec<StreamInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(room: &str, user: &str, hidden: bool) -> Identity {
+        let grant = if hidden {
+            VideoGrant::spectator(room)
+        } else {
+            VideoGrant::participant(room)
+        };
+        Identity {
+            room_id: RoomId::new(room).expect("valid"),
+            user: UserInfo {
+                user_id: UserId::new(user).expect("valid"),
+                user_name: user.to_uppercase(),
+            },
+            grant,
+        }
+    }
+
+    fn publish(id: &str) -> PublishRequest {
+        PublishRequest {
+            stream_id: StreamId::new(id).expect("valid"),
+            source: Default::default(),
+            extra_info: String::new(),
+            sdp_offer: None,
+        }
+    }
+
+    #[test]
+    fn second_user_sees_the_first_and_the_first_is_told() {
+        let mut rooms = Rooms::new(Limits::default());
+        rooms.login(1, who("r", "a", false), true, None).expect("a joins");
+        let (_, out) = rooms.login(2, who("r", "b", false), true, None).expect("b joins");
+        let to_a: Vec<_> = out.deliveries.iter().filter(|(s, _)| *s == 1).collect();
+        let to_b: Vec<_> = out.deliveries.iter().filter(|(s, _)| *s == 2).collect();
+        assert_eq!(to_a.len(), 1, "a hears of b: {out:?}");
+        assert_eq!(to_b.len(), 1, "b gets the user list: {out:?}");
+    }
+
+    #[test]
+    fn spectators_are_invisible_and_cannot_publish() {
+        let mut rooms = Rooms::new(Limits::default());
+        rooms.login(1, who("r", "a", false), true, None).expect("a joins");
+        let (_, out) = rooms.login(2, who("r", "s", true), true, None).expect("spectator joins");
+        assert!(out.deliveries.iter().all(|(s, _)| *s == 2), "nobody hears of the spectator: {out:?}");
+        assert_eq!(
+            rooms.start_publishing(2, &publish("cam")).expect_err("refused").code,
+            ErrorCode::PermissionDenied
+        );
+        assert_eq!(rooms.snapshot().rooms[0].users.len(), 1);
+        assert_eq!(rooms.snapshot().rooms[0].spectators, 1);
+    }
+
+    #[test]
+    fn a_dropped_session_resumes_without_events() {
+        let mut rooms = Rooms::new(Limits::default());
+        rooms.login(1, who("r", "a", false), true, None).expect("a joins");
+        rooms.login(2, who("r", "b", false), true, None).expect("b joins");
+        rooms.start_publishing(2, &publish("b-cam")).expect("b publishes");
+        assert!(rooms.disconnect(2));
+        let (joined, out) = rooms.login(3, who("r", "b", false), true, None).expect("b is back");
+        assert!(joined.resumed);
+        assert_eq!(joined.own_streams.len(), 1);
+        assert!(out.deliveries.iter().all(|(s, _)| *s == 3), "a sees no flicker: {out:?}");
+        assert_eq!(rooms.grace_expired(2), Outputs::default(), "old grace timer is a no-op");
+    }
+
+    #[test]
+    fn grace_expiry_removes_user_and_streams() {
+        let mut rooms = Rooms::new(Limits::default());
+        rooms.login(1, who("r", "a", false), true, None).expect("a joins");
+        rooms.login(2, who("r", "b", false), true, None).expect("b joins");
+        rooms.start_publishing(2, &publish("b-cam")).expect("b publishes");
+        rooms.disconnect(2);
+        let out = rooms.grace_expired(2);
+        assert_eq!(out.deliveries.len(), 2, "stream DELETE then user DELETE: {out:?}");
+        assert!(rooms.snapshot().rooms[0].streams.is_empty());
+    }
+
+    #[test]
+    fn caps_refuse_before_anyone_is_kicked() {
+        let limits = Limits {
+            max_users_per_room: 1,
+            ..Limits::default()
+        };
+        let mut rooms = Rooms::new(limits);
+        rooms.login(1, who("r", "a", false), true, None).expect("a joins");
+        rooms.login(2, who("q", "b", false), true, None).expect("b joins q");
+        let refused = rooms.login(3, who("r", "b", false), true, None).expect_err("r is full");
+        assert_eq!(refused.code, ErrorCode::RoomFull);
+        assert!(rooms.is_logged_in(2), "b keeps its seat in q");
+        let (_, out) = rooms.login(4, who("r", "a", false), true, None).expect("a replaces itself");
+        assert_eq!(out.kicks, vec![(1, KickoutReason::DuplicateLogin)]);
+    }
+}

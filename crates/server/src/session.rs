@@ -1,0 +1,432 @@
+//! One signaling connection: reads requests, answers them, forwards the hub's events,
+//! and runs the session's timers (login deadline, token expiry).
+//!
+//! Events are numbered here, as they are written, so `seq` has no gaps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use holoroom_protocol::{
+    ClientMessage, ErrorBody, ErrorCode, Event, KickoutReason, LoginRequest, LoginResponse, MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION, Request, ResponseBody, RoomId, RoomStateReason, ServerMessage, UserId, UserInfo, close_code,
+    validate_user_name,
+};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::auth::unix_now;
+use crate::hub::{Hub, ToSession};
+use crate::rooms::{Identity, SessionId};
+
+/// A token bucket limiting requests per connection.
+#[derive(Debug)]
+struct RateLimit {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl RateLimit {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            tokens: burst,
+            last: Instant::now(),
+            rate,
+            burst,
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The part of a session that exists while it is in a room.
+#[derive(Debug)]
+struct InRoom {
+    room_id: RoomId,
+    /// When the token stops being accepted.
+    expires_at: Instant,
+    warned: bool,
+}
+
+/// How a session ends.
+enum Exit {
+    /// The peer went away or the socket failed.
+    Dropped,
+    /// Close the socket with this code and reason.
+    Close(u16, &'static str),
+}
+
+struct Session {
+    id: SessionId,
+    hub: Arc<Hub>,
+    socket: WebSocket,
+    seq: u64,
+    in_room: Option<InRoom>,
+    login_deadline: Instant,
+    rate: RateLimit,
+}
+
+/// Runs one connection to its end.
+pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+    let registration = hub.register();
+    let config = hub.config.clone();
+    let mut session = Session {
+        id: registration.id,
+        hub: hub.clone(),
+        socket,
+        seq: 0,
+        in_room: None,
+        login_deadline: Instant::now() + config.login_timeout,
+        rate: RateLimit::new(config.rate_per_second, config.rate_burst),
+    };
+    let mut queue = registration.queue;
+    let overflow = registration.overflow;
+    tracing::debug!(session = session.id, "connected");
+
+    let exit = loop {
+        let far = Instant::now() + Duration::from_secs(86_400);
+        let (warn_at, expire_at) = match &session.in_room {
+            Some(r) => (
+                if r.warned {
+                    far
+                } else {
+                    r.expires_at.checked_sub(config.token_expiry_warning).unwrap_or(r.expires_at)
+                },
+                r.expires_at,
+            ),
+            None => (far, far),
+        };
+        let login_deadline = if session.in_room.is_none() {
+            session.login_deadline
+        } else {
+            far
+        };
+        let step = tokio::select! {
+            incoming = session.socket.recv() => match incoming {
+                Some(Ok(message)) => session.on_message(message).await,
+                Some(Err(err)) => {
+                    tracing::debug!(session = session.id, %err, "socket error");
+                    Err(Exit::Dropped)
+                }
+                None => Err(Exit::Dropped),
+            },
+            Some(out) = queue.recv() => session.on_hub(out).await,
+            () = overflow.notified() => Err(Exit::Close(close_code::TRY_AGAIN_LATER, "too slow to receive events")),
+            () = tokio::time::sleep_until(login_deadline) => Err(Exit::Close(close_code::POLICY, "no login in time")),
+            () = tokio::time::sleep_until(warn_at) => session.warn_expiry().await,
+            () = tokio::time::sleep_until(expire_at) => session.expire().await,
+            _ = shutdown.changed() => session.shut_down().await,
+        };
+        if let Err(exit) = step {
+            break exit;
+        }
+    };
+
+    if let Exit::Close(code, reason) = exit {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
+        let _ = session.socket.send(Message::Close(Some(frame))).await;
+    }
+    tracing::debug!(session = session.id, "disconnected");
+    hub.unregister(session.id);
+}
+
+impl Session {
+    async fn send(&mut self, message: &ServerMessage) -> Result<(), Exit> {
+        self.socket
+            .send(Message::Text(message.to_json().into()))
+            .await
+            .map_err(|_| Exit::Dropped)
+    }
+
+    async fn send_event(&mut self, event: Event) -> Result<(), Exit> {
+        self.seq += 1;
+        let message = ServerMessage::Event { seq: self.seq, event };
+        self.send(&message).await
+    }
+
+    async fn respond(&mut self, id: Option<u64>, result: Result<ResponseBody, ErrorBody>) -> Result<(), Exit> {
+        self.send(&ServerMessage::Response {
+            id,
+            result: result.into(),
+        })
+        .await
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<(), Exit> {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => return Err(Exit::Close(close_code::UNSUPPORTED_DATA, "binary frames are not accepted")),
+            Message::Close(_) => return Err(Exit::Dropped),
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        };
+        if text.len() > MAX_MESSAGE_BYTES {
+            return Err(Exit::Close(close_code::MESSAGE_TOO_BIG, "message larger than 64 KiB"));
+        }
+        if !self.rate.allow() {
+            let id = ClientMessage::parse(&text).ok().map(|m| m.id);
+            return self
+                .respond(
+                    id,
+                    Err(ErrorBody::new(ErrorCode::RateLimited, "too many requests; slow down")),
+                )
+                .await;
+        }
+        let message = match ClientMessage::parse(&text) {
+            Ok(message) => message,
+            Err(malformed) => {
+                let error = ErrorBody::new(ErrorCode::MalformedMessage, malformed.reason);
+                return self.respond(malformed.id, Err(error)).await;
+            }
+        };
+        let (result, events) = self.handle(message.request);
+        self.respond(Some(message.id), result).await?;
+        for event in events {
+            self.send_event(event).await?;
+        }
+        Ok(())
+    }
+
+    /// Answers one request; the events returned are this session's share of what it caused.
+    fn handle(&mut self, request: Request) -> (Result<ResponseBody, ErrorBody>, Vec<Event>) {
+        let id = self.id;
+        let result = match request {
+            Request::Login(login) => self.login(login),
+            Request::Logout => {
+                let left = self.hub.lock().apply(id, |rooms| Ok(((), rooms.logout(id)?)));
+                if left.is_ok() {
+                    self.in_room = None;
+                    self.login_deadline = Instant::now() + self.hub.config.login_timeout;
+                }
+                left.map(|((), events)| (ResponseBody::Ack, events))
+            }
+            Request::RenewToken { token } => self.renew(&token).map(|body| (body, Vec::new())),
+            Request::StartPublishing(publish) => {
+                if publish.sdp_offer.is_some() {
+                    Err(ErrorBody::new(ErrorCode::NotSupported, "this server does not relay media"))
+                } else {
+                    self.hub
+                        .lock()
+                        .apply(id, |rooms| Ok(((), rooms.start_publishing(id, &publish)?)))
+                        .map(|((), events)| (ResponseBody::Publishing { sdp_answer: None }, events))
+                }
+            }
+            Request::StopPublishing { stream_id } => self
+                .hub
+                .lock()
+                .apply(id, |rooms| Ok(((), rooms.stop_publishing(id, &stream_id)?)))
+                .map(|((), events)| (ResponseBody::Ack, events)),
+            Request::SetStreamExtraInfo { stream_id, extra_info } => self
+                .hub
+                .lock()
+                .apply(id, |rooms| Ok(((), rooms.set_extra_info(id, &stream_id, extra_info)?)))
+                .map(|((), events)| (ResponseBody::Ack, events)),
+            Request::StartPlaying(play) => {
+                if play.sdp_offer.is_some() {
+                    Err(ErrorBody::new(ErrorCode::NotSupported, "this server does not relay media"))
+                } else {
+                    self.hub.lock().rooms().start_playing(id, &play.stream_id).map(|stream| {
+                        (
+                            ResponseBody::Playing {
+                                stream,
+                                sdp_answer: None,
+                            },
+                            Vec::new(),
+                        )
+                    })
+                }
+            }
+            Request::StopPlaying { stream_id } => self
+                .hub
+                .lock()
+                .rooms()
+                .stop_playing(id, &stream_id)
+                .map(|()| (ResponseBody::Ack, Vec::new())),
+            Request::Trickle { .. } => Err(ErrorBody::new(
+                ErrorCode::NotSupported,
+                "this server does not relay media",
+            )),
+            Request::SetPose { pose } => self
+                .hub
+                .lock()
+                .apply(id, |rooms| Ok(((), rooms.set_pose(id, pose)?)))
+                .map(|((), events)| (ResponseBody::Ack, events)),
+        };
+        match result {
+            Ok((body, events)) => (Ok(body), events),
+            Err(error) => (Err(error), Vec::new()),
+        }
+    }
+
+    /// Verifies a token for `room_id` and `user_id` and returns who it says the bearer is.
+    fn identify(&self, token: &str, room_id: &RoomId, user_id: &UserId, name: &str) -> Result<(Identity, u64), ErrorBody> {
+        let keys = &self.hub.config.keys;
+        let claims = keys.verify(token, unix_now())?;
+        if claims.video.room != room_id.as_str() {
+            return Err(ErrorBody::new(
+                ErrorCode::TokenRoomMismatch,
+                format!("the token is for room {:?}, not {room_id}", claims.video.room),
+            ));
+        }
+        if claims.sub != user_id.as_str() {
+            return Err(ErrorBody::new(
+                ErrorCode::TokenUserMismatch,
+                format!("the token is for user {:?}, not {user_id}", claims.sub),
+            ));
+        }
+        if !claims.video.room_join {
+            return Err(ErrorBody::new(ErrorCode::PermissionDenied, "the token does not allow joining rooms"));
+        }
+        let user_name = claims.name.clone().unwrap_or_else(|| name.to_owned());
+        validate_user_name(&user_name).map_err(|m| ErrorBody::new(ErrorCode::InvalidArgument, m))?;
+        let expires_at = keys.expires_at(&claims);
+        Ok((
+            Identity {
+                room_id: room_id.clone(),
+                user: UserInfo {
+                    user_id: user_id.clone(),
+                    user_name,
+                },
+                grant: claims.video,
+            },
+            expires_at,
+        ))
+    }
+
+    fn login(&mut self, login: LoginRequest) -> Result<(ResponseBody, Vec<Event>), ErrorBody> {
+        if login.protocol != PROTOCOL_VERSION {
+            return Err(ErrorBody::new(
+                ErrorCode::UnsupportedVersion,
+                format!("protocol {} is not spoken here; this server speaks {PROTOCOL_VERSION}", login.protocol),
+            ));
+        }
+        if self.in_room.is_some() {
+            return Err(ErrorBody::new(ErrorCode::AlreadyLoggedIn, "this session is already in a room; log out first"));
+        }
+        let (identity, expires_at) =
+            self.identify(&login.token, &login.room_id, &login.user.user_id, &login.user.user_name)?;
+        let spectator = identity.grant.hidden;
+        let user = identity.user.clone();
+        let resume = login.resume_session.as_deref().and_then(|s| s.parse::<SessionId>().ok());
+        let id = self.id;
+        let (joined, events) = self
+            .hub
+            .lock()
+            .apply(id, |rooms| rooms.login(id, identity, login.config.user_update, resume))?;
+        let remaining = expires_at.saturating_sub(unix_now());
+        self.in_room = Some(InRoom {
+            room_id: login.room_id.clone(),
+            expires_at: Instant::now() + Duration::from_secs(remaining),
+            warned: false,
+        });
+        tracing::info!(session = id, room = %login.room_id, user = %user.user_id, spectator, "logged in");
+        Ok((
+            ResponseBody::LoggedIn(LoginResponse {
+                session_id: id.to_string(),
+                room_id: login.room_id,
+                user,
+                spectator,
+                resumed: joined.resumed,
+                own_streams: joined.own_streams,
+                token_expires_at: expires_at,
+            }),
+            events,
+        ))
+    }
+
+    fn renew(&mut self, token: &str) -> Result<ResponseBody, ErrorBody> {
+        let Some(in_room) = &self.in_room else {
+            return Err(ErrorBody::new(ErrorCode::NotLoggedIn, "log into a room first"));
+        };
+        let claims = self.hub.config.keys.verify(token, unix_now())?;
+        let user_id = UserId::new(claims.sub.clone())
+            .map_err(|e| ErrorBody::new(ErrorCode::TokenInvalid, format!("token subject: {e}")))?;
+        let (identity, expires_at) = self.identify(token, &in_room.room_id, &user_id, "")?;
+        let mut hub = self.hub.lock();
+        hub.rooms().check_renewal(self.id, &identity)?;
+        hub.rooms().renew(self.id, identity.grant)?;
+        drop(hub);
+        let remaining = expires_at.saturating_sub(unix_now());
+        if let Some(in_room) = &mut self.in_room {
+            in_room.expires_at = Instant::now() + Duration::from_secs(remaining);
+            in_room.warned = false;
+        }
+        Ok(ResponseBody::TokenRenewed { expires_at })
+    }
+
+    async fn on_hub(&mut self, out: ToSession) -> Result<(), Exit> {
+        match out {
+            ToSession::Event(event) => self.send_event(event).await,
+            ToSession::Kickout(reason) => {
+                self.kicked(reason).await?;
+                let why = match reason {
+                    KickoutReason::DuplicateLogin => "logged in elsewhere",
+                    _ => "kicked out",
+                };
+                Err(Exit::Close(close_code::POLICY, why))
+            }
+        }
+    }
+
+    /// Tells the client it was removed from its room.
+    async fn kicked(&mut self, reason: KickoutReason) -> Result<(), Exit> {
+        let Some(in_room) = self.in_room.take() else {
+            return Ok(());
+        };
+        self.send_event(Event::RoomStateChanged {
+            room_id: in_room.room_id,
+            reason: RoomStateReason::Kickout,
+            error: None,
+            kickout: Some(reason),
+        })
+        .await
+    }
+
+    async fn warn_expiry(&mut self) -> Result<(), Exit> {
+        let Some(in_room) = &mut self.in_room else {
+            return Ok(());
+        };
+        in_room.warned = true;
+        let event = Event::TokenWillExpire {
+            room_id: in_room.room_id.clone(),
+            expires_in_secs: in_room.expires_at.saturating_duration_since(Instant::now()).as_secs(),
+        };
+        self.send_event(event).await
+    }
+
+    async fn expire(&mut self) -> Result<(), Exit> {
+        let id = self.id;
+        {
+            let mut hub = self.hub.lock();
+            let outputs = hub.rooms().kick(id, KickoutReason::TokenExpired);
+            hub.deliver(Some(id), outputs);
+        }
+        self.kicked(KickoutReason::TokenExpired).await?;
+        Err(Exit::Close(close_code::POLICY, "token expired"))
+    }
+
+    async fn shut_down(&mut self) -> Result<(), Exit> {
+        let id = self.id;
+        {
+            let mut hub = self.hub.lock();
+            let outputs = hub.rooms().kick(id, KickoutReason::ServerShutdown);
+            hub.deliver(Some(id), outputs);
+        }
+        self.kicked(KickoutReason::ServerShutdown).await?;
+        Err(Exit::Close(close_code::GOING_AWAY, "server shutting down"))
+    }
+}

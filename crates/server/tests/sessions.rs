@@ -1,0 +1,271 @@
+//! Session rules over a real server: duplicate login, spectators, ownership, token expiry,
+//! reconnect grace, timeouts, limits, shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, WAIT, spectator_token, start, token, user};
+use futures_util::future::join_all;
+use holoroom_engine::signaling::SignalingError;
+use holoroom_protocol::{
+    ErrorCode, Event, KickoutReason, Pose, Request, ResponseBody, RoomStateReason, UpdateType, VideoGrant, close_code,
+};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn refused(result: Result<ResponseBody, SignalingError>) -> ErrorCode {
+    match result {
+        Err(SignalingError::Refused(body)) => body.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn kickout(event: &Event) -> Option<KickoutReason> {
+    match event {
+        Event::RoomStateChanged {
+            reason: RoomStateReason::Kickout,
+            kickout,
+            ..
+        } => *kickout,
+        _ => None,
+    }
+}
+
+const QUIET: Duration = Duration::from_millis(200);
+
+#[tokio::test]
+async fn duplicate_login_kicks_the_first_session_and_deletes_its_streams() {
+    let server = start(common::config()).await;
+    let mut first = Client::join(&server, "r", "alice", true).await;
+    first.publish("alice-cam").await.expect("publish");
+    let mut watcher = Client::join(&server, "r", "bob", true).await;
+    watcher.drain(QUIET).await;
+    first.drain(QUIET).await;
+
+    let _second = Client::join(&server, "r", "alice", true).await;
+    assert_eq!(kickout(&first.next_event().await), Some(KickoutReason::DuplicateLogin));
+    assert_eq!(first.closed().await, Some(close_code::POLICY));
+
+    let events = watcher.drain(QUIET).await;
+    assert!(
+        matches!(&events[0], Event::RoomStreamUpdate { update: UpdateType::Delete, streams, .. } if streams[0].stream_id.as_str() == "alice-cam"),
+        "{events:?}"
+    );
+    let room = &server.snapshot().rooms[0];
+    assert!(room.streams.is_empty());
+    assert_eq!(room.users.len(), 2, "alice is still in, once");
+}
+
+#[tokio::test]
+async fn spectators_are_hidden_and_cannot_publish() {
+    let server = start(common::config()).await;
+    let mut alice = Client::join(&server, "r", "alice", true).await;
+    alice.publish("alice-cam").await.expect("publish");
+
+    let mut spectator = Client::connect(&server).await;
+    let login = spectator
+        .login_with("r", "watcher", spectator_token(&server, "r", "watcher"), true)
+        .await
+        .expect("spectator logs in");
+    assert!(login.spectator);
+    // The spectator sees the room...
+    assert!(matches!(spectator.next_event().await, Event::RoomUserUpdate { update: UpdateType::Add, .. }));
+    assert!(matches!(spectator.next_event().await, Event::RoomStreamUpdate { update: UpdateType::Add, .. }));
+    // ...but may not publish or take a place in it.
+    assert_eq!(refused(spectator.publish("watcher-cam").await), ErrorCode::PermissionDenied);
+    assert_eq!(
+        refused(spectator.signaling.request(Request::SetPose { pose: Pose::IDENTITY }).await),
+        ErrorCode::PermissionDenied
+    );
+    // Nobody hears of it, and it is not counted.
+    assert!(alice.drain(QUIET).await.is_empty());
+    let room = &server.snapshot().rooms[0];
+    assert_eq!(room.users.len(), 1);
+    assert_eq!(room.spectators, 1);
+    spectator.signaling.request(Request::Logout).await.expect("logout");
+    assert!(alice.drain(QUIET).await.is_empty(), "not even when it leaves");
+}
+
+#[tokio::test]
+async fn streams_belong_to_their_publisher() {
+    let server = start(common::config()).await;
+    let alice = Client::join(&server, "r", "alice", true).await;
+    let bob = Client::join(&server, "r", "bob", true).await;
+    alice.publish("cam").await.expect("publish");
+    assert_eq!(refused(bob.stop_publishing("cam").await), ErrorCode::StreamOwnedByOther);
+    assert_eq!(refused(bob.publish("cam").await), ErrorCode::StreamOwnedByOther);
+    assert_eq!(refused(alice.publish("cam").await), ErrorCode::StreamAlreadyPublished);
+    assert_eq!(refused(bob.stop_publishing("nope").await), ErrorCode::StreamNotFound);
+    assert_eq!(server.snapshot().rooms[0].streams.len(), 1);
+}
+
+#[tokio::test]
+async fn token_renewed_in_time_keeps_the_session() {
+    let mut config = common::config();
+    config.token_expiry_warning = Duration::from_secs(1);
+    let server = start(config).await;
+    let mut alice = Client::connect(&server).await;
+    let short = server.keys().mint(VideoGrant::participant("r"), &user("alice"), None, 2);
+    alice.login_with("r", "alice", short, true).await.expect("login");
+
+    assert!(matches!(alice.next_event().await, Event::TokenWillExpire { .. }));
+    let wrong_user = token(&server, "r", "mallory");
+    assert_eq!(
+        refused(alice.signaling.request(Request::RenewToken { token: wrong_user }).await),
+        ErrorCode::TokenUserMismatch
+    );
+    let wrong_room = token(&server, "elsewhere", "alice");
+    assert_eq!(
+        refused(alice.signaling.request(Request::RenewToken { token: wrong_room }).await),
+        ErrorCode::TokenRoomMismatch
+    );
+    let renewed = alice
+        .signaling
+        .request(Request::RenewToken {
+            token: token(&server, "r", "alice"),
+        })
+        .await
+        .expect("renewal accepted");
+    assert!(matches!(renewed, ResponseBody::TokenRenewed { .. }));
+    assert!(alice.drain(Duration::from_millis(2500)).await.is_empty(), "no kickout after renewal");
+    assert_eq!(server.snapshot().rooms[0].users.len(), 1);
+}
+
+#[tokio::test]
+async fn token_not_renewed_is_kicked_out() {
+    let mut config = common::config();
+    config.token_expiry_warning = Duration::from_secs(1);
+    let server = start(config).await;
+    let mut bob = Client::join(&server, "r", "bob", true).await;
+    let mut alice = Client::connect(&server).await;
+    let short = server.keys().mint(VideoGrant::participant("r"), &user("alice"), None, 2);
+    alice.login_with("r", "alice", short, true).await.expect("login");
+    assert!(matches!(bob.next_event().await, Event::RoomUserUpdate { update: UpdateType::Add, .. }));
+
+    let mut reasons = Vec::new();
+    while reasons.len() < 3 {
+        let event = alice.next_event().await;
+        reasons.push(event);
+        if kickout(reasons.last().expect("just pushed")).is_some() {
+            break;
+        }
+    }
+    assert!(reasons.iter().any(|e| matches!(e, Event::TokenWillExpire { .. })), "{reasons:?}");
+    assert_eq!(kickout(reasons.last().expect("events")), Some(KickoutReason::TokenExpired));
+    assert_eq!(alice.closed().await, Some(close_code::POLICY));
+    assert!(matches!(bob.next_event().await, Event::RoomUserUpdate { update: UpdateType::Delete, .. }));
+}
+
+#[tokio::test]
+async fn a_dropped_member_who_returns_within_grace_causes_no_flicker() {
+    let mut config = common::config();
+    config.reconnect_grace = Duration::from_secs(2);
+    let server = start(config).await;
+    let mut alice = Client::join(&server, "r", "alice", true).await;
+    let bob = Client::join(&server, "r", "bob", true).await;
+    bob.publish("bob-cam").await.expect("publish");
+    alice.drain(QUIET).await;
+
+    bob.signaling.close();
+    tokio::time::sleep(QUIET).await;
+    let mut back = Client::connect(&server).await;
+    let login = back
+        .login_with("r", "bob", token(&server, "r", "bob"), true)
+        .await
+        .expect("bob is back");
+    assert!(login.resumed);
+    assert_eq!(login.own_streams.len(), 1, "his stream is still his");
+    assert!(alice.drain(Duration::from_millis(2500)).await.is_empty(), "alice saw nothing");
+    assert_eq!(server.snapshot().rooms[0].users.len(), 2);
+}
+
+#[tokio::test]
+async fn a_dropped_member_is_removed_after_grace() {
+    let server = start(common::config()).await;
+    let mut alice = Client::join(&server, "r", "alice", true).await;
+    let bob = Client::join(&server, "r", "bob", true).await;
+    bob.publish("bob-cam").await.expect("publish");
+    alice.drain(QUIET).await;
+    bob.signaling.close();
+    assert!(matches!(alice.next_event().await, Event::RoomStreamUpdate { update: UpdateType::Delete, .. }));
+    assert!(matches!(alice.next_event().await, Event::RoomUserUpdate { update: UpdateType::Delete, .. }));
+}
+
+#[tokio::test]
+async fn sockets_that_never_log_in_are_closed() {
+    let mut config = common::config();
+    config.login_timeout = Duration::from_millis(300);
+    let server = start(config).await;
+    let mut idle = Client::connect(&server).await;
+    assert_eq!(idle.closed().await, Some(close_code::POLICY));
+}
+
+#[tokio::test]
+async fn shutdown_kicks_everyone_and_closes_with_going_away() {
+    let server = start(common::config()).await;
+    let mut alice = Client::join(&server, "r", "alice", true).await;
+    tokio::time::timeout(WAIT, server.shutdown())
+        .await
+        .expect("shutdown is quick")
+        .expect("clean shutdown");
+    assert_eq!(kickout(&alice.next_event().await), Some(KickoutReason::ServerShutdown));
+    assert_eq!(alice.closed().await, Some(close_code::GOING_AWAY));
+}
+
+#[tokio::test]
+async fn origins_outside_the_allowlist_are_refused() {
+    let mut config = common::config();
+    config.allowed_origins = vec!["https://room.example".into()];
+    let server = start(config).await;
+    let with_origin = |origin: &'static str| {
+        let mut request = server.ws_url().into_client_request().expect("valid URL");
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().expect("valid header"));
+        request
+    };
+    let refused = tokio_tungstenite::connect_async(with_origin("https://evil.example")).await;
+    assert!(refused.is_err(), "foreign origin refused");
+    let allowed = tokio_tungstenite::connect_async(with_origin("https://room.example")).await;
+    assert!(allowed.is_ok(), "listed origin allowed");
+}
+
+#[tokio::test]
+async fn rooms_have_caps_that_spectators_do_not_count_against() {
+    let mut config = common::config();
+    config.limits.max_users_per_room = 2;
+    config.limits.max_rooms = 1;
+    let server = start(config).await;
+    let _a = Client::join(&server, "r", "a", true).await;
+    let _b = Client::join(&server, "r", "b", true).await;
+    let mut c = Client::connect(&server).await;
+    let full = c.login_with("r", "c", token(&server, "r", "c"), true).await;
+    assert!(matches!(full, Err(SignalingError::Refused(ref e)) if e.code == ErrorCode::RoomFull), "{full:?}");
+    let other_room = c.login_with("q", "c", token(&server, "q", "c"), true).await;
+    assert!(
+        matches!(other_room, Err(SignalingError::Refused(ref e)) if e.code == ErrorCode::TooManyRooms),
+        "{other_room:?}"
+    );
+    let mut s = Client::connect(&server).await;
+    s.login_with("r", "s", spectator_token(&server, "r", "s"), true)
+        .await
+        .expect("a spectator still fits");
+}
+
+#[tokio::test]
+async fn bursts_beyond_the_rate_limit_are_refused_then_allowed_again() {
+    let mut config = common::config();
+    config.rate_per_second = 5.0;
+    config.rate_burst = 5.0;
+    let server = start(config).await;
+    let alice = Client::join(&server, "r", "alice", true).await;
+    let pose = Request::SetPose { pose: Pose::IDENTITY };
+    let results = join_all((0..20).map(|_| alice.signaling.request(pose.clone()))).await;
+    let limited = results
+        .iter()
+        .filter(|r| matches!(r, Err(SignalingError::Refused(e)) if e.code == ErrorCode::RateLimited))
+        .count();
+    assert!(limited >= 10, "{limited} of 20 limited: {results:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    alice.signaling.request(pose).await.expect("allowed again after a pause");
+}
