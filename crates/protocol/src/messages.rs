@@ -60,7 +60,7 @@ pub enum Request {
     /// Join a room. Identity and room come from the token; `user` must match it.
     Login(LoginRequest),
     /// Leave the room; the socket stays open for another login.
-    Logout,
+    Logout {},
     /// Replace the session's token before it expires (same user and room).
     RenewToken { token: String },
     /// Announce a stream this user publishes.
@@ -524,9 +524,15 @@ mod tests {
     }
 
     #[test]
+    fn requests_without_fields_refuse_unknown_ones() {
+        let err = ClientMessage::parse(r#"{"id":3,"request":{"type":"logout","now":true}}"#).expect_err("unknown field");
+        assert_eq!(err.id, Some(3));
+    }
+
+    #[test]
     fn unit_requests_are_just_a_type() {
         let msg = ClientMessage::parse(r#"{"id":9,"request":{"type":"logout"}}"#).expect("logout parses");
-        assert_eq!(msg.request, Request::Logout);
+        assert_eq!(msg.request, Request::Logout {});
     }
 
     #[test]

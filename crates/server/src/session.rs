@@ -206,7 +206,7 @@ impl Session {
         let id = self.id;
         let result = match request {
             Request::Login(login) => self.login(login),
-            Request::Logout => {
+            Request::Logout {} => {
                 let left = self.hub.lock().apply(id, |rooms| Ok(((), rooms.logout(id)?)));
                 if left.is_ok() {
                     self.in_room = None;

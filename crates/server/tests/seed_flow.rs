@@ -66,7 +66,7 @@ async fn three_users_see_users_and_streams_in_order() {
     assert_eq!(streams_of(&b.next_event().await), (UpdateType::Delete, s(&["alice-cam"])));
     assert_eq!(streams_of(&c.next_event().await), (UpdateType::Delete, s(&["alice-cam"])));
 
-    b.signaling.request(Request::Logout).await.expect("bob logs out");
+    b.signaling.request(Request::Logout {}).await.expect("bob logs out");
     assert_eq!(streams_of(&a.next_event().await), (UpdateType::Delete, s(&["bob-cam"])));
     assert_eq!(users_of(&a.next_event().await), (UpdateType::Delete, s(&["bob"])));
     assert_eq!(streams_of(&c.next_event().await), (UpdateType::Delete, s(&["bob-cam"])));
@@ -86,8 +86,8 @@ async fn three_users_see_users_and_streams_in_order() {
     );
 
     // The room vanishes when the last member leaves.
-    a.signaling.request(Request::Logout).await.expect("alice logs out");
-    c.signaling.request(Request::Logout).await.expect("carol logs out");
+    a.signaling.request(Request::Logout {}).await.expect("alice logs out");
+    c.signaling.request(Request::Logout {}).await.expect("carol logs out");
     assert!(server.snapshot().rooms.is_empty(), "{:?}", server.snapshot());
     server.shutdown().await.expect("clean shutdown");
 }

@@ -82,7 +82,7 @@ async fn spectators_are_hidden_and_cannot_publish() {
     let room = &server.snapshot().rooms[0];
     assert_eq!(room.users.len(), 1);
     assert_eq!(room.spectators, 1);
-    spectator.signaling.request(Request::Logout).await.expect("logout");
+    spectator.signaling.request(Request::Logout {}).await.expect("logout");
     assert!(alice.drain(QUIET).await.is_empty(), "not even when it leaves");
 }
 
