@@ -4,12 +4,14 @@
 //! with an `id` it picks; the server answers each with exactly one
 //! [`ServerMessage::Response`] carrying the same `id`, and pushes
 //! [`ServerMessage::Event`]s numbered `seq = 1, 2, 3, ...` per session with no gaps.
+//! A login's response carries the room as it is at that moment (users, streams, poses);
+//! the events that follow are the changes after it.
 //!
 //! ```json
 //! {"id":1,"request":{"type":"login","protocol":1,"room_id":"lobby","token":"...",
 //!   "user":{"user_id":"alice","user_name":"Alice"},"config":{"user_update":true}}}
 //! {"type":"response","id":1,"result":{"ok":{"type":"logged_in",...}}}
-//! {"type":"event","seq":1,"event":{"type":"room_user_update","room_id":"lobby","update":"add","users":[...]}}
+//! {"type":"event","seq":1,"event":{"type":"room_user_update","room_id":"lobby","update":"add","users":[{"user_id":"bob","user_name":"Bob"}]}}
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -292,6 +294,20 @@ pub struct LoginResponse {
     pub own_streams: Vec<StreamInfo>,
     /// Unix seconds after which the session is kicked out unless the token is renewed.
     pub token_expires_at: u64,
+    /// The other visible members at the moment of login (empty unless `user_update`).
+    pub users: Vec<UserInfo>,
+    /// The other members' streams at the moment of login.
+    pub streams: Vec<StreamInfo>,
+    /// The other members' last poses.
+    pub poses: Vec<UserPose>,
+}
+
+/// A member's pose, as listed at login.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPose {
+    pub user_id: UserId,
+    pub pose: Pose,
 }
 
 /// Why a request failed: a code a program can act on and a sentence for a person.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use holoroom_protocol::{
     ErrorBody, ErrorCode, Event, KickoutReason, Pose, PublishRequest, RoomId, StreamId, StreamInfo, UpdateType,
-    UserId, UserInfo, VideoGrant, validate_extra_info,
+    UserId, UserInfo, UserPose, VideoGrant, validate_extra_info,
 };
 use serde::Serialize;
 
@@ -59,13 +59,19 @@ pub struct Outputs {
     pub kicks: Vec<(SessionId, KickoutReason)>,
 }
 
-/// The result of a successful login.
+/// The result of a successful login: the room as it is at that moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Joined {
     /// Took over a dropped session of the same user within its grace window.
     pub resumed: bool,
     /// This user's streams still listed from that session.
     pub own_streams: Vec<StreamInfo>,
+    /// Other visible members (empty unless the session asked for user updates).
+    pub users: Vec<UserInfo>,
+    /// Other members' streams.
+    pub streams: Vec<StreamInfo>,
+    /// Other visible members' poses.
+    pub poses: Vec<UserPose>,
 }
 
 #[derive(Debug)]
@@ -198,17 +204,10 @@ impl Rooms {
                     .filter(|s| s.user.user_id == user.user_id)
                     .cloned()
                     .collect();
-                self.snapshot_for(session, &room_id, &user.user_id, &mut out);
                 if prev_connected {
                     out.kicks.push((prev_session, KickoutReason::DuplicateLogin));
                 }
-                return Ok((
-                    Joined {
-                        resumed: true,
-                        own_streams,
-                    },
-                    out,
-                ));
+                return Ok((self.joined(&room_id, &user.user_id, true, own_streams), out));
             }
             // Check the caps of the new room before kicking anyone.
             self.check_room_caps(&room_id, &grant, Some(&user.user_id))?;
@@ -252,14 +251,7 @@ impl Rooms {
                 user_id: user.user_id.clone(),
             },
         );
-        self.snapshot_for(session, &room_id, &user.user_id, &mut out);
-        Ok((
-            Joined {
-                resumed: false,
-                own_streams: Vec::new(),
-            },
-            out,
-        ))
+        Ok((self.joined(&room_id, &user.user_id, false, Vec::new()), out))
     }
 
     fn check_room_caps(&self, room_id: &RoomId, grant: &VideoGrant, leaving: Option<&UserId>) -> Result<(), ErrorBody> {
@@ -290,51 +282,33 @@ impl Rooms {
         Ok(())
     }
 
-    /// The events that bring a new session up to date: visible users, streams, poses.
-    fn snapshot_for(&self, session: SessionId, room_id: &RoomId, me: &UserId, out: &mut Outputs) {
+    /// The room as `me` finds it on joining.
+    fn joined(&self, room_id: &RoomId, me: &UserId, resumed: bool, own_streams: Vec<StreamInfo>) -> Joined {
         let room = &self.rooms[room_id];
-        let user_update = room.members[me].user_update;
         let others = || room.members.iter().filter(|(id, m)| *id != me && !m.hidden());
-        if user_update {
-            let users: Vec<UserInfo> = others().map(|(_, m)| m.info.clone()).collect();
-            if !users.is_empty() {
-                out.deliveries.push((
-                    session,
-                    Event::RoomUserUpdate {
-                        room_id: room_id.clone(),
-                        update: UpdateType::Add,
-                        users,
-                    },
-                ));
-            }
-        }
-        let streams: Vec<StreamInfo> = room
-            .streams
-            .values()
-            .filter(|s| &s.user.user_id != me)
-            .cloned()
-            .collect();
-        if !streams.is_empty() {
-            out.deliveries.push((
-                session,
-                Event::RoomStreamUpdate {
-                    room_id: room_id.clone(),
-                    update: UpdateType::Add,
-                    streams,
-                },
-            ));
-        }
-        for (user_id, member) in others() {
-            if let Some(pose) = member.pose {
-                out.deliveries.push((
-                    session,
-                    Event::PoseUpdate {
-                        room_id: room_id.clone(),
+        let users = if room.members[me].user_update {
+            others().map(|(_, m)| m.info.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        Joined {
+            resumed,
+            own_streams,
+            users,
+            streams: room
+                .streams
+                .values()
+                .filter(|s| &s.user.user_id != me)
+                .cloned()
+                .collect(),
+            poses: others()
+                .filter_map(|(user_id, m)| {
+                    m.pose.map(|pose| UserPose {
                         user_id: user_id.clone(),
                         pose,
-                    },
-                ));
-            }
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -708,19 +682,19 @@ mod tests {
     fn second_user_sees_the_first_and_the_first_is_told() {
         let mut rooms = Rooms::new(Limits::default());
         rooms.login(1, who("r", "a", false), true, None).expect("a joins");
-        let (_, out) = rooms.login(2, who("r", "b", false), true, None).expect("b joins");
-        let to_a: Vec<_> = out.deliveries.iter().filter(|(s, _)| *s == 1).collect();
-        let to_b: Vec<_> = out.deliveries.iter().filter(|(s, _)| *s == 2).collect();
-        assert_eq!(to_a.len(), 1, "a hears of b: {out:?}");
-        assert_eq!(to_b.len(), 1, "b gets the user list: {out:?}");
+        let (joined, out) = rooms.login(2, who("r", "b", false), true, None).expect("b joins");
+        assert_eq!(out.deliveries.len(), 1, "a hears of b: {out:?}");
+        assert_eq!(out.deliveries[0].0, 1);
+        assert_eq!(joined.users.len(), 1, "b finds a: {joined:?}");
     }
 
     #[test]
     fn spectators_are_invisible_and_cannot_publish() {
         let mut rooms = Rooms::new(Limits::default());
         rooms.login(1, who("r", "a", false), true, None).expect("a joins");
-        let (_, out) = rooms.login(2, who("r", "s", true), true, None).expect("spectator joins");
-        assert!(out.deliveries.iter().all(|(s, _)| *s == 2), "nobody hears of the spectator: {out:?}");
+        let (joined, out) = rooms.login(2, who("r", "s", true), true, None).expect("spectator joins");
+        assert!(out.deliveries.is_empty(), "nobody hears of the spectator: {out:?}");
+        assert_eq!(joined.users.len(), 1, "the spectator sees a");
         assert_eq!(
             rooms.start_publishing(2, &publish("cam")).expect_err("refused").code,
             ErrorCode::PermissionDenied
@@ -739,7 +713,7 @@ mod tests {
         let (joined, out) = rooms.login(3, who("r", "b", false), true, None).expect("b is back");
         assert!(joined.resumed);
         assert_eq!(joined.own_streams.len(), 1);
-        assert!(out.deliveries.iter().all(|(s, _)| *s == 3), "a sees no flicker: {out:?}");
+        assert!(out.deliveries.is_empty(), "a sees no flicker: {out:?}");
         assert_eq!(rooms.grace_expired(2), Outputs::default(), "old grace timer is a no-op");
     }
 

@@ -343,6 +343,9 @@ impl Session {
                 resumed: joined.resumed,
                 own_streams: joined.own_streams,
                 token_expires_at: expires_at,
+                users: joined.users,
+                streams: joined.streams,
+                poses: joined.poses,
             }),
             events,
         ))

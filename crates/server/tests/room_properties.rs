@@ -103,16 +103,22 @@ async fn run(ops: Vec<Op>) {
             Op::Login(u) => {
                 let me = user_name(u);
                 let client = Client::join(&server, "r", &me, true).await;
+                let joined = client.login.clone().expect("logged in");
+                let view = View {
+                    users: joined.users.iter().map(|u| u.user_id.to_string()).collect(),
+                    streams: joined
+                        .streams
+                        .iter()
+                        .map(|s| (s.stream_id.to_string(), s.user.user_id.to_string()))
+                        .collect(),
+                };
                 if let Some(old) = observers[u].take() {
                     // The old connection is kicked out; its streams go.
                     drop(old);
                     streams.retain(|_, owner| owner != &me);
                 }
                 users.insert(me);
-                observers[u] = Some(Observer {
-                    client,
-                    view: View::default(),
-                });
+                observers[u] = Some(Observer { client, view });
             }
             Op::Logout(u) => {
                 if let Some(observer) = observers[u].take() {

@@ -25,6 +25,10 @@ fn streams_of(event: &Event) -> (UpdateType, Vec<String>) {
     }
 }
 
+fn ids<T: ToString>(items: impl Iterator<Item = T>) -> Vec<String> {
+    items.map(|i| i.to_string()).collect()
+}
+
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
@@ -36,14 +40,18 @@ async fn three_users_see_users_and_streams_in_order() {
     let mut a = Client::join(&server, "lobby", "alice", true).await;
     a.publish("alice-cam").await.expect("alice publishes");
 
+    // A login's response lists the room as it is; events after it are changes.
     let mut b = Client::join(&server, "lobby", "bob", true).await;
-    assert_eq!(users_of(&b.next_event().await), (UpdateType::Add, s(&["alice"])));
-    assert_eq!(streams_of(&b.next_event().await), (UpdateType::Add, s(&["alice-cam"])));
+    let joined = b.login.clone().expect("logged in");
+    assert_eq!(ids(joined.users.iter().map(|u| &u.user_id)), s(&["alice"]));
+    assert_eq!(ids(joined.streams.iter().map(|s| &s.stream_id)), s(&["alice-cam"]));
     assert_eq!(users_of(&a.next_event().await), (UpdateType::Add, s(&["bob"])));
 
     // Carol asked for no user updates: she sees streams only.
     let mut c = Client::join(&server, "lobby", "carol", false).await;
-    assert_eq!(streams_of(&c.next_event().await), (UpdateType::Add, s(&["alice-cam"])));
+    let joined = c.login.clone().expect("logged in");
+    assert!(joined.users.is_empty());
+    assert_eq!(ids(joined.streams.iter().map(|s| &s.stream_id)), s(&["alice-cam"]));
     assert_eq!(users_of(&a.next_event().await), (UpdateType::Add, s(&["carol"])));
     assert_eq!(users_of(&b.next_event().await), (UpdateType::Add, s(&["carol"])));
 

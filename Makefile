@@ -1,0 +1,40 @@
+# Holoroom: `make run` opens the desktop app with an embedded room server; `make test` runs every test.
+# Both install what they need on Debian 12 (apt packages, the wasm32 target) first.
+
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/holoroom-target
+
+# Build: ALSA (cpal), bindgen (camera), NASM (openh264 SIMD), Wayland and xkbcommon (winit).
+APT_BUILD := pkg-config libasound2-dev libclang-dev nasm libwayland-dev libxkbcommon-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps run server test lint fmt
+
+deps:
+	@missing=""; for p in $(APT_BUILD); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+## Desktop app with an embedded room server on loopback.
+run: deps
+	cargo run -p holoroom
+
+## A standalone room server in dev mode on 127.0.0.1:7880.
+server: deps
+	cargo run -p holoroom-server -- serve --dev
+
+## Every test: unit, server integration, the app's tests, and the protocol built for wasm32.
+test: deps
+	cargo test --workspace
+	cargo check -p holoroom-protocol --target wasm32-unknown-unknown
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
