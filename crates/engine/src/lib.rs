@@ -1,15 +1,23 @@
 //! holoroom-engine: Holoroom's client SDK, usable without Bevy (bots, tests, benchmarks, the app).
 //!
-//! The call flow follows the classic RTC SDKs: log into a room with a token, watch
-//! room, user and stream updates, publish and play streams, log out.
+//! The call flow follows the classic RTC SDKs: create an [`Engine`], log into a room with a
+//! token, watch room state, user and stream updates on [`Engine::events`], log out.
 //!
-//! - [`signaling`] (native): the WebSocket connection to a room server, requests with
-//!   typed responses and an ordered event stream.
+//! - [`engine`]: the platform-neutral API: [`Engine`], [`EngineEvent`], [`RoomError`].
+//! - [`room_view`]: users and streams as the app was told them; turns a reconnect into differences.
+//! - `native`: the backend on desktop: a tokio runtime on its own thread drives the room.
+//! - [`signaling`] (native): the WebSocket connection, requests with typed responses, ordered events.
 //!
 //! Architecture Invariant: the API is platform-neutral; native-only modules are behind
 //! `cfg(not(target_arch = "wasm32"))` so a web backend can sit beside them.
 
-pub use holoroom_protocol as protocol;
+pub mod engine;
+pub mod room_view;
 
 #[cfg(not(target_arch = "wasm32"))]
+mod native;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod signaling;
+
+pub use engine::{Engine, EngineConfig, EngineError, EngineEvent, ReconnectPolicy, RequestKind, RoomError};
+pub use holoroom_protocol as protocol;

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a signaling call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SignalingError {
     #[error("can't reach room server at {url}: {reason}")]
     Connect { url: String, reason: String },

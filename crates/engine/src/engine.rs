@@ -1,0 +1,229 @@
+//! The engine: one per app, pointing at a room server. Methods return at once; what happens
+//! arrives as [`EngineEvent`]s on a crossbeam channel, so a game loop can drain it each frame.
+
+use std::time::Duration;
+
+use holoroom_protocol::{
+    ErrorBody, Event, KickoutReason, LoginConfig, Pose, RoomId, RoomStateReason, StreamInfo, UpdateType, UserId,
+    UserInfo,
+};
+
+/// Why a room operation failed on the client side or was refused by the server.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RoomError {
+    #[error("can't reach room server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the room server refused: {0}")]
+    Refused(ErrorBody),
+    #[error("the connection to the room server closed")]
+    Closed,
+    #[error("the room server did not answer in time")]
+    Timeout,
+    #[error("the room server sent something unreadable: {0}")]
+    Protocol(String),
+    #[error("not in a room")]
+    NotInRoom,
+}
+
+/// Why an engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("can't start the engine's network thread: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// How the engine retries after the connection to the room server drops.
+#[derive(Debug, Clone)]
+pub struct ReconnectPolicy {
+    /// First pause between attempts; it doubles up to `max_delay`.
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// Give up (ReconnectFailed) after this long.
+    pub give_up_after: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            first_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+            give_up_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where the engine connects and how it behaves.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Signaling URL, e.g. `ws://127.0.0.1:7880/v1/ws`.
+    pub server_url: String,
+    pub reconnect: ReconnectPolicy,
+}
+
+impl EngineConfig {
+    pub fn new(server_url: impl Into<String>) -> Self {
+        Self {
+            server_url: server_url.into(),
+            reconnect: ReconnectPolicy::default(),
+        }
+    }
+}
+
+/// Which request an [`EngineEvent::RequestFailed`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    RenewToken,
+    SetPose,
+}
+
+/// Everything the engine reports, named as in the classic RTC SDKs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// `roomStateChanged`: Logining, Logined, LoginFailed, Reconnecting, Reconnected,
+    /// ReconnectFailed, Kickout, Logout, LogoutFailed.
+    RoomStateChanged {
+        room_id: RoomId,
+        reason: RoomStateReason,
+        error: Option<RoomError>,
+        kickout: Option<KickoutReason>,
+    },
+    /// `roomUserUpdate`; only when the login asked for user updates.
+    RoomUserUpdate {
+        room_id: RoomId,
+        update: UpdateType,
+        users: Vec<UserInfo>,
+    },
+    /// `roomStreamUpdate`: others started or stopped publishing.
+    RoomStreamUpdate {
+        room_id: RoomId,
+        update: UpdateType,
+        streams: Vec<StreamInfo>,
+    },
+    StreamExtraInfoUpdate {
+        room_id: RoomId,
+        streams: Vec<StreamInfo>,
+    },
+    /// The token expires soon: call [`Engine::renew_token`].
+    TokenWillExpire {
+        room_id: RoomId,
+        expires_in_secs: u64,
+    },
+    TokenRenewed {
+        room_id: RoomId,
+        expires_at: u64,
+    },
+    /// Another participant moved.
+    PoseUpdate {
+        room_id: RoomId,
+        user_id: UserId,
+        pose: Pose,
+    },
+    /// A request without a state of its own failed.
+    RequestFailed {
+        request: RequestKind,
+        error: RoomError,
+    },
+}
+
+impl EngineEvent {
+    /// The engine event for a server event that passes straight through, if it is one.
+    pub(crate) fn from_server(event: Event) -> Option<EngineEvent> {
+        Some(match event {
+            Event::RoomStateChanged {
+                room_id,
+                reason,
+                error,
+                kickout,
+            } => EngineEvent::RoomStateChanged {
+                room_id,
+                reason,
+                error: error.map(RoomError::Refused),
+                kickout,
+            },
+            Event::RoomUserUpdate { room_id, update, users } => EngineEvent::RoomUserUpdate { room_id, update, users },
+            Event::RoomStreamUpdate {
+                room_id,
+                update,
+                streams,
+            } => EngineEvent::RoomStreamUpdate {
+                room_id,
+                update,
+                streams,
+            },
+            Event::StreamExtraInfoUpdate { room_id, streams } => EngineEvent::StreamExtraInfoUpdate { room_id, streams },
+            Event::TokenWillExpire {
+                room_id,
+                expires_in_secs,
+            } => EngineEvent::TokenWillExpire {
+                room_id,
+                expires_in_secs,
+            },
+            Event::PoseUpdate { room_id, user_id, pose } => EngineEvent::PoseUpdate { room_id, user_id, pose },
+            Event::Trickle { .. } => return None,
+        })
+    }
+}
+
+/// What the app asks of the engine.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Login {
+        room_id: RoomId,
+        token: String,
+        user: UserInfo,
+        config: LoginConfig,
+    },
+    Logout,
+    RenewToken(String),
+    SetPose(Pose),
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+use crate::native::Backend;
+
+/// The client SDK's entry point: one per app.
+#[derive(Debug)]
+pub struct Engine {
+    backend: Backend,
+    events: crossbeam_channel::Receiver<EngineEvent>,
+}
+
+impl Engine {
+    /// Starts the engine's network side. Nothing connects until [`Engine::login_room`].
+    pub fn new(config: EngineConfig) -> Result<Engine, EngineError> {
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        let backend = Backend::start(config, events_tx)?;
+        Ok(Engine { backend, events })
+    }
+
+    /// The engine's events, in order. Drain it every frame (or block on it in a bot).
+    pub fn events(&self) -> &crossbeam_channel::Receiver<EngineEvent> {
+        &self.events
+    }
+
+    /// `loginRoom`: Logining now, then Logined or LoginFailed. The initial users and streams
+    /// arrive as ADD events right after Logined.
+    pub fn login_room(&self, room_id: RoomId, token: impl Into<String>, user: UserInfo, config: LoginConfig) {
+        self.backend.send(Command::Login {
+            room_id,
+            token: token.into(),
+            user,
+            config,
+        });
+    }
+
+    /// `logoutRoom`: Logout (or LogoutFailed) follows.
+    pub fn logout_room(&self) {
+        self.backend.send(Command::Logout);
+    }
+
+    /// Replaces the token before it expires; TokenRenewed or RequestFailed follows.
+    pub fn renew_token(&self, token: impl Into<String>) {
+        self.backend.send(Command::RenewToken(token.into()));
+    }
+
+    /// Tells the room where this participant is.
+    pub fn set_pose(&self, pose: Pose) {
+        self.backend.send(Command::SetPose(pose));
+    }
+}

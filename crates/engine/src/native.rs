@@ -1,0 +1,389 @@
+//! The native backend: a tokio runtime on its own thread runs the room driver, which owns the
+//! signaling connection, keeps the room view, reconnects after drops and reports events.
+
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use holoroom_protocol::{
+    ErrorCode, Event, LoginConfig, LoginResponse, Request, ResponseBody, RoomId, RoomStateReason, UserInfo,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::engine::{Command, EngineConfig, EngineError, EngineEvent, ReconnectPolicy, RequestKind, RoomError};
+use crate::room_view::RoomView;
+use crate::signaling::{Signaling, SignalingError, SignalingEvent};
+
+/// How long a polite logout may take when the engine is dropped.
+const LOGOUT_ON_DROP: Duration = Duration::from_secs(1);
+
+impl From<SignalingError> for RoomError {
+    fn from(err: SignalingError) -> Self {
+        match err {
+            SignalingError::Connect { url, reason } => RoomError::Unreachable { url, reason },
+            SignalingError::Refused(body) => RoomError::Refused(body),
+            SignalingError::Closed => RoomError::Closed,
+            SignalingError::Protocol(what) => RoomError::Protocol(what),
+            SignalingError::Timeout(_) => RoomError::Timeout,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Backend {
+    commands: Option<mpsc::UnboundedSender<Command>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    pub fn start(config: EngineConfig, events: crossbeam_channel::Sender<EngineEvent>) -> Result<Backend, EngineError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("holoroom-engine")
+            .enable_all()
+            .build()?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("holoroom-engine".into())
+            .spawn(move || {
+                runtime.block_on(
+                    Driver {
+                        url: config.server_url,
+                        policy: config.reconnect,
+                        events,
+                        commands: command_rx,
+                        deferred: Vec::new(),
+                    }
+                    .run(),
+                );
+            })?;
+        Ok(Backend {
+            commands: Some(commands),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn send(&self, command: Command) {
+        if let Some(commands) = &self.commands {
+            // The driver only stops after the sender is dropped, so this cannot fail while `self` lives.
+            let _ = commands.send(command);
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        // Closing the channel asks the driver to log out and stop.
+        self.commands.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A session in a room.
+struct InRoom {
+    room_id: RoomId,
+    token: String,
+    user: UserInfo,
+    config: LoginConfig,
+    signaling: Signaling,
+    server_events: mpsc::UnboundedReceiver<SignalingEvent>,
+    session_id: String,
+    view: RoomView,
+}
+
+/// What to do after handling something while in a room.
+enum Next {
+    Stay,
+    Leave,
+}
+
+struct Driver {
+    url: String,
+    policy: ReconnectPolicy,
+    events: crossbeam_channel::Sender<EngineEvent>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Commands that arrived while reconnecting, replayed afterwards.
+    deferred: Vec<Command>,
+}
+
+impl Driver {
+    fn emit(&self, event: EngineEvent) {
+        // The app may have dropped its receiver; events then have nobody to go to.
+        let _ = self.events.send(event);
+    }
+
+    fn state(&self, room_id: &RoomId, reason: RoomStateReason, error: Option<RoomError>) {
+        self.emit(EngineEvent::RoomStateChanged {
+            room_id: room_id.clone(),
+            reason,
+            error,
+            kickout: None,
+        });
+    }
+
+    async fn run(mut self) {
+        let mut room: Option<InRoom> = None;
+        loop {
+            let next_command = if self.deferred.is_empty() {
+                None
+            } else {
+                Some(self.deferred.remove(0))
+            };
+            match room.as_mut() {
+                None => {
+                    let command = match next_command {
+                        Some(command) => Some(command),
+                        None => self.commands.recv().await,
+                    };
+                    let Some(command) = command else { return };
+                    room = self.idle(command).await;
+                }
+                Some(in_room) => {
+                    let next = if let Some(command) = next_command {
+                        self.command(in_room, command).await
+                    } else {
+                        tokio::select! {
+                            command = self.commands.recv() => match command {
+                                Some(command) => self.command(in_room, command).await,
+                                None => {
+                                    let bye = in_room.signaling.request(Request::Logout {});
+                                    let _ = tokio::time::timeout(LOGOUT_ON_DROP, bye).await;
+                                    in_room.signaling.close();
+                                    return;
+                                }
+                            },
+                            incoming = in_room.server_events.recv() => match incoming {
+                                Some(SignalingEvent::Event { event, .. }) => self.server_event(in_room, event),
+                                Some(SignalingEvent::Closed { .. }) | None => self.reconnect(in_room).await,
+                            },
+                        }
+                    };
+                    if let Next::Leave = next {
+                        if let Some(in_room) = room.take() {
+                            in_room.signaling.close();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles a command while not in a room.
+    async fn idle(&mut self, command: Command) -> Option<InRoom> {
+        match command {
+            Command::Login {
+                room_id,
+                token,
+                user,
+                config,
+            } => {
+                self.state(&room_id, RoomStateReason::Logining, None);
+                match self.connect(&room_id, &token, &user, &config, None).await {
+                    Ok((signaling, server_events, response)) => {
+                        let mut in_room = InRoom {
+                            room_id: room_id.clone(),
+                            token,
+                            user,
+                            config,
+                            signaling,
+                            server_events,
+                            session_id: response.session_id.clone(),
+                            view: RoomView::default(),
+                        };
+                        self.state(&room_id, RoomStateReason::Logined, None);
+                        self.take_snapshot(&mut in_room, &response);
+                        Some(in_room)
+                    }
+                    Err(error) => {
+                        self.state(&room_id, RoomStateReason::LoginFailed, Some(error));
+                        None
+                    }
+                }
+            }
+            Command::Logout => None,
+            Command::RenewToken(_) => {
+                self.emit(EngineEvent::RequestFailed {
+                    request: RequestKind::RenewToken,
+                    error: RoomError::NotInRoom,
+                });
+                None
+            }
+            Command::SetPose(_) => {
+                self.emit(EngineEvent::RequestFailed {
+                    request: RequestKind::SetPose,
+                    error: RoomError::NotInRoom,
+                });
+                None
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        room_id: &RoomId,
+        token: &str,
+        user: &UserInfo,
+        config: &LoginConfig,
+        resume: Option<String>,
+    ) -> Result<(Signaling, mpsc::UnboundedReceiver<SignalingEvent>, LoginResponse), RoomError> {
+        let (signaling, server_events) = Signaling::connect(&self.url).await?;
+        let response = signaling
+            .login(room_id.clone(), token.to_owned(), user.clone(), config.clone(), resume)
+            .await;
+        match response {
+            Ok(response) => Ok((signaling, server_events, response)),
+            Err(err) => {
+                signaling.close();
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Turns a login's snapshot into events: everything on a first login, only differences after a reconnect.
+    fn take_snapshot(&self, in_room: &mut InRoom, response: &LoginResponse) {
+        for event in in_room.view.reset_to(&in_room.room_id, &response.users, &response.streams) {
+            if let Some(event) = EngineEvent::from_server(event) {
+                self.emit(event);
+            }
+        }
+        for user_pose in &response.poses {
+            self.emit(EngineEvent::PoseUpdate {
+                room_id: in_room.room_id.clone(),
+                user_id: user_pose.user_id.clone(),
+                pose: user_pose.pose,
+            });
+        }
+    }
+
+    async fn command(&mut self, in_room: &mut InRoom, command: Command) -> Next {
+        match command {
+            Command::Login { room_id, .. } => {
+                let error = RoomError::Refused(holoroom_protocol::ErrorBody::new(
+                    ErrorCode::AlreadyLoggedIn,
+                    format!("already in room {}; log out first", in_room.room_id),
+                ));
+                self.state(&room_id, RoomStateReason::LoginFailed, Some(error));
+                Next::Stay
+            }
+            Command::Logout => {
+                match in_room.signaling.request(Request::Logout {}).await {
+                    Ok(_) | Err(SignalingError::Closed) => {
+                        self.state(&in_room.room_id, RoomStateReason::Logout, None);
+                    }
+                    Err(err) => {
+                        self.state(&in_room.room_id, RoomStateReason::LogoutFailed, Some(err.into()));
+                    }
+                }
+                Next::Leave
+            }
+            Command::RenewToken(token) => {
+                match in_room.signaling.request(Request::RenewToken { token: token.clone() }).await {
+                    Ok(ResponseBody::TokenRenewed { expires_at }) => {
+                        in_room.token = token;
+                        self.emit(EngineEvent::TokenRenewed {
+                            room_id: in_room.room_id.clone(),
+                            expires_at,
+                        });
+                    }
+                    Ok(other) => self.emit(EngineEvent::RequestFailed {
+                        request: RequestKind::RenewToken,
+                        error: RoomError::Protocol(format!("renewal answered with {other:?}")),
+                    }),
+                    Err(err) => self.emit(EngineEvent::RequestFailed {
+                        request: RequestKind::RenewToken,
+                        error: err.into(),
+                    }),
+                }
+                Next::Stay
+            }
+            Command::SetPose(pose) => {
+                if let Err(err) = in_room.signaling.request(Request::SetPose { pose }).await {
+                    self.emit(EngineEvent::RequestFailed {
+                        request: RequestKind::SetPose,
+                        error: err.into(),
+                    });
+                }
+                Next::Stay
+            }
+        }
+    }
+
+    fn server_event(&self, in_room: &mut InRoom, event: Event) -> Next {
+        let kicked = matches!(
+            event,
+            Event::RoomStateChanged {
+                reason: RoomStateReason::Kickout,
+                ..
+            }
+        );
+        if !in_room.view.apply(&event) {
+            tracing::warn!(?event, "event contradicts the room view; ignored");
+            return Next::Stay;
+        }
+        if let Some(event) = EngineEvent::from_server(event) {
+            self.emit(event);
+        }
+        if kicked {
+            in_room.view.clear();
+            Next::Leave
+        } else {
+            Next::Stay
+        }
+    }
+
+    /// The connection dropped: Reconnecting, then retries with growing pauses until it is
+    /// back (Reconnected, with only the room's differences reported) or the policy gives up.
+    async fn reconnect(&mut self, in_room: &mut InRoom) -> Next {
+        self.state(&in_room.room_id, RoomStateReason::Reconnecting, None);
+        let give_up = Instant::now() + self.policy.give_up_after;
+        let mut delay = self.policy.first_delay;
+        loop {
+            let attempt = self
+                .connect(
+                    &in_room.room_id,
+                    &in_room.token,
+                    &in_room.user,
+                    &in_room.config,
+                    Some(in_room.session_id.clone()),
+                )
+                .await;
+            let error = match attempt {
+                Ok((signaling, server_events, response)) => {
+                    in_room.signaling = signaling;
+                    in_room.server_events = server_events;
+                    in_room.session_id = response.session_id.clone();
+                    self.state(&in_room.room_id, RoomStateReason::Reconnected, None);
+                    self.take_snapshot(in_room, &response);
+                    return Next::Stay;
+                }
+                Err(error) => error,
+            };
+            // A refusal (bad token, kicked, room full) will not change by retrying.
+            let final_refusal = matches!(error, RoomError::Refused(_));
+            if final_refusal || Instant::now() + delay > give_up {
+                self.state(&in_room.room_id, RoomStateReason::ReconnectFailed, Some(error));
+                in_room.view.clear();
+                return Next::Leave;
+            }
+            tracing::debug!(%error, ?delay, "reconnect attempt failed");
+            let pause = tokio::time::sleep(delay);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    () = &mut pause => break,
+                    command = self.commands.recv() => match command {
+                        Some(Command::Logout) | None => {
+                            self.state(&in_room.room_id, RoomStateReason::Logout, None);
+                            in_room.view.clear();
+                            return Next::Leave;
+                        }
+                        Some(other) => self.deferred.push(other),
+                    },
+                }
+            }
+            delay = (delay * 2).min(self.policy.max_delay);
+        }
+    }
+}

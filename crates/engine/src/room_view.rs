@@ -1,0 +1,253 @@
+//! What a client knows of its room: users and streams, kept from the login snapshot and the
+//! events after it. After a reconnect the new snapshot is compared with what the app was
+//! told, and only the differences become events, so a network blip does not flicker the room.
+
+use std::collections::BTreeMap;
+
+use holoroom_protocol::{Event, RoomId, StreamId, StreamInfo, UpdateType, UserId, UserInfo};
+
+/// Users and streams as the app has been told them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RoomView {
+    users: BTreeMap<UserId, UserInfo>,
+    streams: BTreeMap<StreamId, StreamInfo>,
+}
+
+impl RoomView {
+    pub fn users(&self) -> impl Iterator<Item = &UserInfo> {
+        self.users.values()
+    }
+
+    pub fn streams(&self) -> impl Iterator<Item = &StreamInfo> {
+        self.streams.values()
+    }
+
+    /// Replaces the view with a snapshot and returns the events that turn the old view into it:
+    /// stream deletions, user deletions, user additions, stream additions, extra-info changes.
+    pub fn reset_to(&mut self, room_id: &RoomId, users: &[UserInfo], streams: &[StreamInfo]) -> Vec<Event> {
+        let new_users: BTreeMap<UserId, UserInfo> = users.iter().map(|u| (u.user_id.clone(), u.clone())).collect();
+        let new_streams: BTreeMap<StreamId, StreamInfo> =
+            streams.iter().map(|s| (s.stream_id.clone(), s.clone())).collect();
+        let mut events = Vec::new();
+        let mut push = |update, list: Vec<StreamInfo>| {
+            if !list.is_empty() {
+                events.push(Event::RoomStreamUpdate {
+                    room_id: room_id.clone(),
+                    update,
+                    streams: list,
+                });
+            }
+        };
+
+        // A stream whose publisher changed counts as deleted and added again.
+        let same_stream = |old: &StreamInfo, new: &StreamInfo| old.user == new.user && old.source == new.source;
+        let gone_streams: Vec<StreamInfo> = self
+            .streams
+            .values()
+            .filter(|old| new_streams.get(&old.stream_id).is_none_or(|new| !same_stream(old, new)))
+            .cloned()
+            .collect();
+        push(UpdateType::Delete, gone_streams);
+
+        let mut user_events = Vec::new();
+        let gone_users: Vec<UserInfo> = self
+            .users
+            .values()
+            .filter(|old| new_users.get(&old.user_id) != Some(old))
+            .cloned()
+            .collect();
+        let added_users: Vec<UserInfo> = new_users
+            .values()
+            .filter(|new| self.users.get(&new.user_id) != Some(new))
+            .cloned()
+            .collect();
+        for (update, list) in [(UpdateType::Delete, gone_users), (UpdateType::Add, added_users)] {
+            if !list.is_empty() {
+                user_events.push(Event::RoomUserUpdate {
+                    room_id: room_id.clone(),
+                    update,
+                    users: list,
+                });
+            }
+        }
+
+        let added_streams: Vec<StreamInfo> = new_streams
+            .values()
+            .filter(|new| self.streams.get(&new.stream_id).is_none_or(|old| !same_stream(old, new)))
+            .cloned()
+            .collect();
+        let changed_extra: Vec<StreamInfo> = new_streams
+            .values()
+            .filter(|new| {
+                self.streams
+                    .get(&new.stream_id)
+                    .is_some_and(|old| same_stream(old, new) && old.extra_info != new.extra_info)
+            })
+            .cloned()
+            .collect();
+        let mut tail = Vec::new();
+        if !added_streams.is_empty() {
+            tail.push(Event::RoomStreamUpdate {
+                room_id: room_id.clone(),
+                update: UpdateType::Add,
+                streams: added_streams,
+            });
+        }
+        if !changed_extra.is_empty() {
+            tail.push(Event::StreamExtraInfoUpdate {
+                room_id: room_id.clone(),
+                streams: changed_extra,
+            });
+        }
+
+        self.users = new_users;
+        self.streams = new_streams;
+        events.extend(user_events);
+        events.extend(tail);
+        events
+    }
+
+    /// Applies a server event to the view. Returns false for an event that contradicts it
+    /// (a duplicate add or an unknown delete), which is then not passed on.
+    pub fn apply(&mut self, event: &Event) -> bool {
+        match event {
+            Event::RoomUserUpdate { update, users, .. } => users.iter().all(|user| match update {
+                UpdateType::Add => self.users.insert(user.user_id.clone(), user.clone()).is_none(),
+                UpdateType::Delete => self.users.remove(&user.user_id).is_some(),
+            }),
+            Event::RoomStreamUpdate { update, streams, .. } => streams.iter().all(|stream| match update {
+                UpdateType::Add => self.streams.insert(stream.stream_id.clone(), stream.clone()).is_none(),
+                UpdateType::Delete => self.streams.remove(&stream.stream_id).is_some(),
+            }),
+            Event::StreamExtraInfoUpdate { streams, .. } => {
+                for stream in streams {
+                    self.streams.insert(stream.stream_id.clone(), stream.clone());
+                }
+                true
+            }
+            _ => true,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.users.clear();
+        self.streams.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use holoroom_protocol::StreamSource;
+
+    use super::*;
+
+    fn user(id: &str) -> UserInfo {
+        UserInfo {
+            user_id: UserId::new(id).expect("valid"),
+            user_name: id.to_uppercase(),
+        }
+    }
+
+    fn stream(id: &str, owner: &str, extra: &str) -> StreamInfo {
+        StreamInfo {
+            stream_id: StreamId::new(id).expect("valid"),
+            user: user(owner),
+            source: StreamSource::Camera,
+            extra_info: extra.into(),
+        }
+    }
+
+    fn room() -> RoomId {
+        RoomId::new("r").expect("valid")
+    }
+
+    #[test]
+    fn a_first_snapshot_adds_everything() {
+        let mut view = RoomView::default();
+        let events = view.reset_to(&room(), &[user("a"), user("b")], &[stream("a-cam", "a", "")]);
+        assert_eq!(
+            events,
+            vec![
+                Event::RoomUserUpdate {
+                    room_id: room(),
+                    update: UpdateType::Add,
+                    users: vec![user("a"), user("b")]
+                },
+                Event::RoomStreamUpdate {
+                    room_id: room(),
+                    update: UpdateType::Add,
+                    streams: vec![stream("a-cam", "a", "")]
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_snapshot_again_is_silent() {
+        let mut view = RoomView::default();
+        view.reset_to(&room(), &[user("a")], &[stream("a-cam", "a", "x")]);
+        assert!(view.reset_to(&room(), &[user("a")], &[stream("a-cam", "a", "x")]).is_empty());
+    }
+
+    #[test]
+    fn only_differences_are_reported_in_a_safe_order() {
+        let mut view = RoomView::default();
+        view.reset_to(
+            &room(),
+            &[user("a"), user("b")],
+            &[stream("a-cam", "a", "x"), stream("b-cam", "b", "")],
+        );
+        let events = view.reset_to(
+            &room(),
+            &[user("a"), user("c")],
+            &[stream("a-cam", "a", "y"), stream("c-cam", "c", "")],
+        );
+        assert_eq!(
+            events,
+            vec![
+                Event::RoomStreamUpdate {
+                    room_id: room(),
+                    update: UpdateType::Delete,
+                    streams: vec![stream("b-cam", "b", "")]
+                },
+                Event::RoomUserUpdate {
+                    room_id: room(),
+                    update: UpdateType::Delete,
+                    users: vec![user("b")]
+                },
+                Event::RoomUserUpdate {
+                    room_id: room(),
+                    update: UpdateType::Add,
+                    users: vec![user("c")]
+                },
+                Event::RoomStreamUpdate {
+                    room_id: room(),
+                    update: UpdateType::Add,
+                    streams: vec![stream("c-cam", "c", "")]
+                },
+                Event::StreamExtraInfoUpdate {
+                    room_id: room(),
+                    streams: vec![stream("a-cam", "a", "y")]
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn contradicting_events_are_flagged() {
+        let mut view = RoomView::default();
+        let add = Event::RoomUserUpdate {
+            room_id: room(),
+            update: UpdateType::Add,
+            users: vec![user("a")],
+        };
+        assert!(view.apply(&add));
+        assert!(!view.apply(&add), "a duplicate add");
+        let delete = Event::RoomStreamUpdate {
+            room_id: room(),
+            update: UpdateType::Delete,
+            streams: vec![stream("ghost", "a", "")],
+        };
+        assert!(!view.apply(&delete), "an unknown delete");
+    }
+}
