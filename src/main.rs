@@ -45,7 +45,11 @@ fn start_embedded_server() -> Result<String> {
     std::thread::Builder::new()
         .name("embedded-room-server".into())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime,
                 Err(err) => {
                     let _ = url_tx.send(Err(anyhow::Error::new(err).context("can't start the server runtime")));
@@ -104,7 +108,6 @@ fn main() -> Result<()> {
         .insert_resource(WinitSettings {
             focused_mode: UpdateMode::Continuous,
             unfocused_mode: UpdateMode::Continuous,
-            ..default()
         })
         .add_plugins(HoloroomPlugin { connection })
         .run();

@@ -22,7 +22,11 @@ pub fn plugin(app: &mut App) {
     app.add_systems(Startup, spawn_room.in_set(RoomSystems::Scene));
 }
 
-fn spawn_room(mut commands: Commands, mut meshes: ResMut<Assets<Mesh>>, mut materials: ResMut<Assets<StandardMaterial>>) {
+fn spawn_room(
+    mut commands: Commands,
+    mut meshes: ResMut<Assets<Mesh>>,
+    mut materials: ResMut<Assets<StandardMaterial>>,
+) {
     let floor = materials.add(StandardMaterial {
         base_color: Color::srgb(0.22, 0.24, 0.28),
         unlit: true,
@@ -60,7 +64,8 @@ fn spawn_room(mut commands: Commands, mut meshes: ResMut<Assets<Mesh>>, mut mate
             SeatMarker(index),
             Mesh3d(seat_mesh.clone()),
             MeshMaterial3d(seat_material.clone()),
-            Transform::from_xyz(seat.x, 0.01, seat.z).with_rotation(Quat::from_rotation_x(-std::f32::consts::FRAC_PI_2)),
+            Transform::from_xyz(seat.x, 0.01, seat.z)
+                .with_rotation(Quat::from_rotation_x(-std::f32::consts::FRAC_PI_2)),
         ));
     }
 

@@ -26,7 +26,11 @@ fn connection_panel(mut contexts: EguiContexts, connection: Res<Connection>) -> 
                 ui.label(format!("{} ({})", connection.name, connection.user));
                 ui.end_row();
                 ui.label("Role");
-                ui.label(if connection.spectate { "spectator" } else { "participant" });
+                ui.label(if connection.spectate {
+                    "spectator"
+                } else {
+                    "participant"
+                });
                 ui.end_row();
             });
             if let Some(note) = &connection.note {

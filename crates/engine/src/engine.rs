@@ -150,7 +150,9 @@ impl EngineEvent {
                 update,
                 streams,
             },
-            Event::StreamExtraInfoUpdate { room_id, streams } => EngineEvent::StreamExtraInfoUpdate { room_id, streams },
+            Event::StreamExtraInfoUpdate { room_id, streams } => {
+                EngineEvent::StreamExtraInfoUpdate { room_id, streams }
+            }
             Event::TokenWillExpire {
                 room_id,
                 expires_in_secs,

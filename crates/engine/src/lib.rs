@@ -4,6 +4,7 @@
 //! token, watch room state, user and stream updates on [`Engine::events`], log out.
 //!
 //! - [`engine`]: the platform-neutral API: [`Engine`], [`EngineEvent`], [`RoomError`].
+//! - [`media`]: I420 frames, the test pattern with a frame code and its reader, tones.
 //! - [`room_view`]: users and streams as the app was told them; turns a reconnect into differences.
 //! - `native`: the backend on desktop: a tokio runtime on its own thread drives the room.
 //! - [`signaling`] (native): the WebSocket connection, requests with typed responses, ordered events.
@@ -11,7 +12,10 @@
 //! Architecture Invariant: the API is platform-neutral; native-only modules are behind
 //! `cfg(not(target_arch = "wasm32"))` so a web backend can sit beside them.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod codec;
 pub mod engine;
+pub mod media;
 pub mod room_view;
 
 #[cfg(not(target_arch = "wasm32"))]

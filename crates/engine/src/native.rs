@@ -160,10 +160,10 @@ impl Driver {
                             },
                         }
                     };
-                    if let Next::Leave = next {
-                        if let Some(in_room) = room.take() {
-                            in_room.signaling.close();
-                        }
+                    if let Next::Leave = next
+                        && let Some(in_room) = room.take()
+                    {
+                        in_room.signaling.close();
                     }
                 }
             }
@@ -243,7 +243,10 @@ impl Driver {
 
     /// Turns a login's snapshot into events: everything on a first login, only differences after a reconnect.
     fn take_snapshot(&self, in_room: &mut InRoom, response: &LoginResponse) {
-        for event in in_room.view.reset_to(&in_room.room_id, &response.users, &response.streams) {
+        for event in in_room
+            .view
+            .reset_to(&in_room.room_id, &response.users, &response.streams)
+        {
             if let Some(event) = EngineEvent::from_server(event) {
                 self.emit(event);
             }
@@ -279,7 +282,11 @@ impl Driver {
                 Next::Leave
             }
             Command::RenewToken(token) => {
-                match in_room.signaling.request(Request::RenewToken { token: token.clone() }).await {
+                match in_room
+                    .signaling
+                    .request(Request::RenewToken { token: token.clone() })
+                    .await
+                {
                     Ok(ResponseBody::TokenRenewed { expires_at }) => {
                         in_room.token = token;
                         self.emit(EngineEvent::TokenRenewed {

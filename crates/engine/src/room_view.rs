@@ -73,7 +73,11 @@ impl RoomView {
 
         let added_streams: Vec<StreamInfo> = new_streams
             .values()
-            .filter(|new| self.streams.get(&new.stream_id).is_none_or(|old| !same_stream(old, new)))
+            .filter(|new| {
+                self.streams
+                    .get(&new.stream_id)
+                    .is_none_or(|old| !same_stream(old, new))
+            })
             .cloned()
             .collect();
         let changed_extra: Vec<StreamInfo> = new_streams
@@ -186,7 +190,10 @@ mod tests {
     fn the_same_snapshot_again_is_silent() {
         let mut view = RoomView::default();
         view.reset_to(&room(), &[user("a")], &[stream("a-cam", "a", "x")]);
-        assert!(view.reset_to(&room(), &[user("a")], &[stream("a-cam", "a", "x")]).is_empty());
+        assert!(
+            view.reset_to(&room(), &[user("a")], &[stream("a-cam", "a", "x")])
+                .is_empty()
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use holoroom_protocol::{
-    ClientMessage, ErrorBody, Event, LoginConfig, LoginRequest, LoginResponse, PROTOCOL_VERSION, Request,
-    ResponseBody, RoomId, ServerMessage, UserInfo,
+    ClientMessage, ErrorBody, Event, LoginConfig, LoginRequest, LoginResponse, PROTOCOL_VERSION, Request, ResponseBody,
+    RoomId, ServerMessage, UserInfo,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;

@@ -19,7 +19,10 @@ use tokio::task::JoinHandle;
 const WAIT: Duration = Duration::from_secs(10);
 
 async fn server(grace: Duration) -> Server {
-    let mut config = ServerConfig::new(TokenKeys::new(SigningKey::new("k1", b"engine-test-secret-123456".to_vec())));
+    let mut config = ServerConfig::new(TokenKeys::new(SigningKey::new(
+        "k1",
+        b"engine-test-secret-123456".to_vec(),
+    )));
     config.reconnect_grace = grace;
     Server::bind("127.0.0.1:0", config).await.expect("server binds")
 }
@@ -36,9 +39,12 @@ fn user(id: &str) -> UserInfo {
 }
 
 fn token(server: &Server, id: &str) -> String {
-    server
-        .keys()
-        .mint(VideoGrant::participant("r"), &UserId::new(id).expect("valid"), None, 3600)
+    server.keys().mint(
+        VideoGrant::participant("r"),
+        &UserId::new(id).expect("valid"),
+        None,
+        3600,
+    )
 }
 
 /// A TCP relay between clients and the server whose connections can be cut, as a network would.
@@ -105,7 +111,10 @@ async fn next(engine: &Engine) -> EngineEvent {
         if let Ok(event) = engine.events().try_recv() {
             return event;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no engine event within {WAIT:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no engine event within {WAIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -135,7 +144,13 @@ fn state(event: &EngineEvent) -> RoomStateReason {
 async fn publisher(server: &Server, id: &str, stream: &str) -> Signaling {
     let (signaling, _events) = Signaling::connect(&server.ws_url()).await.expect("connects");
     signaling
-        .login(room(), token(server, id), user(id), LoginConfig { user_update: true }, None)
+        .login(
+            room(),
+            token(server, id),
+            user(id),
+            LoginConfig { user_update: true },
+            None,
+        )
         .await
         .expect("logs in");
     signaling
@@ -165,16 +180,37 @@ async fn login_reports_the_room_then_changes_then_logout() {
     let server = server(Duration::from_secs(5)).await;
     let _bob = publisher(&server, "bob", "bob-cam").await;
     let engine = engine(server.ws_url(), Duration::from_secs(5));
-    engine.login_room(room(), token(&server, "alice"), user("alice"), LoginConfig { user_update: true });
+    engine.login_room(
+        room(),
+        token(&server, "alice"),
+        user("alice"),
+        LoginConfig { user_update: true },
+    );
 
     assert_eq!(state(&next(&engine).await), RoomStateReason::Logining);
     assert_eq!(state(&next(&engine).await), RoomStateReason::Logined);
-    assert!(matches!(next(&engine).await, EngineEvent::RoomUserUpdate { update: UpdateType::Add, ref users, .. } if users == &[user("bob")]));
-    assert!(matches!(next(&engine).await, EngineEvent::RoomStreamUpdate { update: UpdateType::Add, ref streams, .. } if streams[0].stream_id.as_str() == "bob-cam"));
+    assert!(
+        matches!(next(&engine).await, EngineEvent::RoomUserUpdate { update: UpdateType::Add, ref users, .. } if users == &[user("bob")])
+    );
+    assert!(
+        matches!(next(&engine).await, EngineEvent::RoomStreamUpdate { update: UpdateType::Add, ref streams, .. } if streams[0].stream_id.as_str() == "bob-cam")
+    );
 
     let _carol = publisher(&server, "carol", "carol-cam").await;
-    assert!(matches!(next(&engine).await, EngineEvent::RoomUserUpdate { update: UpdateType::Add, .. }));
-    assert!(matches!(next(&engine).await, EngineEvent::RoomStreamUpdate { update: UpdateType::Add, .. }));
+    assert!(matches!(
+        next(&engine).await,
+        EngineEvent::RoomUserUpdate {
+            update: UpdateType::Add,
+            ..
+        }
+    ));
+    assert!(matches!(
+        next(&engine).await,
+        EngineEvent::RoomStreamUpdate {
+            update: UpdateType::Add,
+            ..
+        }
+    ));
 
     engine.logout_room();
     assert_eq!(state(&next(&engine).await), RoomStateReason::Logout);
@@ -223,17 +259,34 @@ async fn a_cut_connection_reconnects_and_reports_only_what_changed() {
     let relay = Relay::start(server.local_addr()).await;
     let (watcher, mut watcher_events) = Signaling::connect(&server.ws_url()).await.expect("connects");
     watcher
-        .login(room(), token(&server, "dave"), user("dave"), LoginConfig { user_update: true }, None)
+        .login(
+            room(),
+            token(&server, "dave"),
+            user("dave"),
+            LoginConfig { user_update: true },
+            None,
+        )
         .await
         .expect("dave logs in");
 
     let engine = engine(relay.url(), Duration::from_secs(5));
-    engine.login_room(room(), token(&server, "alice"), user("alice"), LoginConfig { user_update: true });
+    engine.login_room(
+        room(),
+        token(&server, "alice"),
+        user("alice"),
+        LoginConfig { user_update: true },
+    );
     assert_eq!(state(&next(&engine).await), RoomStateReason::Logining);
     assert_eq!(state(&next(&engine).await), RoomStateReason::Logined);
-    assert!(matches!(next(&engine).await, EngineEvent::RoomUserUpdate { .. }), "dave is listed");
+    assert!(
+        matches!(next(&engine).await, EngineEvent::RoomUserUpdate { .. }),
+        "dave is listed"
+    );
     // Dave hears of alice once.
-    assert!(matches!(watcher_events.recv().await, Some(holoroom_engine::signaling::SignalingEvent::Event { .. })));
+    assert!(matches!(
+        watcher_events.recv().await,
+        Some(holoroom_engine::signaling::SignalingEvent::Event { .. })
+    ));
 
     relay.cut();
     assert_eq!(state(&next(&engine).await), RoomStateReason::Reconnecting);
@@ -242,15 +295,34 @@ async fn a_cut_connection_reconnects_and_reports_only_what_changed() {
     assert_eq!(state(&next(&engine).await), RoomStateReason::Reconnected);
     let after = drain(&engine, Duration::from_millis(300)).await;
     assert_eq!(after.len(), 2, "only bob and his stream are new: {after:?}");
-    assert!(matches!(&after[0], EngineEvent::RoomUserUpdate { update: UpdateType::Add, users, .. } if users == &[user("bob")]));
-    assert!(matches!(&after[1], EngineEvent::RoomStreamUpdate { update: UpdateType::Add, .. }));
+    assert!(
+        matches!(&after[0], EngineEvent::RoomUserUpdate { update: UpdateType::Add, users, .. } if users == &[user("bob")])
+    );
+    assert!(matches!(
+        &after[1],
+        EngineEvent::RoomStreamUpdate {
+            update: UpdateType::Add,
+            ..
+        }
+    ));
 
     // Dave saw bob arrive, but alice never left.
     let mut seen = Vec::new();
     while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(300), watcher_events.recv()).await {
         seen.push(event);
     }
-    let alice_left = seen.iter().any(|e| matches!(e, holoroom_engine::signaling::SignalingEvent::Event { event: holoroom_engine::protocol::Event::RoomUserUpdate { update: UpdateType::Delete, .. }, .. }));
+    let alice_left = seen.iter().any(|e| {
+        matches!(
+            e,
+            holoroom_engine::signaling::SignalingEvent::Event {
+                event: holoroom_engine::protocol::Event::RoomUserUpdate {
+                    update: UpdateType::Delete,
+                    ..
+                },
+                ..
+            }
+        )
+    });
     assert!(!alice_left, "no flicker for others: {seen:?}");
     assert_eq!(server.snapshot().rooms[0].users.len(), 3);
 }
@@ -291,7 +363,10 @@ async fn a_duplicate_login_elsewhere_is_a_kickout() {
         } => assert_eq!(kickout, Some(KickoutReason::DuplicateLogin)),
         other => panic!("expected Kickout, got {other:?}"),
     }
-    assert!(drain(&engine, Duration::from_millis(300)).await.is_empty(), "no reconnect after a kickout");
+    assert!(
+        drain(&engine, Duration::from_millis(300)).await.is_empty(),
+        "no reconnect after a kickout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,12 +15,10 @@ pub enum IdError {
     Empty { kind: IdKind },
     #[error("{kind} ID is {len} bytes long; the limit is {max}")]
     TooLong { kind: IdKind, len: usize, max: usize },
-    #[error("{kind} ID has a character that is not allowed ({found:?}) at byte {index}; use A-Z a-z 0-9 - _ . ~ @ : + =")]
-    InvalidChar {
-        kind: IdKind,
-        found: char,
-        index: usize,
-    },
+    #[error(
+        "{kind} ID has a character that is not allowed ({found:?}) at byte {index}; use A-Z a-z 0-9 - _ . ~ @ : + ="
+    )]
+    InvalidChar { kind: IdKind, found: char, index: usize },
 }
 
 /// Which kind of ID an [`IdError`] is about.
@@ -69,7 +67,10 @@ pub fn validate_id(kind: IdKind, value: &str) -> Result<(), IdError> {
             max: kind.max_len(),
         });
     }
-    if let Some((index, found)) = value.char_indices().find(|&(_, c)| !c.is_ascii() || !is_id_byte(c as u8)) {
+    if let Some((index, found)) = value
+        .char_indices()
+        .find(|&(_, c)| !c.is_ascii() || !is_id_byte(c as u8))
+    {
         return Err(IdError::InvalidChar { kind, found, index });
     }
     Ok(())

@@ -64,7 +64,9 @@ pub enum Request {
     /// Leave the room; the socket stays open for another login.
     Logout {},
     /// Replace the session's token before it expires (same user and room).
-    RenewToken { token: String },
+    RenewToken {
+        token: String,
+    },
     /// Announce a stream this user publishes.
     StartPublishing(PublishRequest),
     StopPublishing {
@@ -213,7 +215,10 @@ impl Pose {
             return Err("pose has a number that is not finite".into());
         }
         if self.position.iter().any(|v| v.abs() > Self::MAX_DISTANCE) {
-            return Err(format!("pose position is more than {} m from the centre", Self::MAX_DISTANCE));
+            return Err(format!(
+                "pose position is more than {} m from the centre",
+                Self::MAX_DISTANCE
+            ));
         }
         let norm: f32 = self.orientation.iter().map(|v| v * v).sum::<f32>().sqrt();
         if (norm - 1.0).abs() > 0.01 {
@@ -541,7 +546,8 @@ mod tests {
 
     #[test]
     fn requests_without_fields_refuse_unknown_ones() {
-        let err = ClientMessage::parse(r#"{"id":3,"request":{"type":"logout","now":true}}"#).expect_err("unknown field");
+        let err =
+            ClientMessage::parse(r#"{"id":3,"request":{"type":"logout","now":true}}"#).expect_err("unknown field");
         assert_eq!(err.id, Some(3));
     }
 

@@ -78,7 +78,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -316,7 +318,10 @@ mod tests {
         let claims = keys.claims(VideoGrant::participant("r"), &user, None, 5);
         let token = keys.sign(&claims);
         assert!(keys.verify(&token, claims.exp + 9).is_ok());
-        assert!(matches!(keys.verify(&token, claims.exp + 10), Err(TokenError::Expired { .. })));
+        assert!(matches!(
+            keys.verify(&token, claims.exp + 10),
+            Err(TokenError::Expired { .. })
+        ));
         assert!(matches!(
             keys.verify(&token, claims.nbf - 11),
             Err(TokenError::NotYetValid { .. })

@@ -148,7 +148,10 @@ impl Server {
                 break;
             }
             if tokio::time::timeout_at(deadline, gone).await.is_err() {
-                tracing::warn!(open = self.hub.session_count(), "sessions still open after shutdown wait");
+                tracing::warn!(
+                    open = self.hub.session_count(),
+                    "sessions still open after shutdown wait"
+                );
                 break;
             }
         }

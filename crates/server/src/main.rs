@@ -10,7 +10,11 @@ use holoroom_server::{Limits, Server, ServerConfig, SigningKey, TokenKeys};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "holoroom-server", version, about = "Holoroom's room server: rooms, users, tokens, signaling")]
+#[command(
+    name = "holoroom-server",
+    version,
+    about = "Holoroom's room server: rooms, users, tokens, signaling"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -111,7 +115,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit())
         .map_or((text, ""), |at| text.split_at(at));
-    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 15m, 1h"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 15m, 1h"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -141,7 +147,9 @@ fn token(args: TokenArgs) -> Result<()> {
     let room = RoomId::new(args.room).context("bad --room")?;
     let user = UserId::new(args.user).context("bad --user")?;
     if let Some(name) = &args.name {
-        holoroom_protocol::validate_user_name(name).map_err(anyhow::Error::msg).context("bad --name")?;
+        holoroom_protocol::validate_user_name(name)
+            .map_err(anyhow::Error::msg)
+            .context("bad --name")?;
     }
     let mut grant = if args.spectator {
         VideoGrant::spectator(room.as_str())
@@ -162,10 +170,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         (None, false) => bail!("no signing secret: pass --secret or set HOLOROOM_SECRET (or use --dev to try it out)"),
     };
-    let mut config = ServerConfig::new(
-        keys.with_previous(args.previous_keys)
-            .with_leeway(args.token_leeway),
-    );
+    let mut config = ServerConfig::new(keys.with_previous(args.previous_keys).with_leeway(args.token_leeway));
     config.dev_tokens = args.dev;
     config.reconnect_grace = args.reconnect_grace;
     config.login_timeout = args.login_timeout;
@@ -180,7 +185,11 @@ fn serve(args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("can't start the async runtime")?;
     runtime.block_on(async {
         let server = Server::bind(&args.listen, config).await?;
-        println!("Holoroom server on {} (signaling at {})", server.http_url(), server.ws_url());
+        println!(
+            "Holoroom server on {} (signaling at {})",
+            server.http_url(),
+            server.ws_url()
+        );
         shutdown_signal().await;
         tracing::info!("shutting down: closing sessions");
         server.shutdown().await?;

@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use holoroom_protocol::{
-    ErrorBody, ErrorCode, Event, KickoutReason, Pose, PublishRequest, RoomId, StreamId, StreamInfo, UpdateType,
-    UserId, UserInfo, UserPose, VideoGrant, validate_extra_info,
+    ErrorBody, ErrorCode, Event, KickoutReason, Pose, PublishRequest, RoomId, StreamId, StreamInfo, UpdateType, UserId,
+    UserInfo, UserPose, VideoGrant, validate_extra_info,
 };
 use serde::Serialize;
 
@@ -170,7 +170,10 @@ impl Rooms {
         resume: Option<SessionId>,
     ) -> Result<(Joined, Outputs), ErrorBody> {
         if self.seats.contains_key(&session) {
-            return Err(err(ErrorCode::AlreadyLoggedIn, "this session is already in a room; log out first"));
+            return Err(err(
+                ErrorCode::AlreadyLoggedIn,
+                "this session is already in a room; log out first",
+            ));
         }
         let Identity { room_id, user, grant } = identity;
         let mut out = Outputs::default();
@@ -183,7 +186,10 @@ impl Rooms {
             if same_shape && resumable {
                 let prev_session = prev.session;
                 let prev_connected = prev.connected;
-                let room = self.rooms.get_mut(&room_id).expect("users only point at existing rooms");
+                let room = self
+                    .rooms
+                    .get_mut(&room_id)
+                    .expect("users only point at existing rooms");
                 let member = room.members.get_mut(&user.user_id).expect("user listed in its room");
                 member.session = session;
                 member.connected = true;
@@ -422,7 +428,10 @@ impl Rooms {
         if identity.user.user_id != seat.user_id {
             return Err(err(
                 ErrorCode::TokenUserMismatch,
-                format!("the new token is for user {}, not {}", identity.user.user_id, seat.user_id),
+                format!(
+                    "the new token is for user {}, not {}",
+                    identity.user.user_id, seat.user_id
+                ),
             ));
         }
         if identity.grant.hidden != self.member(&seat).hidden() {
@@ -564,14 +573,18 @@ impl Rooms {
     pub fn start_playing(&mut self, session: SessionId, stream_id: &StreamId) -> Result<StreamInfo, ErrorBody> {
         let seat = self.seat(session)?;
         if !self.member(&seat).grant.can_subscribe {
-            return Err(err(ErrorCode::PermissionDenied, "the token does not allow playing streams"));
+            return Err(err(
+                ErrorCode::PermissionDenied,
+                "the token does not allow playing streams",
+            ));
         }
         let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
-        let info = room
-            .streams
-            .get(stream_id)
-            .cloned()
-            .ok_or_else(|| err(ErrorCode::StreamNotFound, format!("no stream {stream_id} in room {}", seat.room_id)))?;
+        let info = room.streams.get(stream_id).cloned().ok_or_else(|| {
+            err(
+                ErrorCode::StreamNotFound,
+                format!("no stream {stream_id} in room {}", seat.room_id),
+            )
+        })?;
         let member = room.members.get_mut(&seat.user_id).expect("seat points at a member");
         if !member.playing.insert(stream_id.clone()) {
             return Err(err(ErrorCode::AlreadyPlaying, format!("already playing {stream_id}")));
@@ -597,7 +610,10 @@ impl Rooms {
         }
         pose.validate().map_err(|m| err(ErrorCode::InvalidArgument, m))?;
         let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
-        room.members.get_mut(&seat.user_id).expect("seat points at a member").pose = Some(pose);
+        room.members
+            .get_mut(&seat.user_id)
+            .expect("seat points at a member")
+            .pose = Some(pose);
         let event = Event::PoseUpdate {
             room_id: seat.room_id.clone(),
             user_id: seat.user_id.clone(),
@@ -692,7 +708,9 @@ mod tests {
     fn spectators_are_invisible_and_cannot_publish() {
         let mut rooms = Rooms::new(Limits::default());
         rooms.login(1, who("r", "a", false), true, None).expect("a joins");
-        let (joined, out) = rooms.login(2, who("r", "s", true), true, None).expect("spectator joins");
+        let (joined, out) = rooms
+            .login(2, who("r", "s", true), true, None)
+            .expect("spectator joins");
         assert!(out.deliveries.is_empty(), "nobody hears of the spectator: {out:?}");
         assert_eq!(joined.users.len(), 1, "the spectator sees a");
         assert_eq!(
@@ -741,7 +759,9 @@ mod tests {
         let refused = rooms.login(3, who("r", "b", false), true, None).expect_err("r is full");
         assert_eq!(refused.code, ErrorCode::RoomFull);
         assert!(rooms.is_logged_in(2), "b keeps its seat in q");
-        let (_, out) = rooms.login(4, who("r", "a", false), true, None).expect("a replaces itself");
+        let (_, out) = rooms
+            .login(4, who("r", "a", false), true, None)
+            .expect("a replaces itself");
         assert_eq!(out.kicks, vec![(1, KickoutReason::DuplicateLogin)]);
     }
 }

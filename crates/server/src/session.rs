@@ -102,7 +102,9 @@ pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::R
                 if r.warned {
                     far
                 } else {
-                    r.expires_at.checked_sub(config.token_expiry_warning).unwrap_or(r.expires_at)
+                    r.expires_at
+                        .checked_sub(config.token_expiry_warning)
+                        .unwrap_or(r.expires_at)
                 },
                 r.expires_at,
             ),
@@ -170,7 +172,12 @@ impl Session {
     async fn on_message(&mut self, message: Message) -> Result<(), Exit> {
         let text = match message {
             Message::Text(text) => text,
-            Message::Binary(_) => return Err(Exit::Close(close_code::UNSUPPORTED_DATA, "binary frames are not accepted")),
+            Message::Binary(_) => {
+                return Err(Exit::Close(
+                    close_code::UNSUPPORTED_DATA,
+                    "binary frames are not accepted",
+                ));
+            }
             Message::Close(_) => return Err(Exit::Dropped),
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
         };
@@ -217,7 +224,10 @@ impl Session {
             Request::RenewToken { token } => self.renew(&token).map(|body| (body, Vec::new())),
             Request::StartPublishing(publish) => {
                 if publish.sdp_offer.is_some() {
-                    Err(ErrorBody::new(ErrorCode::NotSupported, "this server does not relay media"))
+                    Err(ErrorBody::new(
+                        ErrorCode::NotSupported,
+                        "this server does not relay media",
+                    ))
                 } else {
                     self.hub
                         .lock()
@@ -237,17 +247,24 @@ impl Session {
                 .map(|((), events)| (ResponseBody::Ack, events)),
             Request::StartPlaying(play) => {
                 if play.sdp_offer.is_some() {
-                    Err(ErrorBody::new(ErrorCode::NotSupported, "this server does not relay media"))
+                    Err(ErrorBody::new(
+                        ErrorCode::NotSupported,
+                        "this server does not relay media",
+                    ))
                 } else {
-                    self.hub.lock().rooms().start_playing(id, &play.stream_id).map(|stream| {
-                        (
-                            ResponseBody::Playing {
-                                stream,
-                                sdp_answer: None,
-                            },
-                            Vec::new(),
-                        )
-                    })
+                    self.hub
+                        .lock()
+                        .rooms()
+                        .start_playing(id, &play.stream_id)
+                        .map(|stream| {
+                            (
+                                ResponseBody::Playing {
+                                    stream,
+                                    sdp_answer: None,
+                                },
+                                Vec::new(),
+                            )
+                        })
                 }
             }
             Request::StopPlaying { stream_id } => self
@@ -273,7 +290,13 @@ impl Session {
     }
 
     /// Verifies a token for `room_id` and `user_id` and returns who it says the bearer is.
-    fn identify(&self, token: &str, room_id: &RoomId, user_id: &UserId, name: &str) -> Result<(Identity, u64), ErrorBody> {
+    fn identify(
+        &self,
+        token: &str,
+        room_id: &RoomId,
+        user_id: &UserId,
+        name: &str,
+    ) -> Result<(Identity, u64), ErrorBody> {
         let keys = &self.hub.config.keys;
         let claims = keys.verify(token, unix_now())?;
         if claims.video.room != room_id.as_str() {
@@ -289,7 +312,10 @@ impl Session {
             ));
         }
         if !claims.video.room_join {
-            return Err(ErrorBody::new(ErrorCode::PermissionDenied, "the token does not allow joining rooms"));
+            return Err(ErrorBody::new(
+                ErrorCode::PermissionDenied,
+                "the token does not allow joining rooms",
+            ));
         }
         let user_name = claims.name.clone().unwrap_or_else(|| name.to_owned());
         validate_user_name(&user_name).map_err(|m| ErrorBody::new(ErrorCode::InvalidArgument, m))?;
@@ -311,17 +337,26 @@ impl Session {
         if login.protocol != PROTOCOL_VERSION {
             return Err(ErrorBody::new(
                 ErrorCode::UnsupportedVersion,
-                format!("protocol {} is not spoken here; this server speaks {PROTOCOL_VERSION}", login.protocol),
+                format!(
+                    "protocol {} is not spoken here; this server speaks {PROTOCOL_VERSION}",
+                    login.protocol
+                ),
             ));
         }
         if self.in_room.is_some() {
-            return Err(ErrorBody::new(ErrorCode::AlreadyLoggedIn, "this session is already in a room; log out first"));
+            return Err(ErrorBody::new(
+                ErrorCode::AlreadyLoggedIn,
+                "this session is already in a room; log out first",
+            ));
         }
         let (identity, expires_at) =
             self.identify(&login.token, &login.room_id, &login.user.user_id, &login.user.user_name)?;
         let spectator = identity.grant.hidden;
         let user = identity.user.clone();
-        let resume = login.resume_session.as_deref().and_then(|s| s.parse::<SessionId>().ok());
+        let resume = login
+            .resume_session
+            .as_deref()
+            .and_then(|s| s.parse::<SessionId>().ok());
         let id = self.id;
         let (joined, events) = self
             .hub

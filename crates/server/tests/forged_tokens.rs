@@ -75,7 +75,11 @@ async fn forged_and_wrong_tokens_are_all_refused() {
     let (good_input, _) = good.rsplit_once('.').expect("three parts");
     let hs384 = {
         let h = with(header(), &["alg"], json!("HS384"));
-        let input = format!("{}.{}", b64(h.to_string().as_bytes()), b64(claims().to_string().as_bytes()));
+        let input = format!(
+            "{}.{}",
+            b64(h.to_string().as_bytes()),
+            b64(claims().to_string().as_bytes())
+        );
         let mut mac = Hmac::<Sha384>::new_from_slice(SECRET).expect("any key length");
         mac.update(input.as_bytes());
         format!("{input}.{}", b64(&mac.finalize().into_bytes()))
@@ -85,35 +89,128 @@ async fn forged_and_wrong_tokens_are_all_refused() {
         let other = with(other, &["video", "roomAdmin"], json!(true));
         let (h, _, s) = {
             let mut parts = good.split('.');
-            (parts.next().expect("h"), parts.next().expect("p"), parts.next().expect("s"))
+            (
+                parts.next().expect("h"),
+                parts.next().expect("p"),
+                parts.next().expect("s"),
+            )
         };
         format!("{h}.{}.{s}", b64(other.to_string().as_bytes()))
     };
 
     let cases: Vec<(&str, String, ErrorCode)> = vec![
-        ("bad signature", signed_raw(&header(), claims().to_string().as_bytes(), b"some-other-secret-entirely"), ErrorCode::TokenInvalid),
+        (
+            "bad signature",
+            signed_raw(
+                &header(),
+                claims().to_string().as_bytes(),
+                b"some-other-secret-entirely",
+            ),
+            ErrorCode::TokenInvalid,
+        ),
         ("tampered payload", tampered, ErrorCode::TokenInvalid),
-        ("alg none", format!("{}.{}.", b64(json!({"alg":"none","kid":"k1"}).to_string().as_bytes()), b64(claims().to_string().as_bytes())), ErrorCode::TokenInvalid),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(json!({"alg":"none","kid":"k1"}).to_string().as_bytes()),
+                b64(claims().to_string().as_bytes())
+            ),
+            ErrorCode::TokenInvalid,
+        ),
         ("alg HS384", hs384, ErrorCode::TokenInvalid),
-        ("alg RS256", format!("{}.{}", b64(with(header(), &["alg"], json!("RS256")).to_string().as_bytes()), &good[good.find('.').expect("dot") + 1..]), ErrorCode::TokenInvalid),
-        ("alg in lower case", signed(&with(header(), &["alg"], json!("hs256")), &claims()), ErrorCode::TokenInvalid),
-        ("no kid", signed(&with(header(), &["kid"], Value::Null), &claims()), ErrorCode::TokenInvalid),
-        ("unknown kid", signed(&with(header(), &["kid"], json!("k9")), &claims()), ErrorCode::TokenInvalid),
-        ("expired", signed(&header(), &with(claims(), &["exp"], json!(now - 5))), ErrorCode::TokenExpired),
-        ("nbf in the future", signed(&header(), &with(claims(), &["nbf"], json!(now + 600))), ErrorCode::TokenNotYetValid),
-        ("iat in the future", signed(&header(), &with(claims(), &["iat"], json!(now + 600))), ErrorCode::TokenNotYetValid),
-        ("wrong audience", signed(&header(), &with(claims(), &["aud"], json!("someone-else"))), ErrorCode::TokenInvalid),
-        ("wrong issuer", signed(&header(), &with(claims(), &["iss"], json!("evil"))), ErrorCode::TokenInvalid),
-        ("room mismatch", signed(&header(), &with(claims(), &["video", "room"], json!("other-room"))), ErrorCode::TokenRoomMismatch),
-        ("sub mismatch", signed(&header(), &with(claims(), &["sub"], json!("alice"))), ErrorCode::TokenUserMismatch),
-        ("no roomJoin", signed(&header(), &with(claims(), &["video", "roomJoin"], json!(false))), ErrorCode::PermissionDenied),
-        ("missing exp", signed(&header(), &with(claims(), &["exp"], Value::Null)), ErrorCode::TokenInvalid),
-        ("claims not UTF-8", signed_raw(&header(), &[0xff, 0xfe, 0x7b, 0x80, 0x22], SECRET), ErrorCode::TokenInvalid),
-        ("header not JSON", format!("{}.{}", b64(b"alg=HS256"), good_input.split_once('.').expect("dot").1), ErrorCode::TokenInvalid),
+        (
+            "alg RS256",
+            format!(
+                "{}.{}",
+                b64(with(header(), &["alg"], json!("RS256")).to_string().as_bytes()),
+                &good[good.find('.').expect("dot") + 1..]
+            ),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "alg in lower case",
+            signed(&with(header(), &["alg"], json!("hs256")), &claims()),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "no kid",
+            signed(&with(header(), &["kid"], Value::Null), &claims()),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "unknown kid",
+            signed(&with(header(), &["kid"], json!("k9")), &claims()),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "expired",
+            signed(&header(), &with(claims(), &["exp"], json!(now - 5))),
+            ErrorCode::TokenExpired,
+        ),
+        (
+            "nbf in the future",
+            signed(&header(), &with(claims(), &["nbf"], json!(now + 600))),
+            ErrorCode::TokenNotYetValid,
+        ),
+        (
+            "iat in the future",
+            signed(&header(), &with(claims(), &["iat"], json!(now + 600))),
+            ErrorCode::TokenNotYetValid,
+        ),
+        (
+            "wrong audience",
+            signed(&header(), &with(claims(), &["aud"], json!("someone-else"))),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "wrong issuer",
+            signed(&header(), &with(claims(), &["iss"], json!("evil"))),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "room mismatch",
+            signed(&header(), &with(claims(), &["video", "room"], json!("other-room"))),
+            ErrorCode::TokenRoomMismatch,
+        ),
+        (
+            "sub mismatch",
+            signed(&header(), &with(claims(), &["sub"], json!("alice"))),
+            ErrorCode::TokenUserMismatch,
+        ),
+        (
+            "no roomJoin",
+            signed(&header(), &with(claims(), &["video", "roomJoin"], json!(false))),
+            ErrorCode::PermissionDenied,
+        ),
+        (
+            "missing exp",
+            signed(&header(), &with(claims(), &["exp"], Value::Null)),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "claims not UTF-8",
+            signed_raw(&header(), &[0xff, 0xfe, 0x7b, 0x80, 0x22], SECRET),
+            ErrorCode::TokenInvalid,
+        ),
+        (
+            "header not JSON",
+            format!("{}.{}", b64(b"alg=HS256"), good_input.split_once('.').expect("dot").1),
+            ErrorCode::TokenInvalid,
+        ),
         ("truncated", good[..good.len() - 10].to_owned(), ErrorCode::TokenInvalid),
         ("two parts", good_input.to_owned(), ErrorCode::TokenInvalid),
         ("four parts", format!("{good}.extra"), ErrorCode::TokenInvalid),
-        ("padded base64", format!("{}.{}.{}", URL_SAFE.encode(header().to_string()), URL_SAFE.encode(claims().to_string()), "AAAA"), ErrorCode::TokenInvalid),
+        (
+            "padded base64",
+            format!(
+                "{}.{}.{}",
+                URL_SAFE.encode(header().to_string()),
+                URL_SAFE.encode(claims().to_string()),
+                "AAAA"
+            ),
+            ErrorCode::TokenInvalid,
+        ),
         ("huge", format!("{good}{}", "A".repeat(20_000)), ErrorCode::TokenInvalid),
         ("empty", String::new(), ErrorCode::TokenInvalid),
         ("random text", "hello, let me in".to_owned(), ErrorCode::TokenInvalid),
@@ -132,7 +229,10 @@ async fn forged_and_wrong_tokens_are_all_refused() {
         }
     }
     assert!(accepted.is_empty(), "accepted: {accepted:?}");
-    assert!(member.drain(Duration::from_millis(200)).await.is_empty(), "the member saw nothing");
+    assert!(
+        member.drain(Duration::from_millis(200)).await.is_empty(),
+        "the member saw nothing"
+    );
     assert_eq!(server.snapshot(), before, "room unchanged");
 
     // The real token works, proving the cases above failed for their flaw alone.

@@ -34,7 +34,8 @@ async fn response(socket: &mut Socket) -> (Option<u64>, ResponseResult) {
         let Message::Text(text) = message else {
             panic!("expected text, got {message:?}");
         };
-        if let ServerMessage::Response { id, result } = ServerMessage::parse(&text).expect("server speaks the protocol") {
+        if let ServerMessage::Response { id, result } = ServerMessage::parse(&text).expect("server speaks the protocol")
+        {
             return (id, result);
         }
     }
@@ -59,10 +60,16 @@ async fn malformed_messages_get_typed_errors_and_leave_the_room_intact() {
     let login = json!({"id": 1, "request": {"type": "login", "protocol": 1, "room_id": "r",
         "token": token(&server, "r", "alice"), "user": {"user_id": "alice", "user_name": "Alice"},
         "config": {"user_update": true}}});
-    socket.send(Message::Text(login.to_string().into())).await.expect("send");
+    socket
+        .send(Message::Text(login.to_string().into()))
+        .await
+        .expect("send");
     assert!(matches!(response(&mut socket).await, (Some(1), ResponseResult::Ok(_))));
     let publish = json!({"id": 2, "request": {"type": "start_publishing", "stream_id": "alice-cam"}});
-    socket.send(Message::Text(publish.to_string().into())).await.expect("send");
+    socket
+        .send(Message::Text(publish.to_string().into()))
+        .await
+        .expect("send");
     assert!(matches!(response(&mut socket).await, (Some(2), ResponseResult::Ok(_))));
     bob.drain(Duration::from_millis(200)).await;
     let before = server.snapshot();
@@ -108,13 +115,19 @@ async fn malformed_messages_get_typed_errors_and_leave_the_room_intact() {
     }
 
     assert_eq!(server.snapshot(), before, "room state intact");
-    assert!(bob.drain(Duration::from_millis(200)).await.is_empty(), "bob saw nothing of it");
+    assert!(
+        bob.drain(Duration::from_millis(200)).await.is_empty(),
+        "bob saw nothing of it"
+    );
 
     // The session is still usable.
     let pose = json!({"id": 30, "request": {"type": "set_pose", "pose": {"position": [1, 0, 2], "orientation": [0, 0, 0, 1]}}});
     socket.send(Message::Text(pose.to_string().into())).await.expect("send");
     assert!(matches!(response(&mut socket).await, (Some(30), ResponseResult::Ok(_))));
-    assert!(matches!(bob.next_event().await, holoroom_protocol::Event::PoseUpdate { .. }));
+    assert!(matches!(
+        bob.next_event().await,
+        holoroom_protocol::Event::PoseUpdate { .. }
+    ));
 }
 
 #[tokio::test]
@@ -129,7 +142,10 @@ async fn protocol_violations_close_with_the_right_code() {
 
     let mut oversize = raw(&server).await;
     let big = json!({"id": 1, "request": {"type": "logout", "pad": "x".repeat(100 * 1024)}});
-    oversize.send(Message::Text(big.to_string().into())).await.expect("send");
+    oversize
+        .send(Message::Text(big.to_string().into()))
+        .await
+        .expect("send");
     assert_eq!(close_code_of(&mut oversize).await, Some(close_code::MESSAGE_TOO_BIG));
 
     // A frame over the transport limit fails that socket only.
@@ -155,5 +171,8 @@ async fn protocol_violations_close_with_the_right_code() {
     assert_eq!(server.snapshot(), before, "room state intact");
     assert!(bob.drain(Duration::from_millis(200)).await.is_empty());
     let _carol = Client::join(&server, "r", "carol", true).await;
-    assert!(matches!(bob.next_event().await, holoroom_protocol::Event::RoomUserUpdate { .. }), "server still serves");
+    assert!(
+        matches!(bob.next_event().await, holoroom_protocol::Event::RoomUserUpdate { .. }),
+        "server still serves"
+    );
 }

@@ -186,8 +186,11 @@ async fn run(ops: Vec<Op>) {
         let mut others = users.clone();
         others.remove(&me);
         assert_eq!(observer.view.users, others, "{me} sees the other members");
-        let foreign: BTreeMap<String, String> =
-            streams.iter().filter(|(_, o)| **o != me).map(|(s, o)| (s.clone(), o.clone())).collect();
+        let foreign: BTreeMap<String, String> = streams
+            .iter()
+            .filter(|(_, o)| **o != me)
+            .map(|(s, o)| (s.clone(), o.clone()))
+            .collect();
         assert_eq!(observer.view.streams, foreign, "{me} sees the others' streams");
     }
     server.shutdown().await.expect("clean shutdown");

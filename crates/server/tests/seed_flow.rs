@@ -9,9 +9,7 @@ use holoroom_protocol::{Event, Request, ResponseBody, UpdateType};
 
 fn users_of(event: &Event) -> (UpdateType, Vec<String>) {
     match event {
-        Event::RoomUserUpdate { update, users, .. } => {
-            (*update, users.iter().map(|u| u.user_id.to_string()).collect())
-        }
+        Event::RoomUserUpdate { update, users, .. } => (*update, users.iter().map(|u| u.user_id.to_string()).collect()),
         other => panic!("expected a user update, got {other:?}"),
     }
 }
@@ -71,8 +69,14 @@ async fn three_users_see_users_and_streams_in_order() {
     assert!(matches!(played, ResponseBody::Playing { ref stream, .. } if stream.user.user_id.as_str() == "alice"));
 
     a.stop_publishing("alice-cam").await.expect("alice stops");
-    assert_eq!(streams_of(&b.next_event().await), (UpdateType::Delete, s(&["alice-cam"])));
-    assert_eq!(streams_of(&c.next_event().await), (UpdateType::Delete, s(&["alice-cam"])));
+    assert_eq!(
+        streams_of(&b.next_event().await),
+        (UpdateType::Delete, s(&["alice-cam"]))
+    );
+    assert_eq!(
+        streams_of(&c.next_event().await),
+        (UpdateType::Delete, s(&["alice-cam"]))
+    );
 
     b.signaling.request(Request::Logout {}).await.expect("bob logs out");
     assert_eq!(streams_of(&a.next_event().await), (UpdateType::Delete, s(&["bob-cam"])));

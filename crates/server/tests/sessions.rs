@@ -72,9 +72,17 @@ async fn spectators_are_hidden_and_cannot_publish() {
     assert_eq!(login.users.len(), 1);
     assert_eq!(login.streams.len(), 1);
     // ...but may not publish or take a place in it.
-    assert_eq!(refused(spectator.publish("watcher-cam").await), ErrorCode::PermissionDenied);
     assert_eq!(
-        refused(spectator.signaling.request(Request::SetPose { pose: Pose::IDENTITY }).await),
+        refused(spectator.publish("watcher-cam").await),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        refused(
+            spectator
+                .signaling
+                .request(Request::SetPose { pose: Pose::IDENTITY })
+                .await
+        ),
         ErrorCode::PermissionDenied
     );
     // Nobody hears of it, and it is not counted.
@@ -105,7 +113,9 @@ async fn token_renewed_in_time_keeps_the_session() {
     config.token_expiry_warning = Duration::from_secs(1);
     let server = start(config).await;
     let mut alice = Client::connect(&server).await;
-    let short = server.keys().mint(VideoGrant::participant("r"), &user("alice"), None, 2);
+    let short = server
+        .keys()
+        .mint(VideoGrant::participant("r"), &user("alice"), None, 2);
     alice.login_with("r", "alice", short, true).await.expect("login");
 
     assert!(matches!(alice.next_event().await, Event::TokenWillExpire { .. }));
@@ -127,7 +137,10 @@ async fn token_renewed_in_time_keeps_the_session() {
         .await
         .expect("renewal accepted");
     assert!(matches!(renewed, ResponseBody::TokenRenewed { .. }));
-    assert!(alice.drain(Duration::from_millis(2500)).await.is_empty(), "no kickout after renewal");
+    assert!(
+        alice.drain(Duration::from_millis(2500)).await.is_empty(),
+        "no kickout after renewal"
+    );
     assert_eq!(server.snapshot().rooms[0].users.len(), 1);
 }
 
@@ -138,9 +151,17 @@ async fn token_not_renewed_is_kicked_out() {
     let server = start(config).await;
     let mut bob = Client::join(&server, "r", "bob", true).await;
     let mut alice = Client::connect(&server).await;
-    let short = server.keys().mint(VideoGrant::participant("r"), &user("alice"), None, 2);
+    let short = server
+        .keys()
+        .mint(VideoGrant::participant("r"), &user("alice"), None, 2);
     alice.login_with("r", "alice", short, true).await.expect("login");
-    assert!(matches!(bob.next_event().await, Event::RoomUserUpdate { update: UpdateType::Add, .. }));
+    assert!(matches!(
+        bob.next_event().await,
+        Event::RoomUserUpdate {
+            update: UpdateType::Add,
+            ..
+        }
+    ));
 
     let mut reasons = Vec::new();
     while reasons.len() < 3 {
@@ -150,10 +171,22 @@ async fn token_not_renewed_is_kicked_out() {
             break;
         }
     }
-    assert!(reasons.iter().any(|e| matches!(e, Event::TokenWillExpire { .. })), "{reasons:?}");
-    assert_eq!(kickout(reasons.last().expect("events")), Some(KickoutReason::TokenExpired));
+    assert!(
+        reasons.iter().any(|e| matches!(e, Event::TokenWillExpire { .. })),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        kickout(reasons.last().expect("events")),
+        Some(KickoutReason::TokenExpired)
+    );
     assert_eq!(alice.closed().await, Some(close_code::POLICY));
-    assert!(matches!(bob.next_event().await, Event::RoomUserUpdate { update: UpdateType::Delete, .. }));
+    assert!(matches!(
+        bob.next_event().await,
+        Event::RoomUserUpdate {
+            update: UpdateType::Delete,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -175,7 +208,10 @@ async fn a_dropped_member_who_returns_within_grace_causes_no_flicker() {
         .expect("bob is back");
     assert!(login.resumed);
     assert_eq!(login.own_streams.len(), 1, "his stream is still his");
-    assert!(alice.drain(Duration::from_millis(2500)).await.is_empty(), "alice saw nothing");
+    assert!(
+        alice.drain(Duration::from_millis(2500)).await.is_empty(),
+        "alice saw nothing"
+    );
     assert_eq!(server.snapshot().rooms[0].users.len(), 2);
 }
 
@@ -187,8 +223,20 @@ async fn a_dropped_member_is_removed_after_grace() {
     bob.publish("bob-cam").await.expect("publish");
     alice.drain(QUIET).await;
     bob.signaling.close();
-    assert!(matches!(alice.next_event().await, Event::RoomStreamUpdate { update: UpdateType::Delete, .. }));
-    assert!(matches!(alice.next_event().await, Event::RoomUserUpdate { update: UpdateType::Delete, .. }));
+    assert!(matches!(
+        alice.next_event().await,
+        Event::RoomStreamUpdate {
+            update: UpdateType::Delete,
+            ..
+        }
+    ));
+    assert!(matches!(
+        alice.next_event().await,
+        Event::RoomUserUpdate {
+            update: UpdateType::Delete,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
@@ -240,7 +288,10 @@ async fn rooms_have_caps_that_spectators_do_not_count_against() {
     let _b = Client::join(&server, "r", "b", true).await;
     let mut c = Client::connect(&server).await;
     let full = c.login_with("r", "c", token(&server, "r", "c"), true).await;
-    assert!(matches!(full, Err(SignalingError::Refused(ref e)) if e.code == ErrorCode::RoomFull), "{full:?}");
+    assert!(
+        matches!(full, Err(SignalingError::Refused(ref e)) if e.code == ErrorCode::RoomFull),
+        "{full:?}"
+    );
     let other_room = c.login_with("q", "c", token(&server, "q", "c"), true).await;
     assert!(
         matches!(other_room, Err(SignalingError::Refused(ref e)) if e.code == ErrorCode::TooManyRooms),
@@ -267,5 +318,9 @@ async fn bursts_beyond_the_rate_limit_are_refused_then_allowed_again() {
         .count();
     assert!(limited >= 10, "{limited} of 20 limited: {results:?}");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    alice.signaling.request(pose).await.expect("allowed again after a pause");
+    alice
+        .signaling
+        .request(pose)
+        .await
+        .expect("allowed again after a pause");
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use holoroom_engine::signaling::{Signaling, SignalingError, SignalingEvent};
 use holoroom_protocol::{
-    Event, LoginConfig, LoginResponse, PublishRequest, Request, ResponseBody, RoomId, StreamId, StreamSource,
-    UserId, UserInfo, VideoGrant,
+    Event, LoginConfig, LoginResponse, PublishRequest, Request, ResponseBody, RoomId, StreamId, StreamSource, UserId,
+    UserInfo, VideoGrant,
 };
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 use tokio::sync::mpsc;
@@ -24,7 +24,9 @@ pub fn config() -> ServerConfig {
 }
 
 pub async fn start(config: ServerConfig) -> Server {
-    Server::bind("127.0.0.1:0", config).await.expect("server binds a loopback port")
+    Server::bind("127.0.0.1:0", config)
+        .await
+        .expect("server binds a loopback port")
 }
 
 pub fn room(id: &str) -> RoomId {
@@ -46,7 +48,9 @@ pub fn token(server: &Server, room_id: &str, user_id: &str) -> String {
 }
 
 pub fn spectator_token(server: &Server, room_id: &str, user_id: &str) -> String {
-    server.keys().mint(VideoGrant::spectator(room_id), &user(user_id), None, 3600)
+    server
+        .keys()
+        .mint(VideoGrant::spectator(room_id), &user(user_id), None, 3600)
 }
 
 /// One connected client that records every event it receives.
@@ -141,15 +145,13 @@ impl Client {
 
     /// The next event, failing the test if none comes within [`WAIT`].
     pub async fn next_event(&mut self) -> Event {
-        loop {
-            let event = tokio::time::timeout(WAIT, self.events.recv())
-                .await
-                .expect("an event arrives in time")
-                .expect("event channel open");
-            if let Some(event) = self.record(event) {
-                return event;
-            }
-            panic!("connection closed while waiting for an event: {:?}", self.closed);
+        let event = tokio::time::timeout(WAIT, self.events.recv())
+            .await
+            .expect("an event arrives in time")
+            .expect("event channel open");
+        match self.record(event) {
+            Some(event) => event,
+            None => panic!("connection closed while waiting for an event: {:?}", self.closed),
         }
     }
 

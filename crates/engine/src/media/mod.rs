@@ -1,0 +1,9 @@
+//! Media that needs no device or network: frames, the test pattern with its frame code, tones.
+
+pub mod frame;
+pub mod pattern;
+pub mod tone;
+
+pub use frame::{FrameError, VideoFrame};
+pub use pattern::{CodeLayout, FrameCode, TestPattern, read_code_with, read_frame_code};
+pub use tone::{FRAME_SAMPLES, SAMPLE_RATE, Tone, dominant_frequency};
