@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use holoroom_protocol::{
-    ErrorBody, Event, KickoutReason, LoginConfig, Pose, RoomId, RoomStateReason, StreamInfo, UpdateType, UserId,
-    UserInfo,
+    ErrorBody, Event, KickoutReason, LoginConfig, Pose, RoomId, RoomStateReason, StreamId, StreamInfo, UpdateType,
+    UserId, UserInfo,
 };
+
+use crate::media::FrameSlot;
+use crate::stream::{LocalStream, StreamConfig, StreamError};
 
 /// Why a room operation failed on the client side or was refused by the server.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -24,6 +27,57 @@ pub enum RoomError {
     #[error("not in a room")]
     NotInRoom,
 }
+
+/// Why publishing or playing media failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MediaError {
+    #[error("not in a room; log in first")]
+    NotInRoom,
+    #[error("the room server refused the media request: {0}")]
+    Signaling(#[from] crate::signaling::SignalingError),
+    #[error("the media connection failed: {0}")]
+    Connection(String),
+    #[error("the codec failed: {0}")]
+    Codec(String),
+    #[error("already {0} this stream")]
+    Duplicate(&'static str),
+}
+
+/// `publisherStateUpdate` states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublisherState {
+    NoPublish,
+    Requesting,
+    Publishing,
+}
+
+/// `playerStateUpdate` states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlayerState {
+    NoPlay,
+    Requesting,
+    Playing,
+}
+
+/// What `publishQualityUpdate` and `playQualityUpdate` report, every two seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StreamQuality {
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second encoded (publishing) or decoded (playing) since the last report.
+    pub fps: f32,
+    /// Video kilobits per second since the last report.
+    pub kbps: f32,
+    /// Round-trip time to the server, from ICE.
+    pub rtt_ms: Option<f32>,
+    /// Fraction of packets lost, 0 to 1 (playing).
+    pub loss_fraction: f32,
+    /// Frames encoded or decoded in all.
+    pub frames: u64,
+}
+
+/// Where the engine's events go.
+pub(crate) type EventSink = crossbeam_channel::Sender<EngineEvent>;
 
 /// Why an engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +172,28 @@ pub enum EngineEvent {
         user_id: UserId,
         pose: Pose,
     },
+    /// `publisherStateUpdate`.
+    PublisherStateUpdate {
+        stream_id: StreamId,
+        state: PublisherState,
+        error: Option<MediaError>,
+    },
+    /// `publishQualityUpdate`, every two seconds while publishing.
+    PublishQualityUpdate {
+        stream_id: StreamId,
+        quality: StreamQuality,
+    },
+    /// `playerStateUpdate`.
+    PlayerStateUpdate {
+        stream_id: StreamId,
+        state: PlayerState,
+        error: Option<MediaError>,
+    },
+    /// `playQualityUpdate`, every two seconds while playing.
+    PlayQualityUpdate {
+        stream_id: StreamId,
+        quality: StreamQuality,
+    },
     /// A request without a state of its own failed.
     RequestFailed {
         request: RequestKind,
@@ -178,6 +254,10 @@ pub(crate) enum Command {
     Logout,
     RenewToken(String),
     SetPose(Pose),
+    StartPublishing(StreamId, LocalStream),
+    StopPublishing(StreamId),
+    StartPlaying(StreamId, FrameSlot),
+    StopPlaying(StreamId),
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -227,5 +307,36 @@ impl Engine {
     /// Tells the room where this participant is.
     pub fn set_pose(&self, pose: Pose) {
         self.backend.send(Command::SetPose(pose));
+    }
+
+    /// `createStream`: starts capture. The returned stream's preview slot is the local view.
+    pub fn create_stream(&self, config: StreamConfig) -> Result<LocalStream, StreamError> {
+        LocalStream::create(config)
+    }
+
+    /// `destroyStream`: stops capture.
+    pub fn destroy_stream(&self, stream: &LocalStream) {
+        stream.destroy();
+    }
+
+    /// `startPublishingStream`: PublisherStateUpdate Requesting, then Publishing (or NoPublish with the error).
+    pub fn start_publishing_stream(&self, stream_id: StreamId, stream: &LocalStream) {
+        self.backend.send(Command::StartPublishing(stream_id, stream.clone()));
+    }
+
+    pub fn stop_publishing_stream(&self, stream_id: StreamId) {
+        self.backend.send(Command::StopPublishing(stream_id));
+    }
+
+    /// `startPlayingStream`: returns the slot the stream's decoded frames will arrive in;
+    /// PlayerStateUpdate Requesting, then Playing (or NoPlay with the error).
+    pub fn start_playing_stream(&self, stream_id: StreamId) -> FrameSlot {
+        let slot = FrameSlot::new();
+        self.backend.send(Command::StartPlaying(stream_id, slot.clone()));
+        slot
+    }
+
+    pub fn stop_playing_stream(&self, stream_id: StreamId) {
+        self.backend.send(Command::StopPlaying(stream_id));
     }
 }

@@ -6,7 +6,10 @@
 //! - [`engine`]: the platform-neutral API: [`Engine`], [`EngineEvent`], [`RoomError`].
 //! - [`media`]: I420 frames, the test pattern with a frame code and its reader, tones.
 //! - [`room_view`]: users and streams as the app was told them; turns a reconnect into differences.
-//! - `native`: the backend on desktop: a tokio runtime on its own thread drives the room.
+//! - [`stream`]: local streams (`create_stream`): capture paced into a latest-frame slot.
+//! - `native`: the backend on desktop: a tokio runtime on its own thread drives the room;
+//!   webrtc-rs peer connections carry each published and played stream to and from the SFU.
+//! - [`codec`] (native): H.264 through OpenH264.
 //! - [`signaling`] (native): the WebSocket connection, requests with typed responses, ordered events.
 //!
 //! Architecture Invariant: the API is platform-neutral; native-only modules are behind
@@ -17,11 +20,16 @@ pub mod codec;
 pub mod engine;
 pub mod media;
 pub mod room_view;
+pub mod stream;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod signaling;
 
-pub use engine::{Engine, EngineConfig, EngineError, EngineEvent, ReconnectPolicy, RequestKind, RoomError};
+pub use engine::{
+    Engine, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReconnectPolicy,
+    RequestKind, RoomError, StreamQuality,
+};
 pub use holoroom_protocol as protocol;
+pub use stream::{LocalStream, StreamConfig, StreamError, VideoSource};

@@ -1,5 +1,6 @@
 //! What a server is told at start: keys, timings, limits.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::auth::TokenKeys;
@@ -25,6 +26,27 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Events that may wait for one slow connection before it is closed.
     pub session_queue: usize,
+    /// The SFU's UDP socket.
+    pub media: MediaConfig,
+}
+
+/// Where media flows.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// The UDP address the SFU binds (one socket for every media connection).
+    pub bind: SocketAddr,
+    /// The address clients are told to send media to, when it differs from the bound one
+    /// (needed when binding 0.0.0.0 or behind NAT).
+    pub public_ip: Option<IpAddr>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_ip: None,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -40,6 +62,7 @@ impl ServerConfig {
             allowed_origins: Vec::new(),
             limits: Limits::default(),
             session_queue: 1024,
+            media: MediaConfig::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::ServerConfig;
 use crate::rooms::{Outputs, Rooms, SessionId, Snapshot};
+use crate::sfu::socket::SfuHandle;
 
 /// What the hub sends a session.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ struct SessionLink {
 struct Inner {
     rooms: Rooms,
     links: HashMap<SessionId, SessionLink>,
+    sfu: SfuHandle,
 }
 
 #[derive(Debug)]
@@ -63,6 +65,9 @@ impl HubGuard<'_> {
 
     /// Delivers `outputs` to every session but `me`, and returns `me`'s share in order.
     pub fn deliver(&mut self, me: Option<SessionId>, outputs: Outputs) -> Vec<Event> {
+        for stream in outputs.unpublished {
+            self.inner.sfu.unpublish(stream);
+        }
         let mut mine = Vec::new();
         let mut overflowed = Vec::new();
         for (session, event) in outputs.deliveries {
@@ -107,11 +112,12 @@ impl HubGuard<'_> {
 }
 
 impl Hub {
-    pub fn new(config: Arc<ServerConfig>) -> Self {
+    pub fn new(config: Arc<ServerConfig>, sfu: SfuHandle) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 rooms: Rooms::new(config.limits.clone()),
                 links: HashMap::new(),
+                sfu,
             }),
             next_session: AtomicU64::new(1),
             session_gone: Notify::new(),
@@ -150,6 +156,7 @@ impl Hub {
         let was_member = {
             let mut hub = self.lock();
             hub.inner.links.remove(&session);
+            hub.inner.sfu.drop_session(session);
             hub.inner.rooms.disconnect(session)
         };
         self.session_gone.notify_waiters();
@@ -172,5 +179,9 @@ impl Hub {
 
     pub fn snapshot(&self) -> Snapshot {
         self.lock().inner.rooms.snapshot()
+    }
+
+    pub fn sfu(&self) -> SfuHandle {
+        self.lock().inner.sfu.clone()
     }
 }

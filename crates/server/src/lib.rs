@@ -5,6 +5,7 @@
 //! - [`rooms`]: the room core, plain data: members, streams, the events each change causes.
 //! - `hub`: the core behind one lock plus a bounded event queue per session.
 //! - `session`: one WebSocket connection: requests, responses, events with `seq`, timers.
+//! - [`sfu`]: the media relay: a str0m state machine per media connection behind one UDP socket.
 //! - [`Server`]: binds, serves HTTP (`/healthz`, the WebSocket at [`WS_PATH`], dev tokens), shuts down gracefully.
 //!
 //! IO is injected at the edge: [`Server::start`] takes a bound listener, so tests bind `127.0.0.1:0`.
@@ -14,6 +15,7 @@ pub mod config;
 mod hub;
 pub mod rooms;
 mod session;
+pub mod sfu;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("can't start the media relay: {0}")]
+    Media(#[from] sfu::SfuError),
 }
 
 /// How long a graceful shutdown waits for sessions to close.
@@ -81,7 +85,19 @@ impl Server {
             addr: "listener".into(),
             source,
         })?;
-        let hub = Arc::new(Hub::new(Arc::new(config)));
+        let media_bind = config.media.bind;
+        let udp = std::net::UdpSocket::bind(media_bind)
+            .and_then(|socket| {
+                socket.set_nonblocking(true)?;
+                tokio::net::UdpSocket::from_std(socket)
+            })
+            .map_err(|source| ServerError::Bind {
+                addr: format!("udp {media_bind}"),
+                source,
+            })?;
+        let sfu = sfu::socket::SfuHandle::start(udp, config.media.public_ip)?;
+        tracing::info!(media = %sfu.media_addr(), "media relay listening");
+        let hub = Arc::new(Hub::new(Arc::new(config), sfu));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = AppState {
             hub: hub.clone(),
@@ -130,6 +146,16 @@ impl Server {
     /// A picture of every room right now.
     pub fn snapshot(&self) -> Snapshot {
         self.hub.snapshot()
+    }
+
+    /// The address clients send media to.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.hub.sfu().media_addr()
+    }
+
+    /// The media relay's counters.
+    pub async fn media_counters(&self) -> Result<sfu::SfuCounters, sfu::SfuError> {
+        self.hub.sfu().counters().await
     }
 
     /// Open WebSocket connections.

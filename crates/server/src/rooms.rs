@@ -57,6 +57,16 @@ pub struct Outputs {
     pub deliveries: Vec<(SessionId, Event)>,
     /// Sessions that lost their membership and must be told why.
     pub kicks: Vec<(SessionId, KickoutReason)>,
+    /// Streams no longer listed, whose media must stop.
+    pub unpublished: Vec<StreamId>,
+}
+
+/// Whether a publish request is for a new stream or one the user already publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishCheck {
+    New,
+    /// Listed already, by this user: only its media connection may be replaced.
+    AlreadyMine,
 }
 
 /// The result of a successful login: the room as it is at that moment.
@@ -340,6 +350,7 @@ impl Rooms {
         for stream_id in owned {
             if let Some(info) = room.streams.remove(&stream_id) {
                 self.stream_owners.remove(&stream_id);
+                out.unpublished.push(stream_id);
                 deleted.push(info);
             }
         }
@@ -455,7 +466,8 @@ impl Rooms {
         Ok(())
     }
 
-    pub fn start_publishing(&mut self, session: SessionId, req: &PublishRequest) -> Result<Outputs, ErrorBody> {
+    /// Checks that the session may publish `req` without changing anything.
+    pub fn check_publish(&self, session: SessionId, req: &PublishRequest) -> Result<PublishCheck, ErrorBody> {
         let seat = self.seat(session)?;
         let member = self.member(&seat);
         if member.hidden() {
@@ -468,18 +480,15 @@ impl Rooms {
             ));
         }
         validate_extra_info(&req.extra_info).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
-        if let Some((_, owner)) = self.stream_owners.get(&req.stream_id) {
-            return Err(if owner == &seat.user_id {
-                err(
-                    ErrorCode::StreamAlreadyPublished,
-                    format!("you already publish {}", req.stream_id),
-                )
+        if let Some((room, owner)) = self.stream_owners.get(&req.stream_id) {
+            return if owner == &seat.user_id && room == &seat.room_id {
+                Ok(PublishCheck::AlreadyMine)
             } else {
-                err(
+                Err(err(
                     ErrorCode::StreamOwnedByOther,
                     format!("stream ID {} is published by someone else", req.stream_id),
-                )
-            });
+                ))
+            };
         }
         let room = &self.rooms[&seat.room_id];
         if room.streams.len() >= self.limits.max_streams_per_room {
@@ -495,6 +504,19 @@ impl Rooms {
                 format!("you already publish {mine} streams"),
             ));
         }
+        Ok(PublishCheck::New)
+    }
+
+    /// Lists a new stream of the session's and tells the room.
+    pub fn start_publishing(&mut self, session: SessionId, req: &PublishRequest) -> Result<Outputs, ErrorBody> {
+        if self.check_publish(session, req)? == PublishCheck::AlreadyMine {
+            return Err(err(
+                ErrorCode::StreamAlreadyPublished,
+                format!("you already publish {}", req.stream_id),
+            ));
+        }
+        let seat = self.seat(session)?;
+        let member = self.member(&seat);
         let info = StreamInfo {
             stream_id: req.stream_id.clone(),
             user: member.info.clone(),
@@ -540,6 +562,7 @@ impl Rooms {
             m.playing.remove(stream_id);
         }
         let mut out = Outputs::default();
+        out.unpublished.push(stream_id.clone());
         let event = Event::RoomStreamUpdate {
             room_id: seat.room_id.clone(),
             update: UpdateType::Delete,
@@ -590,6 +613,21 @@ impl Rooms {
             return Err(err(ErrorCode::AlreadyPlaying, format!("already playing {stream_id}")));
         }
         Ok(info)
+    }
+
+    /// A listed stream in the session's room.
+    pub fn stream_info(&self, session: SessionId, stream_id: &StreamId) -> Result<StreamInfo, ErrorBody> {
+        let seat = self.seat(session)?;
+        self.rooms[&seat.room_id]
+            .streams
+            .get(stream_id)
+            .cloned()
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::StreamNotFound,
+                    format!("no stream {stream_id} in room {}", seat.room_id),
+                )
+            })
     }
 
     pub fn stop_playing(&mut self, session: SessionId, stream_id: &StreamId) -> Result<(), ErrorBody> {

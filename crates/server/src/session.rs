@@ -9,15 +9,26 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use holoroom_protocol::{
     ClientMessage, ErrorBody, ErrorCode, Event, KickoutReason, LoginRequest, LoginResponse, MAX_MESSAGE_BYTES,
-    PROTOCOL_VERSION, Request, ResponseBody, RoomId, RoomStateReason, ServerMessage, UserId, UserInfo, close_code,
-    validate_user_name,
+    PROTOCOL_VERSION, PlayRequest, PublishRequest, Request, ResponseBody, RoomId, RoomStateReason, ServerMessage,
+    UserId, UserInfo, close_code, validate_user_name,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::auth::unix_now;
 use crate::hub::{Hub, ToSession};
-use crate::rooms::{Identity, SessionId};
+use crate::rooms::{Identity, PublishCheck, SessionId};
+use crate::sfu::SfuError;
+
+/// The error a client sees when the SFU refuses its media.
+fn media_refused(error: SfuError) -> ErrorBody {
+    let code = match error {
+        SfuError::BadOffer(_) | SfuError::Rejected(_) => ErrorCode::InvalidArgument,
+        SfuError::NoPublisher(_) => ErrorCode::StreamNotFound,
+        SfuError::BadAddress(..) | SfuError::Stopped => ErrorCode::Internal,
+    };
+    ErrorBody::new(code, error.to_string())
+}
 
 /// A token bucket limiting requests per connection.
 #[derive(Debug)]
@@ -200,7 +211,7 @@ impl Session {
                 return self.respond(malformed.id, Err(error)).await;
             }
         };
-        let (result, events) = self.handle(message.request);
+        let (result, events) = self.handle(message.request).await;
         self.respond(Some(message.id), result).await?;
         for event in events {
             self.send_event(event).await?;
@@ -209,7 +220,7 @@ impl Session {
     }
 
     /// Answers one request; the events returned are this session's share of what it caused.
-    fn handle(&mut self, request: Request) -> (Result<ResponseBody, ErrorBody>, Vec<Event>) {
+    async fn handle(&mut self, request: Request) -> (Result<ResponseBody, ErrorBody>, Vec<Event>) {
         let id = self.id;
         let result = match request {
             Request::Login(login) => self.login(login),
@@ -222,19 +233,7 @@ impl Session {
                 left.map(|((), events)| (ResponseBody::Ack, events))
             }
             Request::RenewToken { token } => self.renew(&token).map(|body| (body, Vec::new())),
-            Request::StartPublishing(publish) => {
-                if publish.sdp_offer.is_some() {
-                    Err(ErrorBody::new(
-                        ErrorCode::NotSupported,
-                        "this server does not relay media",
-                    ))
-                } else {
-                    self.hub
-                        .lock()
-                        .apply(id, |rooms| Ok(((), rooms.start_publishing(id, &publish)?)))
-                        .map(|((), events)| (ResponseBody::Publishing { sdp_answer: None }, events))
-                }
-            }
+            Request::StartPublishing(publish) => self.start_publishing(publish).await,
             Request::StopPublishing { stream_id } => self
                 .hub
                 .lock()
@@ -245,37 +244,17 @@ impl Session {
                 .lock()
                 .apply(id, |rooms| Ok(((), rooms.set_extra_info(id, &stream_id, extra_info)?)))
                 .map(|((), events)| (ResponseBody::Ack, events)),
-            Request::StartPlaying(play) => {
-                if play.sdp_offer.is_some() {
-                    Err(ErrorBody::new(
-                        ErrorCode::NotSupported,
-                        "this server does not relay media",
-                    ))
-                } else {
-                    self.hub
-                        .lock()
-                        .rooms()
-                        .start_playing(id, &play.stream_id)
-                        .map(|stream| {
-                            (
-                                ResponseBody::Playing {
-                                    stream,
-                                    sdp_answer: None,
-                                },
-                                Vec::new(),
-                            )
-                        })
+            Request::StartPlaying(play) => self.start_playing(play).await,
+            Request::StopPlaying { stream_id } => {
+                let stopped = self.hub.lock().rooms().stop_playing(id, &stream_id);
+                if stopped.is_ok() {
+                    self.hub.sfu().unsubscribe(id, stream_id);
                 }
+                stopped.map(|()| (ResponseBody::Ack, Vec::new()))
             }
-            Request::StopPlaying { stream_id } => self
-                .hub
-                .lock()
-                .rooms()
-                .stop_playing(id, &stream_id)
-                .map(|()| (ResponseBody::Ack, Vec::new())),
             Request::Trickle { .. } => Err(ErrorBody::new(
                 ErrorCode::NotSupported,
-                "this server does not relay media",
+                "the media relay is ICE-lite and takes complete offers; trickled candidates are not used",
             )),
             Request::SetPose { pose } => self
                 .hub
@@ -286,6 +265,84 @@ impl Session {
         match result {
             Ok((body, events)) => (Ok(body), events),
             Err(error) => (Err(error), Vec::new()),
+        }
+    }
+
+    /// Lists a stream and, with an SDP offer, connects its media to the SFU. A stream this user
+    /// already publishes only gets its media connection replaced (after a reconnect).
+    async fn start_publishing(&mut self, publish: PublishRequest) -> Result<(ResponseBody, Vec<Event>), ErrorBody> {
+        let id = self.id;
+        let Some(offer) = publish.sdp_offer.clone() else {
+            return self
+                .hub
+                .lock()
+                .apply(id, |rooms| Ok(((), rooms.start_publishing(id, &publish)?)))
+                .map(|((), events)| (ResponseBody::Publishing { sdp_answer: None }, events));
+        };
+        let check = self.hub.lock().rooms().check_publish(id, &publish)?;
+        let sfu = self.hub.sfu();
+        let answer = sfu
+            .publish(publish.stream_id.clone(), offer)
+            .await
+            .map_err(media_refused)?;
+        let events = match check {
+            PublishCheck::AlreadyMine => Vec::new(),
+            PublishCheck::New => {
+                let listed = self
+                    .hub
+                    .lock()
+                    .apply(id, |rooms| Ok(((), rooms.start_publishing(id, &publish)?)));
+                match listed {
+                    Ok(((), events)) => events,
+                    Err(error) => {
+                        sfu.unpublish(publish.stream_id);
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        Ok((
+            ResponseBody::Publishing {
+                sdp_answer: Some(answer),
+            },
+            events,
+        ))
+    }
+
+    /// Subscribes to a listed stream and, with an SDP offer, connects its media from the SFU.
+    /// Playing a stream again with a new offer replaces the media connection.
+    async fn start_playing(&mut self, play: PlayRequest) -> Result<(ResponseBody, Vec<Event>), ErrorBody> {
+        let id = self.id;
+        let started = self.hub.lock().rooms().start_playing(id, &play.stream_id);
+        let stream = match (started, &play.sdp_offer) {
+            (Ok(stream), _) => stream,
+            (Err(e), Some(_)) if e.code == ErrorCode::AlreadyPlaying => {
+                self.hub.sfu().unsubscribe(id, play.stream_id.clone());
+                self.hub.lock().rooms().stream_info(id, &play.stream_id)?
+            }
+            (Err(e), _) => return Err(e),
+        };
+        let Some(offer) = play.sdp_offer else {
+            return Ok((
+                ResponseBody::Playing {
+                    stream,
+                    sdp_answer: None,
+                },
+                Vec::new(),
+            ));
+        };
+        match self.hub.sfu().subscribe(id, play.stream_id.clone(), offer).await {
+            Ok(answer) => Ok((
+                ResponseBody::Playing {
+                    stream,
+                    sdp_answer: Some(answer),
+                },
+                Vec::new(),
+            )),
+            Err(error) => {
+                let _ = self.hub.lock().rooms().stop_playing(id, &play.stream_id);
+                Err(media_refused(error))
+            }
         }
     }
 

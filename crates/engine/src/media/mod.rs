@@ -2,8 +2,10 @@
 
 pub mod frame;
 pub mod pattern;
+pub mod slot;
 pub mod tone;
 
 pub use frame::{FrameError, VideoFrame};
 pub use pattern::{CodeLayout, FrameCode, TestPattern, read_code_with, read_frame_code};
+pub use slot::{FrameSlot, SlotFrame};
 pub use tone::{FRAME_SAMPLES, SAMPLE_RATE, Tone, dominant_frequency};

@@ -1,18 +1,31 @@
 //! The native backend: a tokio runtime on its own thread runs the room driver, which owns the
 //! signaling connection, keeps the room view, reconnects after drops and reports events.
+//! Each published or played stream runs as a task of its own (`publish.rs`, `play.rs`) over a
+//! webrtc-rs peer connection to the server's SFU (`peer.rs`).
+
+mod peer;
+mod play;
+mod publish;
+
+use std::collections::HashMap;
 
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use holoroom_protocol::{
-    ErrorCode, Event, LoginConfig, LoginResponse, Request, ResponseBody, RoomId, RoomStateReason, UserInfo,
+    ErrorCode, Event, LoginConfig, LoginResponse, Request, ResponseBody, RoomId, RoomStateReason, StreamId, UserInfo,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::engine::{Command, EngineConfig, EngineError, EngineEvent, ReconnectPolicy, RequestKind, RoomError};
+use crate::engine::{
+    Command, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReconnectPolicy,
+    RequestKind, RoomError,
+};
+use crate::media::FrameSlot;
 use crate::room_view::RoomView;
 use crate::signaling::{Signaling, SignalingError, SignalingEvent};
+use crate::stream::LocalStream;
 
 /// How long a polite logout may take when the engine is dropped.
 const LOGOUT_ON_DROP: Duration = Duration::from_secs(1);
@@ -48,6 +61,7 @@ impl Backend {
             .spawn(move || {
                 runtime.block_on(
                     Driver {
+                        bind: peer::bind_for(&config.server_url),
                         url: config.server_url,
                         policy: config.reconnect,
                         events,
@@ -91,6 +105,20 @@ struct InRoom {
     server_events: mpsc::UnboundedReceiver<SignalingEvent>,
     session_id: String,
     view: RoomView,
+    publishing: HashMap<StreamId, MediaTask<LocalStream>>,
+    playing: HashMap<StreamId, MediaTask<FrameSlot>>,
+}
+
+/// A running publication or playback: what it works on, and the switch that stops it.
+struct MediaTask<T> {
+    what: T,
+    stop: watch::Sender<bool>,
+}
+
+impl<T> Drop for MediaTask<T> {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
 }
 
 /// What to do after handling something while in a room.
@@ -101,6 +129,8 @@ enum Next {
 
 struct Driver {
     url: String,
+    /// Where media connections bind their host candidates.
+    bind: &'static str,
     policy: ReconnectPolicy,
     events: crossbeam_channel::Sender<EngineEvent>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -191,6 +221,8 @@ impl Driver {
                             server_events,
                             session_id: response.session_id.clone(),
                             view: RoomView::default(),
+                            publishing: HashMap::new(),
+                            playing: HashMap::new(),
                         };
                         self.state(&room_id, RoomStateReason::Logined, None);
                         self.take_snapshot(&mut in_room, &response);
@@ -217,6 +249,79 @@ impl Driver {
                 });
                 None
             }
+            Command::StartPublishing(stream_id, _) | Command::StopPublishing(stream_id) => {
+                self.emit(EngineEvent::PublisherStateUpdate {
+                    stream_id,
+                    state: PublisherState::NoPublish,
+                    error: Some(MediaError::NotInRoom),
+                });
+                None
+            }
+            Command::StartPlaying(stream_id, slot) => {
+                slot.close();
+                self.emit(EngineEvent::PlayerStateUpdate {
+                    stream_id,
+                    state: PlayerState::NoPlay,
+                    error: Some(MediaError::NotInRoom),
+                });
+                None
+            }
+            Command::StopPlaying(stream_id) => {
+                self.emit(EngineEvent::PlayerStateUpdate {
+                    stream_id,
+                    state: PlayerState::NoPlay,
+                    error: Some(MediaError::NotInRoom),
+                });
+                None
+            }
+        }
+    }
+
+    fn spawn_publish(&self, in_room: &InRoom, stream_id: StreamId, local: LocalStream) -> MediaTask<LocalStream> {
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(publish::run(
+            in_room.signaling.clone(),
+            stream_id,
+            local.clone(),
+            self.bind,
+            self.events.clone(),
+            stopped,
+        ));
+        MediaTask { what: local, stop }
+    }
+
+    fn spawn_play(&self, in_room: &InRoom, stream_id: StreamId, slot: FrameSlot) -> MediaTask<FrameSlot> {
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(play::run(
+            in_room.signaling.clone(),
+            stream_id,
+            slot.clone(),
+            self.bind,
+            self.events.clone(),
+            stopped,
+        ));
+        MediaTask { what: slot, stop }
+    }
+
+    /// Starts media over again on a new signaling connection (after a reconnect).
+    fn restart_media(&self, in_room: &mut InRoom) {
+        let publishing: Vec<(StreamId, LocalStream)> = in_room
+            .publishing
+            .drain()
+            .map(|(id, task)| (id, task.what.clone()))
+            .collect();
+        for (stream_id, local) in publishing {
+            let task = self.spawn_publish(in_room, stream_id.clone(), local);
+            in_room.publishing.insert(stream_id, task);
+        }
+        let playing: Vec<(StreamId, FrameSlot)> = in_room
+            .playing
+            .drain()
+            .map(|(id, task)| (id, task.what.clone()))
+            .collect();
+        for (stream_id, slot) in playing {
+            let task = self.spawn_play(in_room, stream_id.clone(), slot);
+            in_room.playing.insert(stream_id, task);
         }
     }
 
@@ -314,6 +419,51 @@ impl Driver {
                 }
                 Next::Stay
             }
+            Command::StartPublishing(stream_id, local) => {
+                if in_room.publishing.contains_key(&stream_id) {
+                    self.emit(EngineEvent::PublisherStateUpdate {
+                        stream_id,
+                        state: PublisherState::Publishing,
+                        error: Some(MediaError::Duplicate("publishing")),
+                    });
+                } else {
+                    let task = self.spawn_publish(in_room, stream_id.clone(), local);
+                    in_room.publishing.insert(stream_id, task);
+                }
+                Next::Stay
+            }
+            Command::StopPublishing(stream_id) => {
+                if in_room.publishing.remove(&stream_id).is_some() {
+                    let stop = Request::StopPublishing { stream_id };
+                    if let Err(err) = in_room.signaling.request(stop).await {
+                        tracing::debug!(%err, "stop publishing not confirmed");
+                    }
+                }
+                Next::Stay
+            }
+            Command::StartPlaying(stream_id, slot) => {
+                if in_room.playing.contains_key(&stream_id) {
+                    slot.close();
+                    self.emit(EngineEvent::PlayerStateUpdate {
+                        stream_id,
+                        state: PlayerState::Playing,
+                        error: Some(MediaError::Duplicate("playing")),
+                    });
+                } else {
+                    let task = self.spawn_play(in_room, stream_id.clone(), slot);
+                    in_room.playing.insert(stream_id, task);
+                }
+                Next::Stay
+            }
+            Command::StopPlaying(stream_id) => {
+                if in_room.playing.remove(&stream_id).is_some() {
+                    let stop = Request::StopPlaying { stream_id };
+                    if let Err(err) = in_room.signaling.request(stop).await {
+                        tracing::debug!(%err, "stop playing not confirmed");
+                    }
+                }
+                Next::Stay
+            }
         }
     }
 
@@ -363,6 +513,7 @@ impl Driver {
                     in_room.session_id = response.session_id.clone();
                     self.state(&in_room.room_id, RoomStateReason::Reconnected, None);
                     self.take_snapshot(in_room, &response);
+                    self.restart_media(in_room);
                     return Next::Stay;
                 }
                 Err(error) => error,

@@ -1,0 +1,250 @@
+//! Playing one remote stream: a receive-only peer connection to the SFU, an RTP loop that
+//! assembles H.264 access units on the marker bit, and a decoder thread that fills the
+//! stream's latest-frame slot.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use holoroom_protocol::{PlayRequest, Request, ResponseBody, StreamId};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::packetizer::Depacketizer;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use tokio::sync::watch;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::StatsSelector;
+use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+use super::peer::{self, Peer};
+use super::publish::QUALITY_INTERVAL;
+use crate::codec::H264Decoder;
+use crate::engine::{EngineEvent, EventSink, MediaError, PlayerState, StreamQuality};
+use crate::media::{FrameSlot, read_frame_code};
+use crate::signaling::Signaling;
+
+/// Runs playback of `stream_id` into `slot` until `stop` flips.
+pub(crate) async fn run(
+    signaling: Signaling,
+    stream_id: StreamId,
+    slot: FrameSlot,
+    bind: &'static str,
+    events: EventSink,
+    mut stop: watch::Receiver<bool>,
+) {
+    let state = |state, error| EngineEvent::PlayerStateUpdate {
+        stream_id: stream_id.clone(),
+        state,
+        error,
+    };
+    let _ = events.send(state(PlayerState::Requesting, None));
+    let result = tokio::select! {
+        result = play(&signaling, &stream_id, &slot, bind, events.clone()) => result.map(Some),
+        _ = stop.wait_for(|&s| s) => Ok(None),
+    };
+    match result {
+        Ok(Some(pc)) => {
+            let _ = events.send(state(PlayerState::Playing, None));
+            let _ = stop.wait_for(|&s| s).await;
+            let _ = pc.close().await;
+            let _ = events.send(state(PlayerState::NoPlay, None));
+        }
+        Ok(None) => {
+            let _ = events.send(state(PlayerState::NoPlay, None));
+        }
+        Err(error) => {
+            let _ = events.send(state(PlayerState::NoPlay, Some(error)));
+        }
+    }
+    slot.close();
+}
+
+async fn play(
+    signaling: &Signaling,
+    stream_id: &StreamId,
+    slot: &FrameSlot,
+    bind: &'static str,
+    events: EventSink,
+) -> Result<Peer, MediaError> {
+    let (pc, mut peer_events) = peer::new_peer(bind).await?;
+    let failed = |e: webrtc::error::Error| MediaError::Connection(e.to_string());
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        pc.add_transceiver_from_kind(
+            kind,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(failed)?;
+    }
+    let offer = peer::local_offer(&pc, &mut peer_events).await?;
+    let response = signaling
+        .request(Request::StartPlaying(PlayRequest {
+            stream_id: stream_id.clone(),
+            sdp_offer: Some(offer),
+        }))
+        .await
+        .map_err(MediaError::Signaling)?;
+    let ResponseBody::Playing {
+        sdp_answer: Some(answer),
+        ..
+    } = response
+    else {
+        return Err(MediaError::Connection(format!(
+            "play answered without SDP: {response:?}"
+        )));
+    };
+    peer::apply_answer(&pc, answer).await?;
+    peer::wait_connected(&mut peer_events).await?;
+
+    let bytes_received = Arc::new(AtomicU64::new(0));
+    let mut tracks = peer_events.tracks;
+    let video_slot = slot.clone();
+    let bytes = bytes_received.clone();
+    tokio::spawn(async move {
+        while let Some(track) = tracks.recv().await {
+            if track.kind().await == RtpCodecKind::Video {
+                tokio::spawn(receive_video(track, video_slot.clone(), bytes.clone()));
+            }
+        }
+    });
+
+    // Quality reports from the slot's frame count and the transport's stats.
+    let pc_for_stats = pc.clone();
+    let stream = stream_id.clone();
+    let slot = slot.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(QUALITY_INTERVAL);
+        tick.tick().await;
+        let mut last = (Instant::now(), slot.count(), 0u64);
+        while !slot.is_closed() {
+            tick.tick().await;
+            let now = Instant::now();
+            let frames = slot.count();
+            let bytes = bytes_received.load(Ordering::Relaxed);
+            let secs = now.duration_since(last.0).as_secs_f32().max(1e-3);
+            let report = pc_for_stats.get_stats(now, StatsSelector::None).await;
+            let (received, lost) = report.inbound_rtp_streams().fold((0i64, 0i64), |acc, s| {
+                (
+                    acc.0 + s.received_rtp_stream_stats.packets_received as i64,
+                    acc.1 + s.received_rtp_stream_stats.packets_lost,
+                )
+            });
+            let rtt_ms = report
+                .candidate_pairs()
+                .filter(|p| p.nominated)
+                .map(|p| (p.current_round_trip_time * 1000.0) as f32)
+                .next();
+            let (width, height) = slot
+                .latest()
+                .map(|f| (f.frame.width, f.frame.height))
+                .unwrap_or_default();
+            let _ = events.send(EngineEvent::PlayQualityUpdate {
+                stream_id: stream.clone(),
+                quality: StreamQuality {
+                    width,
+                    height,
+                    fps: (frames - last.1) as f32 / secs,
+                    kbps: (bytes - last.2) as f32 * 8.0 / 1000.0 / secs,
+                    rtt_ms,
+                    loss_fraction: if received + lost > 0 {
+                        lost.max(0) as f32 / (received + lost) as f32
+                    } else {
+                        0.0
+                    },
+                    frames,
+                },
+            });
+            last = (now, frames, bytes);
+        }
+    });
+    Ok(pc)
+}
+
+/// Reads a video track's RTP, assembles access units and decodes them on a thread of their own.
+async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<AtomicU64>) {
+    let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
+    let (units_tx, units_rx) = crossbeam_channel::bounded::<bytes::Bytes>(32);
+    let decode_slot = slot.clone();
+    let decoder = std::thread::Builder::new().name("decode".into()).spawn(move || {
+        let mut decoder = match H264Decoder::new() {
+            Ok(decoder) => decoder,
+            Err(err) => {
+                tracing::error!(%err, "no H.264 decoder; video will not play");
+                return;
+            }
+        };
+        for unit in units_rx {
+            match decoder.decode(&unit) {
+                Ok(Some(frame)) => {
+                    let code = read_frame_code(&frame);
+                    decode_slot.put(frame, code);
+                }
+                Ok(None) => {}
+                Err(err) => tracing::debug!(%err, "undecodable access unit dropped"),
+            }
+        }
+    });
+    if decoder.is_err() {
+        tracing::error!("can't start the decoder thread");
+        return;
+    }
+
+    let mut depacketizer = H264Packet::default();
+    let mut unit = BytesMut::new();
+    let mut last_seq: Option<u16> = None;
+    let mut last_ts = 0u32;
+    let mut broken = false;
+    let mut last_pli = Instant::now() - Duration::from_secs(10);
+    while let Some(event) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(packet) = event else {
+            if matches!(event, TrackRemoteEvent::OnEnded) {
+                break;
+            }
+            continue;
+        };
+        bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+        let header = &packet.header;
+        let gap = last_seq.is_some_and(|s| header.sequence_number != s.wrapping_add(1));
+        if gap || (!unit.is_empty() && header.timestamp != last_ts) {
+            // A lost packet: drop the unfinished unit and start clean at the next one.
+            unit.clear();
+            depacketizer = H264Packet::default();
+            broken = gap;
+        }
+        last_seq = Some(header.sequence_number);
+        last_ts = header.timestamp;
+        match depacketizer.depacketize(&packet.payload) {
+            Ok(data) => unit.extend_from_slice(&data),
+            Err(_) => {
+                unit.clear();
+                depacketizer = H264Packet::default();
+                broken = true;
+            }
+        }
+        if header.marker {
+            if broken {
+                // The unit lost a piece: ask for a keyframe (at most twice a second) instead of decoding garbage.
+                if last_pli.elapsed() > Duration::from_millis(500) {
+                    last_pli = Instant::now();
+                    let pli = PictureLossIndication {
+                        sender_ssrc: 0,
+                        media_ssrc: ssrc,
+                    };
+                    let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+                }
+                broken = false;
+                unit.clear();
+            } else if !unit.is_empty() {
+                let complete = unit.split().freeze();
+                if units_tx.try_send(complete).is_err() {
+                    tracing::debug!("decoder behind; access unit dropped");
+                }
+            }
+        }
+    }
+    slot.close();
+}

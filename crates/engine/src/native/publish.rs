@@ -1,0 +1,270 @@
+//! Publishing one local stream: a peer connection to the SFU, an encoder thread that takes
+//! the newest captured frame, and a sender task that hands access units to the track.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use holoroom_protocol::{PublishRequest, Request, ResponseBody, StreamId};
+use rtc::media::Sample;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::peer_connection::StatsSelector;
+
+use super::peer::{self, Peer};
+use crate::codec::{EncoderSettings, H264Encoder};
+use crate::engine::{EngineEvent, EventSink, MediaError, PublisherState, StreamQuality};
+use crate::signaling::Signaling;
+use crate::stream::LocalStream;
+
+/// How often the sender checks for keyframe requests (PLI/FIR counts in the stats).
+const PLI_POLL: Duration = Duration::from_millis(100);
+/// How often quality is reported.
+pub(crate) const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// One encoded access unit on its way to the track.
+struct Unit {
+    data: Bytes,
+    duration: Duration,
+}
+
+/// Runs a publication until `stop` flips; reports its states and quality through `emit`.
+pub(crate) async fn run(
+    signaling: Signaling,
+    stream_id: StreamId,
+    local: LocalStream,
+    bind: &'static str,
+    events: EventSink,
+    mut stop: watch::Receiver<bool>,
+) {
+    let emit = |event| {
+        let _ = events.send(event);
+    };
+    let state = |state, error| EngineEvent::PublisherStateUpdate {
+        stream_id: stream_id.clone(),
+        state,
+        error,
+    };
+    emit(state(PublisherState::Requesting, None));
+    let result = tokio::select! {
+        result = publish(&signaling, &stream_id, &local, bind, events.clone()) => result,
+        _ = stop.wait_for(|&s| s) => Ok(None),
+    };
+    let (pc, encoder) = match result {
+        Ok(Some(running)) => running,
+        Ok(None) => {
+            emit(state(PublisherState::NoPublish, None));
+            return;
+        }
+        Err(error) => {
+            emit(state(PublisherState::NoPublish, Some(error)));
+            return;
+        }
+    };
+    emit(state(PublisherState::Publishing, None));
+    let _ = stop.wait_for(|&s| s).await;
+    encoder.stop();
+    let _ = pc.close().await;
+    emit(state(PublisherState::NoPublish, None));
+}
+
+/// The encoder side of a running publication.
+struct EncoderThread {
+    stop: Arc<AtomicBool>,
+}
+
+impl EncoderThread {
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn publish(
+    signaling: &Signaling,
+    stream_id: &StreamId,
+    local: &LocalStream,
+    bind: &'static str,
+    events: EventSink,
+) -> Result<Option<(Peer, EncoderThread)>, MediaError> {
+    let (pc, mut peer_events) = peer::new_peer(bind).await?;
+    let failed = |e: webrtc::error::Error| MediaError::Connection(e.to_string());
+    let ssrc: u32 = rand::random::<u32>() | 1;
+    let track = Arc::new(
+        TrackLocalStaticSample::new(
+            Instant::now(),
+            MediaStreamTrack::new(
+                stream_id.to_string(),
+                format!("{stream_id}-video"),
+                format!("{stream_id}-video"),
+                RtpCodecKind::Video,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: peer::h264_codec(),
+                    ..Default::default()
+                }],
+            ),
+        )
+        .map_err(failed)?,
+    );
+    let sender = pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(failed)?;
+    let offer = peer::local_offer(&pc, &mut peer_events).await?;
+    let response = signaling
+        .request(Request::StartPublishing(PublishRequest {
+            stream_id: stream_id.clone(),
+            source: local.source(),
+            extra_info: local.extra_info(),
+            sdp_offer: Some(offer),
+        }))
+        .await
+        .map_err(MediaError::Signaling)?;
+    let ResponseBody::Publishing {
+        sdp_answer: Some(answer),
+    } = response
+    else {
+        return Err(MediaError::Connection(format!(
+            "publish answered without SDP: {response:?}"
+        )));
+    };
+    peer::apply_answer(&pc, answer).await?;
+    peer::wait_connected(&mut peer_events).await?;
+    let pt = sender
+        .get_parameters()
+        .await
+        .map_err(failed)?
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| {
+            c.rtp_codec
+                .mime_type
+                .eq_ignore_ascii_case(&peer::h264_codec().mime_type)
+        })
+        .map(|c| c.payload_type)
+        .ok_or_else(|| MediaError::Connection("H.264 was not negotiated".into()))?;
+
+    let (width, height, fps) = local.video_format();
+    let settings = EncoderSettings::for_size(width, height, fps);
+    let keyframe = Arc::new(AtomicBool::new(true));
+    let stop = Arc::new(AtomicBool::new(false));
+    let frames_encoded = Arc::new(AtomicU64::new(0));
+    let bytes_encoded = Arc::new(AtomicU64::new(0));
+    let (units_tx, mut units_rx) = mpsc::channel::<Unit>(4);
+    {
+        let preview = local.preview().clone();
+        let keyframe = keyframe.clone();
+        let stop = stop.clone();
+        let frames_encoded = frames_encoded.clone();
+        let bytes_encoded = bytes_encoded.clone();
+        let mut encoder = H264Encoder::new(settings).map_err(|e| MediaError::Codec(e.to_string()))?;
+        let duration = Duration::from_secs_f32(1.0 / fps.max(1.0));
+        std::thread::Builder::new()
+            .name(format!("encode-{stream_id}"))
+            .spawn(move || {
+                let mut seen = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(frame) = preview.wait_newer_than(seen, Duration::from_millis(200)) else {
+                        if preview.is_closed() {
+                            break;
+                        }
+                        continue;
+                    };
+                    seen = frame.sequence;
+                    if keyframe.swap(false, Ordering::Relaxed) {
+                        encoder.request_keyframe();
+                    }
+                    match encoder.encode(&frame.frame) {
+                        Ok(Some(encoded)) => {
+                            frames_encoded.fetch_add(1, Ordering::Relaxed);
+                            bytes_encoded.fetch_add(encoded.data.len() as u64, Ordering::Relaxed);
+                            let unit = Unit {
+                                data: Bytes::from(encoded.data),
+                                duration,
+                            };
+                            if units_tx.blocking_send(unit).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(err) => tracing::warn!(%err, "encoding failed; frame dropped"),
+                    }
+                }
+            })
+            .map_err(|e| MediaError::Connection(format!("can't start the encoder thread: {e}")))?;
+    }
+
+    // The sender: writes access units, watches for keyframe requests, reports quality.
+    let pc_for_sender = pc.clone();
+    let stream = stream_id.clone();
+    let stop_sender = stop.clone();
+    tokio::spawn(async move {
+        let mut pli_seen = 0u64;
+        let mut pli_tick = tokio::time::interval(PLI_POLL);
+        let mut quality_tick = tokio::time::interval(QUALITY_INTERVAL);
+        let mut last = (Instant::now(), 0u64, 0u64);
+        loop {
+            tokio::select! {
+                unit = units_rx.recv() => {
+                    let Some(unit) = unit else { break };
+                    let sample = Sample {
+                        data: unit.data,
+                        duration: unit.duration,
+                        ..Sample::new(Instant::now())
+                    };
+                    if let Err(err) = track.write_sample(ssrc, pt, &sample, &[]).await {
+                        tracing::debug!(%err, "sample not sent");
+                    }
+                }
+                _ = pli_tick.tick() => {
+                    let report = pc_for_sender.get_stats(Instant::now(), StatsSelector::None).await;
+                    let requests: u64 = report
+                        .outbound_rtp_streams()
+                        .map(|o| u64::from(o.pli_count) + u64::from(o.fir_count))
+                        .sum();
+                    if requests > pli_seen {
+                        pli_seen = requests;
+                        keyframe.store(true, Ordering::Relaxed);
+                    }
+                }
+                _ = quality_tick.tick() => {
+                    let now = Instant::now();
+                    let frames = frames_encoded.load(Ordering::Relaxed);
+                    let bytes = bytes_encoded.load(Ordering::Relaxed);
+                    let secs = now.duration_since(last.0).as_secs_f32().max(1e-3);
+                    let report = pc_for_sender.get_stats(now, StatsSelector::None).await;
+                    let rtt_ms = report
+                        .candidate_pairs()
+                        .filter(|p| p.nominated)
+                        .map(|p| (p.current_round_trip_time * 1000.0) as f32)
+                        .next();
+                    let _ = events.send(EngineEvent::PublishQualityUpdate {
+                        stream_id: stream.clone(),
+                        quality: StreamQuality {
+                            width,
+                            height,
+                            fps: (frames - last.1) as f32 / secs,
+                            kbps: (bytes - last.2) as f32 * 8.0 / 1000.0 / secs,
+                            rtt_ms,
+                            loss_fraction: 0.0,
+                            frames,
+                        },
+                    });
+                    last = (now, frames, bytes);
+                }
+            }
+            if stop_sender.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+    });
+    Ok(Some((pc, EncoderThread { stop })))
+}

@@ -1,0 +1,219 @@
+//! Local streams: what `create_stream` captures, paced on a thread of its own into a
+//! latest-frame slot that both the local preview and the encoder read.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use holoroom_protocol::StreamSource;
+
+use crate::media::{FrameSlot, TestPattern, VideoFrame};
+
+/// Where a stream's pictures come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VideoSource {
+    /// The moving test pattern with a frame code.
+    TestPattern,
+    /// A camera by index. This build has no camera capture, so it falls back to the test pattern and says so.
+    Camera(u32),
+    /// Frames pushed by the app with [`LocalStream::push_frame`].
+    Custom,
+}
+
+/// What `create_stream` captures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    pub video: VideoSource,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f32,
+    /// Extra info published with the stream.
+    pub extra_info: String,
+}
+
+impl StreamConfig {
+    /// The test pattern at `width`x`height` and `fps`.
+    pub fn test_pattern(width: u32, height: u32, fps: f32) -> StreamConfig {
+        StreamConfig {
+            video: VideoSource::TestPattern,
+            width,
+            height,
+            fps,
+            extra_info: String::new(),
+        }
+    }
+}
+
+/// Why a stream could not be created.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StreamError {
+    #[error("bad video format: {0}")]
+    Format(#[from] crate::media::FrameError),
+    #[error("frame rate {0} is not between 1 and 120")]
+    FrameRate(f32),
+    #[error("can't start the capture thread: {0}")]
+    Thread(String),
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: StreamConfig,
+    preview: FrameSlot,
+    stop: AtomicBool,
+    /// Why the stream shows something other than what was asked for.
+    note: Option<String>,
+}
+
+/// A captured local stream. Cheap to clone; capture stops when [`LocalStream::destroy`] is called
+/// or the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct LocalStream {
+    inner: Arc<Inner>,
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl LocalStream {
+    /// Starts capturing.
+    pub fn create(config: StreamConfig) -> Result<LocalStream, StreamError> {
+        VideoFrame::check_size(config.width, config.height)?;
+        if !(1.0..=120.0).contains(&config.fps) {
+            return Err(StreamError::FrameRate(config.fps));
+        }
+        let note = match config.video {
+            VideoSource::Camera(index) => Some(format!(
+                "camera {index} is not available (this build has no camera capture); showing the test pattern"
+            )),
+            _ => None,
+        };
+        if let Some(note) = &note {
+            tracing::warn!("{note}");
+        }
+        let inner = Arc::new(Inner {
+            config: config.clone(),
+            preview: FrameSlot::new(),
+            stop: AtomicBool::new(false),
+            note,
+        });
+        if config.video != VideoSource::Custom {
+            let mut pattern = TestPattern::new(config.width, config.height)?;
+            let weak = Arc::downgrade(&inner);
+            let period = Duration::from_secs_f32(1.0 / config.fps);
+            std::thread::Builder::new()
+                .name("capture".into())
+                .spawn(move || {
+                    let mut next = Instant::now();
+                    loop {
+                        let Some(inner) = weak.upgrade() else { break };
+                        if inner.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let frame = pattern.next_frame(unix_micros());
+                        inner.preview.put(frame, None);
+                        drop(inner);
+                        next += period;
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        } else {
+                            next = now;
+                        }
+                    }
+                })
+                .map_err(|e| StreamError::Thread(e.to_string()))?;
+        }
+        Ok(LocalStream { inner })
+    }
+
+    /// The newest captured frame, for a local preview (and the encoder).
+    pub fn preview(&self) -> &FrameSlot {
+        &self.inner.preview
+    }
+
+    /// Supplies a frame for a [`VideoSource::Custom`] stream.
+    pub fn push_frame(&self, frame: VideoFrame) {
+        self.inner.preview.put(frame, None);
+    }
+
+    /// Why the stream shows something other than what was asked for, if it does.
+    pub fn note(&self) -> Option<&str> {
+        self.inner.note.as_deref()
+    }
+
+    /// Width, height and frame rate.
+    pub fn video_format(&self) -> (u32, u32, f32) {
+        (self.inner.config.width, self.inner.config.height, self.inner.config.fps)
+    }
+
+    pub fn source(&self) -> StreamSource {
+        match self.inner.config.video {
+            VideoSource::Custom => StreamSource::Custom,
+            _ => StreamSource::Camera,
+        }
+    }
+
+    pub fn extra_info(&self) -> String {
+        self.inner.config.extra_info.clone()
+    }
+
+    /// Stops capture (`destroyStream`).
+    pub fn destroy(&self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        self.inner.preview.close();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.preview.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::read_frame_code;
+
+    #[test]
+    fn the_pattern_is_captured_at_its_pace_with_codes() {
+        let stream = LocalStream::create(StreamConfig::test_pattern(320, 180, 30.0)).expect("stream");
+        let first = stream
+            .preview()
+            .wait_newer_than(0, Duration::from_secs(2))
+            .expect("a frame");
+        std::thread::sleep(Duration::from_millis(300));
+        let later = stream.preview().latest().expect("frames keep coming");
+        let captured = later.sequence - first.sequence;
+        assert!(
+            (3..=20).contains(&captured),
+            "{captured} frames in 300 ms at 30 fps: not paced"
+        );
+        let a = read_frame_code(&first.frame).expect("coded");
+        let b = read_frame_code(&later.frame).expect("coded");
+        assert!(b.frame_number > a.frame_number);
+        stream.destroy();
+        assert!(stream.preview().is_closed());
+    }
+
+    #[test]
+    fn a_missing_camera_falls_back_and_says_so() {
+        let config = StreamConfig {
+            video: VideoSource::Camera(0),
+            ..StreamConfig::test_pattern(320, 180, 15.0)
+        };
+        let stream = LocalStream::create(config).expect("falls back");
+        assert!(stream.note().is_some_and(|n| n.contains("test pattern")));
+        assert!(stream.preview().wait_newer_than(0, Duration::from_secs(2)).is_some());
+    }
+
+    #[test]
+    fn bad_formats_are_refused() {
+        assert!(LocalStream::create(StreamConfig::test_pattern(321, 180, 30.0)).is_err());
+        assert!(LocalStream::create(StreamConfig::test_pattern(320, 180, 0.0)).is_err());
+    }
+}

@@ -1,0 +1,603 @@
+//! The SFU core: one str0m `Rtc` per media connection, fed (time, input) and drained of outputs.
+//!
+//! A publisher's connection receives a stream's video and audio; each subscriber of that
+//! stream has its own connection, and every RTP packet the publisher sends is forwarded to
+//! each subscriber unchanged in payload, with the subscriber's own SSRC and a sequence number
+//! space that starts low and never jumps (RTP mode). Media is never decoded here.
+//! A new subscriber, or a subscriber's PLI, asks the publisher for a keyframe, at most once per
+//! [`SfuConfig::keyframe_interval`] per stream.
+//!
+//! This module touches no socket and no clock: the shell in `socket.rs` passes in datagrams
+//! and the time, and sends out what [`Sfu::poll_transmit`] returns.
+
+pub mod socket;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use holoroom_protocol::StreamId;
+use str0m::change::SdpOffer;
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+
+use crate::rooms::SessionId;
+
+/// Identifies one media connection inside the SFU.
+pub type PeerId = u64;
+
+/// First outgoing sequence number of a subscriber track: low, so SRTP's rollover counter starts at 0.
+const FIRST_OUT_SEQ: u64 = 1000;
+
+/// Why the SFU refused a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SfuError {
+    #[error("the SDP offer is not readable: {0}")]
+    BadOffer(String),
+    #[error("the SDP offer cannot be answered: {0}")]
+    Rejected(String),
+    #[error("stream {0} has no media here yet")]
+    NoPublisher(StreamId),
+    #[error("the media address {0} cannot be advertised: {1}")]
+    BadAddress(SocketAddr, String),
+    #[error("the SFU is not running")]
+    Stopped,
+}
+
+/// How the SFU runs.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// The address clients send media to (the host candidate in every answer).
+    pub public_addr: SocketAddr,
+    /// At most one keyframe request per stream this often.
+    pub keyframe_interval: Duration,
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// Counters for benchmarks and operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuCounters {
+    pub packets_in: u64,
+    pub packets_forwarded: u64,
+    pub keyframe_requests: u64,
+    pub publishers: usize,
+    pub subscribers: usize,
+}
+
+#[derive(Debug)]
+struct Publisher {
+    stream: StreamId,
+    subscribers: Vec<PeerId>,
+    last_keyframe_request: Option<Instant>,
+    keyframe_pending: bool,
+}
+
+/// Rewriting state of one forwarded track for one subscriber.
+#[derive(Debug)]
+struct TrackOut {
+    /// The publisher's extended sequence number that maps to `base_out`.
+    base_in: Option<u64>,
+    base_out: u64,
+    /// Highest sequence number written so far.
+    last_out: u64,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    stream: StreamId,
+    session: SessionId,
+    tracks: HashMap<MediaKind, TrackOut>,
+}
+
+#[derive(Debug)]
+enum Role {
+    Publisher(Publisher),
+    Subscriber(Subscriber),
+}
+
+#[derive(Debug)]
+struct Peer {
+    rtc: Rtc,
+    role: Role,
+    /// Each m-line's kind, from MediaAdded.
+    kinds: HashMap<Mid, MediaKind>,
+    timeout: Instant,
+}
+
+/// Work that one peer's output causes on others.
+enum Work {
+    Forward(PeerId, RtpPacket),
+    KeyframeFor(StreamId),
+}
+
+/// The SFU state machine.
+#[derive(Debug)]
+pub struct Sfu {
+    config: SfuConfig,
+    rtc_config: RtcConfig,
+    peers: HashMap<PeerId, Peer>,
+    next_peer: PeerId,
+    publishers: HashMap<StreamId, PeerId>,
+    /// Last peer seen at each remote address, to skip the search on most packets.
+    by_source: HashMap<SocketAddr, PeerId>,
+    transmits: VecDeque<Transmit>,
+    counters: SfuCounters,
+}
+
+fn rtc_config() -> RtcConfig {
+    let mut config = Rtc::builder()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .set_rtp_mode(true);
+    // Constrained Baseline, packetization-mode 1, with RTX so NACKed packets are resent.
+    config
+        .codec_config()
+        .add_h264(Pt::from(108), Some(Pt::from(109)), true, 0x42e01f);
+    config
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig) -> Result<Sfu, SfuError> {
+        Candidate::host(config.public_addr, "udp")
+            .map_err(|e| SfuError::BadAddress(config.public_addr, e.to_string()))?;
+        Ok(Sfu {
+            config,
+            rtc_config: rtc_config(),
+            peers: HashMap::new(),
+            next_peer: 1,
+            publishers: HashMap::new(),
+            by_source: HashMap::new(),
+            transmits: VecDeque::new(),
+            counters: SfuCounters::default(),
+        })
+    }
+
+    pub fn counters(&self) -> SfuCounters {
+        SfuCounters {
+            publishers: self.publishers.len(),
+            subscribers: self.peers.len() - self.publishers.len(),
+            ..self.counters
+        }
+    }
+
+    fn new_rtc(&self, now: Instant, offer: &str) -> Result<(Rtc, String), SfuError> {
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
+        let mut rtc = self.rtc_config.clone().build(now);
+        let candidate = Candidate::host(self.config.public_addr, "udp")
+            .map_err(|e| SfuError::BadAddress(self.config.public_addr, e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Rejected(e.to_string()))?;
+        Ok((rtc, answer.to_sdp_string()))
+    }
+
+    fn add_peer(&mut self, now: Instant, rtc: Rtc, role: Role) -> PeerId {
+        let id = self.next_peer;
+        self.next_peer += 1;
+        self.peers.insert(
+            id,
+            Peer {
+                rtc,
+                role,
+                kinds: HashMap::new(),
+                timeout: now,
+            },
+        );
+        let work = self.drain(id);
+        self.run(now, work);
+        id
+    }
+
+    /// Accepts a publisher's offer for `stream` and returns the answer. A second offer for the
+    /// same stream replaces the first connection; its subscribers stay and continue seamlessly.
+    pub fn publish(&mut self, now: Instant, stream: &StreamId, offer: &str) -> Result<String, SfuError> {
+        let (rtc, answer) = self.new_rtc(now, offer)?;
+        let mut subscribers = Vec::new();
+        if let Some(old) = self.publishers.remove(stream)
+            && let Some(mut peer) = self.peers.remove(&old)
+        {
+            peer.rtc.disconnect();
+            if let Role::Publisher(p) = peer.role {
+                subscribers = p.subscribers;
+            }
+            // The new publisher's sequence numbers continue where the old ones left off.
+            for sub in &subscribers {
+                if let Some(Peer {
+                    role: Role::Subscriber(s),
+                    ..
+                }) = self.peers.get_mut(sub)
+                {
+                    for track in s.tracks.values_mut() {
+                        track.base_in = None;
+                        track.base_out = track.last_out + 1;
+                    }
+                }
+            }
+        }
+        let role = Role::Publisher(Publisher {
+            stream: stream.clone(),
+            subscribers,
+            last_keyframe_request: None,
+            keyframe_pending: false,
+        });
+        let id = self.add_peer(now, rtc, role);
+        self.publishers.insert(stream.clone(), id);
+        tracing::debug!(%stream, peer = id, "publisher connected");
+        Ok(answer)
+    }
+
+    /// Accepts a subscriber's offer for `stream` and returns the answer.
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        stream: &StreamId,
+        offer: &str,
+    ) -> Result<(PeerId, String), SfuError> {
+        let publisher = *self
+            .publishers
+            .get(stream)
+            .ok_or_else(|| SfuError::NoPublisher(stream.clone()))?;
+        let (rtc, answer) = self.new_rtc(now, offer)?;
+        let role = Role::Subscriber(Subscriber {
+            stream: stream.clone(),
+            session,
+            tracks: HashMap::new(),
+        });
+        let id = self.add_peer(now, rtc, role);
+        if let Some(Peer {
+            role: Role::Publisher(p),
+            ..
+        }) = self.peers.get_mut(&publisher)
+        {
+            p.subscribers.push(id);
+        }
+        Ok((id, answer))
+    }
+
+    /// Drops the publisher of `stream` and every subscriber to it.
+    pub fn unpublish(&mut self, stream: &StreamId) {
+        let Some(id) = self.publishers.remove(stream) else {
+            return;
+        };
+        if let Some(peer) = self.peers.remove(&id) {
+            let mut peer = peer;
+            peer.rtc.disconnect();
+            if let Role::Publisher(p) = peer.role {
+                for sub in p.subscribers {
+                    self.remove_peer(sub);
+                }
+            }
+        }
+    }
+
+    /// Drops `session`'s subscription to `stream`.
+    pub fn unsubscribe(&mut self, session: SessionId, stream: &StreamId) {
+        let ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(&p.role, Role::Subscriber(s) if s.session == session && &s.stream == stream))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.remove_peer(id);
+        }
+    }
+
+    /// Drops every subscription of `session`.
+    pub fn drop_session(&mut self, session: SessionId) {
+        let ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(&p.role, Role::Subscriber(s) if s.session == session))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.remove_peer(id);
+        }
+    }
+
+    fn remove_peer(&mut self, id: PeerId) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        peer.rtc.disconnect();
+        match peer.role {
+            Role::Subscriber(s) => {
+                if let Some(pub_id) = self.publishers.get(&s.stream)
+                    && let Some(Peer {
+                        role: Role::Publisher(p),
+                        ..
+                    }) = self.peers.get_mut(pub_id)
+                {
+                    p.subscribers.retain(|&x| x != id);
+                }
+            }
+            Role::Publisher(p) => {
+                self.publishers.remove(&p.stream);
+            }
+        }
+        self.by_source.retain(|_, peer| *peer != id);
+    }
+
+    /// Feeds one received datagram.
+    pub fn handle_receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let cached = self
+            .by_source
+            .get(&source)
+            .copied()
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+        let Some(id) = cached.or_else(|| {
+            self.peers
+                .iter()
+                .find(|(_, p)| p.rtc.accepts(&input))
+                .map(|(id, _)| *id)
+        }) else {
+            return;
+        };
+        self.by_source.insert(source, id);
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if let Err(err) = peer.rtc.handle_input(input) {
+            tracing::debug!(peer = id, %err, "media input refused");
+        }
+        let work = self.drain(id);
+        self.run(now, work);
+    }
+
+    /// Advances every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut work = Vec::new();
+        for id in due {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                if let Err(err) = peer.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(peer = id, %err, "timeout refused");
+                }
+                work.extend(self.drain(id));
+            }
+        }
+        let pending: Vec<StreamId> = self
+            .peers
+            .values()
+            .filter_map(|p| match &p.role {
+                Role::Publisher(p) if p.keyframe_pending => Some(p.stream.clone()),
+                _ => None,
+            })
+            .collect();
+        work.extend(pending.into_iter().map(Work::KeyframeFor));
+        self.run(now, work);
+        let dead: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.rtc.is_alive())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            tracing::debug!(peer = id, "media connection closed");
+            self.remove_peer(id);
+        }
+    }
+
+    /// When [`Sfu::handle_timeout`] should next run.
+    pub fn poll_timeout(&self, now: Instant) -> Instant {
+        let mut next = now + Duration::from_secs(1);
+        for peer in self.peers.values() {
+            next = next.min(peer.timeout);
+            if let Role::Publisher(p) = &peer.role
+                && p.keyframe_pending
+                && let Some(last) = p.last_keyframe_request
+            {
+                next = next.min(last + self.config.keyframe_interval);
+            }
+        }
+        next
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Polls one peer until it has nothing more, collecting transmits and the work its events cause.
+    fn drain(&mut self, id: PeerId) -> Vec<Work> {
+        let mut work = Vec::new();
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return work;
+        };
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    peer.timeout = t;
+                    break;
+                }
+                Ok(Output::Transmit(t)) => self.transmits.push_back(Transmit {
+                    destination: t.destination,
+                    contents: t.contents.to_vec(),
+                }),
+                Ok(Output::Event(event)) => match event {
+                    Event::MediaAdded(added) => {
+                        peer.kinds.insert(added.mid, added.kind);
+                    }
+                    Event::RtpPacket(packet) => {
+                        if matches!(peer.role, Role::Publisher(_)) {
+                            self.counters.packets_in += 1;
+                            work.push(Work::Forward(id, packet));
+                        }
+                    }
+                    Event::KeyframeRequest(_) | Event::Connected => {
+                        if let Role::Subscriber(s) = &peer.role {
+                            work.push(Work::KeyframeFor(s.stream.clone()));
+                        }
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => peer.rtc.disconnect(),
+                    _ => {}
+                },
+                Err(err) => {
+                    tracing::debug!(peer = id, %err, "media connection failed");
+                    peer.rtc.disconnect();
+                    break;
+                }
+            }
+        }
+        work
+    }
+
+    fn run(&mut self, now: Instant, mut work: Vec<Work>) {
+        while !work.is_empty() {
+            let mut next = Vec::new();
+            for item in work {
+                match item {
+                    Work::Forward(from, packet) => next.extend(self.forward(from, packet)),
+                    Work::KeyframeFor(stream) => next.extend(self.request_keyframe(now, &stream)),
+                }
+            }
+            work = next;
+        }
+    }
+
+    fn forward(&mut self, from: PeerId, packet: RtpPacket) -> Vec<Work> {
+        let Some(publisher) = self.peers.get_mut(&from) else {
+            return Vec::new();
+        };
+        let Some(mid) = publisher
+            .rtc
+            .direct_api()
+            .stream_rx(&packet.header.ssrc)
+            .map(|s| s.mid())
+        else {
+            return Vec::new();
+        };
+        let Some(&kind) = publisher.kinds.get(&mid) else {
+            return Vec::new();
+        };
+        let Some(params): Option<PayloadParams> = publisher
+            .rtc
+            .codec_config()
+            .find(|p| p.pt() == packet.header.payload_type)
+            .copied()
+        else {
+            return Vec::new();
+        };
+        let Role::Publisher(p) = &publisher.role else {
+            return Vec::new();
+        };
+        let subscribers = p.subscribers.clone();
+        let mut work = Vec::new();
+        for sub in subscribers {
+            let Some(peer) = self.peers.get_mut(&sub) else {
+                continue;
+            };
+            if !peer.rtc.is_connected() {
+                continue;
+            }
+            let Some(out_mid) = peer.kinds.iter().find(|(_, k)| **k == kind).map(|(m, _)| *m) else {
+                continue;
+            };
+            let Some(out_pt) = peer.rtc.codec_config().match_params(params).map(|p| p.pt()) else {
+                continue;
+            };
+            let Role::Subscriber(s) = &mut peer.role else {
+                continue;
+            };
+            let track = s.tracks.entry(kind).or_insert(TrackOut {
+                base_in: None,
+                base_out: FIRST_OUT_SEQ,
+                last_out: FIRST_OUT_SEQ - 1,
+            });
+            let seq_in = *packet.seq_no;
+            let base_in = *track.base_in.get_or_insert(seq_in);
+            if seq_in < base_in {
+                continue;
+            }
+            let seq_out = seq_in - base_in + track.base_out;
+            track.last_out = track.last_out.max(seq_out);
+            let ext = ExtensionValues {
+                audio_level: packet.header.ext_vals.audio_level,
+                voice_activity: packet.header.ext_vals.voice_activity,
+                ..Default::default()
+            };
+            let mut api = peer.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(
+                    out_pt,
+                    SeqNo::from(seq_out),
+                    packet.header.timestamp,
+                    packet.timestamp,
+                    packet.payload.clone(),
+                )
+                .marker(packet.header.marker)
+                .nackable(kind == MediaKind::Video)
+                .ext_vals(ext),
+            );
+            self.counters.packets_forwarded += 1;
+            work.extend(self.drain(sub));
+        }
+        work
+    }
+
+    /// Asks the publisher of `stream` for a keyframe, or marks one pending if one was asked too recently.
+    fn request_keyframe(&mut self, now: Instant, stream: &StreamId) -> Vec<Work> {
+        let Some(&id) = self.publishers.get(stream) else {
+            return Vec::new();
+        };
+        let interval = self.config.keyframe_interval;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return Vec::new();
+        };
+        let Role::Publisher(p) = &mut peer.role else {
+            return Vec::new();
+        };
+        if p.last_keyframe_request.is_some_and(|last| now < last + interval) {
+            p.keyframe_pending = true;
+            return Vec::new();
+        }
+        p.keyframe_pending = false;
+        p.last_keyframe_request = Some(now);
+        let video_mids: Vec<Mid> = peer
+            .kinds
+            .iter()
+            .filter(|(_, k)| **k == MediaKind::Video)
+            .map(|(m, _)| *m)
+            .collect();
+        for mid in video_mids {
+            if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                self.counters.keyframe_requests += 1;
+            }
+        }
+        self.drain(id)
+    }
+}

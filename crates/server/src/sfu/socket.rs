@@ -1,0 +1,147 @@
+//! The SFU's shell: one UDP socket and one task that feeds the core datagrams, the time and
+//! commands from signaling, and sends out what the core produces.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use holoroom_protocol::StreamId;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{PeerId, Sfu, SfuConfig, SfuCounters, SfuError};
+use crate::rooms::SessionId;
+
+/// The largest datagram the SFU reads.
+const MAX_DATAGRAM: usize = 2048;
+
+enum Command {
+    Publish {
+        stream: StreamId,
+        offer: String,
+        reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    Subscribe {
+        session: SessionId,
+        stream: StreamId,
+        offer: String,
+        reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
+    },
+    Unpublish(StreamId),
+    Unsubscribe(SessionId, StreamId),
+    DropSession(SessionId),
+    Counters(oneshot::Sender<SfuCounters>),
+}
+
+/// Signaling's handle on the running SFU. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SfuHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl SfuHandle {
+    /// Binds `socket` (already bound) and starts the SFU task; `public_addr` is what clients are told.
+    pub fn start(socket: UdpSocket, public_ip: Option<std::net::IpAddr>) -> Result<SfuHandle, SfuError> {
+        let local_addr = socket
+            .local_addr()
+            .map_err(|e| SfuError::BadAddress(SocketAddr::from(([0, 0, 0, 0], 0)), e.to_string()))?;
+        let public_addr = SocketAddr::new(public_ip.unwrap_or(local_addr.ip()), local_addr.port());
+        let sfu = Sfu::new(SfuConfig {
+            public_addr,
+            keyframe_interval: std::time::Duration::from_millis(500),
+        })?;
+        let (commands, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(socket, public_addr, sfu, rx));
+        Ok(SfuHandle {
+            commands,
+            local_addr: public_addr,
+        })
+    }
+
+    /// The address clients send media to.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub async fn publish(&self, stream: StreamId, offer: String) -> Result<String, SfuError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Publish { stream, offer, reply })
+            .map_err(|_| SfuError::Stopped)?;
+        answer.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    pub async fn subscribe(&self, session: SessionId, stream: StreamId, offer: String) -> Result<String, SfuError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Subscribe {
+                session,
+                stream,
+                offer,
+                reply,
+            })
+            .map_err(|_| SfuError::Stopped)?;
+        answer.await.map_err(|_| SfuError::Stopped)?.map(|(_, sdp)| sdp)
+    }
+
+    pub fn unpublish(&self, stream: StreamId) {
+        let _ = self.commands.send(Command::Unpublish(stream));
+    }
+
+    pub fn unsubscribe(&self, session: SessionId, stream: StreamId) {
+        let _ = self.commands.send(Command::Unsubscribe(session, stream));
+    }
+
+    pub fn drop_session(&self, session: SessionId) {
+        let _ = self.commands.send(Command::DropSession(session));
+    }
+
+    pub async fn counters(&self) -> Result<SfuCounters, SfuError> {
+        let (reply, counters) = oneshot::channel();
+        self.commands
+            .send(Command::Counters(reply))
+            .map_err(|_| SfuError::Stopped)?;
+        counters.await.map_err(|_| SfuError::Stopped)
+    }
+}
+
+async fn run(socket: UdpSocket, public_addr: SocketAddr, mut sfu: Sfu, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        while let Some(transmit) = sfu.poll_transmit() {
+            if let Err(err) = socket.send_to(&transmit.contents, transmit.destination).await {
+                tracing::debug!(%err, to = %transmit.destination, "media send failed");
+            }
+        }
+        let deadline = tokio::time::Instant::from_std(sfu.poll_timeout(Instant::now()));
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                // The destination is the advertised address: str0m matches it against its candidate.
+                Ok((n, source)) => sfu.handle_receive(Instant::now(), source, public_addr, &buf[..n]),
+                Err(err) => tracing::debug!(%err, "media receive failed"),
+            },
+            () = tokio::time::sleep_until(deadline) => sfu.handle_timeout(Instant::now()),
+            command = commands.recv() => match command {
+                None => return,
+                Some(Command::Publish { stream, offer, reply }) => {
+                    let _ = reply.send(sfu.publish(Instant::now(), &stream, &offer));
+                }
+                Some(Command::Subscribe { session, stream, offer, reply }) => {
+                    let _ = reply.send(sfu.subscribe(Instant::now(), session, &stream, &offer));
+                }
+                Some(Command::Unpublish(stream)) => sfu.unpublish(&stream),
+                Some(Command::Unsubscribe(session, stream)) => sfu.unsubscribe(session, &stream),
+                Some(Command::DropSession(session)) => sfu.drop_session(session),
+                Some(Command::Counters(reply)) => {
+                    let _ = reply.send(sfu.counters());
+                }
+            },
+        }
+    }
+}
