@@ -4,8 +4,8 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/holoroom-target
 
-# Build: ALSA (cpal), bindgen (camera), NASM (openh264 SIMD), Wayland and xkbcommon (winit).
-APT_BUILD := pkg-config libasound2-dev libclang-dev nasm libwayland-dev libxkbcommon-dev
+# Build: ALSA (cpal), bindgen (camera), NASM (openh264 SIMD), Opus, Wayland and xkbcommon (winit).
+APT_BUILD := pkg-config libasound2-dev libclang-dev nasm libopus-dev libwayland-dev libxkbcommon-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps run server test lint fmt

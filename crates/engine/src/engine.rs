@@ -8,7 +8,7 @@ use holoroom_protocol::{
     UserId, UserInfo,
 };
 
-use crate::media::FrameSlot;
+use crate::media::{AudioBuffer, FrameSlot};
 use crate::stream::{LocalStream, StreamConfig, StreamError};
 
 /// Why a room operation failed on the client side or was refused by the server.
@@ -74,6 +74,13 @@ pub struct StreamQuality {
     pub loss_fraction: f32,
     /// Frames encoded or decoded in all.
     pub frames: u64,
+}
+
+/// A played stream's media: the newest decoded frame and the decoded sound.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteStream {
+    pub video: FrameSlot,
+    pub audio: AudioBuffer,
 }
 
 /// Where the engine's events go.
@@ -256,7 +263,7 @@ pub(crate) enum Command {
     SetPose(Pose),
     StartPublishing(StreamId, LocalStream),
     StopPublishing(StreamId),
-    StartPlaying(StreamId, FrameSlot),
+    StartPlaying(StreamId, RemoteStream),
     StopPlaying(StreamId),
 }
 
@@ -328,12 +335,12 @@ impl Engine {
         self.backend.send(Command::StopPublishing(stream_id));
     }
 
-    /// `startPlayingStream`: returns the slot the stream's decoded frames will arrive in;
+    /// `startPlayingStream`: returns where the stream's decoded frames and sound will arrive;
     /// PlayerStateUpdate Requesting, then Playing (or NoPlay with the error).
-    pub fn start_playing_stream(&self, stream_id: StreamId) -> FrameSlot {
-        let slot = FrameSlot::new();
-        self.backend.send(Command::StartPlaying(stream_id, slot.clone()));
-        slot
+    pub fn start_playing_stream(&self, stream_id: StreamId) -> RemoteStream {
+        let remote = RemoteStream::default();
+        self.backend.send(Command::StartPlaying(stream_id, remote.clone()));
+        remote
     }
 
     pub fn stop_playing_stream(&self, stream_id: StreamId) {

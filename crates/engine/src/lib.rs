@@ -29,7 +29,7 @@ pub mod signaling;
 
 pub use engine::{
     Engine, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReconnectPolicy,
-    RequestKind, RoomError, StreamQuality,
+    RemoteStream, RequestKind, RoomError, StreamQuality,
 };
 pub use holoroom_protocol as protocol;
-pub use stream::{LocalStream, StreamConfig, StreamError, VideoSource};
+pub use stream::{AudioSource, LocalStream, StreamConfig, StreamError, VideoSource};

@@ -20,10 +20,23 @@ pub enum VideoSource {
     Custom,
 }
 
+/// Where a stream's sound comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AudioSource {
+    /// A sine tone at this frequency, in Hz.
+    Tone(f64),
+    /// The default microphone. This build has no microphone capture, so it sends silence and says so.
+    Microphone,
+    Silence,
+    /// No audio track at all.
+    Off,
+}
+
 /// What `create_stream` captures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamConfig {
     pub video: VideoSource,
+    pub audio: AudioSource,
     pub width: u32,
     pub height: u32,
     pub fps: f32,
@@ -36,6 +49,7 @@ impl StreamConfig {
     pub fn test_pattern(width: u32, height: u32, fps: f32) -> StreamConfig {
         StreamConfig {
             video: VideoSource::TestPattern,
+            audio: AudioSource::Tone(440.0),
             width,
             height,
             fps,
@@ -85,12 +99,16 @@ impl LocalStream {
         if !(1.0..=120.0).contains(&config.fps) {
             return Err(StreamError::FrameRate(config.fps));
         }
-        let note = match config.video {
-            VideoSource::Camera(index) => Some(format!(
+        let mut notes = Vec::new();
+        if let VideoSource::Camera(index) = config.video {
+            notes.push(format!(
                 "camera {index} is not available (this build has no camera capture); showing the test pattern"
-            )),
-            _ => None,
-        };
+            ));
+        }
+        if config.audio == AudioSource::Microphone {
+            notes.push("no microphone is available (this build has no microphone capture); sending silence".into());
+        }
+        let note = (!notes.is_empty()).then(|| notes.join("; "));
         if let Some(note) = &note {
             tracing::warn!("{note}");
         }
@@ -155,6 +173,10 @@ impl LocalStream {
             VideoSource::Custom => StreamSource::Custom,
             _ => StreamSource::Camera,
         }
+    }
+
+    pub fn audio(&self) -> AudioSource {
+        self.inner.config.audio
     }
 
     pub fn extra_info(&self) -> String {

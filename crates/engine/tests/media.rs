@@ -1,15 +1,24 @@
-//! Media end to end over loopback: engine A publishes the test pattern through the server's
-//! SFU, engine B plays it, with real WebRTC (webrtc-rs to str0m) and real H.264.
+//! Media end to end over loopback: engines publish the test pattern and a tone through the
+//! server's SFU and others play them, with real WebRTC (webrtc-rs to str0m) and real codecs.
+//! The tests run one at a time: they measure what arrives, and two cores are all there is.
 
 use std::time::{Duration, Instant};
 
+use holoroom_engine::media::{FrameSlot, dominant_frequency};
 use holoroom_engine::protocol::{
-    LoginConfig, RoomId, RoomStateReason, StreamId, UpdateType, UserId, UserInfo, VideoGrant,
+    ErrorCode, LoginConfig, RoomId, RoomStateReason, StreamId, UpdateType, UserId, UserInfo, VideoGrant,
 };
-use holoroom_engine::{Engine, EngineConfig, EngineEvent, PlayerState, PublisherState, StreamConfig};
+use holoroom_engine::signaling::SignalingError;
+use holoroom_engine::{
+    Engine, EngineConfig, EngineEvent, LocalStream, MediaError, PlayerState, PublisherState, StreamConfig,
+    StreamQuality,
+};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
+use tokio::sync::Mutex;
 
-const WAIT: Duration = Duration::from_secs(15);
+const WAIT: Duration = Duration::from_secs(20);
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 async fn server() -> Server {
     let config = ServerConfig::new(TokenKeys::new(SigningKey::new(
@@ -19,10 +28,10 @@ async fn server() -> Server {
     Server::bind("127.0.0.1:0", config).await.expect("server binds")
 }
 
-fn join(server: &Server, user: &str) -> Engine {
+fn join_as(server: &Server, user: &str, grant: VideoGrant) -> Engine {
     let engine = Engine::new(EngineConfig::new(server.ws_url())).expect("engine starts");
     let user_id = UserId::new(user).expect("valid");
-    let token = server.keys().mint(VideoGrant::participant("r"), &user_id, None, 3600);
+    let token = server.keys().mint(grant, &user_id, None, 3600);
     engine.login_room(
         RoomId::new("r").expect("valid"),
         token,
@@ -32,6 +41,12 @@ fn join(server: &Server, user: &str) -> Engine {
         },
         LoginConfig { user_update: true },
     );
+    engine
+}
+
+async fn join(server: &Server, user: &str) -> Engine {
+    let engine = join_as(server, user, VideoGrant::participant("r"));
+    logged_in(&engine).await;
     engine
 }
 
@@ -46,7 +61,7 @@ async fn wait_for<T>(engine: &Engine, what: &str, mut pick: impl FnMut(&EngineEv
             continue;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -66,63 +81,291 @@ async fn logged_in(engine: &Engine) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_published_pattern_plays_on_the_other_side() {
-    let server = server().await;
-    let alice = join(&server, "alice");
-    logged_in(&alice).await;
-    let bob = join(&server, "bob");
-    logged_in(&bob).await;
+fn stream(id: &str) -> StreamId {
+    StreamId::new(id).expect("valid")
+}
 
-    let camera = alice
-        .create_stream(StreamConfig::test_pattern(640, 360, 30.0))
-        .expect("pattern stream");
-    let stream_id = StreamId::new("alice-cam").expect("valid");
-    alice.start_publishing_stream(stream_id.clone(), &camera);
-    wait_for(&alice, "Publishing", |e| match e {
+async fn publish(engine: &Engine, id: &str, config: StreamConfig) -> LocalStream {
+    let local = engine.create_stream(config).expect("pattern stream");
+    engine.start_publishing_stream(stream(id), &local);
+    let target = stream(id);
+    wait_for(engine, "Publishing", |e| match e {
         EngineEvent::PublisherStateUpdate {
+            stream_id,
             state: PublisherState::Publishing,
             ..
-        } => Some(()),
+        } if *stream_id == target => Some(()),
         EngineEvent::PublisherStateUpdate {
+            stream_id,
             state: PublisherState::NoPublish,
             error,
             ..
-        } => panic!("publish failed: {error:?}"),
+        } if *stream_id == target => panic!("publish failed: {error:?}"),
         _ => None,
     })
     .await;
+    local
+}
 
+/// Starts playing and returns the stream with the time its connection came up.
+async fn play(engine: &Engine, id: &str) -> (holoroom_engine::RemoteStream, Instant) {
+    let remote = engine.start_playing_stream(stream(id));
+    let target = stream(id);
+    wait_for(engine, "Playing", |e| match e {
+        EngineEvent::PlayerStateUpdate {
+            stream_id,
+            state: PlayerState::Playing,
+            ..
+        } if *stream_id == target => Some(()),
+        EngineEvent::PlayerStateUpdate {
+            stream_id,
+            state: PlayerState::NoPlay,
+            error,
+            ..
+        } if *stream_id == target => panic!("play failed: {error:?}"),
+        _ => None,
+    })
+    .await;
+    (remote, Instant::now())
+}
+
+async fn first_frame(slot: &FrameSlot) -> holoroom_engine::media::SlotFrame {
+    let slot = slot.clone();
+    tokio::task::spawn_blocking(move || slot.wait_newer_than(0, WAIT))
+        .await
+        .expect("wait task")
+        .expect("a decoded frame arrives")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pattern_arrives_whole_in_order_with_quality_reports() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = server().await;
+    let alice = join(&server, "alice").await;
+    let bob = join(&server, "bob").await;
+    let _camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(640, 360, 30.0)).await;
     wait_for(&bob, "stream ADD", |e| match e {
         EngineEvent::RoomStreamUpdate {
             update: UpdateType::Add,
             streams,
             ..
-        } if streams[0].stream_id == stream_id => Some(()),
+        } if streams[0].stream_id.as_str() == "alice-cam" => Some(()),
         _ => None,
     })
     .await;
-    let slot = bob.start_playing_stream(stream_id.clone());
-    wait_for(&bob, "Playing", |e| match e {
-        EngineEvent::PlayerStateUpdate {
-            state: PlayerState::Playing,
+    let (remote, _) = play(&bob, "alice-cam").await;
+    let first = first_frame(&remote.video).await;
+    assert_eq!((first.frame.width, first.frame.height), (640, 360));
+
+    // Watch five seconds of video: every frame read has a code, codes only go up, and
+    // nearly every frame sent was decoded.
+    let start = remote.video.latest().expect("a frame");
+    let start_code = start.code.expect("decoded frames carry the pattern's code");
+    let mut seen = start.sequence;
+    let mut last_number = start_code.frame_number;
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut end = start.clone();
+    while Instant::now() < until {
+        if let Some(frame) = remote.video.newer_than(seen) {
+            let code = frame.code.expect("every decoded frame carries its code");
+            assert!(
+                code.frame_number > last_number,
+                "frame codes go up: {} after {last_number}",
+                code.frame_number
+            );
+            assert_eq!((frame.frame.width, frame.frame.height), (640, 360));
+            last_number = code.frame_number;
+            seen = frame.sequence;
+            end = frame;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let sent = u64::from(end.code.expect("coded").frame_number - start_code.frame_number);
+    let decoded = end.sequence - start.sequence;
+    assert!(sent >= 100, "about 150 frames are sent in 5 s at 30 fps, got {sent}");
+    assert!(
+        decoded as f64 >= 0.95 * sent as f64,
+        "{decoded} of {sent} frames decoded"
+    );
+
+    let quality = |engine: &Engine, publishing: bool| {
+        let mut last: Option<StreamQuality> = None;
+        while let Ok(event) = engine.events().try_recv() {
+            match event {
+                EngineEvent::PublishQualityUpdate { quality, .. } if publishing => last = Some(quality),
+                EngineEvent::PlayQualityUpdate { quality, .. } if !publishing => last = Some(quality),
+                _ => {}
+            }
+        }
+        last.expect("a quality report every two seconds")
+    };
+    let sent_quality = quality(&alice, true);
+    let played_quality = quality(&bob, false);
+    for (what, q) in [("publish", sent_quality), ("play", played_quality)] {
+        assert!((20.0..=40.0).contains(&q.fps), "{what} fps {q:?}");
+        assert!((100.0..=5000.0).contains(&q.kbps), "{what} kbps {q:?}");
+        assert_eq!((q.width, q.height), (640, 360), "{what} size");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tone_arrives_at_its_pitch() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = server().await;
+    let alice = join(&server, "alice").await;
+    let bob = join(&server, "bob").await;
+    let _camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(320, 180, 15.0)).await;
+    let (remote, _) = play(&bob, "alice-cam").await;
+    let deadline = Instant::now() + WAIT;
+    while remote.audio.len() < 24_000 {
+        assert!(Instant::now() < deadline, "half a second of sound arrives");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Skip the first packets while the decoder settles, then measure.
+    let _ = remote.audio.take(4_800);
+    let samples = remote.audio.take(19_200);
+    let pitch = dominant_frequency(&samples, 300.0, 600.0).expect("not silence");
+    assert!((pitch - 440.0).abs() <= 5.0, "heard {pitch} Hz");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_subscriber_sees_a_picture_within_a_second() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = server().await;
+    let alice = join(&server, "alice").await;
+    let _camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(640, 360, 30.0)).await;
+    // Well past the first keyframe; the next periodic one is seconds away.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let carol = join(&server, "carol").await;
+    let (remote, connected) = play(&carol, "alice-cam").await;
+    let frame = first_frame(&remote.video).await;
+    let waited = frame.at.saturating_duration_since(connected);
+    assert!(
+        waited <= Duration::from_secs(1),
+        "first frame {waited:?} after connecting"
+    );
+    assert!(frame.code.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_and_leaving_clean_up_everywhere() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = server().await;
+    let alice = join(&server, "alice").await;
+    let bob = join(&server, "bob").await;
+    let _camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(320, 180, 15.0)).await;
+    let (remote, _) = play(&bob, "alice-cam").await;
+    first_frame(&remote.video).await;
+
+    alice.stop_publishing_stream(stream("alice-cam"));
+    wait_for(&bob, "stream DELETE", |e| match e {
+        EngineEvent::RoomStreamUpdate {
+            update: UpdateType::Delete,
+            streams,
+            ..
+        } if streams[0].stream_id.as_str() == "alice-cam" => Some(()),
+        _ => None,
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled = remote.video.count();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(remote.video.count(), settled, "frames stop with the stream");
+    bob.stop_playing_stream(stream("alice-cam"));
+    let counters = server.media_counters().await.expect("SFU running");
+    assert_eq!(counters.publishers, 0, "{counters:?}");
+
+    // Publishing again and logging out removes the stream and the member.
+    let _again = publish(&alice, "alice-cam-2", StreamConfig::test_pattern(320, 180, 15.0)).await;
+    alice.logout_room();
+    wait_for(&bob, "stream DELETE on logout", |e| match e {
+        EngineEvent::RoomStreamUpdate {
+            update: UpdateType::Delete,
+            streams,
+            ..
+        } if streams[0].stream_id.as_str() == "alice-cam-2" => Some(()),
+        _ => None,
+    })
+    .await;
+    wait_for(&bob, "user DELETE on logout", |e| match e {
+        EngineEvent::RoomUserUpdate {
+            update: UpdateType::Delete,
             ..
         } => Some(()),
-        EngineEvent::PlayerStateUpdate {
-            state: PlayerState::NoPlay,
-            error,
-            ..
-        } => panic!("play failed: {error:?}"),
         _ => None,
     })
     .await;
-    let first = tokio::task::spawn_blocking({
-        let slot = slot.clone();
-        move || slot.wait_newer_than(0, WAIT)
+    let room = &server.snapshot().rooms[0];
+    assert!(room.streams.is_empty() && room.users.len() == 1, "{room:?}");
+    let deadline = Instant::now() + WAIT;
+    while server.media_counters().await.expect("SFU running").publishers > 0 {
+        assert!(Instant::now() < deadline, "the SFU drops the publisher");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spectator_plays_but_cannot_publish() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = server().await;
+    let alice = join(&server, "alice").await;
+    let _camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(320, 180, 15.0)).await;
+    let spectator = join_as(&server, "watcher", VideoGrant::spectator("r"));
+    logged_in(&spectator).await;
+    let (remote, _) = play(&spectator, "alice-cam").await;
+    assert!(first_frame(&remote.video).await.code.is_some());
+
+    let local = spectator
+        .create_stream(StreamConfig::test_pattern(320, 180, 15.0))
+        .expect("capture works");
+    spectator.start_publishing_stream(stream("watcher-cam"), &local);
+    let error = wait_for(&spectator, "refusal", |e| match e {
+        EngineEvent::PublisherStateUpdate {
+            state: PublisherState::NoPublish,
+            error,
+            ..
+        } => Some(error.clone()),
+        _ => None,
     })
-    .await
-    .expect("wait task")
-    .expect("a decoded frame arrives");
-    assert_eq!((first.frame.width, first.frame.height), (640, 360));
-    assert!(first.code.is_some(), "the decoded frame carries the pattern's code");
+    .await;
+    assert!(
+        matches!(error, Some(MediaError::Signaling(SignalingError::Refused(ref body))) if body.code == ErrorCode::PermissionDenied),
+        "{error:?}"
+    );
+    assert_eq!(server.snapshot().rooms[0].users.len(), 1, "the spectator is not listed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_people_all_see_each_other() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = server().await;
+    let names: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
+    let mut engines = Vec::new();
+    for name in &names {
+        engines.push(join(&server, name).await);
+    }
+    let mut cameras = Vec::new();
+    for (engine, name) in engines.iter().zip(&names) {
+        cameras.push(
+            publish(
+                engine,
+                &format!("{name}-cam"),
+                StreamConfig::test_pattern(320, 180, 15.0),
+            )
+            .await,
+        );
+    }
+    let mut playing = Vec::new();
+    for (engine, me) in engines.iter().zip(&names) {
+        for other in names.iter().filter(|n| *n != me) {
+            let (remote, _) = play(engine, &format!("{other}-cam")).await;
+            playing.push((me.clone(), other.clone(), remote));
+        }
+    }
+    assert_eq!(playing.len(), 30);
+    for (me, other, remote) in &playing {
+        let frame = first_frame(&remote.video).await;
+        assert!(frame.code.is_some(), "{me} sees {other}'s pattern");
+        assert_eq!((frame.frame.width, frame.frame.height), (320, 180));
+    }
 }

@@ -1,10 +1,12 @@
 //! Media that needs no device or network: frames, the test pattern with its frame code, tones.
 
+pub mod audio;
 pub mod frame;
 pub mod pattern;
 pub mod slot;
 pub mod tone;
 
+pub use audio::AudioBuffer;
 pub use frame::{FrameError, VideoFrame};
 pub use pattern::{CodeLayout, FrameCode, TestPattern, read_code_with, read_frame_code};
 pub use slot::{FrameSlot, SlotFrame};

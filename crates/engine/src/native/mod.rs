@@ -18,11 +18,11 @@ use holoroom_protocol::{
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::engine::RemoteStream;
 use crate::engine::{
     Command, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReconnectPolicy,
     RequestKind, RoomError,
 };
-use crate::media::FrameSlot;
 use crate::room_view::RoomView;
 use crate::signaling::{Signaling, SignalingError, SignalingEvent};
 use crate::stream::LocalStream;
@@ -106,7 +106,7 @@ struct InRoom {
     session_id: String,
     view: RoomView,
     publishing: HashMap<StreamId, MediaTask<LocalStream>>,
-    playing: HashMap<StreamId, MediaTask<FrameSlot>>,
+    playing: HashMap<StreamId, MediaTask<RemoteStream>>,
 }
 
 /// A running publication or playback: what it works on, and the switch that stops it.
@@ -257,8 +257,8 @@ impl Driver {
                 });
                 None
             }
-            Command::StartPlaying(stream_id, slot) => {
-                slot.close();
+            Command::StartPlaying(stream_id, remote) => {
+                remote.video.close();
                 self.emit(EngineEvent::PlayerStateUpdate {
                     stream_id,
                     state: PlayerState::NoPlay,
@@ -290,17 +290,17 @@ impl Driver {
         MediaTask { what: local, stop }
     }
 
-    fn spawn_play(&self, in_room: &InRoom, stream_id: StreamId, slot: FrameSlot) -> MediaTask<FrameSlot> {
+    fn spawn_play(&self, in_room: &InRoom, stream_id: StreamId, remote: RemoteStream) -> MediaTask<RemoteStream> {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(play::run(
             in_room.signaling.clone(),
             stream_id,
-            slot.clone(),
+            remote.clone(),
             self.bind,
             self.events.clone(),
             stopped,
         ));
-        MediaTask { what: slot, stop }
+        MediaTask { what: remote, stop }
     }
 
     /// Starts media over again on a new signaling connection (after a reconnect).
@@ -314,13 +314,13 @@ impl Driver {
             let task = self.spawn_publish(in_room, stream_id.clone(), local);
             in_room.publishing.insert(stream_id, task);
         }
-        let playing: Vec<(StreamId, FrameSlot)> = in_room
+        let playing: Vec<(StreamId, RemoteStream)> = in_room
             .playing
             .drain()
             .map(|(id, task)| (id, task.what.clone()))
             .collect();
-        for (stream_id, slot) in playing {
-            let task = self.spawn_play(in_room, stream_id.clone(), slot);
+        for (stream_id, remote) in playing {
+            let task = self.spawn_play(in_room, stream_id.clone(), remote);
             in_room.playing.insert(stream_id, task);
         }
     }
@@ -441,16 +441,16 @@ impl Driver {
                 }
                 Next::Stay
             }
-            Command::StartPlaying(stream_id, slot) => {
+            Command::StartPlaying(stream_id, remote) => {
                 if in_room.playing.contains_key(&stream_id) {
-                    slot.close();
+                    remote.video.close();
                     self.emit(EngineEvent::PlayerStateUpdate {
                         stream_id,
                         state: PlayerState::Playing,
                         error: Some(MediaError::Duplicate("playing")),
                     });
                 } else {
-                    let task = self.spawn_play(in_room, stream_id.clone(), slot);
+                    let task = self.spawn_play(in_room, stream_id.clone(), remote);
                     in_room.playing.insert(stream_id, task);
                 }
                 Next::Stay

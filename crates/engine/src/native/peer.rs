@@ -4,10 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::VecDeque;
+use std::time::Instant;
+
 use async_trait::async_trait;
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::sansio::Protocol;
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -39,6 +46,59 @@ pub(crate) fn opus_codec() -> RTCRtpCodec {
         sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
         rtcp_feedback: vec![],
     }
+}
+
+/// Hands inbound keyframe requests (PLI, FIR) to the application, where the encoder can answer
+/// them; other inbound RTCP has done its work in the interceptors before this one and stops here.
+#[derive(Default)]
+struct KeyframeRequests {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
+                .cloned()
+                .collect();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(requests);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequests {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// What a peer connection reports, as channels.
@@ -82,7 +142,6 @@ pub(crate) async fn new_peer(bind: &str) -> Result<(Peer, PeerEvents), MediaErro
             RTCRtpCodecParameters {
                 rtp_codec: h264_codec(),
                 payload_type: 102,
-                ..Default::default()
             },
             RtpCodecKind::Video,
         )
@@ -92,12 +151,13 @@ pub(crate) async fn new_peer(bind: &str) -> Result<(Peer, PeerEvents), MediaErro
             RTCRtpCodecParameters {
                 rtp_codec: opus_codec(),
                 payload_type: 111,
-                ..Default::default()
             },
             RtpCodecKind::Audio,
         )
         .map_err(failed)?;
-    let registry = register_default_interceptors(Registry::new(), &mut media).map_err(failed)?;
+    let registry = register_default_interceptors(Registry::new(), &mut media)
+        .map_err(failed)?
+        .with(Slot::from(14_000), KeyframeRequests::default());
     // Checks every 20 ms instead of 200 ms: the check tick gates both nomination and the
     // first DTLS flight. More attempts keep pairs alive while the answer is on its way.
     let settings = SettingEngineBuilder::new()

@@ -20,19 +20,20 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit}
 use super::peer::{self, Peer};
 use super::publish::QUALITY_INTERVAL;
 use crate::codec::H264Decoder;
-use crate::engine::{EngineEvent, EventSink, MediaError, PlayerState, StreamQuality};
-use crate::media::{FrameSlot, read_frame_code};
+use crate::engine::{EngineEvent, EventSink, MediaError, PlayerState, RemoteStream, StreamQuality};
+use crate::media::{AudioBuffer, FRAME_SAMPLES, FrameSlot, SAMPLE_RATE, read_frame_code};
 use crate::signaling::Signaling;
 
 /// Runs playback of `stream_id` into `slot` until `stop` flips.
 pub(crate) async fn run(
     signaling: Signaling,
     stream_id: StreamId,
-    slot: FrameSlot,
+    remote: RemoteStream,
     bind: &'static str,
     events: EventSink,
     mut stop: watch::Receiver<bool>,
 ) {
+    let slot = remote.video.clone();
     let state = |state, error| EngineEvent::PlayerStateUpdate {
         stream_id: stream_id.clone(),
         state,
@@ -40,7 +41,7 @@ pub(crate) async fn run(
     };
     let _ = events.send(state(PlayerState::Requesting, None));
     let result = tokio::select! {
-        result = play(&signaling, &stream_id, &slot, bind, events.clone()) => result.map(Some),
+        result = play(&signaling, &stream_id, &remote, bind, events.clone()) => result.map(Some),
         _ = stop.wait_for(|&s| s) => Ok(None),
     };
     match result {
@@ -63,10 +64,11 @@ pub(crate) async fn run(
 async fn play(
     signaling: &Signaling,
     stream_id: &StreamId,
-    slot: &FrameSlot,
+    remote: &RemoteStream,
     bind: &'static str,
     events: EventSink,
 ) -> Result<Peer, MediaError> {
+    let slot = &remote.video;
     let (pc, mut peer_events) = peer::new_peer(bind).await?;
     let failed = |e: webrtc::error::Error| MediaError::Connection(e.to_string());
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
@@ -103,11 +105,14 @@ async fn play(
     let bytes_received = Arc::new(AtomicU64::new(0));
     let mut tracks = peer_events.tracks;
     let video_slot = slot.clone();
+    let audio = remote.audio.clone();
     let bytes = bytes_received.clone();
     tokio::spawn(async move {
         while let Some(track) = tracks.recv().await {
             if track.kind().await == RtpCodecKind::Video {
                 tokio::spawn(receive_video(track, video_slot.clone(), bytes.clone()));
+            } else {
+                tokio::spawn(receive_audio(track, audio.clone()));
             }
         }
     });
@@ -247,4 +252,43 @@ async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<
         }
     }
     slot.close();
+}
+
+/// Reads an audio track's Opus packets and decodes them into the stream's audio buffer.
+async fn receive_audio(track: Arc<dyn TrackRemote>, audio: AudioBuffer) {
+    let mut decoder = match opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono) {
+        Ok(decoder) => decoder,
+        Err(err) => {
+            tracing::error!(%err, "no Opus decoder; audio will not play");
+            return;
+        }
+    };
+    // Room for the longest Opus packet (120 ms).
+    let mut pcm = vec![0f32; FRAME_SAMPLES * 6];
+    let mut last_seq: Option<u16> = None;
+    while let Some(event) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(packet) = event else {
+            if matches!(event, TrackRemoteEvent::OnEnded) {
+                break;
+            }
+            continue;
+        };
+        let seq = packet.header.sequence_number;
+        if let Some(last) = last_seq
+            && seq.wrapping_sub(last) > 1
+            && seq.wrapping_sub(last) < 50
+        {
+            // Conceal the lost packets rather than leave a gap in the sound.
+            for _ in 1..seq.wrapping_sub(last) {
+                if let Ok(n) = decoder.decode_float(&[], &mut pcm[..FRAME_SAMPLES], false) {
+                    audio.push(&pcm[..n]);
+                }
+            }
+        }
+        last_seq = Some(seq);
+        match decoder.decode_float(&packet.payload, &mut pcm, false) {
+            Ok(n) => audio.push(&pcm[..n]),
+            Err(err) => tracing::debug!(%err, "undecodable Opus packet dropped"),
+        }
+    }
 }

@@ -11,18 +11,17 @@ use rtc::media::Sample;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::MediaStreamTrack;
-use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::StatsSelector;
 
 use super::peer::{self, Peer};
 use crate::codec::{EncoderSettings, H264Encoder};
 use crate::engine::{EngineEvent, EventSink, MediaError, PublisherState, StreamQuality};
+use crate::media::{FRAME_SAMPLES, SAMPLE_RATE, Tone};
 use crate::signaling::Signaling;
-use crate::stream::LocalStream;
+use crate::stream::{AudioSource, LocalStream};
 
-/// How often the sender checks for keyframe requests (PLI/FIR counts in the stats).
-const PLI_POLL: Duration = Duration::from_millis(100);
 /// How often quality is reported.
 pub(crate) const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -117,6 +116,37 @@ async fn publish(
         .add_track(track.clone() as Arc<dyn TrackLocal>)
         .await
         .map_err(failed)?;
+    let audio_source = local.audio();
+    let audio = if audio_source == AudioSource::Off {
+        None
+    } else {
+        let audio_ssrc: u32 = rand::random::<u32>() | 1;
+        let audio_track = Arc::new(
+            TrackLocalStaticSample::new(
+                Instant::now(),
+                MediaStreamTrack::new(
+                    stream_id.to_string(),
+                    format!("{stream_id}-audio"),
+                    format!("{stream_id}-audio"),
+                    RtpCodecKind::Audio,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(audio_ssrc),
+                            ..Default::default()
+                        },
+                        codec: peer::opus_codec(),
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .map_err(failed)?,
+        );
+        let audio_sender = pc
+            .add_track(audio_track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(failed)?;
+        Some((audio_track, audio_sender, audio_ssrc))
+    };
     let offer = peer::local_offer(&pc, &mut peer_events).await?;
     let response = signaling
         .request(Request::StartPublishing(PublishRequest {
@@ -152,10 +182,36 @@ async fn publish(
         .map(|c| c.payload_type)
         .ok_or_else(|| MediaError::Connection("H.264 was not negotiated".into()))?;
 
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Some((audio_track, audio_sender, audio_ssrc)) = audio {
+        let audio_pt = audio_sender
+            .get_parameters()
+            .await
+            .map_err(failed)?
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| {
+                c.rtp_codec
+                    .mime_type
+                    .eq_ignore_ascii_case(&peer::opus_codec().mime_type)
+            })
+            .map(|c| c.payload_type)
+            .ok_or_else(|| MediaError::Connection("Opus was not negotiated".into()))?;
+        let encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)
+            .map_err(|e| MediaError::Codec(format!("can't start the Opus encoder: {e}")))?;
+        tokio::spawn(send_audio(
+            audio_track,
+            audio_ssrc,
+            audio_pt,
+            encoder,
+            audio_source,
+            stop.clone(),
+        ));
+    }
     let (width, height, fps) = local.video_format();
     let settings = EncoderSettings::for_size(width, height, fps);
     let keyframe = Arc::new(AtomicBool::new(true));
-    let stop = Arc::new(AtomicBool::new(false));
     let frames_encoded = Arc::new(AtomicU64::new(0));
     let bytes_encoded = Arc::new(AtomicU64::new(0));
     let (units_tx, mut units_rx) = mpsc::channel::<Unit>(4);
@@ -202,13 +258,24 @@ async fn publish(
             .map_err(|e| MediaError::Connection(format!("can't start the encoder thread: {e}")))?;
     }
 
-    // The sender: writes access units, watches for keyframe requests, reports quality.
+    // Keyframe requests (PLI/FIR) from the SFU reach the track as RTCP events.
+    {
+        let track = track.clone();
+        let keyframe = keyframe.clone();
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                if let TrackLocalEvent::OnRtcpPacket(_) = event {
+                    keyframe.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    // The sender: writes access units and reports quality.
     let pc_for_sender = pc.clone();
     let stream = stream_id.clone();
     let stop_sender = stop.clone();
     tokio::spawn(async move {
-        let mut pli_seen = 0u64;
-        let mut pli_tick = tokio::time::interval(PLI_POLL);
         let mut quality_tick = tokio::time::interval(QUALITY_INTERVAL);
         let mut last = (Instant::now(), 0u64, 0u64);
         loop {
@@ -222,17 +289,6 @@ async fn publish(
                     };
                     if let Err(err) = track.write_sample(ssrc, pt, &sample, &[]).await {
                         tracing::debug!(%err, "sample not sent");
-                    }
-                }
-                _ = pli_tick.tick() => {
-                    let report = pc_for_sender.get_stats(Instant::now(), StatsSelector::None).await;
-                    let requests: u64 = report
-                        .outbound_rtp_streams()
-                        .map(|o| u64::from(o.pli_count) + u64::from(o.fir_count))
-                        .sum();
-                    if requests > pli_seen {
-                        pli_seen = requests;
-                        keyframe.store(true, Ordering::Relaxed);
                     }
                 }
                 _ = quality_tick.tick() => {
@@ -267,4 +323,43 @@ async fn publish(
         }
     });
     Ok(Some((pc, EncoderThread { stop })))
+}
+
+/// Sends 20 ms Opus packets of the stream's sound until `stop` is set.
+async fn send_audio(
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    pt: u8,
+    mut encoder: opus::Encoder,
+    source: AudioSource,
+    stop: Arc<AtomicBool>,
+) {
+    let mut tone = match source {
+        AudioSource::Tone(frequency) => Some(Tone::new(frequency, 0.5)),
+        _ => None,
+    };
+    let silence = vec![0f32; FRAME_SAMPLES];
+    let mut packet = vec![0u8; 1500];
+    let period = Duration::from_millis(20);
+    let mut tick = tokio::time::interval(period);
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let frame = tone.as_mut().map(Tone::next_frame);
+        let samples = frame.as_deref().unwrap_or(&silence);
+        let len = match encoder.encode_float(samples, &mut packet) {
+            Ok(len) => len,
+            Err(err) => {
+                tracing::warn!(%err, "Opus encoding failed; audio frame dropped");
+                continue;
+            }
+        };
+        let sample = Sample {
+            data: Bytes::copy_from_slice(&packet[..len]),
+            duration: period,
+            ..Sample::new(Instant::now())
+        };
+        if let Err(err) = track.write_sample(ssrc, pt, &sample, &[]).await {
+            tracing::debug!(%err, "audio sample not sent");
+        }
+    }
 }

@@ -115,7 +115,7 @@ struct Peer {
 
 /// Work that one peer's output causes on others.
 enum Work {
-    Forward(PeerId, RtpPacket),
+    Forward(PeerId, Box<RtpPacket>),
     KeyframeFor(StreamId),
 }
 
@@ -451,7 +451,7 @@ impl Sfu {
                     Event::RtpPacket(packet) => {
                         if matches!(peer.role, Role::Publisher(_)) {
                             self.counters.packets_in += 1;
-                            work.push(Work::Forward(id, packet));
+                            work.push(Work::Forward(id, Box::new(packet)));
                         }
                     }
                     Event::KeyframeRequest(_) | Event::Connected => {
@@ -485,7 +485,7 @@ impl Sfu {
         }
     }
 
-    fn forward(&mut self, from: PeerId, packet: RtpPacket) -> Vec<Work> {
+    fn forward(&mut self, from: PeerId, packet: Box<RtpPacket>) -> Vec<Work> {
         let Some(publisher) = self.peers.get_mut(&from) else {
             return Vec::new();
         };
