@@ -1,24 +1,38 @@
-//! holoroom: the Bevy client. The room as an ECS world; everything network and media goes through `holoroom-engine`.
+//! holoroom: the Bevy client. The room as an ECS world; everything network and media goes
+//! through `holoroom-engine`.
 //!
 //! Code map (follows the data path):
-//! - [`room`]: the room scene and the pure seating function.
-//! - [`ui`]: the egui overlay.
+//! - [`net`]: the engine bridge: engine events in as Messages, intents out.
+//! - [`room`]: the scene, the pure seating function, participants as entities and their feeds.
+//! - [`video`]: YUV materials: a feed's newest frame into three R8 plane images.
+//! - [`ui`]: the egui overlay: login, in-call controls, participant list, stats.
 //!
-//! Architecture Invariant: only this crate knows Bevy, and its systems never block on the network.
+//! Architecture Invariant: only this crate knows Bevy, and its systems never block on the
+//! network: they read channels and latest-frame slots.
 
+pub mod net;
 pub mod room;
 pub mod ui;
+pub mod video;
 
 use bevy::prelude::*;
 
 /// The ordered stages of a frame in the room.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RoomSystems {
-    /// Build and update the static room.
+    /// Build the static room.
     Scene,
+    /// Engine events in, intents out.
+    Network,
+    /// Participants spawn, move, leave; feeds attach and detach.
+    Participants,
+    /// Feeds take their newest frames.
+    Feeds,
+    /// Fresh frames go into textures.
+    Video,
 }
 
-/// Where and as whom this client joins.
+/// Where and as whom this client joins by default.
 #[derive(Resource, Debug, Clone)]
 pub struct Connection {
     /// Signaling WebSocket URL of the room server.
@@ -27,11 +41,33 @@ pub struct Connection {
     pub user: String,
     pub name: String,
     pub spectate: bool,
-    /// A line for the person at the screen (for example that the server is embedded).
+    /// The server runs inside this process (demo participants can be added).
+    pub embedded: bool,
+    /// A line for the person at the screen.
     pub note: Option<String>,
 }
 
-/// Everything Holoroom adds to an [`App`] that already has Bevy's plugins.
+/// The room without rendering: engine bridge, participants and their feeds. Runs under `MinimalPlugins`.
+#[derive(Debug, Default)]
+pub struct HoloroomCorePlugin;
+
+impl Plugin for HoloroomCorePlugin {
+    fn build(&self, app: &mut App) {
+        app.configure_sets(
+            Update,
+            (
+                RoomSystems::Network,
+                RoomSystems::Participants,
+                RoomSystems::Feeds,
+                RoomSystems::Video,
+            )
+                .chain(),
+        )
+        .add_plugins((net::plugin, room::participants::plugin));
+    }
+}
+
+/// Everything Holoroom adds to an [`App`] that already has Bevy's default plugins.
 #[derive(Debug)]
 pub struct HoloroomPlugin {
     pub connection: Connection,
@@ -42,6 +78,6 @@ impl Plugin for HoloroomPlugin {
         app.insert_resource(self.connection.clone())
             .insert_resource(ClearColor(Color::srgb(0.08, 0.09, 0.11)))
             .configure_sets(Startup, RoomSystems::Scene)
-            .add_plugins((room::plugin, ui::plugin));
+            .add_plugins((HoloroomCorePlugin, room::plugin, video::plugin, ui::plugin));
     }
 }

@@ -1,5 +1,6 @@
 //! The room itself: floor, table, empty seats, lights and the viewer's camera.
 
+pub mod participants;
 pub mod seating;
 
 use bevy::core_pipeline::tonemapping::Tonemapping;

@@ -1,42 +1,258 @@
-//! The egui overlay: where this client connects and as whom.
+//! The egui overlay: the login form (prefilled), connecting and error states, and in call:
+//! end call, participant list, stats, demo participants, and a name tag over every panel.
+
+use std::collections::BTreeMap;
 
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
+use holoroom_engine::StreamQuality;
+use holoroom_engine::bot::{Bot, BotConfig};
+use holoroom_engine::protocol::{RoomId, StreamId, UserId, UserInfo};
 
 use crate::Connection;
+use crate::net::{EngineBridge, JoinRoom, LeaveRoom, Me, QualityUpdated, TokenSource};
+use crate::room::ViewerCamera;
+use crate::room::participants::{AppState, LastError, LocalParticipant, Participant, VideoFeed};
+
+/// What the login form holds.
+#[derive(Resource, Debug, Clone)]
+pub struct LoginForm {
+    pub room: String,
+    pub user: String,
+    pub name: String,
+    pub spectate: bool,
+}
+
+/// The newest quality report per stream.
+#[derive(Resource, Debug, Default)]
+pub struct Stats(pub BTreeMap<(StreamId, bool), StreamQuality>);
+
+/// Demo participants run in this process (embedded server only).
+#[derive(Resource, Default, Debug)]
+pub struct DemoBots(pub Vec<Bot>);
 
 pub fn plugin(app: &mut App) {
     app.add_plugins(EguiPlugin::default())
-        .add_systems(EguiPrimaryContextPass, connection_panel);
+        .init_resource::<Stats>()
+        .init_resource::<DemoBots>()
+        .add_systems(Startup, prefill)
+        .add_systems(Update, collect_stats)
+        .add_systems(EguiPrimaryContextPass, (login_panel, call_panel, name_tags));
 }
 
-fn connection_panel(mut contexts: EguiContexts, connection: Res<Connection>) -> Result {
+fn prefill(mut commands: Commands, connection: Res<Connection>) {
+    commands.insert_resource(LoginForm {
+        room: connection.room.clone(),
+        user: connection.user.clone(),
+        name: connection.name.clone(),
+        spectate: connection.spectate,
+    });
+}
+
+fn collect_stats(mut updates: MessageReader<QualityUpdated>, mut stats: ResMut<Stats>) {
+    for update in updates.read() {
+        stats
+            .0
+            .insert((update.stream_id.clone(), update.publishing), update.quality);
+    }
+}
+
+fn login_panel(
+    mut contexts: EguiContexts,
+    state: Res<State<AppState>>,
+    connection: Res<Connection>,
+    form: Option<ResMut<LoginForm>>,
+    last_error: Res<LastError>,
+    mut joins: MessageWriter<JoinRoom>,
+) -> Result {
+    let Some(mut form) = form else {
+        return Ok(());
+    };
+    if *state.get() == AppState::InCall {
+        return Ok(());
+    }
+    let connecting = *state.get() == AppState::Connecting;
     egui::Window::new("Holoroom")
         .anchor(egui::Align2::LEFT_TOP, [12.0, 12.0])
         .resizable(false)
         .show(contexts.ctx_mut()?, |ui| {
-            egui::Grid::new("connection").num_columns(2).show(ui, |ui| {
+            egui::Grid::new("login").num_columns(2).show(ui, |ui| {
                 ui.label("Room server");
                 ui.monospace(&connection.server_url);
                 ui.end_row();
                 ui.label("Room");
-                ui.monospace(&connection.room);
+                ui.text_edit_singleline(&mut form.room);
                 ui.end_row();
-                ui.label("You");
-                ui.label(format!("{} ({})", connection.name, connection.user));
+                ui.label("User ID");
+                ui.text_edit_singleline(&mut form.user);
+                ui.end_row();
+                ui.label("Name");
+                ui.text_edit_singleline(&mut form.name);
                 ui.end_row();
                 ui.label("Role");
-                ui.label(if connection.spectate {
-                    "spectator"
-                } else {
-                    "participant"
-                });
+                ui.checkbox(&mut form.spectate, "Spectator (hidden, free camera)");
                 ui.end_row();
             });
             if let Some(note) = &connection.note {
-                ui.separator();
                 ui.label(note);
             }
+            ui.separator();
+            if connecting {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label("Joining…");
+                });
+            } else {
+                let label = if last_error.0.is_some() { "Retry" } else { "Join" };
+                if ui.button(label).clicked() {
+                    joins.write(JoinRoom {
+                        room: form.room.clone(),
+                        user: form.user.clone(),
+                        name: form.name.clone(),
+                        spectate: form.spectate,
+                    });
+                }
+            }
+            if let Some(error) = &last_error.0 {
+                ui.colored_label(egui::Color32::from_rgb(240, 120, 100), error);
+            }
         });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn call_panel(
+    mut contexts: EguiContexts,
+    state: Res<State<AppState>>,
+    connection: Res<Connection>,
+    me: Option<Res<Me>>,
+    bridge: Option<Res<EngineBridge>>,
+    participants: Query<(&Participant, Option<&VideoFeed>, Has<LocalParticipant>)>,
+    stats: Res<Stats>,
+    last_error: Res<LastError>,
+    mut bots: ResMut<DemoBots>,
+    mut leave: MessageWriter<LeaveRoom>,
+) -> Result {
+    if *state.get() != AppState::InCall {
+        return Ok(());
+    }
+    egui::Window::new("In call")
+        .anchor(egui::Align2::LEFT_TOP, [12.0, 12.0])
+        .resizable(false)
+        .show(contexts.ctx_mut()?, |ui| {
+            if let Some(me) = &me {
+                ui.label(format!(
+                    "{} in room {}{}",
+                    me.user.user_name,
+                    me.room_id,
+                    if me.spectator { " (spectator)" } else { "" }
+                ));
+            }
+            if ui.button("End call").clicked() {
+                leave.write(LeaveRoom);
+                bots.0.clear();
+            }
+            if connection.embedded
+                && let (Some(me), Some(bridge)) = (&me, &bridge)
+                && ui.button("Add demo participants").clicked()
+            {
+                add_demo_bots(&mut bots, &connection, bridge, &me.room_id);
+            }
+            ui.separator();
+            ui.label(format!("Participants ({})", participants.iter().count()));
+            for (participant, feed, local) in &participants {
+                let frames = feed.map_or(0, |f| f.frames_taken);
+                ui.label(format!(
+                    "{}{} — {frames} frames",
+                    participant.name,
+                    if local { " (you)" } else { "" }
+                ));
+            }
+            if !stats.0.is_empty() {
+                ui.separator();
+                ui.label("Stats");
+                for ((stream, publishing), q) in &stats.0 {
+                    ui.monospace(format!(
+                        "{} {stream}: {}x{} {:.0} fps {:.0} kbps rtt {} loss {:.1}%",
+                        if *publishing { "out" } else { "in " },
+                        q.width,
+                        q.height,
+                        q.fps,
+                        q.kbps,
+                        q.rtt_ms.map_or("-".into(), |r| format!("{r:.0} ms")),
+                        q.loss_fraction * 100.0
+                    ));
+                }
+            }
+            if let Some(error) = &last_error.0 {
+                ui.separator();
+                ui.colored_label(egui::Color32::from_rgb(240, 180, 100), error);
+            }
+        });
+    Ok(())
+}
+
+fn add_demo_bots(bots: &mut DemoBots, connection: &Connection, bridge: &EngineBridge, room: &RoomId) {
+    let TokenSource::Mint(mint) = &bridge.tokens else {
+        return;
+    };
+    for _ in 0..2 {
+        let n = bots.0.len() + 1;
+        let Ok(user_id) = UserId::new(format!("demo-{n}")) else {
+            continue;
+        };
+        let name = format!("Demo {n}");
+        let Some(token) = mint(room.as_str(), user_id.as_str(), &name, false) else {
+            continue;
+        };
+        let config = BotConfig {
+            server_url: connection.server_url.clone(),
+            room_id: room.clone(),
+            user: UserInfo {
+                user_id,
+                user_name: name,
+            },
+            token,
+            publish: Some(holoroom_engine::StreamConfig::test_pattern(640, 360, 30.0)),
+        };
+        match Bot::start(config) {
+            Ok(bot) => bots.0.push(bot),
+            Err(err) => warn!("can't start a demo participant: {err}"),
+        }
+    }
+}
+
+/// A name tag over each panel, with a bar that shows new video arriving.
+fn name_tags(
+    mut contexts: EguiContexts,
+    state: Res<State<AppState>>,
+    camera: Query<(&Camera, &GlobalTransform), With<ViewerCamera>>,
+    participants: Query<(&Participant, &GlobalTransform, Option<&VideoFeed>)>,
+) -> Result {
+    if *state.get() != AppState::InCall {
+        return Ok(());
+    }
+    let Ok((camera, camera_transform)) = camera.single() else {
+        return Ok(());
+    };
+    let ctx = contexts.ctx_mut()?;
+    for (participant, transform, feed) in &participants {
+        let above = transform.translation() + Vec3::Y * 0.6;
+        let Ok(position) = camera.world_to_viewport(camera_transform, above) else {
+            continue;
+        };
+        egui::Area::new(egui::Id::new(("tag", participant.user_id.as_str())))
+            .fixed_pos(egui::pos2(position.x, position.y))
+            .pivot(egui::Align2::CENTER_BOTTOM)
+            .interactable(false)
+            .show(ctx, |ui| {
+                let live = feed.is_some_and(|f| f.frames_taken > 0);
+                ui.label(
+                    egui::RichText::new(format!("{} {}", if live { "●" } else { "○" }, participant.name))
+                        .color(egui::Color32::WHITE)
+                        .background_color(egui::Color32::from_black_alpha(160)),
+                );
+            });
+    }
     Ok(())
 }

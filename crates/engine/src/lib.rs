@@ -10,11 +10,14 @@
 //! - `native`: the backend on desktop: a tokio runtime on its own thread drives the room;
 //!   webrtc-rs peer connections carry each published and played stream to and from the SFU.
 //! - [`codec`] (native): H.264 through OpenH264.
+//! - [`bot`] (native): headless participants for demos, tests and load.
 //! - [`signaling`] (native): the WebSocket connection, requests with typed responses, ordered events.
 //!
 //! Architecture Invariant: the API is platform-neutral; native-only modules are behind
 //! `cfg(not(target_arch = "wasm32"))` so a web backend can sit beside them.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bot;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod codec;
 pub mod engine;

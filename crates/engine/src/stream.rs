@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use holoroom_protocol::StreamSource;
 
-use crate::media::{FrameSlot, TestPattern, VideoFrame};
+use crate::media::{FrameSlot, TestPattern, VideoFrame, Y4mClip};
 
 /// Where a stream's pictures come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,6 +16,8 @@ pub enum VideoSource {
     TestPattern,
     /// A camera by index. This build has no camera capture, so it falls back to the test pattern and says so.
     Camera(u32),
+    /// A YUV4MPEG2 file, played in a loop at its own frame rate and size.
+    File(std::path::PathBuf),
     /// Frames pushed by the app with [`LocalStream::push_frame`].
     Custom,
 }
@@ -67,6 +69,8 @@ pub enum StreamError {
     FrameRate(f32),
     #[error("can't start the capture thread: {0}")]
     Thread(String),
+    #[error("{0}")]
+    File(String),
 }
 
 #[derive(Debug)]
@@ -95,6 +99,15 @@ fn unix_micros() -> u64 {
 impl LocalStream {
     /// Starts capturing.
     pub fn create(config: StreamConfig) -> Result<LocalStream, StreamError> {
+        let mut config = config;
+        let mut clip = None;
+        if let VideoSource::File(path) = &config.video {
+            let loaded = Y4mClip::open(path).map_err(|e| StreamError::File(e.to_string()))?;
+            config.width = loaded.width;
+            config.height = loaded.height;
+            config.fps = loaded.fps.clamp(1.0, 120.0);
+            clip = Some(loaded.frames);
+        }
         VideoFrame::check_size(config.width, config.height)?;
         if !(1.0..=120.0).contains(&config.fps) {
             return Err(StreamError::FrameRate(config.fps));
@@ -120,6 +133,7 @@ impl LocalStream {
         });
         if config.video != VideoSource::Custom {
             let mut pattern = TestPattern::new(config.width, config.height)?;
+            let mut next_clip_frame = 0usize;
             let weak = Arc::downgrade(&inner);
             let period = Duration::from_secs_f32(1.0 / config.fps);
             std::thread::Builder::new()
@@ -131,7 +145,13 @@ impl LocalStream {
                         if inner.stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let frame = pattern.next_frame(unix_micros());
+                        let frame = match &clip {
+                            Some(frames) => {
+                                next_clip_frame = (next_clip_frame + 1) % frames.len();
+                                frames[next_clip_frame].clone()
+                            }
+                            None => pattern.next_frame(unix_micros()),
+                        };
                         inner.preview.put(frame, None);
                         drop(inner);
                         next += period;

@@ -369,3 +369,48 @@ async fn six_people_all_see_each_other() {
         assert_eq!((frame.frame.width, frame.frame.height), (320, 180));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_bots_in_a_room_see_each_other() {
+    use holoroom_engine::bot::{Bot, BotConfig, dev_token};
+
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut config = ServerConfig::new(TokenKeys::new(SigningKey::generate("dev")));
+    config.dev_tokens = true;
+    let server = Server::bind("127.0.0.1:0", config).await.expect("server binds");
+    let url = server.ws_url();
+    let bots = tokio::task::spawn_blocking(move || {
+        ["bot-a", "bot-b"].map(|name| {
+            let user = UserInfo {
+                user_id: UserId::new(name).expect("valid"),
+                user_name: name.to_uppercase(),
+            };
+            let room = RoomId::new("demo").expect("valid");
+            let token = dev_token(&url, &room, &user, false).expect("a dev server mints guest tokens");
+            Bot::start(BotConfig {
+                server_url: url.clone(),
+                room_id: room,
+                user,
+                token,
+                publish: Some(StreamConfig::test_pattern(320, 180, 15.0)),
+            })
+            .expect("bot starts")
+        })
+    })
+    .await
+    .expect("bots start");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let statuses: Vec<_> = bots.iter().map(Bot::status).collect();
+        let done = statuses.iter().all(|s| {
+            s.users.len() == 1
+                && s.received.len() == 1
+                && s.received.values().all(|r| r.frames >= 10 && r.last_frame_number.is_some() && r.audio_samples > 0)
+        });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bots see each other: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

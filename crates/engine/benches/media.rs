@@ -1,0 +1,225 @@
+//! Media benchmarks, each printed next to a baseline measured in the same run:
+//!
+//! 1. Codec: the engine's H.264 encode and decode path against raw OpenH264 calls (target <= 1.1x).
+//! 2. Glass-to-glass on loopback through the SFU, against the floor of encoding plus decoding
+//!    the same frames (target p50 <= floor + 15 ms).
+//! 3. Join to first remote frame (target p95 <= 300 ms).
+//!
+//! Run with `make bench` (or `cargo bench -p holoroom-engine --bench media`).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use holoroom_engine::codec::{EncoderSettings, H264Decoder, H264Encoder};
+use holoroom_engine::media::{TestPattern, VideoFrame};
+use holoroom_engine::protocol::{
+    LoginConfig, RoomId, RoomStateReason, StreamId, UpdateType, UserId, UserInfo, VideoGrant,
+};
+use holoroom_engine::{Engine, EngineConfig, EngineEvent, PublisherState, StreamConfig};
+use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
+use openh264::OpenH264API;
+use openh264::decoder::{Decoder, DecoderConfig};
+use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, RateControlMode, UsageType};
+use openh264::formats::YUVBuffer;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index]
+}
+
+fn sorted(mut values: Vec<f64>) -> Vec<f64> {
+    values.sort_by(f64::total_cmp);
+    values
+}
+
+fn frames(width: u32, height: u32, count: usize) -> Vec<VideoFrame> {
+    let mut pattern = TestPattern::new(width, height).expect("bench sizes fit the pattern");
+    (0..count).map(|n| pattern.next_frame(n as u64 * 33_333)).collect()
+}
+
+/// Milliseconds per frame to encode then decode `frames` through the engine, and through raw OpenH264.
+fn codec(width: u32, height: u32) -> (f64, f64, f64, f64) {
+    let input = frames(width, height, 90);
+    let settings = EncoderSettings::for_size(width, height, 30.0);
+
+    // Raw OpenH264: the same settings, a YUVBuffer, no copies around the calls.
+    let config = EncoderConfig::new()
+        .bitrate(BitRate::from_bps(settings.bitrate_bps))
+        .max_frame_rate(FrameRate::from_hz(30.0))
+        .rate_control_mode(RateControlMode::Bitrate)
+        .skip_frames(false)
+        .usage_type(UsageType::CameraVideoRealTime)
+        .num_threads(1);
+    let mut raw_encoder = Encoder::with_api_config(OpenH264API::from_source(), config).expect("raw encoder");
+    let raw_inputs: Vec<YUVBuffer> = input
+        .iter()
+        .map(|f| YUVBuffer::from_vec(f.to_packed_i420(), width as usize, height as usize))
+        .collect();
+    let start = Instant::now();
+    let mut raw_units = Vec::new();
+    for yuv in &raw_inputs {
+        raw_units.push(raw_encoder.encode(yuv).expect("raw encode").to_vec());
+    }
+    let raw_encode = start.elapsed().as_secs_f64() * 1000.0 / input.len() as f64;
+    let mut raw_decoder =
+        Decoder::with_api_config(OpenH264API::from_source(), DecoderConfig::new()).expect("raw decoder");
+    let start = Instant::now();
+    for unit in &raw_units {
+        let _ = raw_decoder.decode(unit).expect("raw decode");
+    }
+    let raw_decode = start.elapsed().as_secs_f64() * 1000.0 / input.len() as f64;
+
+    // The engine's path: VideoFrame in, access unit out; access unit in, VideoFrame out.
+    let mut encoder = H264Encoder::new(settings).expect("encoder");
+    let start = Instant::now();
+    let mut units = Vec::new();
+    for frame in &input {
+        if let Some(unit) = encoder.encode(frame).expect("encode") {
+            units.push(unit.data);
+        }
+    }
+    let engine_encode = start.elapsed().as_secs_f64() * 1000.0 / input.len() as f64;
+    let mut decoder = H264Decoder::new().expect("decoder");
+    let start = Instant::now();
+    for unit in &units {
+        let _ = decoder.decode(unit).expect("decode");
+    }
+    let engine_decode = start.elapsed().as_secs_f64() * 1000.0 / input.len() as f64;
+    (engine_encode, raw_encode, engine_decode, raw_decode)
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn join(server: &Server, user: &str) -> Engine {
+    let engine = Engine::new(EngineConfig::new(server.ws_url())).expect("engine");
+    let user_id = UserId::new(user).expect("valid");
+    let token = server
+        .keys()
+        .mint(VideoGrant::participant("bench"), &user_id, None, 3600);
+    engine.login_room(
+        RoomId::new("bench").expect("valid"),
+        token,
+        UserInfo {
+            user_id,
+            user_name: user.into(),
+        },
+        LoginConfig { user_update: false },
+    );
+    engine
+}
+
+fn wait_for(engine: &Engine, mut pick: impl FnMut(&EngineEvent) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(event) = engine.events().recv_timeout(Duration::from_millis(50))
+            && pick(&event)
+        {
+            return;
+        }
+    }
+    panic!("bench setup timed out");
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("# Holoroom media benchmarks (one run; ratios against baselines measured in the same run)\n");
+
+    println!("## Codec: engine path vs raw OpenH264 (ms/frame, target <= 1.10x)");
+    let mut floors = Vec::new();
+    for (w, h) in [(640, 360), (1280, 720)] {
+        let (enc, raw_enc, dec, raw_dec) = codec(w, h);
+        println!(
+            "{w}x{h}: encode {enc:.2} vs raw {raw_enc:.2} ({:.2}x), decode {dec:.2} vs raw {raw_dec:.2} ({:.2}x)",
+            enc / raw_enc,
+            dec / raw_dec
+        );
+        floors.push(((w, h), raw_enc + raw_dec));
+    }
+
+    let server = runtime.block_on(async {
+        let config = ServerConfig::new(TokenKeys::new(SigningKey::new("k1", b"bench-secret-0123456789".to_vec())));
+        Server::bind("127.0.0.1:0", config).await.expect("server")
+    });
+
+    println!("\n## Glass-to-glass on loopback, 640x360 at 30 fps (ms)");
+    let publisher = join(&server, "publisher");
+    wait_for(&publisher, |e| matches!(e, EngineEvent::RoomStateChanged { reason: RoomStateReason::Logined, .. }));
+    let camera = publisher
+        .create_stream(StreamConfig::test_pattern(640, 360, 30.0))
+        .expect("stream");
+    let stream_id = StreamId::new("publisher-cam").expect("valid");
+    publisher.start_publishing_stream(stream_id.clone(), &camera);
+    wait_for(&publisher, |e| {
+        matches!(e, EngineEvent::PublisherStateUpdate { state: PublisherState::Publishing, .. })
+    });
+    let viewer = join(&server, "viewer");
+    wait_for(&viewer, |e| matches!(e, EngineEvent::RoomStateChanged { reason: RoomStateReason::Logined, .. }));
+    let remote = viewer.start_playing_stream(stream_id.clone());
+    let _ = remote.video.wait_newer_than(0, Duration::from_secs(20)).expect("first frame");
+    let mut latencies = Vec::new();
+    let mut seen = 0;
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        if let Some(frame) = remote.video.wait_newer_than(seen, Duration::from_millis(200)) {
+            seen = frame.sequence;
+            if let Some(code) = frame.code {
+                let decoded_at = unix_micros() - frame.at.elapsed().as_micros() as u64;
+                latencies.push(code.age_micros(decoded_at) as f64 / 1000.0);
+            }
+        }
+    }
+    let latencies = sorted(latencies);
+    let floor = floors[0].1;
+    let p50 = percentile(&latencies, 0.5);
+    println!(
+        "capture->decoded: p50 {p50:.1}, p95 {:.1} over {} frames; floor (encode+decode of the same frames) {floor:.1}; p50 - floor = {:.1} (target <= 15)",
+        percentile(&latencies, 0.95),
+        latencies.len(),
+        p50 - floor
+    );
+    drop(viewer);
+
+    println!("\n## Join to first remote frame (ms, target p95 <= 300)");
+    let mut joins = Vec::new();
+    for n in 0..15 {
+        let start = Instant::now();
+        let engine = join(&server, &format!("joiner-{n}"));
+        let mut remote = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while remote.is_none() && Instant::now() < deadline {
+            if let Ok(EngineEvent::RoomStreamUpdate {
+                update: UpdateType::Add,
+                streams,
+                ..
+            }) = engine.events().recv_timeout(Duration::from_millis(20))
+                && let Some(stream) = streams.first()
+            {
+                remote = Some(engine.start_playing_stream(stream.stream_id.clone()));
+            }
+        }
+        let remote = remote.expect("the stream is listed");
+        let frame = remote.video.wait_newer_than(0, Duration::from_secs(20)).expect("a frame");
+        joins.push(frame.at.duration_since(start).as_secs_f64() * 1000.0);
+    }
+    let joins = sorted(joins);
+    println!(
+        "login -> first decoded frame: p50 {:.0}, p95 {:.0}, max {:.0} over {} joins",
+        percentile(&joins, 0.5),
+        percentile(&joins, 0.95),
+        joins.last().copied().unwrap_or(f64::NAN),
+        joins.len()
+    );
+    drop(publisher);
+    runtime.block_on(async { server.shutdown().await.expect("shutdown") });
+}

@@ -1,0 +1,277 @@
+//! The bridge to the engine: drains the engine's channel into Messages once per frame and
+//! carries the app's intents back. Nothing here waits on the network.
+
+use std::sync::Arc;
+
+use bevy::prelude::*;
+use holoroom_engine::protocol::{
+    LoginConfig, Pose, RoomId, RoomStateReason, StreamId, StreamInfo, UpdateType, UserId, UserInfo,
+};
+use holoroom_engine::{Engine, EngineEvent, LocalStream, StreamQuality};
+
+use crate::RoomSystems;
+
+/// Mints a token for (room, user, name, spectator), with keys this process holds.
+pub type MintToken = Arc<dyn Fn(&str, &str, &str, bool) -> Option<String> + Send + Sync>;
+
+/// How this client gets its token.
+#[derive(Clone)]
+pub enum TokenSource {
+    /// A token given on the command line.
+    Fixed(String),
+    /// Minted here with the embedded server's keys.
+    Mint(MintToken),
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::Fixed(_) => f.write_str("TokenSource::Fixed"),
+            TokenSource::Mint(_) => f.write_str("TokenSource::Mint"),
+        }
+    }
+}
+
+/// The engine, shared by the systems that talk to it.
+#[derive(Resource, Clone)]
+pub struct EngineBridge {
+    pub engine: Arc<Engine>,
+    pub tokens: TokenSource,
+}
+
+impl std::fmt::Debug for EngineBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBridge").field("tokens", &self.tokens).finish_non_exhaustive()
+    }
+}
+
+/// The room's state changed (Logining, Logined, Kickout, ...).
+#[derive(Message, Debug, Clone)]
+pub struct RoomStateChanged {
+    pub reason: RoomStateReason,
+    /// Why, for a person to read.
+    pub error: Option<String>,
+}
+
+#[derive(Message, Debug, Clone)]
+pub struct UserJoined(pub UserInfo);
+
+#[derive(Message, Debug, Clone)]
+pub struct UserLeft(pub UserId);
+
+#[derive(Message, Debug, Clone)]
+pub struct StreamAdded(pub StreamInfo);
+
+#[derive(Message, Debug, Clone)]
+pub struct StreamRemoved(pub StreamInfo);
+
+#[derive(Message, Debug, Clone)]
+pub struct PoseChanged {
+    pub user_id: UserId,
+    pub pose: Pose,
+}
+
+/// A publish or play quality report.
+#[derive(Message, Debug, Clone)]
+pub struct QualityUpdated {
+    pub stream_id: StreamId,
+    pub publishing: bool,
+    pub quality: StreamQuality,
+}
+
+/// A publisher or player problem worth showing.
+#[derive(Message, Debug, Clone)]
+pub struct MediaTrouble(pub String);
+
+/// Ask to join a room.
+#[derive(Message, Debug, Clone)]
+pub struct JoinRoom {
+    pub room: String,
+    pub user: String,
+    pub name: String,
+    pub spectate: bool,
+}
+
+/// Ask to leave the room.
+#[derive(Message, Debug, Clone, Default)]
+pub struct LeaveRoom;
+
+/// Who this client is in the room, once logged in.
+#[derive(Resource, Debug, Clone)]
+pub struct Me {
+    pub room_id: RoomId,
+    pub user: UserInfo,
+    pub spectator: bool,
+}
+
+/// This client's own camera stream while in a room as a participant.
+#[derive(Resource, Debug, Clone)]
+pub struct OwnStream {
+    pub stream_id: StreamId,
+    pub local: LocalStream,
+}
+
+pub fn plugin(app: &mut App) {
+    app.add_message::<RoomStateChanged>()
+        .add_message::<UserJoined>()
+        .add_message::<UserLeft>()
+        .add_message::<StreamAdded>()
+        .add_message::<StreamRemoved>()
+        .add_message::<PoseChanged>()
+        .add_message::<QualityUpdated>()
+        .add_message::<MediaTrouble>()
+        .add_message::<JoinRoom>()
+        .add_message::<LeaveRoom>()
+        .add_systems(
+            Update,
+            (handle_intents, drain_engine).chain().in_set(RoomSystems::Network),
+        );
+}
+
+/// Turns the app's intents into engine calls.
+fn handle_intents(
+    mut commands: Commands,
+    bridge: Option<Res<EngineBridge>>,
+    mut joins: MessageReader<JoinRoom>,
+    mut leaves: MessageReader<LeaveRoom>,
+    mut states: MessageWriter<RoomStateChanged>,
+    own: Option<Res<OwnStream>>,
+) {
+    let Some(bridge) = bridge else {
+        return;
+    };
+    for join in joins.read() {
+        let (room_id, user_id) = match (RoomId::new(join.room.clone()), UserId::new(join.user.clone())) {
+            (Ok(room), Ok(user)) => (room, user),
+            (Err(e), _) | (_, Err(e)) => {
+                states.write(RoomStateChanged {
+                    reason: RoomStateReason::LoginFailed,
+                    error: Some(e.to_string()),
+                });
+                continue;
+            }
+        };
+        let token = match &bridge.tokens {
+            TokenSource::Fixed(token) => Some(token.clone()),
+            TokenSource::Mint(mint) => mint(room_id.as_str(), user_id.as_str(), &join.name, join.spectate),
+        };
+        let Some(token) = token else {
+            states.write(RoomStateChanged {
+                reason: RoomStateReason::LoginFailed,
+                error: Some("no token for this room and user".into()),
+            });
+            continue;
+        };
+        let user = UserInfo {
+            user_id,
+            user_name: join.name.clone(),
+        };
+        commands.insert_resource(Me {
+            room_id: room_id.clone(),
+            user: user.clone(),
+            spectator: join.spectate,
+        });
+        bridge
+            .engine
+            .login_room(room_id, token, user, LoginConfig { user_update: true });
+    }
+    for _ in leaves.read() {
+        if let Some(own) = &own {
+            bridge.engine.stop_publishing_stream(own.stream_id.clone());
+            bridge.engine.destroy_stream(&own.local);
+            commands.remove_resource::<OwnStream>();
+        }
+        bridge.engine.logout_room();
+    }
+}
+
+/// Drains every engine event that arrived since the last frame into Messages.
+#[allow(clippy::too_many_arguments)]
+fn drain_engine(
+    bridge: Option<Res<EngineBridge>>,
+    mut states: MessageWriter<RoomStateChanged>,
+    mut joined: MessageWriter<UserJoined>,
+    mut left: MessageWriter<UserLeft>,
+    mut added: MessageWriter<StreamAdded>,
+    mut removed: MessageWriter<StreamRemoved>,
+    mut poses: MessageWriter<PoseChanged>,
+    mut quality: MessageWriter<QualityUpdated>,
+    mut trouble: MessageWriter<MediaTrouble>,
+) {
+    let Some(bridge) = bridge else {
+        return;
+    };
+    for event in bridge.engine.events().try_iter() {
+        match event {
+            EngineEvent::RoomStateChanged {
+                reason, error, kickout, ..
+            } => {
+                let error = match (error, kickout) {
+                    (Some(e), _) => Some(e.to_string()),
+                    (None, Some(k)) => Some(format!("removed from the room: {k:?}")),
+                    (None, None) => None,
+                };
+                states.write(RoomStateChanged { reason, error });
+            }
+            EngineEvent::RoomUserUpdate { update, users, .. } => {
+                for user in users {
+                    match update {
+                        UpdateType::Add => {
+                            joined.write(UserJoined(user));
+                        }
+                        UpdateType::Delete => {
+                            left.write(UserLeft(user.user_id));
+                        }
+                    }
+                }
+            }
+            EngineEvent::RoomStreamUpdate { update, streams, .. } => {
+                for stream in streams {
+                    match update {
+                        UpdateType::Add => {
+                            added.write(StreamAdded(stream));
+                        }
+                        UpdateType::Delete => {
+                            removed.write(StreamRemoved(stream));
+                        }
+                    }
+                }
+            }
+            EngineEvent::PoseUpdate { user_id, pose, .. } => {
+                poses.write(PoseChanged { user_id, pose });
+            }
+            EngineEvent::PublishQualityUpdate { stream_id, quality: q } => {
+                quality.write(QualityUpdated {
+                    stream_id,
+                    publishing: true,
+                    quality: q,
+                });
+            }
+            EngineEvent::PlayQualityUpdate { stream_id, quality: q } => {
+                quality.write(QualityUpdated {
+                    stream_id,
+                    publishing: false,
+                    quality: q,
+                });
+            }
+            EngineEvent::PublisherStateUpdate {
+                stream_id,
+                error: Some(error),
+                ..
+            } => {
+                trouble.write(MediaTrouble(format!("publishing {stream_id}: {error}")));
+            }
+            EngineEvent::PlayerStateUpdate {
+                stream_id,
+                error: Some(error),
+                ..
+            } => {
+                trouble.write(MediaTrouble(format!("playing {stream_id}: {error}")));
+            }
+            EngineEvent::RequestFailed { request, error } => {
+                trouble.write(MediaTrouble(format!("{request:?}: {error}")));
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Video on entities: each participant's panel samples three R8 plane images through
+//! `shaders/yuv.wgsl`. A feed's planes are written only when a new frame arrived.
+
+use bevy::asset::{RenderAssetUsages, uuid_handle};
+use bevy::prelude::*;
+use bevy::render::render_resource::{AsBindGroup, Extent3d, ShaderType, TextureDimension, TextureFormat};
+use bevy::shader::{Shader, ShaderRef};
+use holoroom_engine::media::VideoFrame;
+
+use crate::RoomSystems;
+use crate::room::participants::{Participant, VideoFeed};
+
+/// The YUV shader, compiled into the binary so native and web builds use the same source.
+const YUV_SHADER: Handle<Shader> = uuid_handle!("4f5b0d8e-6a4b-4c1e-9a57-3c0e1b7d2a91");
+
+/// Panel size in metres (16:9).
+pub const PANEL_SIZE: Vec2 = Vec2::new(1.6, 0.9);
+
+#[derive(ShaderType, Debug, Clone, Copy, Default)]
+pub struct YuvParams {
+    /// 0 = BT.601, 1 = BT.709.
+    pub matrix: u32,
+    /// 1 until the first frame arrives.
+    pub empty: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+/// I420 planes as three R8 textures, converted to linear RGB in the shader.
+#[derive(Asset, TypePath, AsBindGroup, Debug, Clone)]
+pub struct YuvMaterial {
+    #[texture(0)]
+    pub y: Handle<Image>,
+    #[texture(1)]
+    pub u: Handle<Image>,
+    #[texture(2)]
+    #[sampler(3)]
+    pub v: Handle<Image>,
+    #[uniform(4)]
+    pub params: YuvParams,
+}
+
+impl Material for YuvMaterial {
+    fn fragment_shader() -> ShaderRef {
+        ShaderRef::Handle(YUV_SHADER)
+    }
+}
+
+/// A participant's panel: the entity that carries the video mesh.
+#[derive(Component, Debug)]
+pub struct Panel {
+    pub material: Handle<YuvMaterial>,
+    pub size: (u32, u32),
+}
+
+/// Frames written into panel textures, for stats and tests.
+#[derive(Resource, Debug, Default)]
+pub struct UploadStats {
+    pub frames_uploaded: u64,
+}
+
+pub fn plugin(app: &mut App) {
+    app.world_mut()
+        .resource_mut::<Assets<Shader>>()
+        .insert(
+            YUV_SHADER.id(),
+            Shader::from_wgsl(include_str!("../shaders/yuv.wgsl"), "shaders/yuv.wgsl"),
+        )
+        .expect("a UUID handle always inserts");
+    app.add_plugins(MaterialPlugin::<YuvMaterial>::default())
+        .init_resource::<UploadStats>()
+        .add_systems(Update, (give_panels, upload_frames).chain().in_set(RoomSystems::Video));
+}
+
+fn plane(images: &mut Assets<Image>, width: u32, height: u32) -> Handle<Image> {
+    images.add(Image::new_fill(
+        Extent3d {
+            width,
+            height,
+            depth_or_array_layers: 1,
+        },
+        TextureDimension::D2,
+        &[16],
+        TextureFormat::R8Unorm,
+        RenderAssetUsages::RENDER_WORLD | RenderAssetUsages::MAIN_WORLD,
+    ))
+}
+
+/// Gives every new participant a panel (a dark placeholder until video arrives).
+fn give_panels(
+    mut commands: Commands,
+    new: Query<Entity, Added<Participant>>,
+    mut meshes: ResMut<Assets<Mesh>>,
+    mut materials: ResMut<Assets<YuvMaterial>>,
+    mut images: ResMut<Assets<Image>>,
+) {
+    for entity in &new {
+        let material = materials.add(YuvMaterial {
+            y: plane(&mut images, 16, 16),
+            u: plane(&mut images, 8, 8),
+            v: plane(&mut images, 8, 8),
+            params: YuvParams {
+                empty: 1,
+                ..default()
+            },
+        });
+        commands.entity(entity).insert((
+            Mesh3d(meshes.add(Rectangle::new(PANEL_SIZE.x, PANEL_SIZE.y))),
+            MeshMaterial3d(material.clone()),
+            Panel {
+                material,
+                size: (0, 0),
+            },
+        ));
+    }
+}
+
+/// Copies a plane into tightly packed rows.
+fn packed(data: &[u8], stride: usize, width: usize, height: usize) -> Vec<u8> {
+    if stride == width {
+        return data[..width * height].to_vec();
+    }
+    let mut out = Vec::with_capacity(width * height);
+    for row in 0..height {
+        out.extend_from_slice(&data[row * stride..row * stride + width]);
+    }
+    out
+}
+
+fn write_planes(images: &mut Assets<Image>, material: &YuvMaterial, frame: &VideoFrame) {
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let planes = [
+        (&material.y, packed(&frame.y, frame.y_stride, w, h)),
+        (&material.u, packed(&frame.u, frame.uv_stride, w / 2, h / 2)),
+        (&material.v, packed(&frame.v, frame.uv_stride, w / 2, h / 2)),
+    ];
+    for (handle, bytes) in planes {
+        if let Some(mut image) = images.get_mut(handle) {
+            image.data = Some(bytes);
+        }
+    }
+}
+
+/// Uploads each feed's fresh frame into its panel's planes.
+fn upload_frames(
+    mut feeds: Query<(&mut VideoFeed, &mut Panel)>,
+    mut materials: ResMut<Assets<YuvMaterial>>,
+    mut images: ResMut<Assets<Image>>,
+    mut stats: ResMut<UploadStats>,
+) {
+    for (mut feed, mut panel) in &mut feeds {
+        let Some(frame) = feed.fresh.take() else {
+            continue;
+        };
+        let size = (frame.frame.width, frame.frame.height);
+        if panel.size != size {
+            // New size: new plane images, and the material stops showing the placeholder.
+            let Some(mut material) = materials.get_mut(&panel.material) else {
+                continue;
+            };
+            material.y = plane(&mut images, size.0, size.1);
+            material.u = plane(&mut images, size.0 / 2, size.1 / 2);
+            material.v = plane(&mut images, size.0 / 2, size.1 / 2);
+            material.params.empty = 0;
+            material.params.matrix = 0;
+            panel.size = size;
+        }
+        if let Some(material) = materials.get(&panel.material) {
+            write_planes(&mut images, material, &frame.frame);
+            stats.frames_uploaded += 1;
+        }
+    }
+}
