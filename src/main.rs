@@ -184,7 +184,12 @@ fn run_bots(args: BotArgs) -> Result<()> {
         .context("can't start a bot")?;
         bots.push(bot);
     }
-    println!("{} bot(s) in room {} on {}; Ctrl-C to stop.", bots.len(), room, args.server);
+    println!(
+        "{} bot(s) in room {} on {}; Ctrl-C to stop.",
+        bots.len(),
+        room,
+        args.server
+    );
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {
@@ -212,7 +217,11 @@ fn run_bots(args: BotArgs) -> Result<()> {
                 n + 1,
                 status.state,
                 status.users.len(),
-                if received.is_empty() { "no streams".into() } else { received.join("; ") }
+                if received.is_empty() {
+                    "no streams".into()
+                } else {
+                    received.join("; ")
+                }
             );
             if let Some(error) = status.error {
                 println!("bot {}: {error}", n + 1);
@@ -253,16 +262,18 @@ fn main() -> Result<()> {
     let note = embedded.then(|| "Embedded room server on loopback. Join, then add demo participants.".to_owned());
     let tokens = match (cli.token, keys) {
         (Some(token), _) => TokenSource::Fixed(token),
-        (None, Some(keys)) => TokenSource::Mint(Arc::new(move |room: &str, user: &str, name: &str, spectator: bool| {
-            let room = RoomId::new(room).ok()?;
-            let user = UserId::new(user).ok()?;
-            let grant = if spectator {
-                VideoGrant::spectator(room.as_str())
-            } else {
-                VideoGrant::participant(room.as_str())
-            };
-            Some(keys.mint(grant, &user, Some(name.to_owned()), 12 * 3600))
-        })),
+        (None, Some(keys)) => {
+            TokenSource::Mint(Arc::new(move |room: &str, user: &str, name: &str, spectator: bool| {
+                let room = RoomId::new(room).ok()?;
+                let user = UserId::new(user).ok()?;
+                let grant = if spectator {
+                    VideoGrant::spectator(room.as_str())
+                } else {
+                    VideoGrant::participant(room.as_str())
+                };
+                Some(keys.mint(grant, &user, Some(name.to_owned()), 12 * 3600))
+            }))
+        }
         (None, None) => {
             // A dev server mints guest tokens over HTTP.
             let url = server_url.clone();

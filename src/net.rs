@@ -41,7 +41,9 @@ pub struct EngineBridge {
 
 impl std::fmt::Debug for EngineBridge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineBridge").field("tokens", &self.tokens).finish_non_exhaustive()
+        f.debug_struct("EngineBridge")
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
     }
 }
 

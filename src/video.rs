@@ -8,7 +8,8 @@ use bevy::shader::{Shader, ShaderRef};
 use holoroom_engine::media::VideoFrame;
 
 use crate::RoomSystems;
-use crate::room::participants::{Participant, VideoFeed};
+use crate::room::ViewerCamera;
+use crate::room::participants::{LocalParticipant, Participant, VideoFeed};
 
 /// The YUV shader, compiled into the binary so native and web builds use the same source.
 const YUV_SHADER: Handle<Shader> = uuid_handle!("4f5b0d8e-6a4b-4c1e-9a57-3c0e1b7d2a91");
@@ -69,7 +70,12 @@ pub fn plugin(app: &mut App) {
         .expect("a UUID handle always inserts");
     app.add_plugins(MaterialPlugin::<YuvMaterial>::default())
         .init_resource::<UploadStats>()
-        .add_systems(Update, (give_panels, upload_frames).chain().in_set(RoomSystems::Video));
+        .add_systems(
+            Update,
+            (give_panels, face_viewer, upload_frames)
+                .chain()
+                .in_set(RoomSystems::Video),
+        );
 }
 
 fn plane(images: &mut Assets<Image>, width: u32, height: u32) -> Handle<Image> {
@@ -86,32 +92,70 @@ fn plane(images: &mut Assets<Image>, width: u32, height: u32) -> Handle<Image> {
     ))
 }
 
-/// Gives every new participant a panel (a dark placeholder until video arrives).
+/// The mesh entity that shows a remote participant's video, turned to face the viewer.
+#[derive(Component, Debug)]
+pub struct FaceViewer;
+
+/// Gives every new participant a panel (a dark placeholder until video arrives). Remote
+/// participants' panels stand at their seats facing the viewer; your own is a small self-view
+/// in the corner of your view.
 fn give_panels(
     mut commands: Commands,
-    new: Query<Entity, Added<Participant>>,
+    new: Query<(Entity, Has<LocalParticipant>), Added<Participant>>,
+    camera: Query<Entity, With<ViewerCamera>>,
     mut meshes: ResMut<Assets<Mesh>>,
     mut materials: ResMut<Assets<YuvMaterial>>,
     mut images: ResMut<Assets<Image>>,
 ) {
-    for entity in &new {
+    for (entity, local) in &new {
         let material = materials.add(YuvMaterial {
             y: plane(&mut images, 16, 16),
             u: plane(&mut images, 8, 8),
             v: plane(&mut images, 8, 8),
-            params: YuvParams {
-                empty: 1,
-                ..default()
-            },
+            params: YuvParams { empty: 1, ..default() },
         });
-        commands.entity(entity).insert((
-            Mesh3d(meshes.add(Rectangle::new(PANEL_SIZE.x, PANEL_SIZE.y))),
-            MeshMaterial3d(material.clone()),
-            Panel {
-                material,
-                size: (0, 0),
-            },
-        ));
+        let mesh = Mesh3d(meshes.add(Rectangle::new(PANEL_SIZE.x, PANEL_SIZE.y)));
+        let view = commands
+            .spawn((Name::new("Panel"), mesh, MeshMaterial3d(material.clone())))
+            .id();
+        match (local, camera.single()) {
+            (true, Ok(camera)) => {
+                // Self-view: bottom right, a quarter size, always facing the camera.
+                commands
+                    .entity(view)
+                    .insert(Transform::from_xyz(0.62, -0.34, -1.3).with_scale(Vec3::splat(0.28)));
+                commands.entity(camera).add_child(view);
+            }
+            _ => {
+                commands.entity(view).insert((Transform::default(), FaceViewer));
+                commands.entity(entity).add_child(view);
+            }
+        }
+        commands.entity(entity).insert(Panel { material, size: (0, 0) });
+    }
+}
+
+/// Turns remote panels (about the vertical axis) so their fronts face the viewer.
+fn face_viewer(
+    camera: Query<&GlobalTransform, With<ViewerCamera>>,
+    participants: Query<&GlobalTransform, With<Participant>>,
+    mut panels: Query<(&ChildOf, &mut Transform), With<FaceViewer>>,
+) {
+    let Ok(camera) = camera.single() else {
+        return;
+    };
+    let eye = camera.translation();
+    for (child_of, mut transform) in &mut panels {
+        let Ok(parent) = participants.get(child_of.parent()) else {
+            continue;
+        };
+        let to_eye = eye - parent.translation();
+        let world = Quat::from_rotation_y(to_eye.x.atan2(to_eye.z));
+        let (_, parent_rotation, _) = parent.to_scale_rotation_translation();
+        let local = parent_rotation.inverse() * world;
+        if transform.rotation.angle_between(local) > 1e-3 {
+            transform.rotation = local;
+        }
     }
 }
 

@@ -19,8 +19,78 @@ pub struct ViewerCamera;
 #[derive(Component, Debug)]
 pub struct SeatMarker(pub usize);
 
+/// Where the overview camera stands before joining (and for spectators).
+const OVERVIEW: Vec3 = Vec3::new(0.0, 4.5, 8.5);
+
 pub fn plugin(app: &mut App) {
-    app.add_systems(Startup, spawn_room.in_set(RoomSystems::Scene));
+    app.add_systems(Startup, spawn_room.in_set(RoomSystems::Scene))
+        .add_systems(Update, (sit_viewer, free_camera).in_set(RoomSystems::Participants));
+}
+
+/// Puts the viewer's camera just behind and above their own seat, looking across the table;
+/// back to the overview when they leave.
+fn sit_viewer(
+    seated: Query<&Transform, (Added<participants::LocalParticipant>, Without<ViewerCamera>)>,
+    mut left: RemovedComponents<participants::LocalParticipant>,
+    mut camera: Query<&mut Transform, With<ViewerCamera>>,
+) {
+    let Ok(mut camera) = camera.single_mut() else {
+        return;
+    };
+    for seat in &seated {
+        let outward = Vec3::new(seat.translation.x, 0.0, seat.translation.z).normalize_or(Vec3::Z);
+        camera.translation = seat.translation + outward * 2.2 + Vec3::Y * 1.1;
+        camera.look_at(Vec3::new(0.0, 1.0, 0.0), Vec3::Y);
+    }
+    if left.read().count() > 0 {
+        *camera = Transform::from_translation(OVERVIEW).looking_at(Vec3::new(0.0, 0.8, 0.0), Vec3::Y);
+    }
+}
+
+/// Spectators (and anyone not seated) fly: WASD, Q/E down/up, right mouse drag to look around.
+/// Paused while egui has the pointer or keyboard.
+fn free_camera(
+    time: Res<Time>,
+    keys: Res<ButtonInput<KeyCode>>,
+    buttons: Res<ButtonInput<MouseButton>>,
+    mut motion: MessageReader<bevy::input::mouse::MouseMotion>,
+    mut egui: bevy_egui::EguiContexts,
+    seated: Query<(), With<participants::LocalParticipant>>,
+    mut camera: Query<&mut Transform, With<ViewerCamera>>,
+) {
+    let drag: Vec2 = motion.read().map(|m| m.delta).sum();
+    if !seated.is_empty() {
+        return;
+    }
+    if let Ok(ctx) = egui.ctx_mut()
+        && (ctx.egui_wants_pointer_input() || ctx.egui_wants_keyboard_input())
+    {
+        return;
+    }
+    let Ok(mut camera) = camera.single_mut() else {
+        return;
+    };
+    if buttons.pressed(MouseButton::Right) {
+        let (yaw, pitch, _) = camera.rotation.to_euler(EulerRot::YXZ);
+        let yaw = yaw - drag.x * 0.004;
+        let pitch = (pitch - drag.y * 0.004).clamp(-1.5, 1.5);
+        camera.rotation = Quat::from_euler(EulerRot::YXZ, yaw, pitch, 0.0);
+    }
+    let mut step = Vec3::ZERO;
+    let (forward, right) = (camera.forward().as_vec3(), camera.right().as_vec3());
+    for (key, direction) in [
+        (KeyCode::KeyW, forward),
+        (KeyCode::KeyS, -forward),
+        (KeyCode::KeyD, right),
+        (KeyCode::KeyA, -right),
+        (KeyCode::KeyE, Vec3::Y),
+        (KeyCode::KeyQ, -Vec3::Y),
+    ] {
+        if keys.pressed(key) {
+            step += direction;
+        }
+    }
+    camera.translation += step.normalize_or_zero() * 4.0 * time.delta_secs();
 }
 
 fn spawn_room(
@@ -86,6 +156,6 @@ fn spawn_room(
         Camera3d::default(),
         Msaa::Off,
         Tonemapping::None,
-        Transform::from_xyz(0.0, 4.5, 8.5).looking_at(Vec3::new(0.0, 0.8, 0.0), Vec3::Y),
+        Transform::from_translation(OVERVIEW).looking_at(Vec3::new(0.0, 0.8, 0.0), Vec3::Y),
     ));
 }

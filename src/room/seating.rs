@@ -46,9 +46,26 @@ fn seats_in_ring(radius: f32) -> usize {
     ((std::f32::consts::PI / half_angle).floor() as usize).max(1)
 }
 
+/// Where in a ring of `capacity` the `nth` seat to fill is: the first at the near side (where
+/// the local viewer sits), then across the table and outward from there, so people who join
+/// sit where the viewer sees them.
+fn fill_order(nth: usize, capacity: usize) -> usize {
+    if nth == 0 || capacity < 2 {
+        return nth;
+    }
+    let across = capacity / 2;
+    let step = nth.div_ceil(2);
+    if nth % 2 == 1 {
+        (across + capacity - (step - 1)) % capacity
+    } else {
+        (across + step) % capacity
+    }
+}
+
 /// The place of seat `index`.
 pub fn seat(index: usize) -> Seat {
-    let (ring, slot, capacity) = ring_of(index);
+    let (ring, nth, capacity) = ring_of(index);
+    let slot = fill_order(nth, capacity);
     let radius = FIRST_RING_RADIUS + ring as f32 * RING_STEP;
     // Odd rings are turned by half a slot so their seats look between the ones in front.
     let offset = if ring % 2 == 1 { 0.5 } else { 0.0 };
@@ -108,6 +125,18 @@ mod tests {
             let len = (s.x * s.x + s.z * s.z).sqrt();
             let cos = (fx * to_centre.0 + fz * to_centre.1) / len;
             assert!(cos > 0.999, "seat {i} faces away ({cos})");
+        }
+    }
+
+    #[test]
+    fn each_ring_fills_every_slot_once_starting_across_the_table() {
+        for capacity in 1..20 {
+            let mut slots: Vec<usize> = (0..capacity).map(|n| fill_order(n, capacity)).collect();
+            if capacity >= 2 {
+                assert_eq!(slots[1], capacity / 2, "the second seat is across from the first");
+            }
+            slots.sort_unstable();
+            assert_eq!(slots, (0..capacity).collect::<Vec<_>>(), "ring of {capacity}");
         }
     }
 

@@ -222,12 +222,12 @@ fn add_demo_bots(bots: &mut DemoBots, connection: &Connection, bridge: &EngineBr
     }
 }
 
-/// A name tag over each panel, with a bar that shows new video arriving.
+/// A name tag over each remote panel: green while video arrives.
 fn name_tags(
     mut contexts: EguiContexts,
     state: Res<State<AppState>>,
     camera: Query<(&Camera, &GlobalTransform), With<ViewerCamera>>,
-    participants: Query<(&Participant, &GlobalTransform, Option<&VideoFeed>)>,
+    participants: Query<(&Participant, &GlobalTransform, Option<&VideoFeed>), Without<LocalParticipant>>,
 ) -> Result {
     if *state.get() != AppState::InCall {
         return Ok(());
@@ -247,10 +247,15 @@ fn name_tags(
             .interactable(false)
             .show(ctx, |ui| {
                 let live = feed.is_some_and(|f| f.frames_taken > 0);
+                let background = if live {
+                    egui::Color32::from_rgba_unmultiplied(30, 120, 60, 200)
+                } else {
+                    egui::Color32::from_black_alpha(160)
+                };
                 ui.label(
-                    egui::RichText::new(format!("{} {}", if live { "●" } else { "○" }, participant.name))
+                    egui::RichText::new(format!(" {} ", participant.name))
                         .color(egui::Color32::WHITE)
-                        .background_color(egui::Color32::from_black_alpha(160)),
+                        .background_color(background),
                 );
             });
     }

@@ -148,25 +148,53 @@ fn main() {
     }
 
     let server = runtime.block_on(async {
-        let config = ServerConfig::new(TokenKeys::new(SigningKey::new("k1", b"bench-secret-0123456789".to_vec())));
+        let config = ServerConfig::new(TokenKeys::new(SigningKey::new(
+            "k1",
+            b"bench-secret-0123456789".to_vec(),
+        )));
         Server::bind("127.0.0.1:0", config).await.expect("server")
     });
 
     println!("\n## Glass-to-glass on loopback, 640x360 at 30 fps (ms)");
     let publisher = join(&server, "publisher");
-    wait_for(&publisher, |e| matches!(e, EngineEvent::RoomStateChanged { reason: RoomStateReason::Logined, .. }));
+    wait_for(&publisher, |e| {
+        matches!(
+            e,
+            EngineEvent::RoomStateChanged {
+                reason: RoomStateReason::Logined,
+                ..
+            }
+        )
+    });
     let camera = publisher
         .create_stream(StreamConfig::test_pattern(640, 360, 30.0))
         .expect("stream");
     let stream_id = StreamId::new("publisher-cam").expect("valid");
     publisher.start_publishing_stream(stream_id.clone(), &camera);
     wait_for(&publisher, |e| {
-        matches!(e, EngineEvent::PublisherStateUpdate { state: PublisherState::Publishing, .. })
+        matches!(
+            e,
+            EngineEvent::PublisherStateUpdate {
+                state: PublisherState::Publishing,
+                ..
+            }
+        )
     });
     let viewer = join(&server, "viewer");
-    wait_for(&viewer, |e| matches!(e, EngineEvent::RoomStateChanged { reason: RoomStateReason::Logined, .. }));
+    wait_for(&viewer, |e| {
+        matches!(
+            e,
+            EngineEvent::RoomStateChanged {
+                reason: RoomStateReason::Logined,
+                ..
+            }
+        )
+    });
     let remote = viewer.start_playing_stream(stream_id.clone());
-    let _ = remote.video.wait_newer_than(0, Duration::from_secs(20)).expect("first frame");
+    let _ = remote
+        .video
+        .wait_newer_than(0, Duration::from_secs(20))
+        .expect("first frame");
     let mut latencies = Vec::new();
     let mut seen = 0;
     let until = Instant::now() + Duration::from_secs(8);
@@ -209,7 +237,10 @@ fn main() {
             }
         }
         let remote = remote.expect("the stream is listed");
-        let frame = remote.video.wait_newer_than(0, Duration::from_secs(20)).expect("a frame");
+        let frame = remote
+            .video
+            .wait_newer_than(0, Duration::from_secs(20))
+            .expect("a frame");
         joins.push(frame.at.duration_since(start).as_secs_f64() * 1000.0);
     }
     let joins = sorted(joins);

@@ -242,7 +242,9 @@ pub fn dev_token(server_url: &str, room: &RoomId, user: &UserInfo, spectator: bo
     );
     let unreachable = |e: std::io::Error| DevTokenError::Unreachable(authority.into(), e.to_string());
     let mut socket = TcpStream::connect(authority).map_err(unreachable)?;
-    socket.set_read_timeout(Some(Duration::from_secs(5))).map_err(unreachable)?;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(unreachable)?;
     write!(
         socket,
         "GET /v1/dev/token?{query} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n"

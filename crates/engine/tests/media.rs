@@ -405,7 +405,9 @@ async fn two_bots_in_a_room_see_each_other() {
         let done = statuses.iter().all(|s| {
             s.users.len() == 1
                 && s.received.len() == 1
-                && s.received.values().all(|r| r.frames >= 10 && r.last_frame_number.is_some() && r.audio_samples > 0)
+                && s.received
+                    .values()
+                    .all(|r| r.frames >= 10 && r.last_frame_number.is_some() && r.audio_samples > 0)
         });
         if done {
             break;

@@ -11,5 +11,5 @@ pub use audio::AudioBuffer;
 pub use frame::{FrameError, VideoFrame};
 pub use pattern::{CodeLayout, FrameCode, TestPattern, read_code_with, read_frame_code};
 pub use slot::{FrameSlot, SlotFrame};
-pub use y4m::{Y4mClip, Y4mError};
 pub use tone::{FRAME_SAMPLES, SAMPLE_RATE, Tone, dominant_frequency};
+pub use y4m::{Y4mClip, Y4mError};

@@ -115,14 +115,20 @@ mod tests {
         }
         std::fs::write(&path, &bytes).expect("write clip");
         let clip = Y4mClip::open(&path).expect("reads");
-        assert_eq!((clip.width, clip.height, clip.fps, clip.frames.len()), (320, 180, 15.0, 3));
+        assert_eq!(
+            (clip.width, clip.height, clip.fps, clip.frames.len()),
+            (320, 180, 15.0, 3)
+        );
         assert_eq!(read_frame_code(&clip.frames[2]).map(|c| c.frame_number), Some(2));
 
         std::fs::write(&path, b"YUV4MPEG2 W320 H180 C444\nFRAME\n").expect("write");
         assert!(matches!(Y4mClip::open(&path), Err(Y4mError::Format { .. })));
         std::fs::write(&path, &bytes[..bytes.len() - 10]).expect("write");
         assert!(matches!(Y4mClip::open(&path), Err(Y4mError::Format { .. })));
-        assert!(matches!(Y4mClip::open(&dir.join("missing.y4m")), Err(Y4mError::Io { .. })));
+        assert!(matches!(
+            Y4mClip::open(&dir.join("missing.y4m")),
+            Err(Y4mError::Io { .. })
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

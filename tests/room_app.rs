@@ -1,0 +1,228 @@
+//! The room's ECS mapping without a window: Messages in, entities out; then the real thing,
+//! an app joined to a real server with two pattern bots, and a spectator.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy::state::app::StatesPlugin;
+use holoroom::net::{EngineBridge, JoinRoom, TokenSource, UserJoined, UserLeft};
+use holoroom::room::participants::{AppState, LocalParticipant, Participant, Seat, VideoFeed};
+use holoroom::{HoloroomCorePlugin, net};
+use holoroom_engine::bot::{Bot, BotConfig};
+use holoroom_engine::protocol::{RoomId, UserId, UserInfo, VideoGrant};
+use holoroom_engine::{Engine, EngineConfig, StreamConfig};
+use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
+
+fn headless() -> App {
+    let mut app = App::new();
+    app.add_plugins((MinimalPlugins, StatesPlugin, HoloroomCorePlugin));
+    app
+}
+
+fn user(id: &str) -> UserInfo {
+    UserInfo {
+        user_id: UserId::new(id).expect("valid"),
+        user_name: id.to_uppercase(),
+    }
+}
+
+fn seats(app: &mut App) -> Vec<(String, usize)> {
+    let mut seats: Vec<(String, usize)> = app
+        .world_mut()
+        .query::<(&Participant, &Seat)>()
+        .iter(app.world())
+        .map(|(p, s)| (p.user_id.to_string(), s.0))
+        .collect();
+    seats.sort();
+    seats
+}
+
+#[test]
+fn users_become_entities_in_stable_seats() {
+    let mut app = headless();
+    for id in ["a", "b", "c"] {
+        app.world_mut().write_message(UserJoined(user(id)));
+    }
+    app.update();
+    assert_eq!(seats(&mut app), vec![("a".into(), 0), ("b".into(), 1), ("c".into(), 2)]);
+
+    // b leaves: a and c keep their seats; the next arrival takes b's.
+    app.world_mut().write_message(UserLeft(user("b").user_id));
+    app.update();
+    assert_eq!(seats(&mut app), vec![("a".into(), 0), ("c".into(), 2)]);
+    app.world_mut().write_message(UserJoined(user("d")));
+    // A duplicate ADD does not make a second entity.
+    app.world_mut().write_message(UserJoined(user("a")));
+    app.update();
+    assert_eq!(seats(&mut app), vec![("a".into(), 0), ("c".into(), 2), ("d".into(), 1)]);
+}
+
+struct Room {
+    server: Server,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn room() -> Room {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = runtime.block_on(async {
+        let config = ServerConfig::new(TokenKeys::new(SigningKey::new(
+            "k1",
+            b"app-test-secret-0123456".to_vec(),
+        )));
+        Server::bind("127.0.0.1:0", config).await.expect("server binds")
+    });
+    Room { server, runtime }
+}
+
+fn bot(room: &Room, id: &str) -> Bot {
+    let user = user(id);
+    let token = room
+        .server
+        .keys()
+        .mint(VideoGrant::participant("demo"), &user.user_id, None, 3600);
+    Bot::start(BotConfig {
+        server_url: room.server.ws_url(),
+        room_id: RoomId::new("demo").expect("valid"),
+        user,
+        token,
+        publish: Some(StreamConfig::test_pattern(320, 180, 15.0)),
+    })
+    .expect("bot starts")
+}
+
+/// An app with the room's core plugins, joined (by intent, as the login button does) to `room`.
+fn joined_app(room: &Room, id: &str, spectate: bool) -> App {
+    let mut app = headless();
+    let keys = room.server.keys().clone();
+    let mint: net::MintToken = Arc::new(move |room: &str, user: &str, _name: &str, spectator: bool| {
+        let grant = if spectator {
+            VideoGrant::spectator(room)
+        } else {
+            VideoGrant::participant(room)
+        };
+        Some(keys.mint(grant, &UserId::new(user).ok()?, None, 3600))
+    });
+    let engine = Engine::new(EngineConfig::new(room.server.ws_url())).expect("engine");
+    app.insert_resource(EngineBridge {
+        engine: Arc::new(engine),
+        tokens: TokenSource::Mint(mint),
+    });
+    app.world_mut().write_message(JoinRoom {
+        room: "demo".into(),
+        user: id.into(),
+        name: id.to_uppercase(),
+        spectate,
+    });
+    app
+}
+
+/// Runs frames until `done` or the deadline.
+fn run_until(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(app) {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        app.update();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_joined_app_shows_each_bot_with_live_video() {
+    let room = room();
+    let bots = [bot(&room, "bot-1"), bot(&room, "bot-2")];
+    let mut app = joined_app(&room, "viewer", false);
+
+    run_until(&mut app, "in call with two remote feeds", |app| {
+        let in_call = *app.world().resource::<State<AppState>>().get() == AppState::InCall;
+        let feeds = app
+            .world_mut()
+            .query_filtered::<&VideoFeed, Without<LocalParticipant>>()
+            .iter(app.world())
+            .filter(|f| f.frames_taken > 0)
+            .count();
+        in_call && feeds == 2
+    });
+    let remote = app
+        .world_mut()
+        .query_filtered::<&Participant, Without<LocalParticipant>>()
+        .iter(app.world())
+        .count();
+    assert_eq!(remote, 2, "one entity per bot");
+    assert_eq!(
+        app.world_mut()
+            .query_filtered::<(), With<LocalParticipant>>()
+            .iter(app.world())
+            .count(),
+        1,
+        "and one for yourself"
+    );
+
+    // Every feed's frame codes only go up, frame after frame.
+    let mut last: std::collections::HashMap<String, u32> = Default::default();
+    let mut advanced = 0;
+    for _ in 0..200 {
+        app.update();
+        std::thread::sleep(Duration::from_millis(10));
+        for (participant, feed) in app
+            .world_mut()
+            .query_filtered::<(&Participant, &VideoFeed), Without<LocalParticipant>>()
+            .iter(app.world())
+        {
+            let Some(code) = feed.slot.latest().and_then(|f| f.code) else {
+                continue;
+            };
+            let key = participant.user_id.to_string();
+            if let Some(previous) = last.get(&key) {
+                assert!(
+                    code.frame_number >= *previous,
+                    "{key}: {} after {previous}",
+                    code.frame_number
+                );
+                if code.frame_number > *previous {
+                    advanced += 1;
+                }
+            }
+            last.insert(key, code.frame_number);
+        }
+    }
+    assert_eq!(last.len(), 2);
+    assert!(advanced > 20, "frames keep coming ({advanced} advances)");
+    drop(bots);
+    drop(room.runtime);
+}
+
+#[test]
+fn a_spectator_sees_the_bots_and_is_not_seen() {
+    let room = room();
+    let bots = [bot(&room, "bot-1"), bot(&room, "bot-2")];
+    let mut app = joined_app(&room, "watcher", true);
+    run_until(&mut app, "two live bots", |app| {
+        app.world_mut()
+            .query::<&VideoFeed>()
+            .iter(app.world())
+            .filter(|f| f.frames_taken > 0)
+            .count()
+            == 2
+    });
+    assert_eq!(
+        app.world_mut()
+            .query_filtered::<(), With<LocalParticipant>>()
+            .iter(app.world())
+            .count(),
+        0,
+        "a spectator has no seat"
+    );
+    for bot in &bots {
+        let status = bot.status();
+        assert_eq!(status.users.len(), 1, "each bot lists only the other: {status:?}");
+        assert!(!status.users.iter().any(|u| u == "watcher"));
+    }
+    assert_eq!(room.server.snapshot().rooms[0].spectators, 1);
+    drop(bots);
+    drop(room.runtime);
+}
