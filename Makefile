@@ -6,12 +6,14 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/holoroom-target
 
 # Build: ALSA (cpal), bindgen (camera), NASM (openh264 SIMD), Opus, Wayland and xkbcommon (winit).
 APT_BUILD := pkg-config libasound2-dev libclang-dev nasm libopus-dev libwayland-dev libxkbcommon-dev
+# Tests: a virtual display and Mesa's software Vulkan for the window test.
+APT_TEST := xvfb xauth mesa-vulkan-drivers libvulkan1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps run server test lint fmt
+.PHONY: deps run server bots test bench lint fmt
 
 deps:
-	@missing=""; for p in $(APT_BUILD); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_BUILD) $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "Installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
@@ -27,10 +29,19 @@ run: deps
 server: deps
 	cargo run -p holoroom-server -- serve --dev
 
-## Every test: unit, server integration, the app's tests, and the protocol built for wasm32.
+## Two bots in the room of a local dev server (start `make server` first).
+bots: deps
+	cargo run -p holoroom -- bot --server ws://127.0.0.1:7880/v1/ws --room lobby --count 2
+
+## Every test: unit, server and engine integration (real WebRTC over loopback), the app's
+## headless tests, the window screenshot test under Xvfb, and the protocol built for wasm32.
 test: deps
-	cargo test --workspace
+	xvfb-run -a -s "-screen 0 1280x720x24" cargo test --workspace
 	cargo check -p holoroom-protocol --target wasm32-unknown-unknown
+
+## Media benchmarks (release build); they print ratios against baselines from the same run.
+bench: deps
+	cargo bench -p holoroom-engine --bench media
 
 lint: deps
 	cargo fmt --all -- --check

@@ -86,7 +86,7 @@ fn read_panel(image: &Image, panel: Mat4, camera: &Camera, camera_transform: &Gl
     )
 }
 
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn drive(
     mut commands: Commands,
     mut check: ResMut<Check>,
