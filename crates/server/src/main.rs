@@ -60,6 +60,12 @@ struct ServeArgs {
     /// Address to listen on for HTTP and WebSocket.
     #[arg(long, env = "HOLOROOM_LISTEN", default_value = "127.0.0.1:7880")]
     listen: String,
+    /// UDP address of the media relay (one socket for every media connection).
+    #[arg(long, env = "HOLOROOM_MEDIA_LISTEN", default_value = "127.0.0.1:7882")]
+    media_listen: std::net::SocketAddr,
+    /// The IP clients send media to, when it is not the one bound (needed with 0.0.0.0 or behind NAT).
+    #[arg(long, env = "HOLOROOM_PUBLIC_IP")]
+    public_ip: Option<std::net::IpAddr>,
     #[command(flatten)]
     key: KeyArgs,
     /// Older keys still accepted, as KID=SECRET (repeat, or comma-separate in the variable).
@@ -175,6 +181,16 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.reconnect_grace = args.reconnect_grace;
     config.login_timeout = args.login_timeout;
     config.allowed_origins = args.allowed_origins;
+    if args.media_listen.ip().is_unspecified() && args.public_ip.is_none() {
+        bail!(
+            "--media-listen {} needs --public-ip: clients must be told a concrete address",
+            args.media_listen
+        );
+    }
+    config.media = holoroom_server::config::MediaConfig {
+        bind: args.media_listen,
+        public_ip: args.public_ip,
+    };
     config.limits = Limits {
         max_rooms: args.max_rooms,
         max_users_per_room: args.max_users_per_room,
@@ -186,9 +202,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     runtime.block_on(async {
         let server = Server::bind(&args.listen, config).await?;
         println!(
-            "Holoroom server on {} (signaling at {})",
+            "Holoroom server on {} (signaling at {}, media at udp {})",
             server.http_url(),
-            server.ws_url()
+            server.ws_url(),
+            server.media_addr()
         );
         shutdown_signal().await;
         tracing::info!("shutting down: closing sessions");
