@@ -84,6 +84,10 @@ struct Publisher {
 /// Rewriting state of one forwarded track for one subscriber.
 #[derive(Debug)]
 struct TrackOut {
+    /// The subscriber's m-line for this track.
+    mid: Mid,
+    /// The publisher's payload type and the subscriber's for the same codec, found once.
+    pt: Option<(Pt, Pt)>,
     /// The publisher's extended sequence number that maps to `base_out`.
     base_in: Option<u64>,
     base_out: u64,
@@ -520,20 +524,35 @@ impl Sfu {
             if !peer.rtc.is_connected() {
                 continue;
             }
-            let Some(out_mid) = peer.kinds.iter().find(|(_, k)| **k == kind).map(|(m, _)| *m) else {
-                continue;
-            };
-            let Some(out_pt) = peer.rtc.codec_config().match_params(params).map(|p| p.pt()) else {
-                continue;
-            };
             let Role::Subscriber(s) = &mut peer.role else {
                 continue;
             };
-            let track = s.tracks.entry(kind).or_insert(TrackOut {
-                base_in: None,
-                base_out: FIRST_OUT_SEQ,
-                last_out: FIRST_OUT_SEQ - 1,
-            });
+            let track = match s.tracks.entry(kind) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    let Some(mid) = peer.kinds.iter().find(|(_, k)| **k == kind).map(|(m, _)| *m) else {
+                        continue;
+                    };
+                    entry.insert(TrackOut {
+                        mid,
+                        pt: None,
+                        base_in: None,
+                        base_out: FIRST_OUT_SEQ,
+                        last_out: FIRST_OUT_SEQ - 1,
+                    })
+                }
+            };
+            let out_pt = match track.pt {
+                Some((pt_in, pt_out)) if pt_in == packet.header.payload_type => pt_out,
+                _ => {
+                    let Some(pt_out) = peer.rtc.codec_config().match_params(params).map(|p| p.pt()) else {
+                        continue;
+                    };
+                    track.pt = Some((packet.header.payload_type, pt_out));
+                    pt_out
+                }
+            };
+            let out_mid = track.mid;
             let seq_in = *packet.seq_no;
             let base_in = *track.base_in.get_or_insert(seq_in);
             if seq_in < base_in {
