@@ -39,9 +39,10 @@ test: deps
 	xvfb-run -a -s "-screen 0 1280x720x24" cargo test --workspace
 	cargo check -p holoroom-protocol --target wasm32-unknown-unknown
 
-## Media benchmarks (release build); they print ratios against baselines from the same run.
+## Benchmarks (release build); each prints ratios against a baseline measured in the same run.
 bench: deps
 	cargo bench -p holoroom-engine --bench media
+	cargo bench -p holoroom-server --bench sfu
 
 lint: deps
 	cargo fmt --all -- --check

@@ -27,6 +27,10 @@ pub struct LoginForm {
 #[derive(Resource, Debug, Default)]
 pub struct Stats(pub BTreeMap<(StreamId, bool), StreamQuality>);
 
+/// What this device can do, checked once at start.
+#[derive(Resource, Debug)]
+pub struct Requirements(pub holoroom_engine::SystemRequirements);
+
 /// Demo participants run in this process (embedded server only).
 #[derive(Resource, Default, Debug)]
 pub struct DemoBots(pub Vec<Bot>);
@@ -35,6 +39,7 @@ pub fn plugin(app: &mut App) {
     app.add_plugins(EguiPlugin::default())
         .init_resource::<Stats>()
         .init_resource::<DemoBots>()
+        .insert_resource(Requirements(holoroom_engine::check_system_requirements()))
         .add_systems(Startup, prefill)
         .add_systems(Update, collect_stats)
         .add_systems(EguiPrimaryContextPass, (login_panel, call_panel, name_tags));
@@ -63,6 +68,7 @@ fn login_panel(
     connection: Res<Connection>,
     form: Option<ResMut<LoginForm>>,
     last_error: Res<LastError>,
+    requirements: Res<Requirements>,
     mut joins: MessageWriter<JoinRoom>,
 ) -> Result {
     let Some(mut form) = form else {
@@ -97,6 +103,25 @@ fn login_panel(
                 ui.label(note);
             }
             ui.separator();
+            ui.collapsing("Device check", |ui| {
+                let check = &requirements.0;
+                for (what, result) in [
+                    ("WebRTC", &check.webrtc),
+                    ("Camera", &check.camera),
+                    ("Microphone", &check.microphone),
+                    ("Screen sharing", &check.screen_capture),
+                ] {
+                    match result {
+                        Ok(()) => ui.label(format!("{what}: ready")),
+                        Err(why) => ui.label(format!("{what}: {why}")),
+                    };
+                }
+                ui.label(format!(
+                    "Codecs: {} / {}",
+                    check.video_codecs.join(", "),
+                    check.audio_codecs.join(", ")
+                ));
+            });
             if connecting {
                 ui.horizontal(|ui| {
                     ui.spinner();

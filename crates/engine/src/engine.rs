@@ -83,6 +83,45 @@ pub struct RemoteStream {
     pub audio: AudioBuffer,
 }
 
+/// What this device can do, item by item, with the reason for each missing one
+/// (`checkSystemRequirements`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemRequirements {
+    pub webrtc: Result<(), String>,
+    pub custom_capture: Result<(), String>,
+    pub camera: Result<(), String>,
+    pub microphone: Result<(), String>,
+    pub screen_capture: Result<(), String>,
+    /// Video codecs that can be published and played.
+    pub video_codecs: Vec<&'static str>,
+    pub audio_codecs: Vec<&'static str>,
+}
+
+impl SystemRequirements {
+    /// Whether a call can be made at all (it can without camera or microphone: the engine then
+    /// sends the test pattern and silence).
+    pub fn can_call(&self) -> bool {
+        self.webrtc.is_ok() && !self.video_codecs.is_empty()
+    }
+}
+
+/// Checks what this build and device support.
+pub fn check_system_requirements() -> SystemRequirements {
+    let missing = |what: &str| Err(format!("this build has no {what}; the engine sends a stand-in instead"));
+    let h264 = crate::codec::H264Encoder::new(crate::codec::EncoderSettings::for_size(320, 180, 15.0))
+        .and_then(|_| crate::codec::H264Decoder::new())
+        .is_ok();
+    SystemRequirements {
+        webrtc: Ok(()),
+        custom_capture: Ok(()),
+        camera: missing("camera capture"),
+        microphone: missing("microphone capture"),
+        screen_capture: Err("screen capture is not supported yet".into()),
+        video_codecs: if h264 { vec!["H264"] } else { Vec::new() },
+        audio_codecs: vec!["opus"],
+    }
+}
+
 /// Where the engine's events go.
 pub(crate) type EventSink = crossbeam_channel::Sender<EngineEvent>;
 
@@ -314,6 +353,11 @@ impl Engine {
     /// Tells the room where this participant is.
     pub fn set_pose(&self, pose: Pose) {
         self.backend.send(Command::SetPose(pose));
+    }
+
+    /// `checkSystemRequirements`.
+    pub fn check_system_requirements(&self) -> SystemRequirements {
+        check_system_requirements()
     }
 
     /// `createStream`: starts capture. The returned stream's preview slot is the local view.

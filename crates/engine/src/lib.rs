@@ -32,7 +32,7 @@ pub mod signaling;
 
 pub use engine::{
     Engine, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReconnectPolicy,
-    RemoteStream, RequestKind, RoomError, StreamQuality,
+    RemoteStream, RequestKind, RoomError, StreamQuality, SystemRequirements, check_system_requirements,
 };
 pub use holoroom_protocol as protocol;
 pub use stream::{AudioSource, LocalStream, StreamConfig, StreamError, VideoSource};

@@ -416,3 +416,12 @@ async fn two_bots_in_a_room_see_each_other() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn system_requirements_say_what_is_missing_and_why() {
+    let requirements = holoroom_engine::check_system_requirements();
+    assert!(requirements.can_call(), "{requirements:?}");
+    assert_eq!(requirements.video_codecs, vec!["H264"]);
+    assert!(requirements.camera.as_ref().is_err_and(|why| why.contains("stand-in")));
+    assert!(requirements.microphone.is_err());
+}
