@@ -48,7 +48,9 @@ trait Relay {
 
 impl Relay for Sfu {
     fn publish(&mut self, now: Instant, offer: &str) -> String {
-        Sfu::publish(self, now, &StreamId::new("cam").expect("valid"), offer).expect("publish")
+        Sfu::publish(self, now, &StreamId::new("cam").expect("valid"), offer)
+            .expect("publish")
+            .1
     }
     fn subscribe(&mut self, now: Instant, n: u64, offer: &str) -> String {
         Sfu::subscribe(self, now, n, &StreamId::new("cam").expect("valid"), offer)

@@ -289,7 +289,10 @@ impl Rooms {
                 } else {
                     (room.visible_count(), self.limits.max_users_per_room)
                 };
-                let leaving_here = leaving.is_some_and(|u| room.members.contains_key(u));
+                // A member logging in again frees its own place, if it was of the same kind.
+                let leaving_here = leaving
+                    .and_then(|u| room.members.get(u))
+                    .is_some_and(|m| m.hidden() == grant.hidden);
                 if count - usize::from(leaving_here && count > 0) >= cap {
                     return Err(err(ErrorCode::RoomFull, format!("room {room_id} is full ({cap})")));
                 }
@@ -660,11 +663,6 @@ impl Rooms {
         let mut out = Outputs::default();
         room.broadcast(&mut out, Some(&seat.user_id), |_| true, &event);
         Ok(out)
-    }
-
-    /// Every logged-in session.
-    pub fn sessions(&self) -> Vec<SessionId> {
-        self.seats.keys().copied().collect()
     }
 
     /// A read-only picture of every room, for operators and tests.

@@ -30,6 +30,15 @@ fn media_refused(error: SfuError) -> ErrorBody {
     ErrorBody::new(code, error.to_string())
 }
 
+/// Token lifetimes beyond this are treated as this (the timer needs a representable instant).
+const MAX_SESSION_SECS: u64 = 366 * 24 * 3600;
+/// The server pings every connection this often...
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// ...and drops one it has not heard from (any frame, pongs included) for this long.
+const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+/// A write to the socket that takes longer than this means the peer is gone or not reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A token bucket limiting requests per connection.
 #[derive(Debug)]
 struct RateLimit {
@@ -66,6 +75,7 @@ impl RateLimit {
 #[derive(Debug)]
 struct InRoom {
     room_id: RoomId,
+    user_id: UserId,
     /// When the token stops being accepted.
     expires_at: Instant,
     warned: bool,
@@ -87,6 +97,8 @@ struct Session {
     in_room: Option<InRoom>,
     login_deadline: Instant,
     rate: RateLimit,
+    /// When the peer last sent anything.
+    last_heard: Instant,
 }
 
 /// Runs one connection to its end.
@@ -101,7 +113,10 @@ pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::R
         in_room: None,
         login_deadline: Instant::now() + config.login_timeout,
         rate: RateLimit::new(config.rate_per_second, config.rate_burst),
+        last_heard: Instant::now(),
     };
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.tick().await;
     let mut queue = registration.queue;
     let overflow = registration.overflow;
     tracing::debug!(session = session.id, "connected");
@@ -128,7 +143,10 @@ pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::R
         };
         let step = tokio::select! {
             incoming = session.socket.recv() => match incoming {
-                Some(Ok(message)) => session.on_message(message).await,
+                Some(Ok(message)) => {
+                    session.last_heard = Instant::now();
+                    session.on_message(message).await
+                }
                 Some(Err(err)) => {
                     tracing::debug!(session = session.id, %err, "socket error");
                     Err(Exit::Dropped)
@@ -141,6 +159,14 @@ pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::R
             () = tokio::time::sleep_until(warn_at) => session.warn_expiry().await,
             () = tokio::time::sleep_until(expire_at) => session.expire().await,
             _ = shutdown.changed() => session.shut_down().await,
+            _ = ping.tick() => {
+                if session.last_heard.elapsed() > SILENCE_LIMIT {
+                    tracing::debug!(session = session.id, "silent too long; dropping");
+                    Err(Exit::Dropped)
+                } else {
+                    session.send_raw(Message::Ping(Default::default())).await
+                }
+            }
         };
         if let Err(exit) = step {
             break exit;
@@ -152,7 +178,7 @@ pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::R
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = session.socket.send(Message::Close(Some(frame))).await;
+        let _ = session.send_raw(Message::Close(Some(frame))).await;
     }
     tracing::debug!(session = session.id, "disconnected");
     hub.unregister(session.id);
@@ -160,10 +186,15 @@ pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::R
 
 impl Session {
     async fn send(&mut self, message: &ServerMessage) -> Result<(), Exit> {
-        self.socket
-            .send(Message::Text(message.to_json().into()))
-            .await
-            .map_err(|_| Exit::Dropped)
+        self.send_raw(Message::Text(message.to_json().into())).await
+    }
+
+    /// Writes a frame; a peer that does not take it within [`SEND_TIMEOUT`] is treated as gone.
+    async fn send_raw(&mut self, message: Message) -> Result<(), Exit> {
+        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(Exit::Dropped),
+        }
     }
 
     async fn send_event(&mut self, event: Event) -> Result<(), Exit> {
@@ -227,6 +258,7 @@ impl Session {
             Request::Logout {} => {
                 let left = self.hub.lock().apply(id, |rooms| Ok(((), rooms.logout(id)?)));
                 if left.is_ok() {
+                    self.hub.sfu().drop_session(id);
                     self.in_room = None;
                     self.login_deadline = Instant::now() + self.hub.config.login_timeout;
                 }
@@ -281,7 +313,7 @@ impl Session {
         };
         let check = self.hub.lock().rooms().check_publish(id, &publish)?;
         let sfu = self.hub.sfu();
-        let answer = sfu
+        let (peer, answer) = sfu
             .publish(publish.stream_id.clone(), offer)
             .await
             .map_err(media_refused)?;
@@ -295,7 +327,7 @@ impl Session {
                 match listed {
                     Ok(((), events)) => events,
                     Err(error) => {
-                        sfu.unpublish(publish.stream_id);
+                        sfu.unpublish_peer(publish.stream_id, peer);
                         return Err(error);
                     }
                 }
@@ -419,9 +451,10 @@ impl Session {
             .hub
             .lock()
             .apply(id, |rooms| rooms.login(id, identity, login.config.user_update, resume))?;
-        let remaining = expires_at.saturating_sub(unix_now());
+        let remaining = expires_at.saturating_sub(unix_now()).min(MAX_SESSION_SECS);
         self.in_room = Some(InRoom {
             room_id: login.room_id.clone(),
+            user_id: user.user_id.clone(),
             expires_at: Instant::now() + Duration::from_secs(remaining),
             warned: false,
         });
@@ -447,15 +480,12 @@ impl Session {
         let Some(in_room) = &self.in_room else {
             return Err(ErrorBody::new(ErrorCode::NotLoggedIn, "log into a room first"));
         };
-        let claims = self.hub.config.keys.verify(token, unix_now())?;
-        let user_id = UserId::new(claims.sub.clone())
-            .map_err(|e| ErrorBody::new(ErrorCode::TokenInvalid, format!("token subject: {e}")))?;
-        let (identity, expires_at) = self.identify(token, &in_room.room_id, &user_id, "")?;
+        let (identity, expires_at) = self.identify(token, &in_room.room_id, &in_room.user_id, "")?;
         let mut hub = self.hub.lock();
         hub.rooms().check_renewal(self.id, &identity)?;
         hub.rooms().renew(self.id, identity.grant)?;
         drop(hub);
-        let remaining = expires_at.saturating_sub(unix_now());
+        let remaining = expires_at.saturating_sub(unix_now()).min(MAX_SESSION_SECS);
         if let Some(in_room) = &mut self.in_room {
             in_room.expires_at = Instant::now() + Duration::from_secs(remaining);
             in_room.warned = false;

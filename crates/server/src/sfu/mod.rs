@@ -76,7 +76,6 @@ pub struct SfuCounters {
 #[derive(Debug)]
 struct Publisher {
     stream: StreamId,
-    subscribers: Vec<PeerId>,
     last_keyframe_request: Option<Instant>,
     keyframe_pending: bool,
 }
@@ -131,6 +130,9 @@ pub struct Sfu {
     peers: HashMap<PeerId, Peer>,
     next_peer: PeerId,
     publishers: HashMap<StreamId, PeerId>,
+    /// Subscribers of each stream. Kept while the stream's publisher connection is replaced or
+    /// reconnects; only [`Sfu::unpublish`] ends it.
+    subscribers: HashMap<StreamId, Vec<PeerId>>,
     /// Last peer seen at each remote address, to skip the search on most packets.
     by_source: HashMap<SocketAddr, PeerId>,
     transmits: VecDeque<Transmit>,
@@ -160,6 +162,7 @@ impl Sfu {
             peers: HashMap::new(),
             next_peer: 1,
             publishers: HashMap::new(),
+            subscribers: HashMap::new(),
             by_source: HashMap::new(),
             transmits: VecDeque::new(),
             counters: SfuCounters::default(),
@@ -204,42 +207,35 @@ impl Sfu {
         id
     }
 
-    /// Accepts a publisher's offer for `stream` and returns the answer. A second offer for the
-    /// same stream replaces the first connection; its subscribers stay and continue seamlessly.
-    pub fn publish(&mut self, now: Instant, stream: &StreamId, offer: &str) -> Result<String, SfuError> {
+    /// Accepts a publisher's offer for `stream` and returns the new connection and the answer.
+    /// A second offer for the same stream (a reconnecting publisher) replaces the first
+    /// connection; its subscribers stay, and their sequence numbers continue without a jump.
+    pub fn publish(&mut self, now: Instant, stream: &StreamId, offer: &str) -> Result<(PeerId, String), SfuError> {
         let (rtc, answer) = self.new_rtc(now, offer)?;
-        let mut subscribers = Vec::new();
-        if let Some(old) = self.publishers.remove(stream)
-            && let Some(mut peer) = self.peers.remove(&old)
-        {
-            peer.rtc.disconnect();
-            if let Role::Publisher(p) = peer.role {
-                subscribers = p.subscribers;
-            }
-            // The new publisher's sequence numbers continue where the old ones left off.
-            for sub in &subscribers {
-                if let Some(Peer {
-                    role: Role::Subscriber(s),
-                    ..
-                }) = self.peers.get_mut(sub)
-                {
-                    for track in s.tracks.values_mut() {
-                        track.base_in = None;
-                        track.base_out = track.last_out + 1;
-                    }
+        if let Some(old) = self.publishers.remove(stream) {
+            self.remove_peer(old);
+        }
+        for sub in self.subscribers.get(stream).into_iter().flatten() {
+            if let Some(Peer {
+                role: Role::Subscriber(s),
+                ..
+            }) = self.peers.get_mut(sub)
+            {
+                for track in s.tracks.values_mut() {
+                    track.base_in = None;
+                    track.base_out = track.last_out + 1;
                 }
             }
         }
         let role = Role::Publisher(Publisher {
             stream: stream.clone(),
-            subscribers,
             last_keyframe_request: None,
             keyframe_pending: false,
         });
         let id = self.add_peer(now, rtc, role);
         self.publishers.insert(stream.clone(), id);
         tracing::debug!(%stream, peer = id, "publisher connected");
-        Ok(answer)
+        Ok((id, answer))
     }
 
     /// Accepts a subscriber's offer for `stream` and returns the answer.
@@ -250,10 +246,9 @@ impl Sfu {
         stream: &StreamId,
         offer: &str,
     ) -> Result<(PeerId, String), SfuError> {
-        let publisher = *self
-            .publishers
-            .get(stream)
-            .ok_or_else(|| SfuError::NoPublisher(stream.clone()))?;
+        if !self.publishers.contains_key(stream) {
+            return Err(SfuError::NoPublisher(stream.clone()));
+        }
         let (rtc, answer) = self.new_rtc(now, offer)?;
         let role = Role::Subscriber(Subscriber {
             stream: stream.clone(),
@@ -261,29 +256,25 @@ impl Sfu {
             tracks: HashMap::new(),
         });
         let id = self.add_peer(now, rtc, role);
-        if let Some(Peer {
-            role: Role::Publisher(p),
-            ..
-        }) = self.peers.get_mut(&publisher)
-        {
-            p.subscribers.push(id);
-        }
+        self.subscribers.entry(stream.clone()).or_default().push(id);
         Ok((id, answer))
     }
 
-    /// Drops the publisher of `stream` and every subscriber to it.
+    /// Drops the publisher of `stream` and every subscriber to it (the stream is no longer listed).
     pub fn unpublish(&mut self, stream: &StreamId) {
-        let Some(id) = self.publishers.remove(stream) else {
-            return;
-        };
-        if let Some(peer) = self.peers.remove(&id) {
-            let mut peer = peer;
-            peer.rtc.disconnect();
-            if let Role::Publisher(p) = peer.role {
-                for sub in p.subscribers {
-                    self.remove_peer(sub);
-                }
-            }
+        if let Some(id) = self.publishers.remove(stream) {
+            self.remove_peer(id);
+        }
+        for sub in self.subscribers.remove(stream).unwrap_or_default() {
+            self.remove_peer(sub);
+        }
+    }
+
+    /// Drops one publisher connection if it is still the one for `stream` (undoing a publish
+    /// whose listing failed, without touching a newer connection).
+    pub fn unpublish_peer(&mut self, stream: &StreamId, peer: PeerId) {
+        if self.publishers.get(stream) == Some(&peer) {
+            self.unpublish(stream);
         }
     }
 
@@ -320,17 +311,15 @@ impl Sfu {
         peer.rtc.disconnect();
         match peer.role {
             Role::Subscriber(s) => {
-                if let Some(pub_id) = self.publishers.get(&s.stream)
-                    && let Some(Peer {
-                        role: Role::Publisher(p),
-                        ..
-                    }) = self.peers.get_mut(pub_id)
-                {
-                    p.subscribers.retain(|&x| x != id);
+                if let Some(list) = self.subscribers.get_mut(&s.stream) {
+                    list.retain(|&x| x != id);
                 }
             }
             Role::Publisher(p) => {
-                self.publishers.remove(&p.stream);
+                // The stream stays listed and its subscribers stay: the publisher may reconnect.
+                if self.publishers.get(&p.stream) == Some(&id) {
+                    self.publishers.remove(&p.stream);
+                }
             }
         }
         self.by_source.retain(|_, peer| *peer != id);
@@ -515,7 +504,9 @@ impl Sfu {
         let Role::Publisher(p) = &publisher.role else {
             return Vec::new();
         };
-        let subscribers = p.subscribers.clone();
+        let Some(subscribers) = self.subscribers.get(&p.stream).cloned() else {
+            return Vec::new();
+        };
         let mut work = Vec::new();
         for sub in subscribers {
             let Some(peer) = self.peers.get_mut(&sub) else {

@@ -18,7 +18,7 @@ enum Command {
     Publish {
         stream: StreamId,
         offer: String,
-        reply: oneshot::Sender<Result<String, SfuError>>,
+        reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
     },
     Subscribe {
         session: SessionId,
@@ -27,6 +27,7 @@ enum Command {
         reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
     },
     Unpublish(StreamId),
+    UnpublishPeer(StreamId, PeerId),
     Unsubscribe(SessionId, StreamId),
     DropSession(SessionId),
     Counters(oneshot::Sender<SfuCounters>),
@@ -36,7 +37,8 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct SfuHandle {
     commands: mpsc::UnboundedSender<Command>,
-    local_addr: SocketAddr,
+    /// The address advertised to clients.
+    public_addr: SocketAddr,
 }
 
 impl std::fmt::Debug for Command {
@@ -58,18 +60,16 @@ impl SfuHandle {
         })?;
         let (commands, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(socket, public_addr, sfu, rx));
-        Ok(SfuHandle {
-            commands,
-            local_addr: public_addr,
-        })
+        Ok(SfuHandle { commands, public_addr })
     }
 
     /// The address clients send media to.
     pub fn media_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.public_addr
     }
 
-    pub async fn publish(&self, stream: StreamId, offer: String) -> Result<String, SfuError> {
+    /// Connects a publisher; returns its connection's ID and the SDP answer.
+    pub async fn publish(&self, stream: StreamId, offer: String) -> Result<(PeerId, String), SfuError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Publish { stream, offer, reply })
@@ -92,6 +92,11 @@ impl SfuHandle {
 
     pub fn unpublish(&self, stream: StreamId) {
         let _ = self.commands.send(Command::Unpublish(stream));
+    }
+
+    /// Drops a publisher connection if it is still the one for `stream`.
+    pub fn unpublish_peer(&self, stream: StreamId, peer: PeerId) {
+        let _ = self.commands.send(Command::UnpublishPeer(stream, peer));
     }
 
     pub fn unsubscribe(&self, session: SessionId, stream: StreamId) {
@@ -136,6 +141,7 @@ async fn run(socket: UdpSocket, public_addr: SocketAddr, mut sfu: Sfu, mut comma
                     let _ = reply.send(sfu.subscribe(Instant::now(), session, &stream, &offer));
                 }
                 Some(Command::Unpublish(stream)) => sfu.unpublish(&stream),
+                Some(Command::UnpublishPeer(stream, peer)) => sfu.unpublish_peer(&stream, peer),
                 Some(Command::Unsubscribe(session, stream)) => sfu.unsubscribe(session, &stream),
                 Some(Command::DropSession(session)) => sfu.drop_session(session),
                 Some(Command::Counters(reply)) => {
