@@ -109,15 +109,44 @@ struct InRoom {
     playing: HashMap<StreamId, MediaTask<RemoteStream>>,
 }
 
+/// What a media task is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    Run,
+    /// Stop and leave the listing alone (a new task takes over after a reconnect).
+    Handover,
+    /// Stop and withdraw the stream or subscription from the room.
+    Withdraw,
+}
+
+impl Stop {
+    pub(crate) fn is_stop(&self) -> bool {
+        *self != Stop::Run
+    }
+}
+
 /// A running publication or playback: what it works on, and the switch that stops it.
 struct MediaTask<T> {
     what: T,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
+}
+
+impl<T> MediaTask<T> {
+    /// Whether the task is still running (it drops its receiver when it ends).
+    fn is_running(&self) -> bool {
+        !self.stop.is_closed()
+    }
 }
 
 impl<T> Drop for MediaTask<T> {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.stop.send_if_modified(|stop| {
+            let run = *stop == Stop::Run;
+            if run {
+                *stop = Stop::Withdraw;
+            }
+            run
+        });
     }
 }
 
@@ -278,7 +307,7 @@ impl Driver {
     }
 
     fn spawn_publish(&self, in_room: &InRoom, stream_id: StreamId, local: LocalStream) -> MediaTask<LocalStream> {
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(Stop::Run);
         tokio::spawn(publish::run(
             in_room.signaling.clone(),
             stream_id,
@@ -291,7 +320,7 @@ impl Driver {
     }
 
     fn spawn_play(&self, in_room: &InRoom, stream_id: StreamId, remote: RemoteStream) -> MediaTask<RemoteStream> {
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(Stop::Run);
         tokio::spawn(play::run(
             in_room.signaling.clone(),
             stream_id,
@@ -308,7 +337,10 @@ impl Driver {
         let publishing: Vec<(StreamId, LocalStream)> = in_room
             .publishing
             .drain()
-            .map(|(id, task)| (id, task.what.clone()))
+            .map(|(id, task)| {
+                let _ = task.stop.send(Stop::Handover);
+                (id, task.what.clone())
+            })
             .collect();
         for (stream_id, local) in publishing {
             let task = self.spawn_publish(in_room, stream_id.clone(), local);
@@ -317,9 +349,17 @@ impl Driver {
         let playing: Vec<(StreamId, RemoteStream)> = in_room
             .playing
             .drain()
-            .map(|(id, task)| (id, task.what.clone()))
+            .map(|(id, task)| {
+                let _ = task.stop.send(Stop::Handover);
+                (id, task.what.clone())
+            })
             .collect();
         for (stream_id, remote) in playing {
+            // A stream deleted while the connection was down is not played again.
+            if !in_room.view.streams().any(|s| s.stream_id == stream_id) {
+                remote.video.close();
+                continue;
+            }
             let task = self.spawn_play(in_room, stream_id.clone(), remote);
             in_room.playing.insert(stream_id, task);
         }
@@ -420,7 +460,7 @@ impl Driver {
                 Next::Stay
             }
             Command::StartPublishing(stream_id, local) => {
-                if in_room.publishing.contains_key(&stream_id) {
+                if in_room.publishing.get(&stream_id).is_some_and(MediaTask::is_running) {
                     self.emit(EngineEvent::PublisherStateUpdate {
                         stream_id,
                         state: PublisherState::Publishing,
@@ -442,7 +482,7 @@ impl Driver {
                 Next::Stay
             }
             Command::StartPlaying(stream_id, remote) => {
-                if in_room.playing.contains_key(&stream_id) {
+                if in_room.playing.get(&stream_id).is_some_and(MediaTask::is_running) {
                     remote.video.close();
                     self.emit(EngineEvent::PlayerStateUpdate {
                         stream_id,
@@ -456,7 +496,8 @@ impl Driver {
                 Next::Stay
             }
             Command::StopPlaying(stream_id) => {
-                if in_room.playing.remove(&stream_id).is_some() {
+                if let Some(task) = in_room.playing.remove(&stream_id) {
+                    task.what.video.close();
                     let stop = Request::StopPlaying { stream_id };
                     if let Err(err) = in_room.signaling.request(stop).await {
                         tracing::debug!(%err, "stop playing not confirmed");

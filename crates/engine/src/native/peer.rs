@@ -229,7 +229,7 @@ pub(crate) async fn wait_connected(events: &mut PeerEvents) -> Result<(), MediaE
         .map_err(|_| MediaError::Connection("peer connection dropped".into()))?;
     match state {
         RTCPeerConnectionState::Connected => Ok(()),
-        other => Err(MediaError::Connection(format!("media connection {other}"))),
+        other => Err(MediaError::Connection(format!("media connection {other:?}"))),
     }
 }
 
@@ -246,4 +246,21 @@ pub(crate) fn bind_for(server_url: &str) -> &'static str {
     } else {
         "0.0.0.0:0"
     }
+}
+
+/// Waits until an established connection fails or closes, and says so.
+pub(crate) async fn connection_lost(events: &mut PeerEvents) -> MediaError {
+    let lost = events
+        .state
+        .wait_for(|s| matches!(s, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed))
+        .await;
+    match lost {
+        Ok(state) => MediaError::Connection(format!("media connection {:?}", *state)),
+        Err(_) => MediaError::Connection("media connection dropped".into()),
+    }
+}
+
+/// Tells the server a publication or playback is over, without waiting long for an answer.
+pub(crate) async fn withdraw(signaling: &crate::signaling::Signaling, request: holoroom_protocol::Request) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), signaling.request(request)).await;
 }

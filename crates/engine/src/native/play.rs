@@ -3,7 +3,7 @@
 //! stream's latest-frame slot.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -17,59 +17,74 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::StatsSelector;
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
-use super::peer::{self, Peer};
+use super::Stop;
+use super::peer::{self, Peer, PeerEvents};
 use super::publish::QUALITY_INTERVAL;
 use crate::codec::H264Decoder;
 use crate::engine::{EngineEvent, EventSink, MediaError, PlayerState, RemoteStream, StreamQuality};
 use crate::media::{AudioBuffer, FRAME_SAMPLES, FrameSlot, SAMPLE_RATE, read_frame_code};
 use crate::signaling::Signaling;
 
-/// Runs playback of `stream_id` into `slot` until `stop` flips.
+/// Runs playback of `stream_id` into `remote` until told to stop. Whatever happens, the peer
+/// connection is closed; if playback failed or was stopped for good, the server is told.
+/// The stream's slot stays open: a restarted playback (after a reconnect) fills the same one.
 pub(crate) async fn run(
     signaling: Signaling,
     stream_id: StreamId,
     remote: RemoteStream,
     bind: &'static str,
     events: EventSink,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
 ) {
-    let slot = remote.video.clone();
     let state = |state, error| EngineEvent::PlayerStateUpdate {
         stream_id: stream_id.clone(),
         state,
         error,
     };
     let _ = events.send(state(PlayerState::Requesting, None));
-    let result = tokio::select! {
-        result = play(&signaling, &stream_id, &remote, bind, events.clone()) => result.map(Some),
-        _ = stop.wait_for(|&s| s) => Ok(None),
-    };
-    match result {
-        Ok(Some(pc)) => {
-            let _ = events.send(state(PlayerState::Playing, None));
-            let _ = stop.wait_for(|&s| s).await;
-            let _ = pc.close().await;
-            let _ = events.send(state(PlayerState::NoPlay, None));
-        }
-        Ok(None) => {
-            let _ = events.send(state(PlayerState::NoPlay, None));
-        }
+    let (pc, mut peer_events) = match peer::new_peer(bind).await {
+        Ok(peer) => peer,
         Err(error) => {
             let _ = events.send(state(PlayerState::NoPlay, Some(error)));
+            return;
         }
+    };
+    let running = Arc::new(AtomicBool::new(true));
+    let setup = play(&signaling, &stream_id, &remote, &pc, &mut peer_events, events.clone(), running.clone());
+    let outcome = tokio::select! {
+        result = setup => result.map(Some),
+        _ = stop.wait_for(Stop::is_stop) => Ok(None),
+    };
+    let error = match outcome {
+        Ok(Some(())) => {
+            let _ = events.send(state(PlayerState::Playing, None));
+            tokio::select! {
+                _ = stop.wait_for(Stop::is_stop) => None,
+                lost = peer::connection_lost(&mut peer_events) => Some(lost),
+            }
+        }
+        Ok(None) => None,
+        Err(error) => Some(error),
+    };
+    running.store(false, Ordering::Relaxed);
+    let _ = pc.close().await;
+    if error.is_some() || *stop.borrow() == Stop::Withdraw {
+        peer::withdraw(&signaling, Request::StopPlaying { stream_id: stream_id.clone() }).await;
     }
-    slot.close();
+    let _ = events.send(state(PlayerState::NoPlay, error));
 }
 
+/// Sets up playback on `pc`; its tasks run while `running` is set.
 async fn play(
     signaling: &Signaling,
     stream_id: &StreamId,
     remote: &RemoteStream,
-    bind: &'static str,
+    pc: &Peer,
+    peer_events: &mut PeerEvents,
     events: EventSink,
-) -> Result<Peer, MediaError> {
+    running: Arc<AtomicBool>,
+) -> Result<(), MediaError> {
     let slot = &remote.video;
-    let (pc, mut peer_events) = peer::new_peer(bind).await?;
     let failed = |e: webrtc::error::Error| MediaError::Connection(e.to_string());
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         pc.add_transceiver_from_kind(
@@ -82,7 +97,7 @@ async fn play(
         .await
         .map_err(failed)?;
     }
-    let offer = peer::local_offer(&pc, &mut peer_events).await?;
+    let offer = peer::local_offer(pc, peer_events).await?;
     let response = signaling
         .request(Request::StartPlaying(PlayRequest {
             stream_id: stream_id.clone(),
@@ -99,11 +114,11 @@ async fn play(
             "play answered without SDP: {response:?}"
         )));
     };
-    peer::apply_answer(&pc, answer).await?;
-    peer::wait_connected(&mut peer_events).await?;
+    peer::apply_answer(pc, answer).await?;
+    peer::wait_connected(peer_events).await?;
 
     let bytes_received = Arc::new(AtomicU64::new(0));
-    let mut tracks = peer_events.tracks;
+    let mut tracks = std::mem::replace(&mut peer_events.tracks, tokio::sync::mpsc::unbounded_channel().1);
     let video_slot = slot.clone();
     let audio = remote.audio.clone();
     let bytes = bytes_received.clone();
@@ -125,7 +140,7 @@ async fn play(
         let mut tick = tokio::time::interval(QUALITY_INTERVAL);
         tick.tick().await;
         let mut last = (Instant::now(), slot.count(), 0u64);
-        while !slot.is_closed() {
+        while running.load(Ordering::Relaxed) {
             tick.tick().await;
             let now = Instant::now();
             let frames = slot.count();
@@ -166,7 +181,7 @@ async fn play(
             last = (now, frames, bytes);
         }
     });
-    Ok(pc)
+    Ok(())
 }
 
 /// Reads a video track's RTP, assembles access units and decodes them on a thread of their own.
@@ -251,7 +266,6 @@ async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<
             }
         }
     }
-    slot.close();
 }
 
 /// Reads an audio track's Opus packets and decodes them into the stream's audio buffer.

@@ -15,7 +15,8 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::StatsSelector;
 
-use super::peer::{self, Peer};
+use super::Stop;
+use super::peer::{self, Peer, PeerEvents};
 use crate::codec::{EncoderSettings, H264Encoder};
 use crate::engine::{EngineEvent, EventSink, MediaError, PublisherState, StreamQuality};
 use crate::media::{FRAME_SAMPLES, SAMPLE_RATE, Tone};
@@ -31,14 +32,16 @@ struct Unit {
     duration: Duration,
 }
 
-/// Runs a publication until `stop` flips; reports its states and quality through `emit`.
+/// Runs a publication until told to stop; reports its states and quality through `events`.
+/// Whatever happens, the peer connection is closed and the encoder and audio tasks end; if the
+/// publication failed or was stopped for good, the stream is withdrawn from the room.
 pub(crate) async fn run(
     signaling: Signaling,
     stream_id: StreamId,
     local: LocalStream,
     bind: &'static str,
     events: EventSink,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
 ) {
     let emit = |event| {
         let _ = events.send(event);
@@ -49,47 +52,49 @@ pub(crate) async fn run(
         error,
     };
     emit(state(PublisherState::Requesting, None));
-    let result = tokio::select! {
-        result = publish(&signaling, &stream_id, &local, bind, events.clone()) => result,
-        _ = stop.wait_for(|&s| s) => Ok(None),
-    };
-    let (pc, encoder) = match result {
-        Ok(Some(running)) => running,
-        Ok(None) => {
-            emit(state(PublisherState::NoPublish, None));
-            return;
-        }
+    let (pc, mut peer_events) = match peer::new_peer(bind).await {
+        Ok(peer) => peer,
         Err(error) => {
             emit(state(PublisherState::NoPublish, Some(error)));
             return;
         }
     };
-    emit(state(PublisherState::Publishing, None));
-    let _ = stop.wait_for(|&s| s).await;
-    encoder.stop();
+    let running = Arc::new(AtomicBool::new(true));
+    let setup = publish(&signaling, &stream_id, &local, &pc, &mut peer_events, events.clone(), running.clone());
+    let outcome = tokio::select! {
+        result = setup => result.map(Some),
+        _ = stop.wait_for(Stop::is_stop) => Ok(None),
+    };
+    let error = match outcome {
+        Ok(Some(())) => {
+            emit(state(PublisherState::Publishing, None));
+            tokio::select! {
+                _ = stop.wait_for(Stop::is_stop) => None,
+                lost = peer::connection_lost(&mut peer_events) => Some(lost),
+            }
+        }
+        Ok(None) => None,
+        Err(error) => Some(error),
+    };
+    running.store(false, Ordering::Relaxed);
     let _ = pc.close().await;
-    emit(state(PublisherState::NoPublish, None));
-}
-
-/// The encoder side of a running publication.
-struct EncoderThread {
-    stop: Arc<AtomicBool>,
-}
-
-impl EncoderThread {
-    fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+    if error.is_some() || *stop.borrow() == Stop::Withdraw {
+        peer::withdraw(&signaling, Request::StopPublishing { stream_id: stream_id.clone() }).await;
     }
+    emit(state(PublisherState::NoPublish, error));
 }
 
+/// Sets up the publication on `pc`; the encoder thread and the sender tasks it starts run
+/// while `running` is set.
 async fn publish(
     signaling: &Signaling,
     stream_id: &StreamId,
     local: &LocalStream,
-    bind: &'static str,
+    pc: &Peer,
+    peer_events: &mut PeerEvents,
     events: EventSink,
-) -> Result<Option<(Peer, EncoderThread)>, MediaError> {
-    let (pc, mut peer_events) = peer::new_peer(bind).await?;
+    running: Arc<AtomicBool>,
+) -> Result<(), MediaError> {
     let failed = |e: webrtc::error::Error| MediaError::Connection(e.to_string());
     let ssrc: u32 = rand::random::<u32>() | 1;
     let track = Arc::new(
@@ -147,7 +152,7 @@ async fn publish(
             .map_err(failed)?;
         Some((audio_track, audio_sender, audio_ssrc))
     };
-    let offer = peer::local_offer(&pc, &mut peer_events).await?;
+    let offer = peer::local_offer(pc, peer_events).await?;
     let response = signaling
         .request(Request::StartPublishing(PublishRequest {
             stream_id: stream_id.clone(),
@@ -165,8 +170,8 @@ async fn publish(
             "publish answered without SDP: {response:?}"
         )));
     };
-    peer::apply_answer(&pc, answer).await?;
-    peer::wait_connected(&mut peer_events).await?;
+    peer::apply_answer(pc, answer).await?;
+    peer::wait_connected(peer_events).await?;
     let pt = sender
         .get_parameters()
         .await
@@ -182,7 +187,6 @@ async fn publish(
         .map(|c| c.payload_type)
         .ok_or_else(|| MediaError::Connection("H.264 was not negotiated".into()))?;
 
-    let stop = Arc::new(AtomicBool::new(false));
     if let Some((audio_track, audio_sender, audio_ssrc)) = audio {
         let audio_pt = audio_sender
             .get_parameters()
@@ -206,7 +210,7 @@ async fn publish(
             audio_pt,
             encoder,
             audio_source,
-            stop.clone(),
+            running.clone(),
         ));
     }
     let (width, height, fps) = local.video_format();
@@ -218,7 +222,7 @@ async fn publish(
     {
         let preview = local.preview().clone();
         let keyframe = keyframe.clone();
-        let stop = stop.clone();
+        let running = running.clone();
         let frames_encoded = frames_encoded.clone();
         let bytes_encoded = bytes_encoded.clone();
         let mut encoder = H264Encoder::new(settings).map_err(|e| MediaError::Codec(e.to_string()))?;
@@ -227,7 +231,7 @@ async fn publish(
             .name(format!("encode-{stream_id}"))
             .spawn(move || {
                 let mut seen = 0;
-                while !stop.load(Ordering::Relaxed) {
+                while running.load(Ordering::Relaxed) {
                     let Some(frame) = preview.wait_newer_than(seen, Duration::from_millis(200)) else {
                         if preview.is_closed() {
                             break;
@@ -274,7 +278,7 @@ async fn publish(
     // The sender: writes access units and reports quality.
     let pc_for_sender = pc.clone();
     let stream = stream_id.clone();
-    let stop_sender = stop.clone();
+    let sender_running = running.clone();
     tokio::spawn(async move {
         let mut quality_tick = tokio::time::interval(QUALITY_INTERVAL);
         let mut last = (Instant::now(), 0u64, 0u64);
@@ -317,22 +321,22 @@ async fn publish(
                     last = (now, frames, bytes);
                 }
             }
-            if stop_sender.load(Ordering::Relaxed) {
+            if !sender_running.load(Ordering::Relaxed) {
                 break;
             }
         }
     });
-    Ok(Some((pc, EncoderThread { stop })))
+    Ok(())
 }
 
-/// Sends 20 ms Opus packets of the stream's sound until `stop` is set.
+/// Sends 20 ms Opus packets of the stream's sound while `running` is set.
 async fn send_audio(
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     pt: u8,
     mut encoder: opus::Encoder,
     source: AudioSource,
-    stop: Arc<AtomicBool>,
+    running: Arc<AtomicBool>,
 ) {
     let mut tone = match source {
         AudioSource::Tone(frequency) => Some(Tone::new(frequency, 0.5)),
@@ -342,7 +346,7 @@ async fn send_audio(
     let mut packet = vec![0u8; 1500];
     let period = Duration::from_millis(20);
     let mut tick = tokio::time::interval(period);
-    while !stop.load(Ordering::Relaxed) {
+    while running.load(Ordering::Relaxed) {
         tick.tick().await;
         let frame = tone.as_mut().map(Tone::next_frame);
         let samples = frame.as_deref().unwrap_or(&silence);
