@@ -72,7 +72,7 @@ pub fn plugin(app: &mut App) {
         .init_resource::<UploadStats>()
         .add_systems(
             Update,
-            (give_panels, face_viewer, upload_frames)
+            (give_panels, drop_self_view, face_viewer, upload_frames)
                 .chain()
                 .in_set(RoomSystems::Video),
         );
@@ -91,6 +91,10 @@ fn plane(images: &mut Assets<Image>, width: u32, height: u32) -> Handle<Image> {
         RenderAssetUsages::RENDER_WORLD | RenderAssetUsages::MAIN_WORLD,
     ))
 }
+
+/// The self-view panel, parented to the camera, and the participant it shows.
+#[derive(Component, Debug)]
+pub struct SelfView(pub Entity);
 
 /// The mesh entity that shows a remote participant's video, turned to face the viewer.
 #[derive(Component, Debug)]
@@ -121,9 +125,10 @@ fn give_panels(
         match (local, camera.single()) {
             (true, Ok(camera)) => {
                 // Self-view: bottom right, a quarter size, always facing the camera.
-                commands
-                    .entity(view)
-                    .insert(Transform::from_xyz(0.62, -0.34, -1.3).with_scale(Vec3::splat(0.28)));
+                commands.entity(view).insert((
+                    Transform::from_xyz(0.62, -0.34, -1.3).with_scale(Vec3::splat(0.28)),
+                    SelfView(entity),
+                ));
                 commands.entity(camera).add_child(view);
             }
             _ => {
@@ -132,6 +137,19 @@ fn give_panels(
             }
         }
         commands.entity(entity).insert(Panel { material, size: (0, 0) });
+    }
+}
+
+/// Removes the self-view when you leave the room.
+fn drop_self_view(
+    mut commands: Commands,
+    views: Query<(Entity, &SelfView)>,
+    participants: Query<(), With<Participant>>,
+) {
+    for (view, SelfView(owner)) in &views {
+        if participants.get(*owner).is_err() {
+            commands.entity(view).despawn();
+        }
     }
 }
 

@@ -186,9 +186,23 @@ fn users_join_and_leave(
     participants: Query<(Entity, &Participant)>,
     seats: Query<&Seat>,
 ) {
+    // Departures first: a user who left and came back within one frame (a second login)
+    // must end up present.
+    let mut gone = Vec::new();
+    for UserLeft(user_id) in left.read() {
+        for (entity, participant) in &participants {
+            if participant.user_id == *user_id {
+                commands.entity(entity).despawn();
+                gone.push(entity);
+            }
+        }
+    }
     let mut taken: Vec<usize> = seats.iter().map(|s| s.0).collect();
     for UserJoined(user) in joined.read() {
-        if participants.iter().any(|(_, p)| p.user_id == user.user_id) {
+        if participants
+            .iter()
+            .any(|(e, p)| p.user_id == user.user_id && !gone.contains(&e))
+        {
             continue;
         }
         let seat = seating::first_free(taken.iter().copied());
@@ -204,13 +218,6 @@ fn users_join_and_leave(
             SpeakingLevel::default(),
         ));
     }
-    for UserLeft(user_id) in left.read() {
-        for (entity, participant) in &participants {
-            if participant.user_id == *user_id {
-                commands.entity(entity).despawn();
-            }
-        }
-    }
 }
 
 fn streams_come_and_go(
@@ -224,6 +231,15 @@ fn streams_come_and_go(
     let Some(bridge) = bridge else {
         return;
     };
+    // Removals first, so a stream deleted and added again in one frame ends up playing.
+    for StreamRemoved(stream) in removed.read() {
+        bridge.engine.stop_playing_stream(stream.stream_id.clone());
+        for (entity, _, feed) in &participants {
+            if feed.is_some_and(|f| f.stream_id.as_ref() == Some(&stream.stream_id)) {
+                commands.entity(entity).remove::<VideoFeed>();
+            }
+        }
+    }
     let mut taken: Vec<usize> = seats.iter().map(|s| s.0).collect();
     for StreamAdded(stream) in added.read() {
         let remote = bridge.engine.start_playing_stream(stream.stream_id.clone());
@@ -248,14 +264,6 @@ fn streams_come_and_go(
                     SpeakingLevel::default(),
                     feed,
                 ));
-            }
-        }
-    }
-    for StreamRemoved(stream) in removed.read() {
-        bridge.engine.stop_playing_stream(stream.stream_id.clone());
-        for (entity, _, feed) in &participants {
-            if feed.is_some_and(|f| f.stream_id.as_ref() == Some(&stream.stream_id)) {
-                commands.entity(entity).remove::<VideoFeed>();
             }
         }
     }

@@ -175,7 +175,9 @@ fn call_panel(
             }
             if ui.button("End call").clicked() {
                 leave.write(LeaveRoom);
-                bots.0.clear();
+                // Each bot logs out and joins its threads when dropped: not on the frame's time.
+                let demo = std::mem::take(&mut bots.0);
+                std::thread::spawn(move || drop(demo));
             }
             if connection.embedded
                 && let (Some(me), Some(bridge)) = (&me, &bridge)

@@ -38,6 +38,19 @@ pub struct EncoderSettings {
 }
 
 impl EncoderSettings {
+    /// The OpenH264 configuration for these settings.
+    pub fn openh264_config(&self) -> EncoderConfig {
+        EncoderConfig::new()
+            .bitrate(BitRate::from_bps(self.bitrate_bps))
+            .max_frame_rate(FrameRate::from_hz(self.fps))
+            .rate_control_mode(RateControlMode::Bitrate)
+            .skip_frames(false)
+            .usage_type(UsageType::CameraVideoRealTime)
+            .profile(Profile::Baseline)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(self.keyframe_interval))
+            .num_threads(1)
+    }
+
     /// Sensible call settings for a frame size: about 0.1 bit per pixel at 30 fps.
     pub fn for_size(width: u32, height: u32, fps: f32) -> EncoderSettings {
         let pixels = width * height;
@@ -95,15 +108,7 @@ impl std::fmt::Debug for H264Encoder {
 
 impl H264Encoder {
     pub fn new(settings: EncoderSettings) -> Result<H264Encoder, CodecError> {
-        let config = EncoderConfig::new()
-            .bitrate(BitRate::from_bps(settings.bitrate_bps))
-            .max_frame_rate(FrameRate::from_hz(settings.fps))
-            .rate_control_mode(RateControlMode::Bitrate)
-            .skip_frames(false)
-            .usage_type(UsageType::CameraVideoRealTime)
-            .profile(Profile::Baseline)
-            .intra_frame_period(IntraFramePeriod::from_num_frames(settings.keyframe_interval))
-            .num_threads(1);
+        let config = settings.openh264_config();
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| CodecError::EncoderInit(e.to_string()))?;
         Ok(H264Encoder {

@@ -147,8 +147,9 @@ impl LocalStream {
                         }
                         let frame = match &clip {
                             Some(frames) => {
+                                let frame = frames[next_clip_frame].clone();
                                 next_clip_frame = (next_clip_frame + 1) % frames.len();
-                                frames[next_clip_frame].clone()
+                                frame
                             }
                             None => pattern.next_frame(unix_micros()),
                         };

@@ -234,17 +234,23 @@ pub(crate) async fn wait_connected(events: &mut PeerEvents) -> Result<(), MediaE
 }
 
 /// The address to bind host candidates on for a server at `server_url`: loopback for a
-/// loopback server, every interface otherwise.
+/// loopback server, every interface otherwise (IPv4 or IPv6 as the server's address is).
 pub(crate) fn bind_for(server_url: &str) -> &'static str {
-    let host = server_url
+    let authority = server_url
         .split("://")
         .nth(1)
-        .and_then(|rest| rest.split(['/', ':']).next())
+        .and_then(|rest| rest.split('/').next())
         .unwrap_or("");
-    if host == "localhost" || host.starts_with("127.") || host == "[" {
-        "127.0.0.1:0"
-    } else {
-        "0.0.0.0:0"
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(ip)) if ip.is_loopback() => "[::1]:0",
+        Ok(std::net::IpAddr::V6(_)) => "[::]:0",
+        Ok(ip) if ip.is_loopback() => "127.0.0.1:0",
+        Err(_) if host == "localhost" => "127.0.0.1:0",
+        _ => "0.0.0.0:0",
     }
 }
 
@@ -263,4 +269,18 @@ pub(crate) async fn connection_lost(events: &mut PeerEvents) -> MediaError {
 /// Tells the server a publication or playback is over, without waiting long for an answer.
 pub(crate) async fn withdraw(signaling: &crate::signaling::Signaling, request: holoroom_protocol::Request) {
     let _ = tokio::time::timeout(Duration::from_secs(2), signaling.request(request)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_for;
+
+    #[test]
+    fn media_binds_where_the_server_is() {
+        assert_eq!(bind_for("ws://127.0.0.1:7880/v1/ws"), "127.0.0.1:0");
+        assert_eq!(bind_for("ws://localhost:7880/v1/ws"), "127.0.0.1:0");
+        assert_eq!(bind_for("ws://[::1]:7880/v1/ws"), "[::1]:0");
+        assert_eq!(bind_for("ws://[2001:db8::1]:7880/v1/ws"), "[::]:0");
+        assert_eq!(bind_for("wss://room.example:443/v1/ws"), "0.0.0.0:0");
+    }
 }

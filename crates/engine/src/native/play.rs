@@ -50,7 +50,15 @@ pub(crate) async fn run(
         }
     };
     let running = Arc::new(AtomicBool::new(true));
-    let setup = play(&signaling, &stream_id, &remote, &pc, &mut peer_events, events.clone(), running.clone());
+    let setup = play(
+        &signaling,
+        &stream_id,
+        &remote,
+        &pc,
+        &mut peer_events,
+        events.clone(),
+        running.clone(),
+    );
     let outcome = tokio::select! {
         result = setup => result.map(Some),
         _ = stop.wait_for(Stop::is_stop) => Ok(None),
@@ -69,7 +77,13 @@ pub(crate) async fn run(
     running.store(false, Ordering::Relaxed);
     let _ = pc.close().await;
     if error.is_some() || *stop.borrow() == Stop::Withdraw {
-        peer::withdraw(&signaling, Request::StopPlaying { stream_id: stream_id.clone() }).await;
+        peer::withdraw(
+            &signaling,
+            Request::StopPlaying {
+                stream_id: stream_id.clone(),
+            },
+        )
+        .await;
     }
     let _ = events.send(state(PlayerState::NoPlay, error));
 }

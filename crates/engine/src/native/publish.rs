@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use holoroom_protocol::{PublishRequest, Request, ResponseBody, StreamId};
 use rtc::media::Sample;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::StatsSelector;
+use webrtc::rtp_transceiver::RtpSender;
 
 use super::Stop;
 use super::peer::{self, Peer, PeerEvents};
@@ -60,7 +61,15 @@ pub(crate) async fn run(
         }
     };
     let running = Arc::new(AtomicBool::new(true));
-    let setup = publish(&signaling, &stream_id, &local, &pc, &mut peer_events, events.clone(), running.clone());
+    let setup = publish(
+        &signaling,
+        &stream_id,
+        &local,
+        &pc,
+        &mut peer_events,
+        events.clone(),
+        running.clone(),
+    );
     let outcome = tokio::select! {
         result = setup => result.map(Some),
         _ = stop.wait_for(Stop::is_stop) => Ok(None),
@@ -79,7 +88,13 @@ pub(crate) async fn run(
     running.store(false, Ordering::Relaxed);
     let _ = pc.close().await;
     if error.is_some() || *stop.borrow() == Stop::Withdraw {
-        peer::withdraw(&signaling, Request::StopPublishing { stream_id: stream_id.clone() }).await;
+        peer::withdraw(
+            &signaling,
+            Request::StopPublishing {
+                stream_id: stream_id.clone(),
+            },
+        )
+        .await;
     }
     emit(state(PublisherState::NoPublish, error));
 }
@@ -95,62 +110,12 @@ async fn publish(
     events: EventSink,
     running: Arc<AtomicBool>,
 ) -> Result<(), MediaError> {
-    let failed = |e: webrtc::error::Error| MediaError::Connection(e.to_string());
-    let ssrc: u32 = rand::random::<u32>() | 1;
-    let track = Arc::new(
-        TrackLocalStaticSample::new(
-            Instant::now(),
-            MediaStreamTrack::new(
-                stream_id.to_string(),
-                format!("{stream_id}-video"),
-                format!("{stream_id}-video"),
-                RtpCodecKind::Video,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: peer::h264_codec(),
-                    ..Default::default()
-                }],
-            ),
-        )
-        .map_err(failed)?,
-    );
-    let sender = pc
-        .add_track(track.clone() as Arc<dyn TrackLocal>)
-        .await
-        .map_err(failed)?;
+    let (track, sender, ssrc) = add_track(pc, stream_id, RtpCodecKind::Video, peer::h264_codec()).await?;
     let audio_source = local.audio();
     let audio = if audio_source == AudioSource::Off {
         None
     } else {
-        let audio_ssrc: u32 = rand::random::<u32>() | 1;
-        let audio_track = Arc::new(
-            TrackLocalStaticSample::new(
-                Instant::now(),
-                MediaStreamTrack::new(
-                    stream_id.to_string(),
-                    format!("{stream_id}-audio"),
-                    format!("{stream_id}-audio"),
-                    RtpCodecKind::Audio,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(audio_ssrc),
-                            ..Default::default()
-                        },
-                        codec: peer::opus_codec(),
-                        ..Default::default()
-                    }],
-                ),
-            )
-            .map_err(failed)?,
-        );
-        let audio_sender = pc
-            .add_track(audio_track.clone() as Arc<dyn TrackLocal>)
-            .await
-            .map_err(failed)?;
-        Some((audio_track, audio_sender, audio_ssrc))
+        Some(add_track(pc, stream_id, RtpCodecKind::Audio, peer::opus_codec()).await?)
     };
     let offer = peer::local_offer(pc, peer_events).await?;
     let response = signaling
@@ -172,36 +137,9 @@ async fn publish(
     };
     peer::apply_answer(pc, answer).await?;
     peer::wait_connected(peer_events).await?;
-    let pt = sender
-        .get_parameters()
-        .await
-        .map_err(failed)?
-        .rtp_parameters
-        .codecs
-        .iter()
-        .find(|c| {
-            c.rtp_codec
-                .mime_type
-                .eq_ignore_ascii_case(&peer::h264_codec().mime_type)
-        })
-        .map(|c| c.payload_type)
-        .ok_or_else(|| MediaError::Connection("H.264 was not negotiated".into()))?;
-
+    let pt = negotiated_pt(&sender, &peer::h264_codec()).await?;
     if let Some((audio_track, audio_sender, audio_ssrc)) = audio {
-        let audio_pt = audio_sender
-            .get_parameters()
-            .await
-            .map_err(failed)?
-            .rtp_parameters
-            .codecs
-            .iter()
-            .find(|c| {
-                c.rtp_codec
-                    .mime_type
-                    .eq_ignore_ascii_case(&peer::opus_codec().mime_type)
-            })
-            .map(|c| c.payload_type)
-            .ok_or_else(|| MediaError::Connection("Opus was not negotiated".into()))?;
+        let audio_pt = negotiated_pt(&audio_sender, &peer::opus_codec()).await?;
         let encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)
             .map_err(|e| MediaError::Codec(format!("can't start the Opus encoder: {e}")))?;
         tokio::spawn(send_audio(
@@ -327,6 +265,48 @@ async fn publish(
         }
     });
     Ok(())
+}
+
+/// Adds a sending track with its own SSRC (webrtc-rs sends nothing for a track without one).
+async fn add_track(
+    pc: &Peer,
+    stream_id: &StreamId,
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+) -> Result<(Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>, u32), MediaError> {
+    let failed = |e: webrtc::error::Error| MediaError::Connection(e.to_string());
+    let ssrc: u32 = rand::random::<u32>() | 1;
+    let label = format!("{stream_id}-{kind}");
+    let encoding = RTCRtpEncodingParameters {
+        rtp_coding_parameters: RTCRtpCodingParameters {
+            ssrc: Some(ssrc),
+            ..Default::default()
+        },
+        codec,
+        ..Default::default()
+    };
+    let track = MediaStreamTrack::new(stream_id.to_string(), label.clone(), label, kind, vec![encoding]);
+    let track = Arc::new(TrackLocalStaticSample::new(Instant::now(), track).map_err(failed)?);
+    let sender = pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(failed)?;
+    Ok((track, sender, ssrc))
+}
+
+/// The payload type the answer gave `codec`.
+async fn negotiated_pt(sender: &Arc<dyn RtpSender>, codec: &RTCRtpCodec) -> Result<u8, MediaError> {
+    let parameters = sender
+        .get_parameters()
+        .await
+        .map_err(|e| MediaError::Connection(e.to_string()))?;
+    parameters
+        .rtp_parameters
+        .codecs
+        .iter()
+        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type))
+        .map(|c| c.payload_type)
+        .ok_or_else(|| MediaError::Connection(format!("{} was not negotiated", codec.mime_type)))
 }
 
 /// Sends 20 ms Opus packets of the stream's sound while `running` is set.
