@@ -22,7 +22,7 @@ const RELAY: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Add
 const VIDEO_PT: u8 = 108;
 const AUDIO_PT: u8 = 111;
 /// Simulated seconds of media per run.
-const SECONDS: u64 = 2;
+const SECONDS: u64 = 4;
 
 fn config(ice_lite: bool) -> RtcConfig {
     let mut config = Rtc::builder()

@@ -4,8 +4,9 @@
 //! stream has its own connection, and every RTP packet the publisher sends is forwarded to
 //! each subscriber unchanged in payload, with the subscriber's own SSRC and a sequence number
 //! space that starts low and never jumps (RTP mode). Media is never decoded here.
-//! A new subscriber, or a subscriber's PLI, asks the publisher for a keyframe, at most once per
-//! [`SfuConfig::keyframe_interval`] per stream.
+//! A new subscriber, or a subscriber's PLI, asks the publisher for a keyframe (PLI); while one
+//! is on its way (asked for, not yet seen passing through, for at most
+//! [`SfuConfig::keyframe_interval`]) further requests share it instead of asking again.
 //!
 //! This module touches no socket and no clock: the shell in `socket.rs` passes in datagrams
 //! and the time, and sends out what [`Sfu::poll_transmit`] returns.
@@ -25,6 +26,18 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::rooms::SessionId;
+
+/// Whether an H.264 RTP payload begins a keyframe: an IDR slice or a parameter set, whole,
+/// aggregated (STAP-A, first unit) or as the first fragment (FU-A). Only NAL headers are read.
+fn starts_keyframe(payload: &[u8]) -> bool {
+    let is_key = |nal_type: u8| matches!(nal_type, 5 | 7);
+    match payload.first().map(|b| b & 0x1f) {
+        Some(24) => payload.get(3).is_some_and(|b| is_key(b & 0x1f)),
+        Some(28) => payload.get(1).is_some_and(|b| b & 0x80 != 0 && is_key(b & 0x1f)),
+        Some(nal_type) => is_key(nal_type),
+        None => false,
+    }
+}
 
 /// Identifies one media connection inside the SFU.
 pub type PeerId = u64;
@@ -52,7 +65,7 @@ pub enum SfuError {
 pub struct SfuConfig {
     /// The address clients send media to (the host candidate in every answer).
     pub public_addr: SocketAddr,
-    /// At most one keyframe request per stream this often.
+    /// How long a requested keyframe is waited for before asking again.
     pub keyframe_interval: Duration,
 }
 
@@ -76,8 +89,8 @@ pub struct SfuCounters {
 #[derive(Debug)]
 struct Publisher {
     stream: StreamId,
-    last_keyframe_request: Option<Instant>,
-    keyframe_pending: bool,
+    /// When a keyframe was asked for that has not passed through yet.
+    keyframe_requested: Option<Instant>,
 }
 
 /// Rewriting state of one forwarded track for one subscriber.
@@ -229,8 +242,7 @@ impl Sfu {
         }
         let role = Role::Publisher(Publisher {
             stream: stream.clone(),
-            last_keyframe_request: None,
-            keyframe_pending: false,
+            keyframe_requested: None,
         });
         let id = self.add_peer(now, rtc, role);
         self.publishers.insert(stream.clone(), id);
@@ -380,15 +392,6 @@ impl Sfu {
                 work.extend(self.drain(id));
             }
         }
-        let pending: Vec<StreamId> = self
-            .peers
-            .values()
-            .filter_map(|p| match &p.role {
-                Role::Publisher(p) if p.keyframe_pending => Some(p.stream.clone()),
-                _ => None,
-            })
-            .collect();
-        work.extend(pending.into_iter().map(Work::KeyframeFor));
         self.run(now, work);
         let dead: Vec<PeerId> = self
             .peers
@@ -407,12 +410,6 @@ impl Sfu {
         let mut next = now + Duration::from_secs(1);
         for peer in self.peers.values() {
             next = next.min(peer.timeout);
-            if let Role::Publisher(p) = &peer.role
-                && p.keyframe_pending
-                && let Some(last) = p.last_keyframe_request
-            {
-                next = next.min(last + self.config.keyframe_interval);
-            }
         }
         next
     }
@@ -501,9 +498,12 @@ impl Sfu {
         else {
             return Vec::new();
         };
-        let Role::Publisher(p) = &publisher.role else {
+        let Role::Publisher(p) = &mut publisher.role else {
             return Vec::new();
         };
+        if kind == MediaKind::Video && starts_keyframe(&packet.payload) {
+            p.keyframe_requested = None;
+        }
         let Some(subscribers) = self.subscribers.get(&p.stream).cloned() else {
             return Vec::new();
         };
@@ -578,24 +578,22 @@ impl Sfu {
         work
     }
 
-    /// Asks the publisher of `stream` for a keyframe, or marks one pending if one was asked too recently.
+    /// Asks the publisher of `stream` for a keyframe, unless one asked for is still on its way.
     fn request_keyframe(&mut self, now: Instant, stream: &StreamId) -> Vec<Work> {
         let Some(&id) = self.publishers.get(stream) else {
             return Vec::new();
         };
-        let interval = self.config.keyframe_interval;
+        let wait = self.config.keyframe_interval;
         let Some(peer) = self.peers.get_mut(&id) else {
             return Vec::new();
         };
         let Role::Publisher(p) = &mut peer.role else {
             return Vec::new();
         };
-        if p.last_keyframe_request.is_some_and(|last| now < last + interval) {
-            p.keyframe_pending = true;
+        if p.keyframe_requested.is_some_and(|asked| now < asked + wait) {
             return Vec::new();
         }
-        p.keyframe_pending = false;
-        p.last_keyframe_request = Some(now);
+        p.keyframe_requested = Some(now);
         let video_mids: Vec<Mid> = peer
             .kinds
             .iter()
@@ -609,5 +607,24 @@ impl Sfu {
             }
         }
         self.drain(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starts_keyframe;
+
+    #[test]
+    fn keyframes_are_recognised_in_every_packetization() {
+        assert!(starts_keyframe(&[0x65, 0x88]), "IDR slice");
+        assert!(starts_keyframe(&[0x67, 0x42]), "SPS");
+        assert!(
+            starts_keyframe(&[0x78, 0x00, 0x0a, 0x67, 0x42]),
+            "STAP-A starting with SPS"
+        );
+        assert!(starts_keyframe(&[0x7c, 0x85, 0x88]), "FU-A start of an IDR slice");
+        assert!(!starts_keyframe(&[0x7c, 0x05, 0x88]), "FU-A middle of an IDR slice");
+        assert!(!starts_keyframe(&[0x41, 0x9a]), "P slice");
+        assert!(!starts_keyframe(&[]));
     }
 }

@@ -56,7 +56,7 @@ impl SfuHandle {
         let public_addr = SocketAddr::new(public_ip.unwrap_or(local_addr.ip()), local_addr.port());
         let sfu = Sfu::new(SfuConfig {
             public_addr,
-            keyframe_interval: std::time::Duration::from_millis(500),
+            keyframe_interval: std::time::Duration::from_millis(1000),
         })?;
         let (commands, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(socket, public_addr, sfu, rx));
