@@ -233,6 +233,8 @@ async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<
     let mut last_ts = 0u32;
     let mut broken = false;
     let mut last_pli = Instant::now() - Duration::from_secs(10);
+    let frames_at_start = slot.count();
+    let first_packet = Instant::now();
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else {
             if matches!(event, TrackRemoteEvent::OnEnded) {
@@ -260,8 +262,10 @@ async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<
             }
         }
         if header.marker {
-            if broken {
-                // The unit lost a piece: ask for a keyframe (at most twice a second) instead of decoding garbage.
+            // No picture yet a moment after video started (it began between keyframes): ask for one.
+            let starved = slot.count() == frames_at_start && first_packet.elapsed() > Duration::from_millis(250);
+            if broken || starved {
+                // Ask for a keyframe (at most twice a second) instead of decoding garbage.
                 if last_pli.elapsed() > Duration::from_millis(500) {
                     last_pli = Instant::now();
                     let pli = PictureLossIndication {
@@ -270,6 +274,8 @@ async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<
                     };
                     let _ = track.write_rtcp(vec![Box::new(pli)]).await;
                 }
+            }
+            if broken {
                 broken = false;
                 unit.clear();
             } else if !unit.is_empty() {
