@@ -421,8 +421,14 @@ impl Sfu {
     /// Polls one peer until it has nothing more, collecting transmits and the work its events cause.
     fn drain(&mut self, id: PeerId) -> Vec<Work> {
         let mut work = Vec::new();
+        self.drain_into(id, &mut work);
+        work
+    }
+
+    /// [`Sfu::drain`], adding to `work`.
+    fn drain_into(&mut self, id: PeerId, work: &mut Vec<Work>) {
         let Some(peer) = self.peers.get_mut(&id) else {
-            return work;
+            return;
         };
         loop {
             match peer.rtc.poll_output() {
@@ -459,7 +465,6 @@ impl Sfu {
                 }
             }
         }
-        work
     }
 
     fn run(&mut self, now: Instant, mut work: Vec<Work>) {
@@ -504,11 +509,12 @@ impl Sfu {
         if kind == MediaKind::Video && starts_keyframe(&packet.payload) {
             p.keyframe_requested = None;
         }
-        let Some(subscribers) = self.subscribers.get(&p.stream).cloned() else {
+        let stream = p.stream.clone();
+        let Some(subscribers) = self.subscribers.remove(&stream) else {
             return Vec::new();
         };
         let mut work = Vec::new();
-        for sub in subscribers {
+        for &sub in &subscribers {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
             };
@@ -573,8 +579,9 @@ impl Sfu {
                 .ext_vals(ext),
             );
             self.counters.packets_forwarded += 1;
-            work.extend(self.drain(sub));
+            self.drain_into(sub, &mut work);
         }
+        self.subscribers.insert(stream, subscribers);
         work
     }
 
