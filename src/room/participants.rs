@@ -68,10 +68,6 @@ impl VideoFeed {
     }
 }
 
-/// How loud a participant is, 0 to 1 (drives the speaking indicator).
-#[derive(Component, Debug, Default, Clone, Copy)]
-pub struct SpeakingLevel(pub f32);
-
 pub fn plugin(app: &mut App) {
     app.init_state::<AppState>()
         .init_resource::<LastError>()
@@ -153,7 +149,6 @@ fn follow_room_state(
                             LocalParticipant,
                             Seat(free_seat(&seats)),
                             seat_transform(free_seat(&seats)),
-                            SpeakingLevel::default(),
                             VideoFeed::new(None, local.preview().clone()),
                         ));
                     }
@@ -215,7 +210,6 @@ fn users_join_and_leave(
             },
             Seat(seat),
             seat_transform(seat),
-            SpeakingLevel::default(),
         ));
     }
 }
@@ -261,7 +255,6 @@ fn streams_come_and_go(
                     },
                     Seat(seat),
                     seat_transform(seat),
-                    SpeakingLevel::default(),
                     feed,
                 ));
             }

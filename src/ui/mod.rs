@@ -13,6 +13,7 @@ use crate::Connection;
 use crate::net::{EngineBridge, JoinRoom, LeaveRoom, Me, QualityUpdated, TokenSource};
 use crate::room::ViewerCamera;
 use crate::room::participants::{AppState, LastError, LocalParticipant, Participant, VideoFeed};
+use crate::video::UploadStats;
 
 /// What the login form holds.
 #[derive(Resource, Debug, Clone)]
@@ -154,6 +155,7 @@ fn call_panel(
     bridge: Option<Res<EngineBridge>>,
     participants: Query<(&Participant, Option<&VideoFeed>, Has<LocalParticipant>)>,
     stats: Res<Stats>,
+    uploads: Res<UploadStats>,
     last_error: Res<LastError>,
     mut bots: ResMut<DemoBots>,
     mut leave: MessageWriter<LeaveRoom>,
@@ -186,7 +188,11 @@ fn call_panel(
                 add_demo_bots(&mut bots, &connection, bridge, &me.room_id);
             }
             ui.separator();
-            ui.label(format!("Participants ({})", participants.iter().count()));
+            ui.label(format!(
+                "Participants ({}), {} frames shown",
+                participants.iter().count(),
+                uploads.frames_uploaded
+            ));
             for (participant, feed, local) in &participants {
                 let frames = feed.map_or(0, |f| f.frames_taken);
                 ui.label(format!(
