@@ -55,22 +55,16 @@ pub struct RoomStateChanged {
     pub error: Option<String>,
 }
 
+/// A change to who is in the room, what they publish and where they are, in the order the
+/// server reported it. One ordered stream, so "joined then left" and "left then joined" within a
+/// single frame both end where the server ended.
 #[derive(Message, Debug, Clone)]
-pub struct UserJoined(pub UserInfo);
-
-#[derive(Message, Debug, Clone)]
-pub struct UserLeft(pub UserId);
-
-#[derive(Message, Debug, Clone)]
-pub struct StreamAdded(pub StreamInfo);
-
-#[derive(Message, Debug, Clone)]
-pub struct StreamRemoved(pub StreamInfo);
-
-#[derive(Message, Debug, Clone)]
-pub struct PoseChanged {
-    pub user_id: UserId,
-    pub pose: Pose,
+pub enum RoomUpdate {
+    UserJoined(UserInfo),
+    UserLeft(UserId),
+    StreamAdded(StreamInfo),
+    StreamRemoved(StreamInfo),
+    Moved { user_id: UserId, pose: Pose },
 }
 
 /// A publish or play quality report.
@@ -115,11 +109,7 @@ pub struct OwnStream {
 
 pub fn plugin(app: &mut App) {
     app.add_message::<RoomStateChanged>()
-        .add_message::<UserJoined>()
-        .add_message::<UserLeft>()
-        .add_message::<StreamAdded>()
-        .add_message::<StreamRemoved>()
-        .add_message::<PoseChanged>()
+        .add_message::<RoomUpdate>()
         .add_message::<QualityUpdated>()
         .add_message::<MediaTrouble>()
         .add_message::<JoinRoom>()
@@ -188,15 +178,10 @@ fn handle_intents(
 }
 
 /// Drains every engine event that arrived since the last frame into Messages.
-#[allow(clippy::too_many_arguments)]
 fn drain_engine(
     bridge: Option<Res<EngineBridge>>,
     mut states: MessageWriter<RoomStateChanged>,
-    mut joined: MessageWriter<UserJoined>,
-    mut left: MessageWriter<UserLeft>,
-    mut added: MessageWriter<StreamAdded>,
-    mut removed: MessageWriter<StreamRemoved>,
-    mut poses: MessageWriter<PoseChanged>,
+    mut updates: MessageWriter<RoomUpdate>,
     mut quality: MessageWriter<QualityUpdated>,
     mut trouble: MessageWriter<MediaTrouble>,
 ) {
@@ -216,31 +201,19 @@ fn drain_engine(
                 states.write(RoomStateChanged { reason, error });
             }
             EngineEvent::RoomUserUpdate { update, users, .. } => {
-                for user in users {
-                    match update {
-                        UpdateType::Add => {
-                            joined.write(UserJoined(user));
-                        }
-                        UpdateType::Delete => {
-                            left.write(UserLeft(user.user_id));
-                        }
-                    }
-                }
+                updates.write_batch(users.into_iter().map(|user| match update {
+                    UpdateType::Add => RoomUpdate::UserJoined(user),
+                    UpdateType::Delete => RoomUpdate::UserLeft(user.user_id),
+                }));
             }
             EngineEvent::RoomStreamUpdate { update, streams, .. } => {
-                for stream in streams {
-                    match update {
-                        UpdateType::Add => {
-                            added.write(StreamAdded(stream));
-                        }
-                        UpdateType::Delete => {
-                            removed.write(StreamRemoved(stream));
-                        }
-                    }
-                }
+                updates.write_batch(streams.into_iter().map(|stream| match update {
+                    UpdateType::Add => RoomUpdate::StreamAdded(stream),
+                    UpdateType::Delete => RoomUpdate::StreamRemoved(stream),
+                }));
             }
             EngineEvent::PoseUpdate { user_id, pose, .. } => {
-                poses.write(PoseChanged { user_id, pose });
+                updates.write(RoomUpdate::Moved { user_id, pose });
             }
             EngineEvent::PublishQualityUpdate { stream_id, quality: q } => {
                 quality.write(QualityUpdated {

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
-use holoroom::net::{EngineBridge, JoinRoom, TokenSource, UserJoined, UserLeft};
-use holoroom::room::participants::{AppState, LocalParticipant, Participant, Seat, VideoFeed};
+use holoroom::net::{EngineBridge, JoinRoom, RoomUpdate, TokenSource};
+use holoroom::room::participants::{AppState, LocalParticipant, Participant, Seat, VideoFeed, seat_transform};
 use holoroom::{HoloroomCorePlugin, net};
 use holoroom_engine::bot::{Bot, BotConfig};
-use holoroom_engine::protocol::{RoomId, UserId, UserInfo, VideoGrant};
+use holoroom_engine::protocol::{Pose, RoomId, UserId, UserInfo, VideoGrant};
 use holoroom_engine::{Engine, EngineConfig, StreamConfig};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 
@@ -42,20 +42,50 @@ fn seats(app: &mut App) -> Vec<(String, usize)> {
 fn users_become_entities_in_stable_seats() {
     let mut app = headless();
     for id in ["a", "b", "c"] {
-        app.world_mut().write_message(UserJoined(user(id)));
+        app.world_mut().write_message(RoomUpdate::UserJoined(user(id)));
     }
     app.update();
     assert_eq!(seats(&mut app), vec![("a".into(), 0), ("b".into(), 1), ("c".into(), 2)]);
 
     // b leaves: a and c keep their seats; the next arrival takes b's.
-    app.world_mut().write_message(UserLeft(user("b").user_id));
+    app.world_mut().write_message(RoomUpdate::UserLeft(user("b").user_id));
     app.update();
     assert_eq!(seats(&mut app), vec![("a".into(), 0), ("c".into(), 2)]);
-    app.world_mut().write_message(UserJoined(user("d")));
+    app.world_mut().write_message(RoomUpdate::UserJoined(user("d")));
     // A duplicate ADD does not make a second entity.
-    app.world_mut().write_message(UserJoined(user("a")));
+    app.world_mut().write_message(RoomUpdate::UserJoined(user("a")));
     app.update();
     assert_eq!(seats(&mut app), vec![("a".into(), 0), ("c".into(), 2), ("d".into(), 1)]);
+
+    // Within one frame, order decides: e joins and leaves (no ghost), c leaves and comes back
+    // (present, in a free seat), d moves.
+    let pose = Pose {
+        position: [1.0, 1.3, -2.0],
+        orientation: [0.0, 0.0, 0.0, 1.0],
+    };
+    for update in [
+        RoomUpdate::UserJoined(user("e")),
+        RoomUpdate::UserLeft(user("e").user_id),
+        RoomUpdate::UserLeft(user("c").user_id),
+        RoomUpdate::UserJoined(user("c")),
+        RoomUpdate::Moved {
+            user_id: user("d").user_id,
+            pose,
+        },
+    ] {
+        app.world_mut().write_message(update);
+    }
+    app.update();
+    assert_eq!(seats(&mut app), vec![("a".into(), 0), ("c".into(), 2), ("d".into(), 1)]);
+    let moved = app
+        .world_mut()
+        .query::<(&Participant, &Transform)>()
+        .iter(app.world())
+        .find(|(p, _)| p.user_id.as_str() == "d")
+        .map(|(_, t)| t.translation);
+    // Poses are relative to the mover's seat, which this viewer chose.
+    let expected = seat_transform(1) * Transform::from_xyz(1.0, 1.3, -2.0);
+    assert_eq!(moved, Some(expected.translation));
 }
 
 struct Room {
@@ -224,5 +254,92 @@ fn a_spectator_sees_the_bots_and_is_not_seen() {
     }
     assert_eq!(room.server.snapshot().rooms[0].spectators, 1);
     drop(bots);
+    drop(room.runtime);
+}
+
+#[test]
+fn moves_travel_both_ways_relative_to_seats() {
+    let room = room();
+    let mut app = joined_app(&room, "walker", false);
+    let observer = Engine::new(EngineConfig::new(room.server.ws_url())).expect("engine");
+    let who = user("observer");
+    let token = room
+        .server
+        .keys()
+        .mint(VideoGrant::participant("demo"), &who.user_id, None, 3600);
+    observer.login_room(
+        RoomId::new("demo").expect("valid"),
+        token,
+        who,
+        holoroom_engine::protocol::LoginConfig { user_update: true },
+    );
+    run_until(&mut app, "in call and seeing the observer", |app| {
+        app.world_mut()
+            .query_filtered::<&Participant, Without<LocalParticipant>>()
+            .iter(app.world())
+            .any(|p| p.user_id.as_str() == "observer")
+            && app
+                .world_mut()
+                .query_filtered::<(), With<LocalParticipant>>()
+                .iter(app.world())
+                .count()
+                == 1
+    });
+
+    // The app's participant steps 1 m to the side of its seat: the observer hears of it.
+    let seat = {
+        let world = app.world_mut();
+        let (seat, mut transform) = world
+            .query_filtered::<(&Seat, &mut Transform), With<LocalParticipant>>()
+            .single_mut(world)
+            .expect("seated");
+        let seat = seat.0;
+        *transform = seat_transform(seat) * Transform::from_xyz(1.0, 0.0, 0.0);
+        seat
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pose = loop {
+        assert!(Instant::now() < deadline, "the observer never saw the move");
+        app.update();
+        if let Ok(holoroom_engine::EngineEvent::PoseUpdate { user_id, pose, .. }) =
+            observer.events().recv_timeout(Duration::from_millis(20))
+            && user_id.as_str() == "walker"
+        {
+            break pose;
+        }
+    };
+    let [x, y, z] = pose.position;
+    assert!(
+        (x - 1.0).abs() < 1e-4 && y.abs() < 1e-4 && z.abs() < 1e-4,
+        "seat-relative: {pose:?}"
+    );
+    let local = app
+        .world_mut()
+        .query_filtered::<&Transform, With<LocalParticipant>>()
+        .single(app.world())
+        .expect("seated")
+        .translation;
+    assert!(
+        local.distance(seat_transform(seat).translation) > 0.9,
+        "the walker itself moved"
+    );
+
+    // The observer turns and steps back from its seat: the app moves its entity accordingly.
+    let turn = Quat::from_rotation_y(0.5);
+    observer.set_pose(Pose {
+        position: [0.0, 0.0, 2.0],
+        orientation: [turn.x, turn.y, turn.z, turn.w],
+    });
+    run_until(&mut app, "the observer's entity moved", |app| {
+        app.world_mut()
+            .query::<(&Participant, &Seat, &Transform)>()
+            .iter(app.world())
+            .any(|(p, seat, t)| {
+                p.user_id.as_str() == "observer"
+                    && t.translation
+                        .distance((seat_transform(seat.0) * Transform::from_xyz(0.0, 0.0, 2.0)).translation)
+                        < 1e-3
+            })
+    });
     drop(room.runtime);
 }

@@ -24,7 +24,12 @@ const OVERVIEW: Vec3 = Vec3::new(0.0, 4.5, 8.5);
 
 pub fn plugin(app: &mut App) {
     app.add_systems(Startup, spawn_room.in_set(RoomSystems::Scene))
-        .add_systems(Update, (sit_viewer, free_camera).in_set(RoomSystems::Participants));
+        .add_systems(
+            Update,
+            (sit_viewer, free_camera, walk)
+                .chain()
+                .in_set(RoomSystems::Participants),
+        );
 }
 
 /// Puts the viewer's camera just behind and above their own seat, looking across the table;
@@ -91,6 +96,60 @@ fn free_camera(
         }
     }
     camera.translation += step.normalize_or_zero() * 4.0 * time.delta_secs();
+}
+
+/// How far from their seat a participant may walk, in metres.
+pub const WALK_RADIUS: f32 = 6.0;
+
+/// Seated participants walk: WASD on the floor relative to where the camera looks, Q/E turn.
+/// The camera follows from behind. Others see the move through the pose the engine sends.
+fn walk(
+    time: Res<Time>,
+    keys: Res<ButtonInput<KeyCode>>,
+    mut egui: bevy_egui::EguiContexts,
+    mut me: Query<(&participants::Seat, &mut Transform), (With<participants::LocalParticipant>, Without<ViewerCamera>)>,
+    mut camera: Query<&mut Transform, With<ViewerCamera>>,
+) {
+    let (Ok((seat, mut me)), Ok(mut camera)) = (me.single_mut(), camera.single_mut()) else {
+        return;
+    };
+    if let Ok(ctx) = egui.ctx_mut()
+        && ctx.egui_wants_keyboard_input()
+    {
+        return;
+    }
+    let flat = |v: Vec3| Vec3::new(v.x, 0.0, v.z).normalize_or_zero();
+    let (forward, right) = (flat(camera.forward().as_vec3()), flat(camera.right().as_vec3()));
+    let mut step = Vec3::ZERO;
+    let mut turn = 0.0;
+    for (key, direction, yaw) in [
+        (KeyCode::KeyW, forward, 0.0),
+        (KeyCode::KeyS, -forward, 0.0),
+        (KeyCode::KeyD, right, 0.0),
+        (KeyCode::KeyA, -right, 0.0),
+        (KeyCode::KeyQ, Vec3::ZERO, 1.0),
+        (KeyCode::KeyE, Vec3::ZERO, -1.0),
+    ] {
+        if keys.pressed(key) {
+            step += direction;
+            turn += yaw;
+        }
+    }
+    let dt = time.delta_secs();
+    if step != Vec3::ZERO {
+        let home = participants::seat_transform(seat.0).translation;
+        let wanted = me.translation + step.normalize_or_zero() * 2.0 * dt;
+        let offset = (wanted - home).clamp_length_max(WALK_RADIUS);
+        let moved = home + offset - me.translation;
+        me.translation += moved;
+        camera.translation += moved;
+    }
+    if turn != 0.0 {
+        let rotation = Quat::from_rotation_y(turn * 1.5 * dt);
+        let around = me.translation;
+        camera.rotate_around(around, rotation);
+        me.rotate_y(turn * 1.5 * dt);
+    }
 }
 
 fn spawn_room(

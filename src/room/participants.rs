@@ -4,15 +4,12 @@
 
 use bevy::prelude::*;
 use holoroom_engine::media::{FrameSlot, SlotFrame};
-use holoroom_engine::protocol::{RoomStateReason, StreamId, UserId};
+use holoroom_engine::protocol::{Pose, RoomStateReason, StreamId, UserId, UserInfo};
 use holoroom_engine::{StreamConfig, VideoSource};
 
 use super::seating;
 use crate::RoomSystems;
-use crate::net::{
-    EngineBridge, Me, MediaTrouble, OwnStream, PoseChanged, RoomStateChanged, StreamAdded, StreamRemoved, UserJoined,
-    UserLeft,
-};
+use crate::net::{EngineBridge, Me, MediaTrouble, OwnStream, RoomStateChanged, RoomUpdate};
 
 /// Where the app is.
 #[derive(States, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -73,16 +70,11 @@ pub fn plugin(app: &mut App) {
         .init_resource::<LastError>()
         .add_systems(
             Update,
-            (
-                follow_room_state,
-                users_join_and_leave,
-                streams_come_and_go,
-                follow_poses,
-            )
+            (follow_room_state, apply_room_updates)
                 .chain()
                 .in_set(RoomSystems::Participants),
         )
-        .add_systems(Update, poll_feeds.in_set(RoomSystems::Feeds));
+        .add_systems(Update, (poll_feeds, send_pose).in_set(RoomSystems::Feeds));
 }
 
 /// The place of a seat as a transform: a panel 1.3 m up, facing the table.
@@ -174,105 +166,148 @@ fn follow_room_state(
     }
 }
 
-fn users_join_and_leave(
-    mut commands: Commands,
-    mut joined: MessageReader<UserJoined>,
-    mut left: MessageReader<UserLeft>,
-    participants: Query<(Entity, &Participant)>,
-    seats: Query<&Seat>,
-) {
-    // Departures first: a user who left and came back within one frame (a second login)
-    // must end up present.
-    let mut gone = Vec::new();
-    for UserLeft(user_id) in left.read() {
-        for (entity, participant) in &participants {
-            if participant.user_id == *user_id {
-                commands.entity(entity).despawn();
-                gone.push(entity);
-            }
-        }
-    }
-    let mut taken: Vec<usize> = seats.iter().map(|s| s.0).collect();
-    for UserJoined(user) in joined.read() {
-        if participants
-            .iter()
-            .any(|(e, p)| p.user_id == user.user_id && !gone.contains(&e))
-        {
-            continue;
-        }
-        let seat = seating::first_free(taken.iter().copied());
-        taken.push(seat);
-        commands.spawn((
-            Name::new(format!("Participant {}", user.user_id)),
-            Participant {
-                user_id: user.user_id.clone(),
-                name: user.user_name.clone(),
-            },
-            Seat(seat),
-            seat_transform(seat),
-        ));
-    }
-}
-
-fn streams_come_and_go(
+/// Applies the room's updates in the order they came: users spawn and despawn, streams start
+/// playing on their publisher's entity (spawning it when the stream came first) and stop.
+fn apply_room_updates(
     mut commands: Commands,
     bridge: Option<Res<EngineBridge>>,
-    mut added: MessageReader<StreamAdded>,
-    mut removed: MessageReader<StreamRemoved>,
-    participants: Query<(Entity, &Participant, Option<&VideoFeed>), Without<LocalParticipant>>,
-    seats: Query<&Seat>,
+    mut updates: MessageReader<RoomUpdate>,
+    participants: Query<(Entity, &Participant, &Seat, Option<&VideoFeed>)>,
+    local: Query<Entity, With<LocalParticipant>>,
 ) {
-    let Some(bridge) = bridge else {
+    if updates.is_empty() {
         return;
-    };
-    // Removals first, so a stream deleted and added again in one frame ends up playing.
-    for StreamRemoved(stream) in removed.read() {
-        bridge.engine.stop_playing_stream(stream.stream_id.clone());
-        for (entity, _, feed) in &participants {
-            if feed.is_some_and(|f| f.stream_id.as_ref() == Some(&stream.stream_id)) {
-                commands.entity(entity).remove::<VideoFeed>();
-            }
-        }
     }
-    let mut taken: Vec<usize> = seats.iter().map(|s| s.0).collect();
-    for StreamAdded(stream) in added.read() {
-        let remote = bridge.engine.start_playing_stream(stream.stream_id.clone());
-        let feed = VideoFeed::new(Some(stream.stream_id.clone()), remote.video);
-        let owner = participants.iter().find(|(_, p, _)| p.user_id == stream.user.user_id);
-        match owner {
-            Some((entity, _, _)) => {
-                commands.entity(entity).insert(feed);
+    let local = local.single().ok();
+    // The room as this frame's commands will leave it, so that later updates in the same
+    // frame see the effects of earlier ones.
+    let mut present: Vec<(UserId, Entity, usize)> = participants
+        .iter()
+        .map(|(entity, p, seat, _)| (p.user_id.clone(), entity, seat.0))
+        .collect();
+    let mut feeds: Vec<(Entity, StreamId)> = participants
+        .iter()
+        .filter_map(|(entity, _, _, feed)| Some((entity, feed?.stream_id.clone()?)))
+        .collect();
+    let find = |present: &[(UserId, Entity, usize)], user_id: &UserId| {
+        present.iter().find(|(id, _, _)| id == user_id).map(|(_, e, _)| *e)
+    };
+    let spawn = |commands: &mut Commands, present: &mut Vec<(UserId, Entity, usize)>, user: &UserInfo| {
+        let seat = seating::first_free(present.iter().map(|(_, _, s)| *s));
+        let entity = commands
+            .spawn((
+                Name::new(format!("Participant {}", user.user_id)),
+                Participant {
+                    user_id: user.user_id.clone(),
+                    name: user.user_name.clone(),
+                },
+                Seat(seat),
+                seat_transform(seat),
+            ))
+            .id();
+        present.push((user.user_id.clone(), entity, seat));
+        entity
+    };
+    for update in updates.read() {
+        match update {
+            RoomUpdate::UserJoined(user) => {
+                if find(&present, &user.user_id).is_none() {
+                    spawn(&mut commands, &mut present, user);
+                }
             }
-            None => {
+            RoomUpdate::UserLeft(user_id) => {
+                if let Some(entity) = find(&present, user_id) {
+                    commands.entity(entity).despawn();
+                    present.retain(|(_, e, _)| *e != entity);
+                    feeds.retain(|(e, _)| *e != entity);
+                }
+            }
+            RoomUpdate::StreamAdded(stream) => {
+                let Some(bridge) = &bridge else { continue };
+                if local.is_some() && find(&present, &stream.user.user_id) == local {
+                    continue; // your own stream: the self-view shows it already
+                }
+                let remote = bridge.engine.start_playing_stream(stream.stream_id.clone());
                 // Without user updates (or before the user's ADD) the stream brings its publisher.
-                let seat = seating::first_free(taken.iter().copied());
-                taken.push(seat);
-                commands.spawn((
-                    Name::new(format!("Participant {}", stream.user.user_id)),
-                    Participant {
-                        user_id: stream.user.user_id.clone(),
-                        name: stream.user.user_name.clone(),
-                    },
-                    Seat(seat),
-                    seat_transform(seat),
-                    feed,
-                ));
+                let entity = match find(&present, &stream.user.user_id) {
+                    Some(entity) => entity,
+                    None => spawn(&mut commands, &mut present, &stream.user),
+                };
+                commands
+                    .entity(entity)
+                    .insert(VideoFeed::new(Some(stream.stream_id.clone()), remote.video));
+                feeds.retain(|(e, _)| *e != entity);
+                feeds.push((entity, stream.stream_id.clone()));
+            }
+            RoomUpdate::StreamRemoved(stream) => {
+                if let Some(bridge) = &bridge {
+                    bridge.engine.stop_playing_stream(stream.stream_id.clone());
+                }
+                if let Some(at) = feeds.iter().position(|(_, id)| *id == stream.stream_id) {
+                    let (entity, _) = feeds.swap_remove(at);
+                    commands.entity(entity).remove::<VideoFeed>();
+                }
+            }
+            RoomUpdate::Moved { user_id, pose } => {
+                if let Some((_, entity, seat)) = present.iter().find(|(id, _, _)| id == user_id)
+                    && Some(*entity) != local
+                {
+                    commands
+                        .entity(*entity)
+                        .insert(seat_transform(*seat) * pose_transform(pose));
+                }
             }
         }
     }
 }
 
-fn follow_poses(mut poses: MessageReader<PoseChanged>, mut participants: Query<(&Participant, &mut Transform)>) {
-    for change in poses.read() {
-        for (participant, mut transform) in &mut participants {
-            if participant.user_id == change.user_id {
-                let [x, y, z] = change.pose.position;
-                let [qx, qy, qz, qw] = change.pose.orientation;
-                transform.translation = Vec3::new(x, y, z);
-                transform.rotation = Quat::from_xyzw(qx, qy, qz, qw).normalize();
-            }
-        }
+/// A pose from the wire as a transform relative to the participant's seat (orientation
+/// normalised). Poses are seat-relative because every viewer seats the room around themselves.
+pub fn pose_transform(pose: &Pose) -> Transform {
+    let [x, y, z] = pose.position;
+    let [qx, qy, qz, qw] = pose.orientation;
+    Transform::from_xyz(x, y, z).with_rotation(Quat::from_xyzw(qx, qy, qz, qw).normalize())
+}
+
+/// A transform relative to the participant's seat, as a pose for the wire.
+pub fn transform_pose(transform: &Transform) -> Pose {
+    let q = transform.rotation;
+    Pose {
+        position: transform.translation.to_array(),
+        orientation: [q.x, q.y, q.z, q.w],
     }
+}
+
+/// How often a moving participant's pose goes out, at most.
+pub const POSE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(66);
+
+/// Sends the local participant's pose (relative to their seat) when it changed, at most every
+/// [`POSE_INTERVAL`]; the last pose of a move always goes out.
+fn send_pose(
+    time: Res<Time<Real>>,
+    bridge: Option<Res<EngineBridge>>,
+    me: Query<(&Seat, Ref<Transform>), With<LocalParticipant>>,
+    mut last: Local<Option<(std::time::Duration, Transform)>>,
+) {
+    let (Some(bridge), Ok((seat, transform))) = (bridge, me.single()) else {
+        *last = None;
+        return;
+    };
+    let now = time.elapsed();
+    let relative = seat_transform(seat.0).compute_affine().inverse() * transform.compute_affine();
+    let relative = Transform::from_matrix(relative.into());
+    match *last {
+        Some((_, sent)) if sent == relative => return,
+        Some((at, _)) if now.saturating_sub(at) < POSE_INTERVAL => return,
+        // A fresh seat is the identity pose everyone assumes: nothing to say.
+        None if transform.is_added() && relative.translation.length() < 1e-4 => {
+            *last = Some((now, relative));
+            return;
+        }
+        _ => {}
+    }
+    bridge.engine.set_pose(transform_pose(&relative));
+    *last = Some((now, relative));
 }
 
 /// Takes each feed's newest frame, if there is one it has not seen.

@@ -191,7 +191,9 @@ pub struct IceCandidate {
     pub sdp_m_line_index: Option<u16>,
 }
 
-/// A participant's place in the room: position in metres, orientation as a unit quaternion `[x, y, z, w]`.
+/// A participant's place relative to their seat: position in metres, orientation as a unit
+/// quaternion `[x, y, z, w]`; the identity is sitting in the seat. Seat-relative because each
+/// client seats the room around its own viewer, so absolute positions would differ per viewer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pose {
@@ -200,7 +202,7 @@ pub struct Pose {
 }
 
 impl Pose {
-    /// How far from the room's centre a position may be, in metres.
+    /// How far from the seat a position may be, in metres.
     pub const MAX_DISTANCE: f32 = 10_000.0;
 
     pub const IDENTITY: Pose = Pose {
