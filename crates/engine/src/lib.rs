@@ -4,12 +4,14 @@
 //! token, watch room state, user and stream updates on [`Engine::events`], log out.
 //!
 //! - [`engine`]: the platform-neutral API: [`Engine`], [`EngineEvent`], [`RoomError`].
-//! - [`media`]: I420 frames, the test pattern with a frame code and its reader, tones.
+//! - [`media`]: I420 frames, the test pattern with a frame code and its reader, tones,
+//!   the spatial mixer.
 //! - [`room_view`]: users and streams as the app was told them; turns a reconnect into differences.
 //! - [`stream`]: local streams (`create_stream`): capture paced into a latest-frame slot.
 //! - `native`: the backend on desktop: a tokio runtime on its own thread drives the room;
 //!   webrtc-rs peer connections carry each published and played stream to and from the SFU.
 //! - [`codec`] (native): H.264 through OpenH264.
+//! - [`devices`] (native): sound cards through cpal (the room's output, microphones) and cameras.
 //! - [`bot`] (native): headless participants for demos, tests and load.
 //! - [`signaling`] (native): the WebSocket connection, requests with typed responses, ordered events.
 //!
@@ -20,6 +22,8 @@
 pub mod bot;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod codec;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod devices;
 pub mod engine;
 pub mod media;
 pub mod room_view;

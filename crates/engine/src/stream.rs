@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use holoroom_protocol::StreamSource;
 
-use crate::media::{FrameSlot, TestPattern, VideoFrame, Y4mClip};
+use crate::media::{AudioBuffer, FrameSlot, TestPattern, VideoFrame, Y4mClip};
 
 /// Where a stream's pictures come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +27,8 @@ pub enum VideoSource {
 pub enum AudioSource {
     /// A sine tone at this frequency, in Hz.
     Tone(f64),
-    /// The default microphone. This build has no microphone capture, so it sends silence and says so.
+    /// A microphone: [`StreamConfig::microphone`] names it, or the default one. Without one the
+    /// stream sends silence and says so.
     Microphone,
     Silence,
     /// No audio track at all.
@@ -42,6 +43,8 @@ pub struct StreamConfig {
     pub width: u32,
     pub height: u32,
     pub fps: f32,
+    /// Which microphone records [`AudioSource::Microphone`]; None for the default one.
+    pub microphone: Option<String>,
     /// Extra info published with the stream.
     pub extra_info: String,
 }
@@ -55,6 +58,7 @@ impl StreamConfig {
             width,
             height,
             fps,
+            microphone: None,
             extra_info: String::new(),
         }
     }
@@ -78,6 +82,14 @@ struct Inner {
     config: StreamConfig,
     preview: FrameSlot,
     stop: AtomicBool,
+    /// Send black pictures instead of the source's (`mutePublishStreamVideo`).
+    video_muted: AtomicBool,
+    /// Send silence instead of the source's sound (`mutePublishStreamAudio`).
+    audio_muted: AtomicBool,
+    /// Recorded sound, for a microphone source that opened.
+    captured: Option<AudioBuffer>,
+    #[cfg(not(target_arch = "wasm32"))]
+    microphone: std::sync::Mutex<Option<crate::devices::Microphone>>,
     /// Why the stream shows something other than what was asked for.
     note: Option<String>,
 }
@@ -118,9 +130,13 @@ impl LocalStream {
                 "camera {index} is not available (this build has no camera capture); showing the test pattern"
             ));
         }
-        if config.audio == AudioSource::Microphone {
-            notes.push("no microphone is available (this build has no microphone capture); sending silence".into());
-        }
+        let (captured, microphone) = if config.audio == AudioSource::Microphone {
+            open_microphone(config.microphone.as_deref(), &mut notes)
+        } else {
+            (None, None)
+        };
+        #[cfg(target_arch = "wasm32")]
+        let _ = microphone;
         let note = (!notes.is_empty()).then(|| notes.join("; "));
         if let Some(note) = &note {
             tracing::warn!("{note}");
@@ -129,11 +145,17 @@ impl LocalStream {
             config: config.clone(),
             preview: FrameSlot::new(),
             stop: AtomicBool::new(false),
+            video_muted: AtomicBool::new(false),
+            audio_muted: AtomicBool::new(false),
+            captured,
+            #[cfg(not(target_arch = "wasm32"))]
+            microphone: std::sync::Mutex::new(microphone),
             note,
         });
         if config.video != VideoSource::Custom {
             let mut pattern = TestPattern::new(config.width, config.height)?;
             let mut next_clip_frame = 0usize;
+            let black = VideoFrame::black(config.width, config.height)?;
             let weak = Arc::downgrade(&inner);
             let period = Duration::from_secs_f32(1.0 / config.fps);
             std::thread::Builder::new()
@@ -145,13 +167,17 @@ impl LocalStream {
                         if inner.stop.load(Ordering::Relaxed) {
                             break;
                         }
-                        let frame = match &clip {
-                            Some(frames) => {
-                                let frame = frames[next_clip_frame].clone();
-                                next_clip_frame = (next_clip_frame + 1) % frames.len();
-                                frame
+                        let frame = if inner.video_muted.load(Ordering::Relaxed) {
+                            black.clone()
+                        } else {
+                            match &clip {
+                                Some(frames) => {
+                                    let frame = frames[next_clip_frame].clone();
+                                    next_clip_frame = (next_clip_frame + 1) % frames.len();
+                                    frame
+                                }
+                                None => pattern.next_frame(unix_micros()),
                             }
-                            None => pattern.next_frame(unix_micros()),
                         };
                         inner.preview.put(frame, None);
                         drop(inner);
@@ -174,9 +200,38 @@ impl LocalStream {
         &self.inner.preview
     }
 
-    /// Supplies a frame for a [`VideoSource::Custom`] stream.
+    /// Supplies a frame for a [`VideoSource::Custom`] stream (black while video is muted).
     pub fn push_frame(&self, frame: VideoFrame) {
+        if self.is_video_muted() {
+            if let Ok(black) = VideoFrame::black(frame.width, frame.height) {
+                self.inner.preview.put(black, None);
+            }
+            return;
+        }
         self.inner.preview.put(frame, None);
+    }
+
+    /// Camera off: the preview and everyone watching get black pictures until unmuted.
+    pub fn set_video_muted(&self, muted: bool) {
+        self.inner.video_muted.store(muted, Ordering::Relaxed);
+    }
+
+    pub fn is_video_muted(&self) -> bool {
+        self.inner.video_muted.load(Ordering::Relaxed)
+    }
+
+    /// Microphone off: everyone hears silence until unmuted.
+    pub fn set_audio_muted(&self, muted: bool) {
+        self.inner.audio_muted.store(muted, Ordering::Relaxed);
+    }
+
+    pub fn is_audio_muted(&self) -> bool {
+        self.inner.audio_muted.load(Ordering::Relaxed)
+    }
+
+    /// What the microphone recorded, 48 kHz mono, when the source is a microphone that opened.
+    pub fn captured_audio(&self) -> Option<&AudioBuffer> {
+        self.inner.captured.as_ref()
     }
 
     /// Why the stream shows something other than what was asked for, if it does.
@@ -208,6 +263,12 @@ impl LocalStream {
     pub fn destroy(&self) {
         self.inner.stop.store(true, Ordering::Relaxed);
         self.inner.preview.close();
+        #[cfg(not(target_arch = "wasm32"))]
+        self.inner
+            .microphone
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
     }
 }
 
@@ -215,6 +276,27 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.preview.close();
     }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn open_microphone(
+    device: Option<&str>,
+    notes: &mut Vec<String>,
+) -> (Option<AudioBuffer>, Option<crate::devices::Microphone>) {
+    let buffer = AudioBuffer::default();
+    match crate::devices::Microphone::open(device, buffer.clone()) {
+        Ok(microphone) => (Some(buffer), Some(microphone)),
+        Err(err) => {
+            notes.push(format!("no microphone ({err}); sending silence"));
+            (None, None)
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn open_microphone(_device: Option<&str>, notes: &mut Vec<String>) -> (Option<AudioBuffer>, Option<()>) {
+    notes.push("no microphone capture in this build; sending silence".into());
+    (None, None)
 }
 
 #[cfg(test)]
@@ -252,6 +334,45 @@ mod tests {
         let stream = LocalStream::create(config).expect("falls back");
         assert!(stream.note().is_some_and(|n| n.contains("test pattern")));
         assert!(stream.preview().wait_newer_than(0, Duration::from_secs(2)).is_some());
+    }
+
+    #[test]
+    fn a_missing_microphone_sends_silence_and_says_so() {
+        let config = StreamConfig {
+            audio: AudioSource::Microphone,
+            microphone: Some("no such microphone".into()),
+            ..StreamConfig::test_pattern(320, 180, 15.0)
+        };
+        let stream = LocalStream::create(config).expect("falls back");
+        assert!(
+            stream
+                .note()
+                .is_some_and(|n| n.contains("no such microphone") && n.contains("silence"))
+        );
+        assert!(stream.captured_audio().is_none());
+    }
+
+    #[test]
+    fn camera_off_shows_black_until_on_again() {
+        let stream = LocalStream::create(StreamConfig::test_pattern(320, 180, 30.0)).expect("stream");
+        stream.set_video_muted(true);
+        let seen = stream.preview().latest().map_or(0, |f| f.sequence);
+        let frame = stream
+            .preview()
+            .wait_newer_than(seen + 1, Duration::from_secs(2))
+            .expect("frames keep coming");
+        assert!(
+            read_frame_code(&frame.frame).is_none(),
+            "no pattern while the camera is off"
+        );
+        assert!(frame.frame.y.iter().all(|&y| y == 16), "black");
+        stream.set_video_muted(false);
+        let seen = stream.preview().latest().map_or(0, |f| f.sequence);
+        let frame = stream
+            .preview()
+            .wait_newer_than(seen + 1, Duration::from_secs(2))
+            .expect("frames keep coming");
+        assert!(read_frame_code(&frame.frame).is_some(), "the pattern is back");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use holoroom_engine::media::{FrameSlot, dominant_frequency};
+use holoroom_engine::media::{FrameSlot, dominant_frequency, read_frame_code};
 use holoroom_engine::protocol::{
     ErrorCode, LoginConfig, RoomId, RoomStateReason, StreamId, UpdateType, UserId, UserInfo, VideoGrant,
 };
@@ -226,6 +226,72 @@ async fn a_tone_arrives_at_its_pitch() {
     let samples = remote.audio.take(19_200);
     let pitch = dominant_frequency(&samples, 300.0, 600.0).expect("not silence");
     assert!((pitch - 440.0).abs() <= 5.0, "heard {pitch} Hz");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn muting_the_microphone_and_the_camera_reaches_the_listener() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = server().await;
+    let alice = join(&server, "alice").await;
+    let bob = join(&server, "bob").await;
+    let camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(320, 180, 15.0)).await;
+    let (remote, _) = play(&bob, "alice-cam").await;
+    let _ = first_frame(&remote.video).await;
+
+    // Half a second of what bob receives, from now on.
+    let listen = |remote: &holoroom_engine::RemoteStream| {
+        let audio = remote.audio.clone();
+        async move {
+            let _ = audio.take(usize::MAX);
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let samples = audio.take(usize::MAX);
+            (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
+        }
+    };
+    // Waits for a decoded frame that satisfies `test`.
+    let watch = |remote: &holoroom_engine::RemoteStream, test: fn(&holoroom_engine::media::VideoFrame) -> bool| {
+        let slot = remote.video.clone();
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + WAIT;
+            let mut seen = slot.latest().map_or(0, |f| f.sequence);
+            while Instant::now() < deadline {
+                if let Some(frame) = slot.wait_newer_than(seen, Duration::from_millis(200)) {
+                    seen = frame.sequence;
+                    if test(&frame.frame) {
+                        return true;
+                    }
+                }
+            }
+            false
+        })
+    };
+    let loud = listen(&remote).await;
+    assert!(loud > 0.1, "the tone plays first (rms {loud})");
+
+    camera.set_audio_muted(true);
+    camera.set_video_muted(true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let quiet = listen(&remote).await;
+    assert!(quiet < 0.01, "muted means silence (rms {quiet})");
+    let black = |f: &holoroom_engine::media::VideoFrame| {
+        let visible = f.y.chunks(f.y_stride).take(f.height as usize);
+        read_frame_code(f).is_none()
+            && visible
+                .flat_map(|row| &row[..f.width as usize])
+                .all(|&y| (12..=24).contains(&y))
+    };
+    assert!(
+        watch(&remote, black).await.expect("watch"),
+        "camera off arrives as black"
+    );
+
+    camera.set_audio_muted(false);
+    camera.set_video_muted(false);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let back = listen(&remote).await;
+    assert!(back > 0.1, "the tone is back (rms {back})");
+    let coded = |f: &holoroom_engine::media::VideoFrame| read_frame_code(f).is_some();
+    assert!(watch(&remote, coded).await.expect("watch"), "the picture is back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,21 @@ impl AudioBuffer {
         inner.samples.drain(..n).collect()
     }
 
+    /// Appends up to `max` samples from the front to `out`, without allocating.
+    pub fn take_into(&self, max: usize, out: &mut Vec<f32>) {
+        let mut inner = self.lock();
+        let n = max.min(inner.samples.len());
+        out.extend(inner.samples.drain(..n));
+    }
+
+    /// Drops up to `n` of the oldest samples (a reader catching up).
+    pub fn skip(&self, n: usize) {
+        let mut inner = self.lock();
+        let n = n.min(inner.samples.len());
+        inner.samples.drain(..n);
+        inner.dropped += n as u64;
+    }
+
     /// Samples waiting to be read.
     pub fn len(&self) -> usize {
         self.lock().samples.len()

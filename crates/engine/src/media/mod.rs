@@ -1,7 +1,9 @@
-//! Media that needs no device or network: frames, the test pattern with its frame code, tones.
+//! Media that needs no device or network: frames, the test pattern with its frame code, tones,
+//! the spatial mixer.
 
 pub mod audio;
 pub mod frame;
+pub mod mixer;
 pub mod pattern;
 pub mod slot;
 pub mod tone;
@@ -9,6 +11,7 @@ pub mod y4m;
 
 pub use audio::AudioBuffer;
 pub use frame::{FrameError, VideoFrame};
+pub use mixer::{Gains, Mixer, spatial_gains};
 pub use pattern::{CodeLayout, FrameCode, TestPattern, read_code_with, read_frame_code};
 pub use slot::{FrameSlot, SlotFrame};
 pub use tone::{FRAME_SAMPLES, SAMPLE_RATE, Tone, dominant_frequency};

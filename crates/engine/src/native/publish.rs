@@ -147,7 +147,7 @@ async fn publish(
             audio_ssrc,
             audio_pt,
             encoder,
-            audio_source,
+            local.clone(),
             running.clone(),
         ));
     }
@@ -315,21 +315,37 @@ async fn send_audio(
     ssrc: u32,
     pt: u8,
     mut encoder: opus::Encoder,
-    source: AudioSource,
+    local: LocalStream,
     running: Arc<AtomicBool>,
 ) {
-    let mut tone = match source {
+    let mut tone = match local.audio() {
         AudioSource::Tone(frequency) => Some(Tone::new(frequency, 0.5)),
         _ => None,
     };
     let silence = vec![0f32; FRAME_SAMPLES];
+    let mut recorded = Vec::with_capacity(FRAME_SAMPLES);
     let mut packet = vec![0u8; 1500];
     let period = Duration::from_millis(20);
     let mut tick = tokio::time::interval(period);
     while running.load(Ordering::Relaxed) {
         tick.tick().await;
         let frame = tone.as_mut().map(Tone::next_frame);
-        let samples = frame.as_deref().unwrap_or(&silence);
+        let samples = match (local.captured_audio(), &frame) {
+            (Some(microphone), _) => {
+                // Whatever the microphone has, topped up with silence if it is late.
+                recorded.clear();
+                let queued = microphone.len();
+                if queued > 5 * FRAME_SAMPLES {
+                    microphone.skip(queued - 2 * FRAME_SAMPLES); // a fast clock: stay close to live
+                }
+                microphone.take_into(FRAME_SAMPLES, &mut recorded);
+                recorded.resize(FRAME_SAMPLES, 0.0);
+                &recorded[..]
+            }
+            (None, Some(tone)) => &tone[..],
+            (None, None) => &silence[..],
+        };
+        let samples = if local.is_audio_muted() { &silence[..] } else { samples };
         let len = match encoder.encode_float(samples, &mut packet) {
             Ok(len) => len,
             Err(err) => {
