@@ -4,12 +4,14 @@
 //! Code map (follows the data path):
 //! - [`net`]: the engine bridge: engine events in as Messages, intents out.
 //! - [`room`]: the scene, the pure seating function, participants as entities and their feeds.
+//! - [`audio`]: spatial audio: each voice placed by its entity relative to the listener.
 //! - [`video`]: YUV materials: a feed's newest frame into three R8 plane images.
 //! - [`ui`]: the egui overlay: login, in-call controls, participant list, stats.
 //!
 //! Architecture Invariant: only this crate knows Bevy, and its systems never block on the
 //! network: they read channels and latest-frame slots.
 
+pub mod audio;
 pub mod net;
 pub mod room;
 pub mod ui;
@@ -47,7 +49,8 @@ pub struct Connection {
     pub note: Option<String>,
 }
 
-/// The room without rendering: engine bridge, participants and their feeds. Runs under `MinimalPlugins`.
+/// The room without rendering: engine bridge, participants, their feeds and voices. Runs
+/// under `MinimalPlugins`.
 #[derive(Debug, Default)]
 pub struct HoloroomCorePlugin;
 
@@ -63,7 +66,7 @@ impl Plugin for HoloroomCorePlugin {
             )
                 .chain(),
         )
-        .add_plugins((net::plugin, room::participants::plugin));
+        .add_plugins((net::plugin, room::participants::plugin, audio::plugin));
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
+use holoroom::audio::{Muted, RoomAudio, SpeakingLevel};
 use holoroom::net::{EngineBridge, JoinRoom, RoomUpdate, TokenSource};
 use holoroom::room::participants::{AppState, LocalParticipant, Participant, Seat, VideoFeed, seat_transform};
 use holoroom::{HoloroomCorePlugin, net};
@@ -341,5 +342,77 @@ fn moves_travel_both_ways_relative_to_seats() {
                         < 1e-3
             })
     });
+    drop(room.runtime);
+}
+
+#[test]
+fn voices_come_from_where_people_are() {
+    let room = room();
+    let _bot = bot(&room, "singer");
+    let mut app = joined_app(&room, "listener", false);
+    run_until(&mut app, "the singer is heard", |app| {
+        app.world_mut()
+            .query::<(&Participant, &SpeakingLevel)>()
+            .iter(app.world())
+            .any(|(p, level)| p.user_id.as_str() == "singer" && level.speaking())
+    });
+    let (ear, right) = {
+        let world = app.world_mut();
+        let me = world
+            .query_filtered::<&Transform, With<LocalParticipant>>()
+            .single(world)
+            .expect("seated");
+        // Seated, you face the table (+Z of your seat): your right hand is -X.
+        (me.translation, me.rotation * Vec3::NEG_X)
+    };
+    let place_singer = |app: &mut App, at: Vec3| {
+        let world = app.world_mut();
+        let mut query = world.query::<(&Participant, &mut Transform)>();
+        for (participant, mut transform) in query.iter_mut(world) {
+            if participant.user_id.as_str() == "singer" {
+                transform.translation = at;
+            }
+        }
+    };
+    let heard = |app: &mut App| {
+        // A few frames (and mixer blocks) for the gains to settle.
+        for _ in 0..20 {
+            app.update();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        app.world().resource::<RoomAudio>().mixer().output_level()
+    };
+
+    place_singer(&mut app, ear + right * 3.0);
+    let [left, right_level] = heard(&mut app);
+    assert!(
+        right_level > 0.05 && right_level > 3.0 * left,
+        "on your right: {left} / {right_level}"
+    );
+
+    place_singer(&mut app, ear - right * 3.0);
+    let [left, right_level] = heard(&mut app);
+    assert!(
+        left > 0.05 && left > 3.0 * right_level,
+        "on your left: {left} / {right_level}"
+    );
+
+    // Further away is quieter.
+    place_singer(&mut app, ear - right * 12.0);
+    let [far, _] = heard(&mut app);
+    assert!(far < left * 0.5, "12 m away: {far} vs 3 m: {left}");
+
+    // Muting them silences them for you; they still show as speaking.
+    let singer = app
+        .world_mut()
+        .query::<(Entity, &Participant)>()
+        .iter(app.world())
+        .find(|(_, p)| p.user_id.as_str() == "singer")
+        .map(|(e, _)| e)
+        .expect("singer");
+    app.world_mut().entity_mut(singer).insert(Muted);
+    let [left, right_level] = heard(&mut app);
+    assert!(left < 1e-3 && right_level < 1e-3, "muted: {left} / {right_level}");
+    assert!(app.world().get::<SpeakingLevel>(singer).is_some_and(|l| l.speaking()));
     drop(room.runtime);
 }

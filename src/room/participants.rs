@@ -1,5 +1,5 @@
 //! Participants as entities: a user ADD spawns one in a free seat, DELETE despawns it; a
-//! stream ADD starts playing and attaches the feed, DELETE stops and detaches it. Feeds are
+//! stream ADD starts playing and attaches the feed and the voice, DELETE stops and detaches them. Feeds are
 //! polled once per frame: a feed only changes when its slot holds a newer frame.
 
 use bevy::prelude::*;
@@ -9,6 +9,7 @@ use holoroom_engine::{StreamConfig, VideoSource};
 
 use super::seating;
 use crate::RoomSystems;
+use crate::audio::{SpeakingLevel, Voice};
 use crate::net::{EngineBridge, Me, MediaTrouble, OwnStream, RoomStateChanged, RoomUpdate};
 
 /// Where the app is.
@@ -233,9 +234,13 @@ fn apply_room_updates(
                     Some(entity) => entity,
                     None => spawn(&mut commands, &mut present, &stream.user),
                 };
-                commands
-                    .entity(entity)
-                    .insert(VideoFeed::new(Some(stream.stream_id.clone()), remote.video));
+                commands.entity(entity).insert((
+                    VideoFeed::new(Some(stream.stream_id.clone()), remote.video),
+                    Voice {
+                        stream_id: stream.stream_id.clone(),
+                        buffer: remote.audio,
+                    },
+                ));
                 feeds.retain(|(e, _)| *e != entity);
                 feeds.push((entity, stream.stream_id.clone()));
             }
@@ -245,7 +250,7 @@ fn apply_room_updates(
                 }
                 if let Some(at) = feeds.iter().position(|(_, id)| *id == stream.stream_id) {
                     let (entity, _) = feeds.swap_remove(at);
-                    commands.entity(entity).remove::<VideoFeed>();
+                    commands.entity(entity).remove::<(VideoFeed, Voice, SpeakingLevel)>();
                 }
             }
             RoomUpdate::Moved { user_id, pose } => {

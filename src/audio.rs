@@ -1,0 +1,125 @@
+//! Spatial audio: every remote participant's voice comes from where their entity is. Once a
+//! frame the voices are placed (panning by side, attenuation by distance) relative to the
+//! listener, your own seat, or the camera when you fly; the sound card pulls the mix on its own
+//! thread. No sound card: the room is still mixed (so speaking indicators work) and says so.
+
+use bevy::prelude::*;
+use holoroom_engine::devices::AudioOutput;
+use holoroom_engine::media::{AudioBuffer, Mixer, spatial_gains};
+use holoroom_engine::protocol::StreamId;
+
+use crate::RoomSystems;
+use crate::room::ViewerCamera;
+use crate::room::participants::LocalParticipant;
+
+/// A level above which a participant counts as speaking (RMS, about -34 dBFS).
+pub const SPEAKING_LEVEL: f32 = 0.02;
+
+/// A participant's voice: the played stream's decoded audio.
+#[derive(Component, Debug, Clone)]
+pub struct Voice {
+    pub stream_id: StreamId,
+    pub buffer: AudioBuffer,
+}
+
+/// How loud a participant is right now (smoothed RMS, 0..1), for the speaking indicator.
+#[derive(Component, Debug, Default, Clone, Copy, PartialEq)]
+pub struct SpeakingLevel(pub f32);
+
+impl SpeakingLevel {
+    pub fn speaking(&self) -> bool {
+        self.0 > SPEAKING_LEVEL
+    }
+}
+
+/// This listener does not want to hear the participant (nobody else is affected).
+#[derive(Component, Debug, Default, Clone, Copy)]
+pub struct Muted;
+
+/// Which sound card plays the room; `None` is the system's default.
+#[derive(Resource, Debug, Default, Clone, PartialEq)]
+pub struct AudioSettings {
+    pub output_device: Option<String>,
+}
+
+/// The room's mix and where it plays.
+#[derive(Resource, Debug)]
+pub struct RoomAudio {
+    pub output: AudioOutput,
+    /// The settings the output was opened with.
+    pub opened_with: AudioSettings,
+}
+
+impl RoomAudio {
+    pub fn mixer(&self) -> &Mixer {
+        self.output.mixer()
+    }
+}
+
+pub fn plugin(app: &mut App) {
+    app.init_resource::<AudioSettings>()
+        .add_systems(Update, (open_output, place_voices).chain().in_set(RoomSystems::Feeds));
+}
+
+/// Opens the output at start, and again whenever the chosen device changes.
+fn open_output(mut commands: Commands, settings: Res<AudioSettings>, audio: Option<Res<RoomAudio>>) {
+    if audio.as_ref().is_some_and(|a| a.opened_with == *settings) {
+        return;
+    }
+    let mixer = audio.map(|a| a.mixer().clone()).unwrap_or_default();
+    let output = AudioOutput::open(mixer, settings.output_device.as_deref());
+    commands.insert_resource(RoomAudio {
+        output,
+        opened_with: settings.clone(),
+    });
+}
+
+/// Where the listener is and which way their right ear points.
+fn listener(local: Option<&Transform>, camera: Option<&Transform>) -> ([f32; 3], [f32; 3]) {
+    match (local, camera) {
+        // A participant's panel faces +Z (towards the table), so their right is -X.
+        (Some(me), _) => (me.translation.to_array(), (me.rotation * Vec3::NEG_X).to_array()),
+        // A camera looks along -Z, so its right is +X.
+        (None, Some(eye)) => (eye.translation.to_array(), (eye.rotation * Vec3::X).to_array()),
+        (None, None) => ([0.0; 3], [1.0, 0.0, 0.0]),
+    }
+}
+
+/// Keeps the mixer's voices in step with the entities and places each one.
+fn place_voices(
+    mut commands: Commands,
+    audio: Option<Res<RoomAudio>>,
+    local: Query<&Transform, With<LocalParticipant>>,
+    camera: Query<&Transform, (With<ViewerCamera>, Without<LocalParticipant>)>,
+    mut voices: Query<(Entity, &Voice, &Transform, Has<Muted>, Option<&mut SpeakingLevel>)>,
+) {
+    let Some(audio) = audio else {
+        return;
+    };
+    let mixer = audio.mixer();
+    let (ear, right) = listener(local.single().ok(), camera.single().ok());
+    let mut known = mixer.keys();
+    for (entity, voice, transform, muted, level) in &mut voices {
+        let key = voice.stream_id.as_str();
+        match known.iter().position(|k| k == key) {
+            Some(at) => {
+                known.swap_remove(at);
+            }
+            None => mixer.add(key, voice.buffer.clone()),
+        }
+        mixer.place(key, spatial_gains(ear, right, transform.translation.to_array()));
+        mixer.set_muted(key, muted);
+        let now = SpeakingLevel(mixer.level(key).unwrap_or(0.0));
+        match level {
+            Some(mut level) => level.set_if_neq(now),
+            None => {
+                commands.entity(entity).insert(now);
+                true
+            }
+        };
+    }
+    // Voices whose stream or participant went away.
+    for key in known {
+        mixer.remove(&key);
+    }
+}
