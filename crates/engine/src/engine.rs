@@ -107,15 +107,24 @@ impl SystemRequirements {
 
 /// Checks what this build and device support.
 pub fn check_system_requirements() -> SystemRequirements {
-    let missing = |what: &str| Err(format!("this build has no {what}; the engine sends a stand-in instead"));
+    let present = |found: bool, what: &str, stand_in: &str| {
+        if found {
+            Ok(())
+        } else {
+            Err(format!("no {what} found; the engine sends {stand_in} instead"))
+        }
+    };
     let h264 = crate::codec::H264Encoder::new(crate::codec::EncoderSettings::for_size(320, 180, 15.0))
         .and_then(|_| crate::codec::H264Decoder::new())
         .is_ok();
     SystemRequirements {
         webrtc: Ok(()),
         custom_capture: Ok(()),
-        camera: missing("camera capture"),
-        microphone: missing("microphone capture"),
+        camera: present(!crate::devices::cameras().is_empty(), "camera", "the test pattern"),
+        // Listing is not enough (ALSA lists pseudo devices): the default microphone must open.
+        microphone: crate::devices::Microphone::open(None, AudioBuffer::default())
+            .map(drop)
+            .map_err(|e| format!("{e}; the engine sends silence instead")),
         screen_capture: Err("screen capture is not supported yet".into()),
         video_codecs: if h264 { vec!["H264"] } else { Vec::new() },
         audio_codecs: vec!["opus"],

@@ -14,7 +14,8 @@ use crate::media::{AudioBuffer, FrameSlot, TestPattern, VideoFrame, Y4mClip};
 pub enum VideoSource {
     /// The moving test pattern with a frame code.
     TestPattern,
-    /// A camera by index. This build has no camera capture, so it falls back to the test pattern and says so.
+    /// A camera by index, at the format it offers nearest the stream's size and rate. A missing
+    /// camera falls back to the test pattern and says so.
     Camera(u32),
     /// A YUV4MPEG2 file, played in a loop at its own frame rate and size.
     File(std::path::PathBuf),
@@ -125,11 +126,10 @@ impl LocalStream {
             return Err(StreamError::FrameRate(config.fps));
         }
         let mut notes = Vec::new();
-        if let VideoSource::Camera(index) = config.video {
-            notes.push(format!(
-                "camera {index} is not available (this build has no camera capture); showing the test pattern"
-            ));
-        }
+        let camera = match config.video {
+            VideoSource::Camera(index) => open_camera(index, &mut config, &mut notes),
+            _ => None,
+        };
         let (captured, microphone) = if config.audio == AudioSource::Microphone {
             open_microphone(config.microphone.as_deref(), &mut notes)
         } else {
@@ -158,14 +158,40 @@ impl LocalStream {
             let black = VideoFrame::black(config.width, config.height)?;
             let weak = Arc::downgrade(&inner);
             let period = Duration::from_secs_f32(1.0 / config.fps);
+            #[cfg(target_arch = "wasm32")]
+            let _ = camera;
             std::thread::Builder::new()
                 .name("capture".into())
                 .spawn(move || {
+                    #[cfg(not(target_arch = "wasm32"))]
+                    let mut camera = camera;
                     let mut next = Instant::now();
                     loop {
                         let Some(inner) = weak.upgrade() else { break };
                         if inner.stop.load(Ordering::Relaxed) {
                             break;
+                        }
+                        #[cfg(not(target_arch = "wasm32"))]
+                        if let Some(capture) = camera.as_ref() {
+                            // Paced by the camera itself.
+                            drop(inner);
+                            let lost = match capture.frames().recv_timeout(Duration::from_millis(250)) {
+                                Ok(frame) => {
+                                    let Some(inner) = weak.upgrade() else { break };
+                                    let muted = inner.video_muted.load(Ordering::Relaxed);
+                                    inner.preview.put(if muted { black.clone() } else { frame }, None);
+                                    false
+                                }
+                                Err(crossbeam_channel::RecvTimeoutError::Timeout) => false,
+                                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                                    tracing::warn!("the camera stopped; showing the test pattern");
+                                    true
+                                }
+                            };
+                            if lost {
+                                camera = None;
+                            }
+                            continue;
                         }
                         let frame = if inner.video_muted.load(Ordering::Relaxed) {
                             black.clone()
@@ -276,6 +302,38 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.preview.close();
     }
+}
+
+/// Opens camera `index`, adopting the size and rate it delivers; None (and a note) when it
+/// cannot be used, so the stream shows the test pattern instead.
+#[cfg(not(target_arch = "wasm32"))]
+fn open_camera(
+    index: u32,
+    config: &mut StreamConfig,
+    notes: &mut Vec<String>,
+) -> Option<crate::devices::CameraCapture> {
+    match crate::devices::CameraCapture::open(index, config.width, config.height, config.fps) {
+        Ok(camera) => {
+            let (width, height, fps) = camera.format();
+            config.width = width;
+            config.height = height;
+            config.fps = fps.clamp(1.0, 120.0);
+            tracing::info!(camera = camera.name(), width, height, fps, "camera open");
+            Some(camera)
+        }
+        Err(err) => {
+            notes.push(format!("{err}; showing the test pattern"));
+            None
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn open_camera(index: u32, _config: &mut StreamConfig, notes: &mut Vec<String>) -> Option<()> {
+    notes.push(format!(
+        "camera {index}: no camera capture in this build; showing the test pattern"
+    ));
+    None
 }
 
 #[cfg(not(target_arch = "wasm32"))]

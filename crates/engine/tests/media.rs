@@ -488,6 +488,15 @@ fn system_requirements_say_what_is_missing_and_why() {
     let requirements = holoroom_engine::check_system_requirements();
     assert!(requirements.can_call(), "{requirements:?}");
     assert_eq!(requirements.video_codecs, vec!["H264"]);
-    assert!(requirements.camera.as_ref().is_err_and(|why| why.contains("stand-in")));
-    assert!(requirements.microphone.is_err());
+    // Each item agrees with the devices found, and a missing one names the stand-in.
+    let cameras = holoroom_engine::devices::cameras();
+    assert_eq!(requirements.camera.is_ok(), !cameras.is_empty(), "{requirements:?}");
+    if let Err(why) = &requirements.camera {
+        assert!(why.contains("test pattern"), "{why}");
+    }
+    let microphone = holoroom_engine::devices::Microphone::open(None, Default::default());
+    assert_eq!(requirements.microphone.is_ok(), microphone.is_ok(), "{requirements:?}");
+    if let Err(why) = &requirements.microphone {
+        assert!(why.contains("silence"), "{why}");
+    }
 }

@@ -3,5 +3,7 @@
 //! fall back (silence, the test pattern) and tell the person.
 
 pub mod audio;
+pub mod camera;
 
 pub use audio::{AudioDeviceError, AudioOutput, Microphone, Resampler, input_devices, output_devices};
+pub use camera::{CameraCapture, CameraError, CameraInfo, cameras};

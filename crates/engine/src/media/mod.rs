@@ -2,6 +2,7 @@
 //! the spatial mixer.
 
 pub mod audio;
+pub mod convert;
 pub mod frame;
 pub mod mixer;
 pub mod pattern;
