@@ -5,7 +5,7 @@
 use bevy::prelude::*;
 use holoroom_engine::media::{FrameSlot, SlotFrame};
 use holoroom_engine::protocol::{Pose, RoomStateReason, StreamId, UserId, UserInfo};
-use holoroom_engine::{StreamConfig, VideoSource};
+use holoroom_engine::{AudioSource, StreamConfig, VideoSource};
 
 use super::seating;
 use crate::RoomSystems;
@@ -69,13 +69,93 @@ impl VideoFeed {
 pub fn plugin(app: &mut App) {
     app.init_state::<AppState>()
         .init_resource::<LastError>()
+        .init_resource::<MediaChoice>()
         .add_systems(
             Update,
-            (follow_room_state, apply_room_updates)
+            (follow_room_state, apply_room_updates, follow_media_choice)
                 .chain()
                 .in_set(RoomSystems::Participants),
         )
         .add_systems(Update, (poll_feeds, send_pose).in_set(RoomSystems::Feeds));
+}
+
+/// What this client publishes: which camera and microphone (or stand-ins).
+#[derive(Resource, Debug, Clone, PartialEq)]
+pub struct MediaChoice {
+    pub video: VideoSource,
+    pub audio: AudioSource,
+    /// The microphone for [`AudioSource::Microphone`]; None for the default one.
+    pub microphone: Option<String>,
+}
+
+impl Default for MediaChoice {
+    fn default() -> Self {
+        MediaChoice {
+            video: VideoSource::Camera(0),
+            audio: AudioSource::Microphone,
+            microphone: None,
+        }
+    }
+}
+
+/// Creates your stream from `choice` and starts publishing it; the note says what stands in
+/// for a missing device.
+fn start_own_stream(
+    bridge: &EngineBridge,
+    me: &Me,
+    choice: &MediaChoice,
+) -> Result<(OwnStream, Option<String>), String> {
+    let config = StreamConfig {
+        video: choice.video.clone(),
+        audio: choice.audio,
+        microphone: choice.microphone.clone(),
+        ..StreamConfig::test_pattern(640, 360, 30.0)
+    };
+    let local = bridge
+        .engine
+        .create_stream(config)
+        .map_err(|err| format!("can't capture video: {err}"))?;
+    let stream_id =
+        StreamId::new(format!("{}-cam", me.user.user_id)).map_err(|err| format!("no stream ID for you: {err}"))?;
+    bridge.engine.start_publishing_stream(stream_id.clone(), &local);
+    let note = local.note().map(str::to_owned);
+    Ok((OwnStream { stream_id, local }, note))
+}
+
+/// A new camera or microphone chosen during a call: the stream is replaced under the same ID
+/// (everyone sees DELETE then ADD), keeping camera-off and mute as they were.
+fn follow_media_choice(
+    mut commands: Commands,
+    choice: Res<MediaChoice>,
+    bridge: Option<Res<EngineBridge>>,
+    me: Option<Res<Me>>,
+    own: Option<Res<OwnStream>>,
+    mut last_error: ResMut<LastError>,
+    local: Query<Entity, With<LocalParticipant>>,
+) {
+    if !choice.is_changed() || choice.is_added() {
+        return;
+    }
+    let (Some(bridge), Some(me), Some(own), Ok(entity)) = (bridge, me, own, local.single()) else {
+        return;
+    };
+    bridge.engine.stop_publishing_stream(own.stream_id.clone());
+    bridge.engine.destroy_stream(&own.local);
+    match start_own_stream(&bridge, &me, &choice) {
+        Ok((new, note)) => {
+            new.local.set_video_muted(own.local.is_video_muted());
+            new.local.set_audio_muted(own.local.is_audio_muted());
+            last_error.0 = note;
+            commands
+                .entity(entity)
+                .insert(VideoFeed::new(None, new.local.preview().clone()));
+            commands.insert_resource(new);
+        }
+        Err(err) => {
+            last_error.0 = Some(err);
+            commands.remove_resource::<OwnStream>();
+        }
+    }
 }
 
 /// The place of a seat as a transform: a panel 1.3 m up, facing the table.
@@ -99,6 +179,7 @@ fn follow_room_state(
     me: Option<Res<Me>>,
     participants: Query<Entity, With<Participant>>,
     seats: Query<&Seat>,
+    choice: Res<MediaChoice>,
 ) {
     for message in trouble.read() {
         last_error.0 = Some(message.0.clone());
@@ -116,23 +197,12 @@ fn follow_room_state(
                     continue;
                 }
                 // Yourself, in a seat, with your camera (or the test pattern when there is none).
-                let config = StreamConfig {
-                    video: VideoSource::Camera(0),
-                    ..StreamConfig::test_pattern(640, 360, 30.0)
-                };
-                match bridge.engine.create_stream(config) {
-                    Ok(local) => {
-                        if let Some(note) = local.note() {
-                            last_error.0 = Some(note.to_owned());
+                match start_own_stream(bridge, me, &choice) {
+                    Ok((own, note)) => {
+                        if let Some(note) = note {
+                            last_error.0 = Some(note);
                         }
-                        let stream_id = StreamId::new(format!("{}-cam", me.user.user_id));
-                        if let Ok(stream_id) = stream_id {
-                            bridge.engine.start_publishing_stream(stream_id.clone(), &local);
-                            commands.insert_resource(OwnStream {
-                                stream_id,
-                                local: local.clone(),
-                            });
-                        }
+                        let seat = free_seat(&seats);
                         commands.spawn((
                             Name::new(format!("You ({})", me.user.user_id)),
                             Participant {
@@ -140,12 +210,13 @@ fn follow_room_state(
                                 name: me.user.user_name.clone(),
                             },
                             LocalParticipant,
-                            Seat(free_seat(&seats)),
-                            seat_transform(free_seat(&seats)),
-                            VideoFeed::new(None, local.preview().clone()),
+                            Seat(seat),
+                            seat_transform(seat),
+                            VideoFeed::new(None, own.local.preview().clone()),
                         ));
+                        commands.insert_resource(own);
                     }
-                    Err(err) => last_error.0 = Some(format!("can't capture video: {err}")),
+                    Err(err) => last_error.0 = Some(err),
                 }
             }
             RoomStateReason::Reconnecting | RoomStateReason::Reconnected => {}

@@ -1,18 +1,22 @@
-//! The egui overlay: the login form (prefilled), connecting and error states, and in call:
-//! end call, participant list, stats, demo participants, and a name tag over every panel.
+//! The egui overlay: the login form (prefilled) with device choice, connecting and error states,
+//! and in call: end call, microphone and camera switches, devices, participant list (speaking,
+//! hear or mute each), stats, demo participants, and a name tag over every panel.
 
 use std::collections::BTreeMap;
 
+use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
-use holoroom_engine::StreamQuality;
 use holoroom_engine::bot::{Bot, BotConfig};
 use holoroom_engine::protocol::{RoomId, StreamId, UserId, UserInfo};
+use holoroom_engine::{AudioSource, StreamQuality, VideoSource};
 
 use crate::Connection;
+use crate::audio::{AudioSettings, Muted, RoomAudio, SpeakingLevel};
+use crate::net::OwnStream;
 use crate::net::{EngineBridge, JoinRoom, LeaveRoom, Me, QualityUpdated, TokenSource};
 use crate::room::ViewerCamera;
-use crate::room::participants::{AppState, LastError, LocalParticipant, Participant, VideoFeed};
+use crate::room::participants::{AppState, LastError, LocalParticipant, MediaChoice, Participant, VideoFeed};
 use crate::video::UploadStats;
 
 /// What the login form holds.
@@ -32,6 +36,24 @@ pub struct Stats(pub BTreeMap<(StreamId, bool), StreamQuality>);
 #[derive(Resource, Debug)]
 pub struct Requirements(pub holoroom_engine::SystemRequirements);
 
+/// The devices this machine has, listed at start and on "Refresh".
+#[derive(Resource, Debug, Default)]
+pub struct DeviceList {
+    pub cameras: Vec<holoroom_engine::devices::CameraInfo>,
+    pub microphones: Vec<String>,
+    pub speakers: Vec<String>,
+}
+
+impl DeviceList {
+    pub fn scan() -> DeviceList {
+        DeviceList {
+            cameras: holoroom_engine::devices::cameras(),
+            microphones: holoroom_engine::devices::input_devices(),
+            speakers: holoroom_engine::devices::output_devices(),
+        }
+    }
+}
+
 /// Demo participants run in this process (embedded server only).
 #[derive(Resource, Default, Debug)]
 pub struct DemoBots(pub Vec<Bot>);
@@ -41,6 +63,7 @@ pub fn plugin(app: &mut App) {
         .init_resource::<Stats>()
         .init_resource::<DemoBots>()
         .insert_resource(Requirements(holoroom_engine::check_system_requirements()))
+        .insert_resource(DeviceList::scan())
         .add_systems(Startup, prefill)
         .add_systems(Update, collect_stats)
         .add_systems(EguiPrimaryContextPass, (login_panel, call_panel, name_tags));
@@ -70,6 +93,7 @@ fn login_panel(
     form: Option<ResMut<LoginForm>>,
     last_error: Res<LastError>,
     requirements: Res<Requirements>,
+    mut picker: DevicePicker,
     mut joins: MessageWriter<JoinRoom>,
 ) -> Result {
     let Some(mut form) = form else {
@@ -104,6 +128,7 @@ fn login_panel(
                 ui.label(note);
             }
             ui.separator();
+            ui.collapsing("Devices", |ui| picker.show(ui));
             ui.collapsing("Device check", |ui| {
                 let check = &requirements.0;
                 for (what, result) in [
@@ -153,12 +178,23 @@ fn call_panel(
     connection: Res<Connection>,
     me: Option<Res<Me>>,
     bridge: Option<Res<EngineBridge>>,
-    participants: Query<(&Participant, Option<&VideoFeed>, Has<LocalParticipant>)>,
+    participants: Query<(
+        Entity,
+        &Participant,
+        Option<&VideoFeed>,
+        Option<&SpeakingLevel>,
+        Has<Muted>,
+        Has<LocalParticipant>,
+    )>,
     stats: Res<Stats>,
     uploads: Res<UploadStats>,
     last_error: Res<LastError>,
+    own: Option<Res<OwnStream>>,
+    room_audio: Option<Res<RoomAudio>>,
+    mut picker: DevicePicker,
     mut bots: ResMut<DemoBots>,
     mut leave: MessageWriter<LeaveRoom>,
+    mut commands: Commands,
 ) -> Result {
     if *state.get() != AppState::InCall {
         return Ok(());
@@ -187,19 +223,47 @@ fn call_panel(
             {
                 add_demo_bots(&mut bots, &connection, bridge, &me.room_id);
             }
+            if let Some(own) = &own {
+                ui.horizontal(|ui| {
+                    let mut microphone = !own.local.is_audio_muted();
+                    if ui.checkbox(&mut microphone, "Microphone").changed() {
+                        own.local.set_audio_muted(!microphone);
+                    }
+                    let mut camera = !own.local.is_video_muted();
+                    if ui.checkbox(&mut camera, "Camera").changed() {
+                        own.local.set_video_muted(!camera);
+                    }
+                });
+                ui.collapsing("Devices", |ui| picker.show(ui));
+            }
+            if let Some(note) = room_audio.as_ref().and_then(|a| a.output.note()) {
+                ui.label(note);
+            }
             ui.separator();
             ui.label(format!(
                 "Participants ({}), {} frames shown",
                 participants.iter().count(),
                 uploads.frames_uploaded
             ));
-            for (participant, feed, local) in &participants {
+            for (entity, participant, feed, level, muted, local) in &participants {
                 let frames = feed.map_or(0, |f| f.frames_taken);
-                ui.label(format!(
-                    "{}{} — {frames} frames",
-                    participant.name,
-                    if local { " (you)" } else { "" }
-                ));
+                ui.horizontal(|ui| {
+                    let speaking = level.is_some_and(SpeakingLevel::speaking);
+                    let name =
+                        egui::RichText::new(format!("{}{}", participant.name, if local { " (you)" } else { "" }));
+                    ui.label(if speaking { name.strong().color(SPEAKING) } else { name });
+                    ui.label(format!("{frames} frames"));
+                    if !local {
+                        let mut hear = !muted;
+                        if ui.checkbox(&mut hear, "hear").changed() {
+                            if hear {
+                                commands.entity(entity).remove::<Muted>();
+                            } else {
+                                commands.entity(entity).insert(Muted);
+                            }
+                        }
+                    }
+                });
             }
             if !stats.0.is_empty() {
                 ui.separator();
@@ -223,6 +287,84 @@ fn call_panel(
             }
         });
     Ok(())
+}
+
+/// Colour of a speaking participant's name.
+const SPEAKING: egui::Color32 = egui::Color32::from_rgb(120, 200, 255);
+
+/// Camera, microphone and speaker choice. A change takes effect at once: the output reopens,
+/// your stream is replaced.
+#[derive(SystemParam)]
+struct DevicePicker<'w> {
+    devices: ResMut<'w, DeviceList>,
+    choice: ResMut<'w, MediaChoice>,
+    audio: ResMut<'w, AudioSettings>,
+}
+
+impl DevicePicker<'_> {
+    fn show(&mut self, ui: &mut egui::Ui) {
+        device_picker(ui, &mut self.devices, &mut self.choice, &mut self.audio);
+    }
+}
+
+fn device_picker(ui: &mut egui::Ui, devices: &mut DeviceList, choice: &mut MediaChoice, audio: &mut AudioSettings) {
+    let camera_name = |video: &VideoSource| match video {
+        VideoSource::Camera(index) => devices
+            .cameras
+            .iter()
+            .find(|c| c.index == *index)
+            .map_or(format!("Camera {index} (not found)"), |c| c.name.clone()),
+        _ => "Test pattern".to_owned(),
+    };
+    let mut video = choice.video.clone();
+    egui::ComboBox::from_label("Camera")
+        .selected_text(camera_name(&video))
+        .show_ui(ui, |ui| {
+            ui.selectable_value(&mut video, VideoSource::TestPattern, "Test pattern");
+            for camera in &devices.cameras {
+                ui.selectable_value(&mut video, VideoSource::Camera(camera.index), camera.name.clone());
+            }
+        });
+    if video != choice.video {
+        choice.video = video;
+    }
+
+    let microphone_name = |audio: AudioSource, name: &Option<String>| match (audio, name) {
+        (AudioSource::Microphone, Some(name)) => name.clone(),
+        (AudioSource::Microphone, None) => "Default microphone".to_owned(),
+        (AudioSource::Tone(_), _) => "Test tone".to_owned(),
+        _ => "Silence".to_owned(),
+    };
+    let mut picked = (choice.audio, choice.microphone.clone());
+    egui::ComboBox::from_label("Microphone")
+        .selected_text(microphone_name(picked.0, &picked.1))
+        .show_ui(ui, |ui| {
+            ui.selectable_value(&mut picked, (AudioSource::Microphone, None), "Default microphone");
+            for name in &devices.microphones {
+                ui.selectable_value(&mut picked, (AudioSource::Microphone, Some(name.clone())), name.clone());
+            }
+            ui.selectable_value(&mut picked, (AudioSource::Tone(440.0), None), "Test tone");
+            ui.selectable_value(&mut picked, (AudioSource::Silence, None), "Silence");
+        });
+    if picked != (choice.audio, choice.microphone.clone()) {
+        (choice.audio, choice.microphone) = picked;
+    }
+
+    let mut speaker = audio.output_device.clone();
+    egui::ComboBox::from_label("Speaker")
+        .selected_text(speaker.clone().unwrap_or_else(|| "System default".to_owned()))
+        .show_ui(ui, |ui| {
+            ui.selectable_value(&mut speaker, None, "System default");
+            for name in &devices.speakers {
+                ui.selectable_value(&mut speaker, Some(name.clone()), name.clone());
+            }
+        });
+    if speaker != audio.output_device {
+        audio.output_device = speaker;
+    }
+    if ui.button("Refresh devices").clicked() {
+        *devices = DeviceList::scan();
+    }
 }
 
 fn add_demo_bots(bots: &mut DemoBots, connection: &Connection, bridge: &EngineBridge, room: &RoomId) {
@@ -255,12 +397,20 @@ fn add_demo_bots(bots: &mut DemoBots, connection: &Connection, bridge: &EngineBr
     }
 }
 
-/// A name tag over each remote panel: green while video arrives.
+/// A name tag over each remote panel: green while video arrives, blue while they speak.
 fn name_tags(
     mut contexts: EguiContexts,
     state: Res<State<AppState>>,
     camera: Query<(&Camera, &GlobalTransform), With<ViewerCamera>>,
-    participants: Query<(&Participant, &GlobalTransform, Option<&VideoFeed>), Without<LocalParticipant>>,
+    participants: Query<
+        (
+            &Participant,
+            &GlobalTransform,
+            Option<&VideoFeed>,
+            Option<&SpeakingLevel>,
+        ),
+        Without<LocalParticipant>,
+    >,
 ) -> Result {
     if *state.get() != AppState::InCall {
         return Ok(());
@@ -269,7 +419,7 @@ fn name_tags(
         return Ok(());
     };
     let ctx = contexts.ctx_mut()?;
-    for (participant, transform, feed) in &participants {
+    for (participant, transform, feed, level) in &participants {
         let above = transform.translation() + Vec3::Y * 0.6;
         let Ok(position) = camera.world_to_viewport(camera_transform, above) else {
             continue;
@@ -280,7 +430,9 @@ fn name_tags(
             .interactable(false)
             .show(ctx, |ui| {
                 let live = feed.is_some_and(|f| f.frames_taken > 0);
-                let background = if live {
+                let background = if level.is_some_and(SpeakingLevel::speaking) {
+                    egui::Color32::from_rgba_unmultiplied(30, 90, 160, 220)
+                } else if live {
                     egui::Color32::from_rgba_unmultiplied(30, 120, 60, 200)
                 } else {
                     egui::Color32::from_black_alpha(160)

@@ -152,6 +152,7 @@ async fn play(
     let slot = slot.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(QUALITY_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let mut last = (Instant::now(), slot.count(), 0u64);
         while running.load(Ordering::Relaxed) {

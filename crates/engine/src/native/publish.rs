@@ -218,8 +218,16 @@ async fn publish(
     let stream = stream_id.clone();
     let sender_running = running.clone();
     tokio::spawn(async move {
-        let mut quality_tick = tokio::time::interval(QUALITY_INTERVAL);
-        let mut last = (Instant::now(), 0u64, 0u64);
+        // Reports cover whole intervals from now: frames encoded while connecting are not counted
+        // in the first, and a stalled runtime delays the next report instead of bursting.
+        let mut quality_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + QUALITY_INTERVAL, QUALITY_INTERVAL);
+        quality_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = (
+            Instant::now(),
+            frames_encoded.load(Ordering::Relaxed),
+            bytes_encoded.load(Ordering::Relaxed),
+        );
         loop {
             tokio::select! {
                 unit = units_rx.recv() => {
