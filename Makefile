@@ -39,10 +39,13 @@ test: deps
 	xvfb-run -a -s "-screen 0 1280x720x24" cargo test --workspace
 	cargo check -p holoroom-protocol --target wasm32-unknown-unknown
 
-## Benchmarks (release build); each prints ratios against a baseline measured in the same run.
+## Benchmarks; each prints ratios against a baseline measured in the same run. Media and SFU
+## build in release; the render bench reuses the test build (dependencies optimised) and opens
+## a window, so it runs under Xvfb.
 bench: deps
 	cargo bench -p holoroom-engine --bench media
 	cargo bench -p holoroom-server --bench sfu
+	xvfb-run -a -s "-screen 0 1280x720x24" cargo bench --profile dev -p holoroom --bench render
 
 lint: deps
 	cargo fmt --all -- --check

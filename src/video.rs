@@ -1,9 +1,19 @@
 //! Video on entities: each participant's panel samples three R8 plane images through
-//! `shaders/yuv.wgsl`. A feed's planes are written only when a new frame arrived.
+//! `shaders/yuv.wgsl`. A feed's planes are written only when a new frame arrived, straight from
+//! the decoded frame into the textures in the render world.
 
 use bevy::asset::{RenderAssetUsages, uuid_handle};
 use bevy::prelude::*;
-use bevy::render::render_resource::{AsBindGroup, Extent3d, ShaderType, TextureDimension, TextureFormat};
+use std::sync::Arc;
+
+use bevy::render::extract_resource::{ExtractResource, ExtractResourcePlugin};
+use bevy::render::render_asset::RenderAssets;
+use bevy::render::render_resource::{
+    AsBindGroup, Extent3d, ShaderType, TexelCopyBufferLayout, TextureDimension, TextureFormat,
+};
+use bevy::render::renderer::RenderQueue;
+use bevy::render::texture::GpuImage;
+use bevy::render::{Render, RenderApp, RenderSystems};
 use bevy::shader::{Shader, ShaderRef};
 use holoroom_engine::media::VideoFrame;
 
@@ -68,14 +78,23 @@ pub fn plugin(app: &mut App) {
             Shader::from_wgsl(include_str!("../shaders/yuv.wgsl"), "shaders/yuv.wgsl"),
         )
         .expect("a UUID handle always inserts");
-    app.add_plugins(MaterialPlugin::<YuvMaterial>::default())
-        .init_resource::<UploadStats>()
-        .add_systems(
-            Update,
-            (give_panels, drop_self_view, face_viewer, upload_frames)
-                .chain()
-                .in_set(RoomSystems::Video),
-        );
+    app.add_plugins((
+        MaterialPlugin::<YuvMaterial>::default(),
+        ExtractResourcePlugin::<FrameUploads>::default(),
+    ))
+    .init_resource::<UploadStats>()
+    .init_resource::<FrameUploads>()
+    .add_systems(
+        Update,
+        (give_panels, drop_self_view, face_viewer, upload_frames)
+            .chain()
+            .in_set(RoomSystems::Video),
+    );
+    if let Some(render_app) = app.get_sub_app_mut(RenderApp) {
+        render_app
+            .init_resource::<FrameUploads>()
+            .add_systems(Render, write_planes.in_set(RenderSystems::PrepareResources));
+    }
 }
 
 fn plane(images: &mut Assets<Image>, width: u32, height: u32) -> Handle<Image> {
@@ -177,28 +196,48 @@ fn face_viewer(
     }
 }
 
-/// Copies a plane into tightly packed rows.
-fn packed(data: &[u8], stride: usize, width: usize, height: usize) -> Vec<u8> {
-    if stride == width {
-        return data[..width * height].to_vec();
+/// Frames on their way to panel textures this frame: the three plane images and the decoded
+/// frame, shared (never copied) until the render world writes it into the textures.
+#[derive(Resource, Debug, Default, Clone)]
+pub struct FrameUploads(pub Vec<(PlaneImages, Arc<VideoFrame>)>);
+
+/// The Y, U and V images of a panel.
+pub type PlaneImages = [AssetId<Image>; 3];
+
+impl ExtractResource for FrameUploads {
+    type Source = FrameUploads;
+
+    fn extract_resource(source: &Self::Source) -> Self {
+        source.clone()
     }
-    let mut out = Vec::with_capacity(width * height);
-    for row in 0..height {
-        out.extend_from_slice(&data[row * stride..row * stride + width]);
-    }
-    out
 }
 
-fn write_planes(images: &mut Assets<Image>, material: &YuvMaterial, frame: &VideoFrame) {
-    let (w, h) = (frame.width as usize, frame.height as usize);
-    let planes = [
-        (&material.y, packed(&frame.y, frame.y_stride, w, h)),
-        (&material.u, packed(&frame.u, frame.uv_stride, w / 2, h / 2)),
-        (&material.v, packed(&frame.v, frame.uv_stride, w / 2, h / 2)),
-    ];
-    for (handle, bytes) in planes {
-        if let Some(mut image) = images.get_mut(handle) {
-            image.data = Some(bytes);
+/// Writes each extracted frame's planes straight into the panel's textures: one copy, from the
+/// decoder's buffer (with its strides) to the GPU queue.
+fn write_planes(mut uploads: ResMut<FrameUploads>, images: Res<RenderAssets<GpuImage>>, queue: Res<RenderQueue>) {
+    for (planes, frame) in uploads.0.drain(..) {
+        let (w, h) = (frame.width, frame.height);
+        let layout = [
+            (planes[0], &frame.y, frame.y_stride, w, h),
+            (planes[1], &frame.u, frame.uv_stride, w / 2, h / 2),
+            (planes[2], &frame.v, frame.uv_stride, w / 2, h / 2),
+        ];
+        for (id, data, stride, width, height) in layout {
+            let Some(image) = images.get(id) else { continue };
+            let size = image.texture_descriptor.size;
+            if (size.width, size.height) != (width, height) {
+                continue; // the panel is being resized: the next frame fits
+            }
+            queue.write_texture(
+                image.texture.as_image_copy(),
+                data,
+                TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(stride as u32),
+                    rows_per_image: Some(height),
+                },
+                size,
+            );
         }
     }
 }
@@ -209,7 +248,10 @@ fn upload_frames(
     mut materials: ResMut<Assets<YuvMaterial>>,
     mut images: ResMut<Assets<Image>>,
     mut stats: ResMut<UploadStats>,
+    mut uploads: ResMut<FrameUploads>,
 ) {
+    // Last frame's list was extracted already; only a non-empty list counts as a change.
+    uploads.bypass_change_detection().0.clear();
     for (mut feed, mut panel) in &mut feeds {
         let Some(frame) = feed.fresh.take() else {
             continue;
@@ -228,7 +270,8 @@ fn upload_frames(
             panel.size = size;
         }
         if let Some(material) = materials.get(&panel.material) {
-            write_planes(&mut images, material, &frame.frame);
+            let planes = [material.y.id(), material.u.id(), material.v.id()];
+            uploads.0.push((planes, frame.frame));
             stats.frames_uploaded += 1;
         }
     }

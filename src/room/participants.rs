@@ -168,7 +168,6 @@ fn free_seat(taken: &Query<&Seat>) -> usize {
     seating::first_free(taken.iter().map(|s| s.0))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn follow_room_state(
     mut commands: Commands,
     mut messages: MessageReader<RoomStateChanged>,

@@ -171,7 +171,6 @@ fn login_panel(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn call_panel(
     mut contexts: EguiContexts,
     state: Res<State<AppState>>,

@@ -31,8 +31,8 @@ pub fn yuyv_to_i420(width: u32, height: u32, data: &[u8]) -> Result<VideoFrame, 
     for pair in data[..needed].chunks_exact(w * 4) {
         let (top, bottom) = pair.split_at(w * 2);
         for (a, b) in top.chunks_exact(4).zip(bottom.chunks_exact(4)) {
-            u.push(((u16::from(a[1]) + u16::from(b[1]) + 1) / 2) as u8);
-            v.push(((u16::from(a[3]) + u16::from(b[3]) + 1) / 2) as u8);
+            u.push((u16::from(a[1]) + u16::from(b[1])).div_ceil(2) as u8);
+            v.push((u16::from(a[3]) + u16::from(b[3])).div_ceil(2) as u8);
         }
     }
     VideoFrame::from_planes(width, height, (y, w), (u, v, w / 2))
