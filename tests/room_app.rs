@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
 use holoroom::audio::{Muted, RoomAudio, SpeakingLevel};
-use holoroom::net::{EngineBridge, JoinRoom, RoomUpdate, TokenSource};
-use holoroom::room::participants::{AppState, LocalParticipant, Participant, Seat, VideoFeed, seat_transform};
+use holoroom::net::{EngineBridge, JoinRoom, RoomStateChanged, RoomUpdate, TokenSource};
+use holoroom::room::participants::{
+    AppState, LocalParticipant, Participant, Reconnecting, Seat, VideoFeed, seat_transform,
+};
 use holoroom::{HoloroomCorePlugin, net};
 use holoroom_engine::bot::{Bot, BotConfig};
-use holoroom_engine::protocol::{Pose, RoomId, UserId, UserInfo, VideoGrant};
+use holoroom_engine::protocol::{Pose, RoomId, RoomStateReason, UserId, UserInfo, VideoGrant};
 use holoroom_engine::{Engine, EngineConfig, StreamConfig};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 
@@ -87,6 +89,22 @@ fn users_become_entities_in_stable_seats() {
     // Poses are relative to the mover's seat, which this viewer chose.
     let expected = seat_transform(1) * Transform::from_xyz(1.0, 1.3, -2.0);
     assert_eq!(moved, Some(expected.translation));
+}
+
+#[test]
+fn reconnecting_is_shown_until_the_room_is_back_or_lost() {
+    let mut app = headless();
+    let state = |reason| RoomStateChanged { reason, error: None };
+    for (reason, expected) in [
+        (RoomStateReason::Reconnecting, true),
+        (RoomStateReason::Reconnected, false),
+        (RoomStateReason::Reconnecting, true),
+        (RoomStateReason::ReconnectFailed, false),
+    ] {
+        app.world_mut().write_message(state(reason));
+        app.update();
+        assert_eq!(app.world().resource::<Reconnecting>().0, expected, "after {reason:?}");
+    }
 }
 
 struct Room {

@@ -25,6 +25,11 @@ pub enum AppState {
 #[derive(Resource, Debug, Default, Clone)]
 pub struct LastError(pub Option<String>);
 
+/// The connection to the room dropped and the engine is getting it back (the call goes on
+/// with what was playing).
+#[derive(Resource, Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnecting(pub bool);
+
 /// A person in the room.
 #[derive(Component, Debug, Clone)]
 pub struct Participant {
@@ -69,6 +74,7 @@ impl VideoFeed {
 pub fn plugin(app: &mut App) {
     app.init_state::<AppState>()
         .init_resource::<LastError>()
+        .init_resource::<Reconnecting>()
         .init_resource::<MediaChoice>()
         .add_systems(
             Update,
@@ -174,6 +180,7 @@ fn follow_room_state(
     mut trouble: MessageReader<MediaTrouble>,
     mut next: ResMut<NextState<AppState>>,
     mut last_error: ResMut<LastError>,
+    mut reconnecting: ResMut<Reconnecting>,
     bridge: Option<Res<EngineBridge>>,
     me: Option<Res<Me>>,
     participants: Query<Entity, With<Participant>>,
@@ -218,13 +225,15 @@ fn follow_room_state(
                     Err(err) => last_error.0 = Some(err),
                 }
             }
-            RoomStateReason::Reconnecting | RoomStateReason::Reconnected => {}
+            RoomStateReason::Reconnecting => reconnecting.0 = true,
+            RoomStateReason::Reconnected => reconnecting.0 = false,
             RoomStateReason::LoginFailed
             | RoomStateReason::Kickout
             | RoomStateReason::Logout
             | RoomStateReason::LogoutFailed
             | RoomStateReason::ReconnectFailed => {
                 next.set(AppState::Login);
+                reconnecting.0 = false;
                 if message.error.is_some() {
                     last_error.0.clone_from(&message.error);
                 }

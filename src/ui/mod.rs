@@ -16,7 +16,9 @@ use crate::audio::{AudioSettings, Muted, RoomAudio, SpeakingLevel};
 use crate::net::OwnStream;
 use crate::net::{EngineBridge, JoinRoom, LeaveRoom, Me, QualityUpdated, TokenSource};
 use crate::room::ViewerCamera;
-use crate::room::participants::{AppState, LastError, LocalParticipant, MediaChoice, Participant, VideoFeed};
+use crate::room::participants::{
+    AppState, LastError, LocalParticipant, MediaChoice, Participant, Reconnecting, VideoFeed,
+};
 use crate::video::UploadStats;
 
 /// What the login form holds.
@@ -188,6 +190,7 @@ fn call_panel(
     stats: Res<Stats>,
     uploads: Res<UploadStats>,
     last_error: Res<LastError>,
+    reconnecting: Res<Reconnecting>,
     own: Option<Res<OwnStream>>,
     room_audio: Option<Res<RoomAudio>>,
     mut picker: DevicePicker,
@@ -209,6 +212,12 @@ fn call_panel(
                     me.room_id,
                     if me.spectator { " (spectator)" } else { "" }
                 ));
+            }
+            if reconnecting.0 {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.colored_label(egui::Color32::from_rgb(240, 180, 100), "Reconnecting…");
+                });
             }
             if ui.button("End call").clicked() {
                 leave.write(LeaveRoom);
