@@ -2,15 +2,19 @@
 //!
 //! 1. Codec: the engine's H.264 encode and decode path against raw OpenH264 calls (target <= 1.1x).
 //! 2. Glass-to-glass on loopback through the SFU, against the floor of encoding plus decoding
-//!    the same frames (target p50 <= floor + 15 ms).
+//!    the same frames (target p50 <= floor + 15 ms), and broken down by stage (encoded, SFU in
+//!    and out, received, decoded) from the capture time every frame carries.
 //! 3. Join to first remote frame (target p95 <= 300 ms).
 //!
 //! Run with `make bench` (or `cargo bench -p holoroom-engine --bench media`).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use holoroom_engine::codec::{EncoderSettings, H264Decoder, H264Encoder};
 use holoroom_engine::media::{TestPattern, VideoFrame};
+use holoroom_engine::protocol::timing::{FrameProbe, FrameStage};
 use holoroom_engine::protocol::{
     LoginConfig, RoomId, RoomStateReason, StreamId, UpdateType, UserId, UserInfo, VideoGrant,
 };
@@ -98,8 +102,24 @@ fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
-fn join(server: &Server, user: &str) -> Engine {
-    let engine = Engine::new(EngineConfig::new(server.ws_url())).expect("engine");
+type Marks = Arc<Mutex<Vec<(u64, FrameStage, u64)>>>;
+
+/// A probe that notes (capture time, stage, now) for every frame passing a stage.
+fn recorder(marks: &Marks) -> FrameProbe {
+    let marks = marks.clone();
+    FrameProbe(Arc::new(move |capture_us, stage| {
+        if let Ok(mut marks) = marks.lock() {
+            marks.push((capture_us, stage, unix_micros()));
+        }
+    }))
+}
+
+fn join(server: &Server, user: &str, probe: Option<FrameProbe>) -> Engine {
+    let engine = Engine::new(EngineConfig {
+        frame_probe: probe,
+        ..EngineConfig::new(server.ws_url())
+    })
+    .expect("engine");
     let user_id = UserId::new(user).expect("valid");
     let token = server
         .keys()
@@ -128,6 +148,62 @@ fn wait_for(engine: &Engine, mut pick: impl FnMut(&EngineEvent) -> bool) {
     panic!("bench setup timed out");
 }
 
+/// Per stage, from the marks of every frame seen at all of them.
+fn stage_breakdown(marks: &[(u64, FrameStage, u64)]) {
+    let stages = [
+        FrameStage::Encoded,
+        FrameStage::SfuIn,
+        FrameStage::SfuOut,
+        FrameStage::Received,
+        FrameStage::Decoded,
+    ];
+    let mut by_frame: HashMap<u64, [Option<u64>; 5]> = HashMap::new();
+    for &(capture, stage, at) in marks {
+        let Some(i) = stages.iter().position(|s| *s == stage) else {
+            continue;
+        };
+        let slot = &mut by_frame.entry(capture).or_default()[i];
+        // The first time a frame reaches a stage (its first packet, for the SFU).
+        slot.get_or_insert(at);
+    }
+    let names = [
+        "capture->encoded",
+        "encoded->SFU in",
+        "SFU in->SFU out",
+        "SFU out->received",
+        "received->decoded",
+    ];
+    let mut segments: [Vec<f64>; 5] = Default::default();
+    let mut whole = Vec::new();
+    for (capture, times) in &by_frame {
+        let Some(times) = times.iter().copied().collect::<Option<Vec<u64>>>() else {
+            continue;
+        };
+        let mut previous = *capture;
+        for (segment, at) in segments.iter_mut().zip(&times) {
+            segment.push(at.saturating_sub(previous) as f64 / 1000.0);
+            previous = *at;
+        }
+        whole.push(times[4].saturating_sub(*capture) as f64 / 1000.0);
+    }
+    println!("by stage over {} frames (p50 / p95 ms):", whole.len());
+    for (name, segment) in names.iter().zip(segments) {
+        let segment = sorted(segment);
+        println!(
+            "  {name:<18} {:>6.2} / {:>6.2}",
+            percentile(&segment, 0.5),
+            percentile(&segment, 0.95)
+        );
+    }
+    let whole = sorted(whole);
+    println!(
+        "  {:<18} {:>6.2} / {:>6.2}",
+        "capture->decoded",
+        percentile(&whole, 0.5),
+        percentile(&whole, 0.95)
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -148,16 +224,18 @@ fn main() {
         floors.push(((w, h), raw_enc + raw_dec));
     }
 
+    let marks = Marks::default();
     let server = runtime.block_on(async {
-        let config = ServerConfig::new(TokenKeys::new(SigningKey::new(
+        let mut config = ServerConfig::new(TokenKeys::new(SigningKey::new(
             "k1",
             b"bench-secret-0123456789".to_vec(),
         )));
+        config.media.probe = Some(recorder(&marks));
         Server::bind("127.0.0.1:0", config).await.expect("server")
     });
 
     println!("\n## Glass-to-glass on loopback, 640x360 at 30 fps (ms)");
-    let publisher = join(&server, "publisher");
+    let publisher = join(&server, "publisher", Some(recorder(&marks)));
     wait_for(&publisher, |e| {
         matches!(
             e,
@@ -181,7 +259,7 @@ fn main() {
             }
         )
     });
-    let viewer = join(&server, "viewer");
+    let viewer = join(&server, "viewer", Some(recorder(&marks)));
     wait_for(&viewer, |e| {
         matches!(
             e,
@@ -198,6 +276,7 @@ fn main() {
         .expect("first frame");
     let mut latencies = Vec::new();
     let mut seen = 0;
+    marks.lock().map(|mut m| m.clear()).ok();
     let until = Instant::now() + Duration::from_secs(8);
     while Instant::now() < until {
         if let Some(frame) = remote.video.wait_newer_than(seen, Duration::from_millis(200)) {
@@ -217,6 +296,7 @@ fn main() {
         latencies.len(),
         p50 - floor
     );
+    stage_breakdown(&marks.lock().map(|m| m.clone()).unwrap_or_default());
     drop(viewer);
 
     println!("\n## Join to first remote frame (ms, target p95 <= 300)");
@@ -224,7 +304,7 @@ fn main() {
     let mut phases: [Vec<f64>; 3] = Default::default();
     for n in 0..15 {
         let start = Instant::now();
-        let engine = join(&server, &format!("joiner-{n}"));
+        let engine = join(&server, &format!("joiner-{n}"), None);
         let ms = |t: Instant| t.duration_since(start).as_secs_f64() * 1000.0;
         let (mut logined, mut listed, mut connected) = (None, None, None);
         let mut remote = None;

@@ -167,6 +167,8 @@ pub struct EngineConfig {
     /// Signaling URL, e.g. `ws://127.0.0.1:7880/v1/ws`.
     pub server_url: String,
     pub reconnect: ReconnectPolicy,
+    /// Called as this engine's frames pass each stage (for measuring; None normally).
+    pub frame_probe: Option<holoroom_protocol::timing::FrameProbe>,
 }
 
 impl EngineConfig {
@@ -174,6 +176,7 @@ impl EngineConfig {
         Self {
             server_url: server_url.into(),
             reconnect: ReconnectPolicy::default(),
+            frame_probe: None,
         }
     }
 }

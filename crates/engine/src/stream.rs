@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use holoroom_protocol::StreamSource;
 
-use crate::media::{AudioBuffer, FrameSlot, TestPattern, VideoFrame, Y4mClip};
+use crate::media::{AudioBuffer, FrameSlot, TestPattern, VideoFrame, Y4mClip, unix_micros};
 
 /// Where a stream's pictures come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,13 +100,6 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct LocalStream {
     inner: Arc<Inner>,
-}
-
-fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 impl LocalStream {

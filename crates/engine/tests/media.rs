@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use holoroom_engine::media::{FrameSlot, dominant_frequency, read_frame_code};
+use holoroom_engine::media::{FrameCode, FrameSlot, dominant_frequency, read_frame_code};
+use holoroom_engine::protocol::timing::{FrameProbe, FrameStage};
 use holoroom_engine::protocol::{
     ErrorCode, LoginConfig, RoomId, RoomStateReason, StreamId, UpdateType, UserId, UserInfo, VideoGrant,
 };
@@ -292,6 +293,87 @@ async fn muting_the_microphone_and_the_camera_reaches_the_listener() {
     assert!(back > 0.1, "the tone is back (rms {back})");
     let coded = |f: &holoroom_engine::media::VideoFrame| read_frame_code(f).is_some();
     assert!(watch(&remote, coded).await.expect("watch"), "the picture is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_carry_their_capture_time_and_every_stage_is_marked_in_order() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    type Marks = std::sync::Arc<std::sync::Mutex<Vec<(u64, FrameStage, Instant)>>>;
+    let marks: Marks = Default::default();
+    let probe = {
+        let marks = marks.clone();
+        FrameProbe(std::sync::Arc::new(move |capture_us, stage| {
+            marks.lock().expect("marks").push((capture_us, stage, Instant::now()));
+        }))
+    };
+    let mut config = ServerConfig::new(TokenKeys::new(SigningKey::new(
+        "k1",
+        b"media-test-secret-0123456".to_vec(),
+    )));
+    config.media.probe = Some(probe.clone());
+    let server = Server::bind("127.0.0.1:0", config).await.expect("server binds");
+    let traced = |user: &str| {
+        let engine = Engine::new(EngineConfig {
+            frame_probe: Some(probe.clone()),
+            ..EngineConfig::new(server.ws_url())
+        })
+        .expect("engine starts");
+        let user_id = UserId::new(user).expect("valid");
+        let token = server.keys().mint(VideoGrant::participant("r"), &user_id, None, 3600);
+        engine.login_room(
+            RoomId::new("r").expect("valid"),
+            token,
+            UserInfo {
+                user_id,
+                user_name: user.into(),
+            },
+            LoginConfig { user_update: true },
+        );
+        engine
+    };
+    let alice = traced("alice");
+    logged_in(&alice).await;
+    let bob = traced("bob");
+    logged_in(&bob).await;
+    let _camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(320, 180, 15.0)).await;
+    let (remote, _) = play(&bob, "alice-cam").await;
+    let frame = first_frame(&remote.video).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The capture time came with the picture: it matches the pattern's own code.
+    let capture = frame.capture_us.expect("a capture time");
+    let code = frame.code.expect("a frame code");
+    let capture_low = capture & FrameCode::TIME_MASK;
+    assert!(
+        capture_low.abs_diff(code.capture_micros) < 5_000,
+        "{capture_low} vs {}",
+        code.capture_micros
+    );
+
+    // Some frame passed all five stages, in order.
+    let marks = marks.lock().expect("marks").clone();
+    let stages = [
+        FrameStage::Encoded,
+        FrameStage::SfuIn,
+        FrameStage::SfuOut,
+        FrameStage::Received,
+        FrameStage::Decoded,
+    ];
+    let complete = marks
+        .iter()
+        .filter(|(_, stage, _)| *stage == FrameStage::Decoded)
+        .filter_map(|(capture, _, _)| {
+            let times: Option<Vec<Instant>> = stages
+                .iter()
+                .map(|stage| marks.iter().find(|(c, s, _)| c == capture && s == stage).map(|m| m.2))
+                .collect();
+            times
+        })
+        .collect::<Vec<_>>();
+    assert!(complete.len() > 3, "frames marked at every stage: {}", complete.len());
+    for times in complete {
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "stages out of order: {times:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

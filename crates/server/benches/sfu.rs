@@ -399,6 +399,7 @@ fn main() {
         let mut sfu = Sfu::new(SfuConfig {
             public_addr: RELAY,
             keyframe_interval: Duration::from_millis(500),
+            probe: None,
         })
         .expect("SFU");
         let ours = run(&mut sfu, subscribers);

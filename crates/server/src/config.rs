@@ -38,6 +38,8 @@ pub struct MediaConfig {
     /// The address clients are told to send media to, when it differs from the bound one
     /// (needed when binding 0.0.0.0 or behind NAT).
     pub public_ip: Option<IpAddr>,
+    /// Marks video frames passing the SFU (benchmarks); None normally.
+    pub probe: Option<holoroom_protocol::timing::FrameProbe>,
 }
 
 impl Default for MediaConfig {
@@ -45,6 +47,7 @@ impl Default for MediaConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_ip: None,
+            probe: None,
         }
     }
 }

@@ -95,7 +95,7 @@ impl Server {
                 addr: format!("udp {media_bind}"),
                 source,
             })?;
-        let sfu = sfu::socket::SfuHandle::start(udp, config.media.public_ip)?;
+        let sfu = sfu::socket::SfuHandle::start(udp, config.media.public_ip, config.media.probe.clone())?;
         tracing::info!(media = %sfu.media_addr(), "media relay listening");
         let hub = Arc::new(Hub::new(Arc::new(config), sfu));
         let (shutdown, shutdown_rx) = watch::channel(false);

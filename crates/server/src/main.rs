@@ -190,6 +190,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.media = holoroom_server::config::MediaConfig {
         bind: args.media_listen,
         public_ip: args.public_ip,
+        probe: None,
     };
     config.limits = Limits {
         max_rooms: args.max_rooms,

@@ -17,3 +17,11 @@ pub use pattern::{CodeLayout, FrameCode, TestPattern, read_code_with, read_frame
 pub use slot::{FrameSlot, SlotFrame};
 pub use tone::{FRAME_SAMPLES, SAMPLE_RATE, Tone, dominant_frequency};
 pub use y4m::{Y4mClip, Y4mError};
+
+/// Microseconds since the UNIX epoch: the clock of capture times and frame codes.
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}

@@ -16,6 +16,8 @@ pub struct SlotFrame {
     pub sequence: u64,
     /// When the frame was put into the slot.
     pub at: Instant,
+    /// When the frame was captured (µs since the UNIX epoch), as its publisher stamped it.
+    pub capture_us: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +44,11 @@ impl FrameSlot {
 
     /// Replaces the frame in the slot and wakes waiting readers.
     pub fn put(&self, frame: VideoFrame, code: Option<FrameCode>) {
+        self.put_captured(frame, code, None);
+    }
+
+    /// Like [`FrameSlot::put`], with the frame's capture time when it is known.
+    pub fn put_captured(&self, frame: VideoFrame, code: Option<FrameCode>, capture_us: Option<u64>) {
         let mut inner = self.lock();
         inner.sequence += 1;
         let sequence = inner.sequence;
@@ -50,6 +57,7 @@ impl FrameSlot {
             code,
             sequence,
             at: Instant::now(),
+            capture_us,
         });
         drop(inner);
         self.inner.1.notify_all();

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use holoroom_protocol::timing::FrameProbe;
 use holoroom_protocol::{
     ErrorCode, Event, LoginConfig, LoginResponse, Request, ResponseBody, RoomId, RoomStateReason, StreamId, UserInfo,
 };
@@ -61,7 +62,10 @@ impl Backend {
             .spawn(move || {
                 runtime.block_on(
                     Driver {
-                        bind: peer::bind_for(&config.server_url),
+                        media: MediaEnv {
+                            bind: peer::bind_for(&config.server_url),
+                            probe: config.frame_probe,
+                        },
                         url: config.server_url,
                         policy: config.reconnect,
                         events,
@@ -156,10 +160,18 @@ enum Next {
     Leave,
 }
 
+/// What every media connection of this engine shares.
+#[derive(Debug, Clone)]
+pub(crate) struct MediaEnv {
+    /// Where media connections bind their host candidates.
+    pub bind: &'static str,
+    /// Marks frames as they pass (benchmarks).
+    pub probe: Option<FrameProbe>,
+}
+
 struct Driver {
     url: String,
-    /// Where media connections bind their host candidates.
-    bind: &'static str,
+    media: MediaEnv,
     policy: ReconnectPolicy,
     events: crossbeam_channel::Sender<EngineEvent>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -312,7 +324,7 @@ impl Driver {
             in_room.signaling.clone(),
             stream_id,
             local.clone(),
-            self.bind,
+            self.media.clone(),
             self.events.clone(),
             stopped,
         ));
@@ -325,7 +337,7 @@ impl Driver {
             in_room.signaling.clone(),
             stream_id,
             remote.clone(),
-            self.bind,
+            self.media.clone(),
             self.events.clone(),
             stopped,
         ));

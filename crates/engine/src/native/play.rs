@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use holoroom_protocol::timing::{FrameProbe, FrameStage, access_unit_capture_time};
 use holoroom_protocol::{PlayRequest, Request, ResponseBody, StreamId};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Packet;
@@ -17,9 +18,9 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::StatsSelector;
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
-use super::Stop;
 use super::peer::{self, Peer, PeerEvents};
 use super::publish::QUALITY_INTERVAL;
+use super::{MediaEnv, Stop};
 use crate::codec::H264Decoder;
 use crate::engine::{EngineEvent, EventSink, MediaError, PlayerState, RemoteStream, StreamQuality};
 use crate::media::{AudioBuffer, FRAME_SAMPLES, FrameSlot, SAMPLE_RATE, read_frame_code};
@@ -32,7 +33,7 @@ pub(crate) async fn run(
     signaling: Signaling,
     stream_id: StreamId,
     remote: RemoteStream,
-    bind: &'static str,
+    env: MediaEnv,
     events: EventSink,
     mut stop: watch::Receiver<Stop>,
 ) {
@@ -42,7 +43,7 @@ pub(crate) async fn run(
         error,
     };
     let _ = events.send(state(PlayerState::Requesting, None));
-    let (pc, mut peer_events) = match peer::new_peer(bind).await {
+    let (pc, mut peer_events) = match peer::new_peer(env.bind).await {
         Ok(peer) => peer,
         Err(error) => {
             let _ = events.send(state(PlayerState::NoPlay, Some(error)));
@@ -58,6 +59,7 @@ pub(crate) async fn run(
         &mut peer_events,
         events.clone(),
         running.clone(),
+        env.probe.clone(),
     );
     let outcome = tokio::select! {
         result = setup => result.map(Some),
@@ -97,6 +99,7 @@ async fn play(
     peer_events: &mut PeerEvents,
     events: EventSink,
     running: Arc<AtomicBool>,
+    probe: Option<FrameProbe>,
 ) -> Result<(), MediaError> {
     let slot = &remote.video;
     let failed = |e: webrtc::error::Error| MediaError::Connection(e.to_string());
@@ -139,7 +142,7 @@ async fn play(
     tokio::spawn(async move {
         while let Some(track) = tracks.recv().await {
             if track.kind().await == RtpCodecKind::Video {
-                tokio::spawn(receive_video(track, video_slot.clone(), bytes.clone()));
+                tokio::spawn(receive_video(track, video_slot.clone(), bytes.clone(), probe.clone()));
             } else {
                 tokio::spawn(receive_audio(track, audio.clone()));
             }
@@ -200,9 +203,10 @@ async fn play(
 }
 
 /// Reads a video track's RTP, assembles access units and decodes them on a thread of their own.
-async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<AtomicU64>) {
+async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<AtomicU64>, probe: Option<FrameProbe>) {
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
-    let (units_tx, units_rx) = crossbeam_channel::bounded::<bytes::Bytes>(32);
+    let (units_tx, units_rx) = crossbeam_channel::bounded::<(bytes::Bytes, Option<u64>)>(32);
+    let decode_probe = probe.clone();
     let decode_slot = slot.clone();
     let decoder = std::thread::Builder::new().name("decode".into()).spawn(move || {
         let mut decoder = match H264Decoder::new() {
@@ -212,11 +216,14 @@ async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<
                 return;
             }
         };
-        for unit in units_rx {
+        for (unit, capture_us) in units_rx {
             match decoder.decode(&unit) {
                 Ok(Some(frame)) => {
+                    if let (Some(probe), Some(capture_us)) = (&decode_probe, capture_us) {
+                        probe.mark(capture_us, FrameStage::Decoded);
+                    }
                     let code = read_frame_code(&frame);
-                    decode_slot.put(frame, code);
+                    decode_slot.put_captured(frame, code, capture_us);
                 }
                 Ok(None) => {}
                 Err(err) => tracing::debug!(%err, "undecodable access unit dropped"),
@@ -281,7 +288,11 @@ async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<
                 unit.clear();
             } else if !unit.is_empty() {
                 let complete = unit.split().freeze();
-                if units_tx.try_send(complete).is_err() {
+                let capture_us = access_unit_capture_time(&complete);
+                if let (Some(probe), Some(capture_us)) = (&probe, capture_us) {
+                    probe.mark(capture_us, FrameStage::Received);
+                }
+                if units_tx.try_send((complete, capture_us)).is_err() {
                     tracing::debug!("decoder behind; access unit dropped");
                 }
             }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use holoroom_protocol::timing::{FrameProbe, FrameStage, capture_time_sei};
 use holoroom_protocol::{PublishRequest, Request, ResponseBody, StreamId};
 use rtc::media::Sample;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
@@ -16,11 +17,11 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::StatsSelector;
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::Stop;
 use super::peer::{self, Peer, PeerEvents};
+use super::{MediaEnv, Stop};
 use crate::codec::{EncoderSettings, H264Encoder};
 use crate::engine::{EngineEvent, EventSink, MediaError, PublisherState, StreamQuality};
-use crate::media::{FRAME_SAMPLES, SAMPLE_RATE, Tone};
+use crate::media::{FRAME_SAMPLES, SAMPLE_RATE, Tone, unix_micros};
 use crate::signaling::Signaling;
 use crate::stream::{AudioSource, LocalStream};
 
@@ -40,7 +41,7 @@ pub(crate) async fn run(
     signaling: Signaling,
     stream_id: StreamId,
     local: LocalStream,
-    bind: &'static str,
+    env: MediaEnv,
     events: EventSink,
     mut stop: watch::Receiver<Stop>,
 ) {
@@ -53,7 +54,7 @@ pub(crate) async fn run(
         error,
     };
     emit(state(PublisherState::Requesting, None));
-    let (pc, mut peer_events) = match peer::new_peer(bind).await {
+    let (pc, mut peer_events) = match peer::new_peer(env.bind).await {
         Ok(peer) => peer,
         Err(error) => {
             emit(state(PublisherState::NoPublish, Some(error)));
@@ -69,6 +70,7 @@ pub(crate) async fn run(
         &mut peer_events,
         events.clone(),
         running.clone(),
+        env.probe.clone(),
     );
     let outcome = tokio::select! {
         result = setup => result.map(Some),
@@ -109,6 +111,7 @@ async fn publish(
     peer_events: &mut PeerEvents,
     events: EventSink,
     running: Arc<AtomicBool>,
+    probe: Option<FrameProbe>,
 ) -> Result<(), MediaError> {
     let (track, sender, ssrc) = add_track(pc, stream_id, RtpCodecKind::Video, peer::h264_codec()).await?;
     let audio_source = local.audio();
@@ -182,10 +185,17 @@ async fn publish(
                     }
                     match encoder.encode(&frame.frame) {
                         Ok(Some(encoded)) => {
+                            // The frame's capture time travels with it, ahead of its picture.
+                            let capture_us = unix_micros().saturating_sub(frame.at.elapsed().as_micros() as u64);
+                            let mut data = capture_time_sei(capture_us);
+                            data.extend_from_slice(&encoded.data);
+                            if let Some(probe) = &probe {
+                                probe.mark(capture_us, FrameStage::Encoded);
+                            }
                             frames_encoded.fetch_add(1, Ordering::Relaxed);
-                            bytes_encoded.fetch_add(encoded.data.len() as u64, Ordering::Relaxed);
+                            bytes_encoded.fetch_add(data.len() as u64, Ordering::Relaxed);
                             let unit = Unit {
-                                data: Bytes::from(encoded.data),
+                                data: Bytes::from(data),
                                 duration,
                             };
                             if units_tx.blocking_send(unit).is_err() {

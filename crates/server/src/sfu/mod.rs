@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use holoroom_protocol::StreamId;
+use holoroom_protocol::timing::{FrameProbe, FrameStage, rtp_capture_time};
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
@@ -67,6 +68,9 @@ pub struct SfuConfig {
     pub public_addr: SocketAddr,
     /// How long a requested keyframe is waited for before asking again.
     pub keyframe_interval: Duration,
+    /// Marks video frames (by the capture time they carry) as they come in and go out; for
+    /// measuring, None normally.
+    pub probe: Option<FrameProbe>,
 }
 
 /// A datagram to send.
@@ -510,6 +514,12 @@ impl Sfu {
             p.keyframe_requested = None;
         }
         let stream = p.stream.clone();
+        let captured = match &self.config.probe {
+            Some(probe) if kind == MediaKind::Video => rtp_capture_time(&packet.payload).inspect(|&capture_us| {
+                probe.mark(capture_us, FrameStage::SfuIn);
+            }),
+            _ => None,
+        };
         let Some(subscribers) = self.subscribers.remove(&stream) else {
             return Vec::new();
         };
@@ -582,6 +592,9 @@ impl Sfu {
             self.drain_into(sub, &mut work);
         }
         self.subscribers.insert(stream, subscribers);
+        if let (Some(probe), Some(capture_us)) = (&self.config.probe, captured) {
+            probe.mark(capture_us, FrameStage::SfuOut);
+        }
         work
     }
 

@@ -49,7 +49,11 @@ impl std::fmt::Debug for Command {
 
 impl SfuHandle {
     /// Binds `socket` (already bound) and starts the SFU task; `public_addr` is what clients are told.
-    pub fn start(socket: UdpSocket, public_ip: Option<std::net::IpAddr>) -> Result<SfuHandle, SfuError> {
+    pub fn start(
+        socket: UdpSocket,
+        public_ip: Option<std::net::IpAddr>,
+        probe: Option<holoroom_protocol::timing::FrameProbe>,
+    ) -> Result<SfuHandle, SfuError> {
         let local_addr = socket
             .local_addr()
             .map_err(|e| SfuError::BadAddress(SocketAddr::from(([0, 0, 0, 0], 0)), e.to_string()))?;
@@ -57,6 +61,7 @@ impl SfuHandle {
         let sfu = Sfu::new(SfuConfig {
             public_addr,
             keyframe_interval: std::time::Duration::from_millis(1000),
+            probe,
         })?;
         let (commands, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(socket, public_addr, sfu, rx));
