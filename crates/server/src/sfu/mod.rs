@@ -61,6 +61,11 @@ pub enum SfuError {
     Stopped,
 }
 
+/// Video packets kept per subscriber for resends (NACK/RTX): about two seconds at 1.5 Mbit/s.
+const RTX_HISTORY_PACKETS: usize = 400;
+/// How old a packet may be and still be resent: past that, a keyframe request serves better.
+const RTX_HISTORY_AGE: Duration = Duration::from_millis(1000);
+
 /// How the SFU runs.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
@@ -540,6 +545,13 @@ impl Sfu {
                     let Some(mid) = peer.kinds.iter().find(|(_, k)| **k == kind).map(|(m, _)| *m) else {
                         continue;
                     };
+                    if kind == MediaKind::Video
+                        && let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(mid, None)
+                    {
+                        // Keep what a NACK can still usefully ask for, no more: a smaller
+                        // history per subscriber keeps fan-out in cache.
+                        tx.set_rtx_cache(RTX_HISTORY_PACKETS, RTX_HISTORY_AGE, None);
+                    }
                     entry.insert(TrackOut {
                         mid,
                         pt: None,
