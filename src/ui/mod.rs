@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod preview;
+
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
@@ -67,7 +69,7 @@ pub fn plugin(app: &mut App) {
         .insert_resource(Requirements(holoroom_engine::check_system_requirements()))
         .insert_resource(DeviceList::scan())
         .add_systems(Startup, prefill)
-        .add_systems(Update, collect_stats)
+        .add_systems(Update, (collect_stats, preview::keep_preview))
         .add_systems(EguiPrimaryContextPass, (login_panel, call_panel, name_tags));
 }
 
@@ -96,6 +98,7 @@ fn login_panel(
     last_error: Res<LastError>,
     requirements: Res<Requirements>,
     mut picker: DevicePicker,
+    mut preview: Option<ResMut<preview::Preview>>,
     mut joins: MessageWriter<JoinRoom>,
 ) -> Result {
     let Some(mut form) = form else {
@@ -131,6 +134,16 @@ fn login_panel(
             }
             ui.separator();
             ui.collapsing("Devices", |ui| picker.show(ui));
+            if !form.spectate
+                && let Some(preview) = preview.as_mut()
+            {
+                ui.horizontal(|ui| {
+                    preview.show(ui);
+                    if let Some(note) = preview.note() {
+                        ui.label(note);
+                    }
+                });
+            }
             ui.collapsing("Device check", |ui| {
                 let check = &requirements.0;
                 for (what, result) in [
