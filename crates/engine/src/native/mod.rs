@@ -169,6 +169,13 @@ pub(crate) struct MediaEnv {
     pub probe: Option<FrameProbe>,
 }
 
+/// What a media task's setup reports to, is stopped by and marks frames with.
+pub(crate) struct TaskLink {
+    pub events: crate::engine::EventSink,
+    pub running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub probe: Option<FrameProbe>,
+}
+
 struct Driver {
     url: String,
     media: MediaEnv,

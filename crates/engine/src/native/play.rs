@@ -20,7 +20,7 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit}
 
 use super::peer::{self, Peer, PeerEvents};
 use super::publish::QUALITY_INTERVAL;
-use super::{MediaEnv, Stop};
+use super::{MediaEnv, Stop, TaskLink};
 use crate::codec::H264Decoder;
 use crate::engine::{EngineEvent, EventSink, MediaError, PlayerState, RemoteStream, StreamQuality};
 use crate::media::{AudioBuffer, FRAME_SAMPLES, FrameSlot, SAMPLE_RATE, read_frame_code};
@@ -57,9 +57,11 @@ pub(crate) async fn run(
         &remote,
         &pc,
         &mut peer_events,
-        events.clone(),
-        running.clone(),
-        env.probe.clone(),
+        TaskLink {
+            events: events.clone(),
+            running: running.clone(),
+            probe: env.probe.clone(),
+        },
     );
     let outcome = tokio::select! {
         result = setup => result.map(Some),
@@ -97,10 +99,9 @@ async fn play(
     remote: &RemoteStream,
     pc: &Peer,
     peer_events: &mut PeerEvents,
-    events: EventSink,
-    running: Arc<AtomicBool>,
-    probe: Option<FrameProbe>,
+    link: TaskLink,
 ) -> Result<(), MediaError> {
+    let TaskLink { events, running, probe } = link;
     let slot = &remote.video;
     let failed = |e: webrtc::error::Error| MediaError::Connection(e.to_string());
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {

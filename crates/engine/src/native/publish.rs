@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use holoroom_protocol::timing::{FrameProbe, FrameStage, capture_time_sei};
+use holoroom_protocol::timing::{FrameStage, capture_time_sei};
 use holoroom_protocol::{PublishRequest, Request, ResponseBody, StreamId};
 use rtc::media::Sample;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
@@ -18,7 +18,7 @@ use webrtc::peer_connection::StatsSelector;
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::peer::{self, Peer, PeerEvents};
-use super::{MediaEnv, Stop};
+use super::{MediaEnv, Stop, TaskLink};
 use crate::codec::{EncoderSettings, H264Encoder};
 use crate::engine::{EngineEvent, EventSink, MediaError, PublisherState, StreamQuality};
 use crate::media::{FRAME_SAMPLES, SAMPLE_RATE, Tone, unix_micros};
@@ -68,9 +68,11 @@ pub(crate) async fn run(
         &local,
         &pc,
         &mut peer_events,
-        events.clone(),
-        running.clone(),
-        env.probe.clone(),
+        TaskLink {
+            events: events.clone(),
+            running: running.clone(),
+            probe: env.probe.clone(),
+        },
     );
     let outcome = tokio::select! {
         result = setup => result.map(Some),
@@ -109,10 +111,9 @@ async fn publish(
     local: &LocalStream,
     pc: &Peer,
     peer_events: &mut PeerEvents,
-    events: EventSink,
-    running: Arc<AtomicBool>,
-    probe: Option<FrameProbe>,
+    link: TaskLink,
 ) -> Result<(), MediaError> {
+    let TaskLink { events, running, probe } = link;
     let (track, sender, ssrc) = add_track(pc, stream_id, RtpCodecKind::Video, peer::h264_codec()).await?;
     let audio_source = local.audio();
     let audio = if audio_source == AudioSource::Off {
