@@ -6,11 +6,18 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/holoroom-target
 
 # Build: ALSA (cpal), bindgen (camera), NASM (openh264 SIMD), Opus, Wayland and xkbcommon (winit).
 APT_BUILD := pkg-config libasound2-dev libclang-dev nasm libopus-dev libwayland-dev libxkbcommon-dev
-# Tests: a virtual display and Mesa's software Vulkan for the window test.
-APT_TEST := xvfb xauth mesa-vulkan-drivers libvulkan1
+# Tests: a virtual display and Mesa's software Vulkan for the window test; Chromium and Node
+# (playwright-core drives the browser) for the browser test.
+APT_TEST := xvfb xauth mesa-vulkan-drivers libvulkan1 chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# wasm-bindgen's CLI must match the wasm-bindgen crate in Cargo.lock.
+WASM_BINDGEN_VERSION := 0.2.130
+TOOLS := $(HOME)/.cache/holoroom-tools
+WASM_BINDGEN := $(TOOLS)/bin/wasm-bindgen
+# The browser app, ready to serve.
+WEB_DIR := $(CARGO_TARGET_DIR)/www
 
-.PHONY: deps run server bots test bench lint fmt
+.PHONY: deps run server bots web test bench lint fmt
 
 deps:
 	@missing=""; for p in $(APT_BUILD) $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -18,6 +25,8 @@ deps:
 		echo "Installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
+	@# Node (with npm) from Debian unless one is installed already (some bundle npm).
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; }
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 
@@ -25,19 +34,36 @@ deps:
 run: deps
 	cargo run -p holoroom
 
-## A standalone room server in dev mode on 127.0.0.1:7880.
+## A standalone room server in dev mode on 127.0.0.1:7880 (serving the browser app at / once
+## `make web` has built it).
 server: deps
-	cargo run -p holoroom-server -- serve --dev
+	cargo run -p holoroom-server -- serve --dev $$([ -f $(WEB_DIR)/index.html ] && echo --web-root $(WEB_DIR))
+
+## The browser app (wasm32, WebGL2) with its JS bindings and page, in $(WEB_DIR).
+web: deps $(WASM_BINDGEN)
+	cargo build -p holoroom --bin holoroom --target wasm32-unknown-unknown --profile web
+	$(WASM_BINDGEN) --target web --no-typescript --remove-name-section --remove-producers-section \
+		--out-dir $(WEB_DIR)/pkg $(CARGO_TARGET_DIR)/wasm32-unknown-unknown/web/holoroom.wasm
+	cp web/index.html $(WEB_DIR)/index.html
+	@echo "Browser app in $(WEB_DIR): run 'make server' and open http://127.0.0.1:7880/?room=lobby"
+
+$(WASM_BINDGEN):
+	cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS)
+
+tests/web/node_modules: tests/web/package.json tests/web/package-lock.json
+	cd tests/web && npm ci --no-audit --no-fund
+	touch $@
 
 ## Two bots in the room of a local dev server (start `make server` first).
 bots: deps
 	cargo run -p holoroom -- bot --server ws://127.0.0.1:7880/v1/ws --room lobby --count 2
 
 ## Every test: unit, server and engine integration (real WebRTC over loopback), the app's
-## headless tests, the window screenshot test under Xvfb, and the protocol built for wasm32.
-test: deps
-	xvfb-run -a -s "-screen 0 1280x720x24" cargo test --workspace
-	cargo check -p holoroom-protocol --target wasm32-unknown-unknown
+## headless tests, the window screenshot test under Xvfb, the browser app in headless
+## Chromium with a native bot, and clippy on the wasm32 build.
+test: deps web tests/web/node_modules
+	HOLOROOM_WEB_DIR=$(WEB_DIR) xvfb-run -a -s "-screen 0 1280x720x24" cargo test --workspace
+	cargo clippy -p holoroom -p holoroom-engine -p holoroom-protocol --target wasm32-unknown-unknown --profile web -- -D warnings
 
 ## Benchmarks; each prints ratios against a baseline measured in the same run. Media and SFU
 ## build in release; the render bench reuses the test build (dependencies optimised) and opens

@@ -14,6 +14,22 @@ use crate::RoomSystems;
 /// Mints a token for (room, user, name, spectator), with keys this process holds.
 pub type MintToken = Arc<dyn Fn(&str, &str, &str, bool) -> Option<String> + Send + Sync>;
 
+/// Who asks for a token: the room, the user, their name, and whether they only watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    pub room: String,
+    pub user: String,
+    pub name: String,
+    pub spectate: bool,
+}
+
+/// A token (or why there is none) for a request, when it arrives.
+pub type TokenReply = (TokenRequest, Result<String, String>);
+
+/// Starts fetching a token (from a dev server's guest endpoint); the reply goes to the sender.
+/// Never blocks: the fetch runs on a thread, or on the page's event loop in a browser.
+pub type FetchToken = Arc<dyn Fn(TokenRequest, crossbeam_channel::Sender<TokenReply>) + Send + Sync>;
+
 /// How this client gets its token.
 #[derive(Clone)]
 pub enum TokenSource {
@@ -21,6 +37,8 @@ pub enum TokenSource {
     Fixed(String),
     /// Minted here with the embedded server's keys.
     Mint(MintToken),
+    /// Asked of the server over HTTP (dev mode).
+    Fetch(FetchToken),
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -28,7 +46,22 @@ impl std::fmt::Debug for TokenSource {
         match self {
             TokenSource::Fixed(_) => f.write_str("TokenSource::Fixed"),
             TokenSource::Mint(_) => f.write_str("TokenSource::Mint"),
+            TokenSource::Fetch(_) => f.write_str("TokenSource::Fetch"),
         }
+    }
+}
+
+/// Token fetches under way.
+#[derive(Resource, Debug)]
+struct TokenReplies {
+    tx: crossbeam_channel::Sender<TokenReply>,
+    rx: crossbeam_channel::Receiver<TokenReply>,
+}
+
+impl Default for TokenReplies {
+    fn default() -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        TokenReplies { tx, rx }
     }
 }
 
@@ -114,6 +147,7 @@ pub fn plugin(app: &mut App) {
         .add_message::<MediaTrouble>()
         .add_message::<JoinRoom>()
         .add_message::<LeaveRoom>()
+        .init_resource::<TokenReplies>()
         .add_systems(
             Update,
             (handle_intents, drain_engine).chain().in_set(RoomSystems::Network),
@@ -128,44 +162,51 @@ fn handle_intents(
     mut leaves: MessageReader<LeaveRoom>,
     mut states: MessageWriter<RoomStateChanged>,
     own: Option<Res<OwnStream>>,
+    replies: Res<TokenReplies>,
 ) {
     let Some(bridge) = bridge else {
         return;
     };
+    let mut failed = |error: String| {
+        states.write(RoomStateChanged {
+            reason: RoomStateReason::LoginFailed,
+            error: Some(error),
+        });
+    };
     for join in joins.read() {
-        let (room_id, user_id) = match (RoomId::new(join.room.clone()), UserId::new(join.user.clone())) {
-            (Ok(room), Ok(user)) => (room, user),
-            (Err(e), _) | (_, Err(e)) => {
-                states.write(RoomStateChanged {
-                    reason: RoomStateReason::LoginFailed,
-                    error: Some(e.to_string()),
-                });
+        // Bad IDs are named as such before any token is asked for.
+        if let Err(error) = RoomId::new(join.room.clone())
+            .map(drop)
+            .and_then(|()| UserId::new(join.user.clone()).map(drop))
+        {
+            failed(error.to_string());
+            continue;
+        }
+        let request = TokenRequest {
+            room: join.room.clone(),
+            user: join.user.clone(),
+            name: join.name.clone(),
+            spectate: join.spectate,
+        };
+        let token = match &bridge.tokens {
+            TokenSource::Fixed(token) => Ok(token.clone()),
+            TokenSource::Mint(mint) => mint(&request.room, &request.user, &request.name, request.spectate)
+                .ok_or_else(|| "no token for this room and user".to_owned()),
+            TokenSource::Fetch(fetch) => {
+                fetch(request, replies.tx.clone());
                 continue;
             }
         };
-        let token = match &bridge.tokens {
-            TokenSource::Fixed(token) => Some(token.clone()),
-            TokenSource::Mint(mint) => mint(room_id.as_str(), user_id.as_str(), &join.name, join.spectate),
-        };
-        let Some(token) = token else {
-            states.write(RoomStateChanged {
-                reason: RoomStateReason::LoginFailed,
-                error: Some("no token for this room and user".into()),
-            });
-            continue;
-        };
-        let user = UserInfo {
-            user_id,
-            user_name: join.name.clone(),
-        };
-        commands.insert_resource(Me {
-            room_id: room_id.clone(),
-            user: user.clone(),
-            spectator: join.spectate,
-        });
-        bridge
-            .engine
-            .login_room(room_id, token, user, LoginConfig { user_update: true });
+        match token {
+            Ok(token) => login(&mut commands, &bridge, &request, token).unwrap_or_else(&mut failed),
+            Err(error) => failed(error),
+        }
+    }
+    for (request, token) in replies.rx.try_iter() {
+        match token {
+            Ok(token) => login(&mut commands, &bridge, &request, token).unwrap_or_else(&mut failed),
+            Err(error) => failed(format!("no token: {error}")),
+        }
     }
     for _ in leaves.read() {
         if let Some(own) = &own {
@@ -175,6 +216,25 @@ fn handle_intents(
         }
         bridge.engine.logout_room();
     }
+}
+
+/// Logs in as `request` says, with `token`.
+fn login(commands: &mut Commands, bridge: &EngineBridge, request: &TokenRequest, token: String) -> Result<(), String> {
+    let room_id = RoomId::new(request.room.clone()).map_err(|e| e.to_string())?;
+    let user_id = UserId::new(request.user.clone()).map_err(|e| e.to_string())?;
+    let user = UserInfo {
+        user_id,
+        user_name: request.name.clone(),
+    };
+    commands.insert_resource(Me {
+        room_id: room_id.clone(),
+        user: user.clone(),
+        spectator: request.spectate,
+    });
+    bridge
+        .engine
+        .login_room(room_id, token, user, LoginConfig { user_update: true });
+    Ok(())
 }
 
 /// Drains every engine event that arrived since the last frame into Messages.

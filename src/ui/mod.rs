@@ -9,14 +9,19 @@ pub mod preview;
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPlugin, EguiPrimaryContextPass, egui};
+#[cfg(not(target_arch = "wasm32"))]
 use holoroom_engine::bot::{Bot, BotConfig};
-use holoroom_engine::protocol::{RoomId, StreamId, UserId, UserInfo};
+use holoroom_engine::protocol::StreamId;
+#[cfg(not(target_arch = "wasm32"))]
+use holoroom_engine::protocol::{RoomId, UserId, UserInfo};
 use holoroom_engine::{AudioSource, StreamQuality, VideoSource};
 
 use crate::Connection;
 use crate::audio::{AudioSettings, Muted, RoomAudio, SpeakingLevel};
 use crate::net::OwnStream;
-use crate::net::{EngineBridge, JoinRoom, LeaveRoom, Me, QualityUpdated, TokenSource};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::net::TokenSource;
+use crate::net::{EngineBridge, JoinRoom, LeaveRoom, Me, QualityUpdated};
 use crate::room::ViewerCamera;
 use crate::room::participants::{
     AppState, LastError, LocalParticipant, MediaChoice, Participant, Reconnecting, VideoFeed,
@@ -60,7 +65,13 @@ impl DeviceList {
 
 /// Demo participants run in this process (embedded server only).
 #[derive(Resource, Default, Debug)]
-pub struct DemoBots(pub Vec<Bot>);
+pub struct DemoBots(pub Vec<DemoBot>);
+
+/// A demo participant: a bot in this process (none in a browser, which has no embedded server).
+#[cfg(not(target_arch = "wasm32"))]
+pub type DemoBot = Bot;
+#[cfg(target_arch = "wasm32")]
+pub type DemoBot = ();
 
 pub fn plugin(app: &mut App) {
     app.add_plugins(EguiPlugin::default())
@@ -236,8 +247,15 @@ fn call_panel(
                 leave.write(LeaveRoom);
                 // Each bot logs out and joins its threads when dropped: not on the frame's time.
                 let demo = std::mem::take(&mut bots.0);
+                #[cfg(not(target_arch = "wasm32"))]
                 std::thread::spawn(move || drop(demo));
+                #[cfg(target_arch = "wasm32")]
+                drop(demo);
             }
+            // Demo participants run in this process, beside an embedded server (not in a browser).
+            #[cfg(target_arch = "wasm32")]
+            let _ = (&connection, &bridge);
+            #[cfg(not(target_arch = "wasm32"))]
             if connection.embedded
                 && let (Some(me), Some(bridge)) = (&me, &bridge)
                 && ui.button("Add demo participants").clicked()
@@ -388,6 +406,7 @@ fn device_picker(ui: &mut egui::Ui, devices: &mut DeviceList, choice: &mut Media
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn add_demo_bots(bots: &mut DemoBots, connection: &Connection, bridge: &EngineBridge, room: &RoomId) {
     let TokenSource::Mint(mint) = &bridge.tokens else {
         return;

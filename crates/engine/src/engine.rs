@@ -41,6 +41,8 @@ pub enum MediaError {
     Codec(String),
     #[error("already {0} this stream")]
     Duplicate(&'static str),
+    #[error("can't capture: {0}")]
+    Capture(String),
 }
 
 /// `publisherStateUpdate` states.
@@ -105,7 +107,38 @@ impl SystemRequirements {
     }
 }
 
+/// Checks what this browser supports (the browser decodes; cameras are asked for on use).
+#[cfg(target_arch = "wasm32")]
+pub fn check_system_requirements() -> SystemRequirements {
+    let global = js_sys::global();
+    let has = |name: &str| js_sys::Reflect::has(&global, &name.into()).unwrap_or(false);
+    let media_devices = web_sys::window()
+        .map(|w| w.navigator())
+        .and_then(|n| n.media_devices().ok())
+        .is_some();
+    let need = |ok: bool, what: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("this browser has no {what}"))
+        }
+    };
+    SystemRequirements {
+        webrtc: need(has("RTCPeerConnection"), "WebRTC"),
+        custom_capture: Err("custom frames are not published from a browser yet".into()),
+        camera: need(media_devices, "camera access (getUserMedia needs https or localhost)"),
+        microphone: need(
+            media_devices,
+            "microphone access (getUserMedia needs https or localhost)",
+        ),
+        screen_capture: Err("screen capture is not supported yet".into()),
+        video_codecs: vec!["H264"],
+        audio_codecs: vec!["opus"],
+    }
+}
+
 /// Checks what this build and device support.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn check_system_requirements() -> SystemRequirements {
     let present = |found: bool, what: &str, stand_in: &str| {
         if found {
@@ -320,6 +353,8 @@ pub(crate) enum Command {
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::native::Backend;
+#[cfg(target_arch = "wasm32")]
+use crate::web::Backend;
 
 /// The client SDK's entry point: one per app.
 #[derive(Debug)]

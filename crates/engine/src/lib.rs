@@ -13,7 +13,9 @@
 //! - [`codec`] (native): H.264 through OpenH264.
 //! - [`devices`] (native): sound cards through cpal (the room's output, microphones) and cameras.
 //! - [`bot`] (native): headless participants for demos, tests and load.
-//! - [`signaling`] (native): the WebSocket connection, requests with typed responses, ordered events.
+//! - [`signaling`]: the WebSocket connection, requests with typed responses, ordered events.
+//! - `web` (wasm32): the backend in a browser: its WebSocket, RTCPeerConnection, camera,
+//!   decoding and Web Audio behind the same API.
 //!
 //! Architecture Invariant: the API is platform-neutral; native-only modules are behind
 //! `cfg(not(target_arch = "wasm32"))` so a web backend can sit beside them.
@@ -22,7 +24,6 @@
 pub mod bot;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod codec;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod devices;
 pub mod engine;
 pub mod media;
@@ -31,8 +32,9 @@ pub mod stream;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod signaling;
+#[cfg(target_arch = "wasm32")]
+mod web;
 
 pub use engine::{
     Engine, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReconnectPolicy,

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use web_time::Instant;
 
 use holoroom_protocol::StreamSource;
 
@@ -80,6 +82,8 @@ pub enum StreamError {
 
 #[derive(Debug)]
 struct Inner {
+    /// Identifies the stream to platform code that keeps objects per stream (the browser's camera).
+    key: u64,
     config: StreamConfig,
     preview: FrameSlot,
     stop: AtomicBool,
@@ -134,7 +138,9 @@ impl LocalStream {
         if let Some(note) = &note {
             tracing::warn!("{note}");
         }
+        static NEXT_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let inner = Arc::new(Inner {
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             config: config.clone(),
             preview: FrameSlot::new(),
             stop: AtomicBool::new(false),
@@ -145,6 +151,19 @@ impl LocalStream {
             microphone: std::sync::Mutex::new(microphone),
             note,
         });
+        #[cfg(target_arch = "wasm32")]
+        if let VideoSource::Camera(_) = config.video {
+            // The browser opens the camera (asking the person) and paces its pictures.
+            crate::web::open_camera(
+                inner.key,
+                inner.preview.clone(),
+                config.width,
+                config.height,
+                config.fps,
+                config.audio == AudioSource::Microphone,
+            );
+            return Ok(LocalStream { inner });
+        }
         if config.video != VideoSource::Custom {
             let mut pattern = TestPattern::new(config.width, config.height)?;
             let mut next_clip_frame = 0usize;
@@ -212,6 +231,11 @@ impl LocalStream {
                 .map_err(|e| StreamError::Thread(e.to_string()))?;
         }
         Ok(LocalStream { inner })
+    }
+
+    /// Identifies this stream and its clones (unique in this process).
+    pub fn key(&self) -> u64 {
+        self.inner.key
     }
 
     /// The newest captured frame, for a local preview (and the encoder).
@@ -282,6 +306,8 @@ impl LocalStream {
     pub fn destroy(&self) {
         self.inner.stop.store(true, Ordering::Relaxed);
         self.inner.preview.close();
+        #[cfg(target_arch = "wasm32")]
+        crate::web::close_camera(self.inner.key);
         #[cfg(not(target_arch = "wasm32"))]
         self.inner
             .microphone
@@ -344,9 +370,9 @@ fn open_microphone(
     }
 }
 
+/// In a browser the microphone opens with the camera, through getUserMedia.
 #[cfg(target_arch = "wasm32")]
-fn open_microphone(_device: Option<&str>, notes: &mut Vec<String>) -> (Option<AudioBuffer>, Option<()>) {
-    notes.push("no microphone capture in this build; sending silence".into());
+fn open_microphone(_device: Option<&str>, _notes: &mut [String]) -> (Option<AudioBuffer>, Option<()>) {
     (None, None)
 }
 

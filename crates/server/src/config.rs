@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub session_queue: usize,
     /// The SFU's UDP socket.
     pub media: MediaConfig,
+    /// A directory of the browser app (`make web`) to serve at `/`.
+    pub web_root: Option<std::path::PathBuf>,
 }
 
 /// Where media flows.
@@ -57,6 +59,7 @@ impl ServerConfig {
         Self {
             keys,
             dev_tokens: false,
+            web_root: None,
             reconnect_grace: Duration::from_secs(10),
             login_timeout: Duration::from_secs(10),
             token_expiry_warning: Duration::from_secs(30),

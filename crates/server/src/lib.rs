@@ -16,6 +16,7 @@ mod hub;
 pub mod rooms;
 mod session;
 pub mod sfu;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -103,11 +104,15 @@ impl Server {
             hub: hub.clone(),
             shutdown: shutdown_rx.clone(),
         };
-        let router = Router::new()
+        let web_root = state.hub.config.web_root.clone();
+        let mut router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route(WS_PATH, get(websocket))
             .route("/v1/dev/token", get(dev_token))
             .with_state(state);
+        if let Some(root) = web_root {
+            router = router.fallback(get(move |uri: axum::http::Uri| web::serve(root.clone(), uri)));
+        }
         let mut stop = shutdown_rx;
         let task = tokio::spawn(async move {
             axum::serve(listener, router)

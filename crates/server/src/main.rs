@@ -74,6 +74,9 @@ struct ServeArgs {
     /// Dev mode: without a secret, generate one; mint guest tokens at /v1/dev/token.
     #[arg(long, env = "HOLOROOM_DEV")]
     dev: bool,
+    /// Serve the browser app (the directory `make web` fills) at `/`.
+    #[arg(long, env = "HOLOROOM_WEB_ROOT")]
+    web_root: Option<std::path::PathBuf>,
     /// Clock skew allowed on token times, in seconds (at most 60).
     #[arg(long, env = "HOLOROOM_TOKEN_LEEWAY", default_value_t = 30)]
     token_leeway: u64,
@@ -178,6 +181,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     };
     let mut config = ServerConfig::new(keys.with_previous(args.previous_keys).with_leeway(args.token_leeway));
     config.dev_tokens = args.dev;
+    config.web_root = args.web_root;
     config.reconnect_grace = args.reconnect_grace;
     config.login_timeout = args.login_timeout;
     config.allowed_origins = args.allowed_origins;

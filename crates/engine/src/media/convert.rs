@@ -54,15 +54,24 @@ pub fn nv12_to_i420(width: u32, height: u32, data: &[u8]) -> Result<VideoFrame, 
 
 /// Packed RGB888 to I420, BT.601 limited range; chroma from each 2x2 block's average.
 pub fn rgb_to_i420(width: u32, height: u32, data: &[u8]) -> Result<VideoFrame, FrameError> {
+    packed_to_i420::<3>(width, height, data)
+}
+
+/// Packed RGBA8888 (a canvas's pixels) to I420; alpha is ignored.
+pub fn rgba_to_i420(width: u32, height: u32, data: &[u8]) -> Result<VideoFrame, FrameError> {
+    packed_to_i420::<4>(width, height, data)
+}
+
+fn packed_to_i420<const BYTES: usize>(width: u32, height: u32, data: &[u8]) -> Result<VideoFrame, FrameError> {
     VideoFrame::check_size(width, height)?;
     let (w, h) = (width as usize, height as usize);
-    let needed = w * h * 3;
+    let needed = w * h * BYTES;
     if data.len() < needed {
         return Err(short('y', data.len(), needed, width, height));
     }
     let luma = |r: i32, g: i32, b: i32| (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16).clamp(0, 255) as u8;
     let y = data[..needed]
-        .chunks_exact(3)
+        .chunks_exact(BYTES)
         .map(|p| luma(i32::from(p[0]), i32::from(p[1]), i32::from(p[2])))
         .collect();
     let mut u = Vec::with_capacity(w * h / 4);
@@ -71,7 +80,7 @@ pub fn rgb_to_i420(width: u32, height: u32, data: &[u8]) -> Result<VideoFrame, F
         for col in (0..w).step_by(2) {
             let (mut r, mut g, mut b) = (0i32, 0i32, 0i32);
             for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                let at = ((row + dy) * w + col + dx) * 3;
+                let at = ((row + dy) * w + col + dx) * BYTES;
                 r += i32::from(data[at]);
                 g += i32::from(data[at + 1]);
                 b += i32::from(data[at + 2]);
@@ -133,5 +142,7 @@ mod tests {
         assert_eq!((black.y[0], black.u[0], black.v[0]), (16, 128, 128));
         let red = solid([255, 0, 0]);
         assert_eq!((red.y[0], red.u[0], red.v[0]), (82, 90, 240));
+        let red_rgba = rgba_to_i420(w, h, &[255, 0, 0, 255].repeat(256)).expect("converts");
+        assert_eq!(red_rgba, red, "alpha is ignored");
     }
 }

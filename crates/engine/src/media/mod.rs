@@ -20,8 +20,8 @@ pub use y4m::{Y4mClip, Y4mError};
 
 /// Microseconds since the UNIX epoch: the clock of capture times and frame codes.
 pub fn unix_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }

@@ -2,7 +2,9 @@
 //! slow reader (a render loop, a test) never makes the producer wait and never sees stale queues.
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use web_time::Instant;
 
 use super::{FrameCode, VideoFrame};
 

@@ -31,18 +31,6 @@ use crate::stream::LocalStream;
 /// How long a polite logout may take when the engine is dropped.
 const LOGOUT_ON_DROP: Duration = Duration::from_secs(1);
 
-impl From<SignalingError> for RoomError {
-    fn from(err: SignalingError) -> Self {
-        match err {
-            SignalingError::Connect { url, reason } => RoomError::Unreachable { url, reason },
-            SignalingError::Refused(body) => RoomError::Refused(body),
-            SignalingError::Closed => RoomError::Closed,
-            SignalingError::Protocol(what) => RoomError::Protocol(what),
-            SignalingError::Timeout(_) => RoomError::Timeout,
-        }
-    }
-}
-
 #[derive(Debug)]
 pub(crate) struct Backend {
     commands: Option<mpsc::UnboundedSender<Command>>,

@@ -1,4 +1,4 @@
-//! The signaling connection to a room server (native: tokio + WebSocket).
+//! The native signaling connection: tokio + tungstenite.
 //!
 //! A [`Signaling`] handle sends requests and awaits their responses; server events arrive,
 //! in order, on the receiver returned by [`Signaling::connect`]. A driver task owns the socket.
@@ -6,43 +6,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use holoroom_protocol::{
-    ClientMessage, ErrorBody, Event, LoginConfig, LoginRequest, LoginResponse, PROTOCOL_VERSION, Request, ResponseBody,
+    ClientMessage, ErrorBody, LoginConfig, LoginRequest, LoginResponse, PROTOCOL_VERSION, Request, ResponseBody,
     RoomId, ServerMessage, UserInfo,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-/// How long a request waits for its response.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why a signaling call failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SignalingError {
-    #[error("can't reach room server at {url}: {reason}")]
-    Connect { url: String, reason: String },
-    #[error("the room server refused: {0}")]
-    Refused(ErrorBody),
-    #[error("the connection to the room server is closed")]
-    Closed,
-    #[error("the room server sent something unreadable: {0}")]
-    Protocol(String),
-    #[error("the room server did not answer within {0:?}")]
-    Timeout(Duration),
-}
-
-/// What the driver reports besides responses.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SignalingEvent {
-    /// A server event with its sequence number.
-    Event { seq: u64, event: Event },
-    /// The socket closed; `code` is the server's close code when it sent one.
-    Closed { code: Option<u16>, reason: String },
-}
+use super::{REQUEST_TIMEOUT, SignalingError, SignalingEvent};
 
 type Pending = HashMap<u64, oneshot::Sender<Result<ResponseBody, ErrorBody>>>;
 

@@ -1,0 +1,313 @@
+//! Publishing and playing in the browser: one RTCPeerConnection per stream to the SFU, with
+//! the same offer/answer exchange as the desktop client. The browser encodes the camera and
+//! decodes what it plays; played pictures are tapped into the stream's frame slot and its
+//! sound into the stream's audio buffer, where the app takes them as on the desktop.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use holoroom_protocol::{PlayRequest, PublishRequest, Request, ResponseBody, StreamId};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+use web_sys::{
+    AudioContext, AudioProcessingEvent, MediaStream, RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState,
+    RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
+    ScriptProcessorNode,
+};
+
+use super::capture::{VideoTap, camera_stream};
+use super::signaling::Signaling;
+use super::util::{describe, resolve, sleep};
+use crate::engine::{EngineEvent, EventSink, MediaError, PlayerState, PublisherState, RemoteStream};
+use crate::media::{AudioBuffer, SAMPLE_RATE};
+use crate::stream::LocalStream;
+
+type TrackHandler = Closure<dyn FnMut(RtcTrackEvent)>;
+
+/// One stream's media connection and what hangs off it. Closing it ends everything.
+#[derive(Default)]
+pub(crate) struct MediaSession {
+    pc: RefCell<Option<RtcPeerConnection>>,
+    closed: Cell<bool>,
+    video: RefCell<Option<VideoTap>>,
+    audio: RefCell<Option<AudioTap>>,
+    _on_track: RefCell<Option<TrackHandler>>,
+}
+
+impl MediaSession {
+    pub fn close(&self) {
+        self.closed.set(true);
+        if let Some(pc) = self.pc.borrow_mut().take() {
+            pc.close();
+        }
+        self.video.borrow_mut().take();
+        self.audio.borrow_mut().take();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+}
+
+fn connection_error(what: impl Into<String>) -> MediaError {
+    MediaError::Connection(what.into())
+}
+
+fn new_pc() -> Result<RtcPeerConnection, MediaError> {
+    RtcPeerConnection::new().map_err(|e| connection_error(describe(e)))
+}
+
+/// Offers, sends the offer with `request`, applies the answer and waits for the connection.
+async fn negotiate(
+    pc: &RtcPeerConnection,
+    signaling: &Signaling,
+    request: impl FnOnce(String) -> Request,
+) -> Result<ResponseBody, MediaError> {
+    let offer = resolve(pc.create_offer()).await.map_err(connection_error)?;
+    let sdp = js_sys::Reflect::get(&offer, &"sdp".into())
+        .ok()
+        .and_then(|s| s.as_string())
+        .ok_or_else(|| connection_error("the browser made an offer without SDP"))?;
+    let description = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
+    description.set_sdp(&sdp);
+    resolve(pc.set_local_description(&description))
+        .await
+        .map_err(connection_error)?;
+    // The SFU is ICE-lite and learns addresses from checks; the offer goes out with the
+    // host candidates gathered, without trickling.
+    for _ in 0..150 {
+        if pc.ice_gathering_state() == RtcIceGatheringState::Complete {
+            break;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    let sdp = pc
+        .local_description()
+        .map(|d| d.sdp())
+        .ok_or_else(|| connection_error("no local description"))?;
+    let response = signaling.request(request(sdp)).await.map_err(MediaError::Signaling)?;
+    let answer = match &response {
+        ResponseBody::Publishing {
+            sdp_answer: Some(answer),
+        }
+        | ResponseBody::Playing {
+            sdp_answer: Some(answer),
+            ..
+        } => answer.clone(),
+        other => return Err(connection_error(format!("answered without SDP: {other:?}"))),
+    };
+    let description = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
+    description.set_sdp(&answer);
+    resolve(pc.set_remote_description(&description))
+        .await
+        .map_err(connection_error)?;
+    for _ in 0..500 {
+        match pc.connection_state() {
+            RtcPeerConnectionState::Connected => return Ok(response),
+            RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed => {
+                return Err(connection_error("the media connection failed"));
+            }
+            _ => sleep(Duration::from_millis(20)).await,
+        }
+    }
+    Err(connection_error("the media connection did not come up within 10 s"))
+}
+
+/// Publishes local stream `local` (its camera and microphone) as `stream_id`.
+pub(crate) async fn publish(
+    signaling: Signaling,
+    stream_id: StreamId,
+    local: LocalStream,
+    events: EventSink,
+    session: Rc<MediaSession>,
+) {
+    let state = |state, error| EngineEvent::PublisherStateUpdate {
+        stream_id: stream_id.clone(),
+        state,
+        error,
+    };
+    let _ = events.send(state(PublisherState::Requesting, None));
+    let result = async {
+        let camera = camera_stream(local.key()).await.map_err(MediaError::Capture)?;
+        let pc = new_pc()?;
+        *session.pc.borrow_mut() = Some(pc.clone());
+        for track in camera.get_tracks().iter() {
+            let Ok(track) = track.dyn_into::<web_sys::MediaStreamTrack>() else {
+                continue;
+            };
+            let init = RtcRtpTransceiverInit::new();
+            init.set_direction(RtcRtpTransceiverDirection::Sendonly);
+            init.set_streams(&js_sys::Array::of1(&camera));
+            pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
+        }
+        let request = |sdp| {
+            Request::StartPublishing(PublishRequest {
+                stream_id: stream_id.clone(),
+                source: local.source(),
+                extra_info: local.extra_info(),
+                sdp_offer: Some(sdp),
+            })
+        };
+        negotiate(&pc, &signaling, request).await.map(drop)
+    }
+    .await;
+    if session.is_closed() {
+        return;
+    }
+    match result {
+        Ok(()) => {
+            let _ = events.send(state(PublisherState::Publishing, None));
+        }
+        Err(error) => {
+            session.close();
+            let _ = events.send(state(PublisherState::NoPublish, Some(error)));
+        }
+    }
+}
+
+/// Plays `stream_id` into `remote`: pictures into its slot, sound into its buffer.
+pub(crate) async fn play(
+    signaling: Signaling,
+    stream_id: StreamId,
+    remote: RemoteStream,
+    events: EventSink,
+    session: Rc<MediaSession>,
+) {
+    let state = |state, error| EngineEvent::PlayerStateUpdate {
+        stream_id: stream_id.clone(),
+        state,
+        error,
+    };
+    let _ = events.send(state(PlayerState::Requesting, None));
+    let result = async {
+        let pc = new_pc()?;
+        *session.pc.borrow_mut() = Some(pc.clone());
+        for kind in ["video", "audio"] {
+            let init = RtcRtpTransceiverInit::new();
+            init.set_direction(RtcRtpTransceiverDirection::Recvonly);
+            pc.add_transceiver_with_str_and_init(kind, &init);
+        }
+        let on_track = {
+            let session = Rc::downgrade(&session);
+            let remote = remote.clone();
+            Closure::<dyn FnMut(RtcTrackEvent)>::new(move |event: RtcTrackEvent| {
+                let Some(session) = session.upgrade() else { return };
+                let track = event.track();
+                let Ok(stream) = MediaStream::new() else { return };
+                stream.add_track(&track);
+                if track.kind() == "video" {
+                    match VideoTap::new(&stream, remote.video.clone(), 30.0) {
+                        Ok(tap) => *session.video.borrow_mut() = Some(tap),
+                        Err(err) => tracing::warn!(%err, "can't show the video"),
+                    }
+                } else {
+                    match AudioTap::new(&stream, remote.audio.clone()) {
+                        Ok(tap) => *session.audio.borrow_mut() = Some(tap),
+                        Err(err) => tracing::warn!(%err, "can't take the sound"),
+                    }
+                }
+            })
+        };
+        pc.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
+        *session._on_track.borrow_mut() = Some(on_track);
+        let request = |sdp| {
+            Request::StartPlaying(PlayRequest {
+                stream_id: stream_id.clone(),
+                sdp_offer: Some(sdp),
+            })
+        };
+        negotiate(&pc, &signaling, request).await.map(drop)
+    }
+    .await;
+    if session.is_closed() {
+        return;
+    }
+    match result {
+        Ok(()) => {
+            let _ = events.send(state(PlayerState::Playing, None));
+        }
+        Err(error) => {
+            session.close();
+            let _ = events.send(state(PlayerState::NoPlay, Some(error)));
+        }
+    }
+}
+
+thread_local! {
+    static AUDIO: RefCell<Option<AudioContext>> = const { RefCell::new(None) };
+}
+
+/// The page's audio context at 48 kHz, made once.
+pub(crate) fn audio_context() -> Result<AudioContext, String> {
+    AUDIO.with(|audio| {
+        if let Some(context) = audio.borrow().as_ref() {
+            let _ = context.resume();
+            return Ok(context.clone());
+        }
+        let options = web_sys::AudioContextOptions::new();
+        options.set_sample_rate(SAMPLE_RATE as f32);
+        let context = AudioContext::new_with_context_options(&options).map_err(describe)?;
+        // Browsers start sound only after the person interacts with the page: resume then.
+        if let Some(document) = web_sys::window().and_then(|w| w.document()) {
+            let resume = {
+                let context = context.clone();
+                Closure::<dyn FnMut()>::new(move || {
+                    let _ = context.resume();
+                })
+            };
+            for event in ["pointerdown", "keydown"] {
+                let _ = document.add_event_listener_with_callback(event, resume.as_ref().unchecked_ref());
+            }
+            // Lives as long as the page, like the context.
+            resume.forget();
+        }
+        *audio.borrow_mut() = Some(context.clone());
+        Ok(context)
+    })
+}
+
+/// Copies a stream's sound, as 48 kHz mono, into an audio buffer (silently: the app's
+/// mixer plays it, placed in the room).
+pub(crate) struct AudioTap {
+    processor: ScriptProcessorNode,
+    _on_audio: Closure<dyn FnMut(AudioProcessingEvent)>,
+}
+
+impl AudioTap {
+    pub fn new(stream: &MediaStream, into: AudioBuffer) -> Result<AudioTap, String> {
+        let context = audio_context()?;
+        let source = context.create_media_stream_source(stream).map_err(describe)?;
+        let processor = context
+            .create_script_processor_with_buffer_size_and_number_of_input_channels_and_number_of_output_channels(
+                1024, 1, 1,
+            )
+            .map_err(describe)?;
+        let on_audio = Closure::<dyn FnMut(AudioProcessingEvent)>::new(move |event: AudioProcessingEvent| {
+            if let Ok(input) = event.input_buffer()
+                && let Ok(samples) = input.get_channel_data(0)
+            {
+                into.push(&samples);
+            }
+        });
+        processor.set_onaudioprocess(Some(on_audio.as_ref().unchecked_ref()));
+        let silent = context.create_gain().map_err(describe)?;
+        silent.gain().set_value(0.0);
+        source.connect_with_audio_node(&processor).map_err(describe)?;
+        processor.connect_with_audio_node(&silent).map_err(describe)?;
+        silent
+            .connect_with_audio_node(&context.destination())
+            .map_err(describe)?;
+        Ok(AudioTap {
+            processor,
+            _on_audio: on_audio,
+        })
+    }
+}
+
+impl Drop for AudioTap {
+    fn drop(&mut self) {
+        self.processor.set_onaudioprocess(None);
+        let _ = self.processor.disconnect();
+    }
+}

@@ -1,0 +1,158 @@
+//! The browser client. Settings come from the page's address
+//! (`?room=lobby&user=ann&name=Ann&spectate=1&join=1`); the room server is the one that
+//! served the page, and guest tokens come from its dev endpoint. `join=1` joins at once.
+//! The page's body carries the room's state in `data-holoroom-*` attributes (state, others
+//! seen, live feeds, frames shown, frame codes read from remote pictures) for whoever drives
+//! the page (tests).
+
+use std::sync::Arc;
+
+use bevy::prelude::*;
+use holoroom::net::{EngineBridge, JoinRoom, TokenRequest, TokenSource};
+use holoroom::room::participants::{AppState, Participant, VideoFeed};
+use holoroom::video::UploadStats;
+use holoroom::{Connection, HoloroomPlugin};
+use holoroom_engine::{Engine, EngineConfig};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+/// Where the page came from and what its address asks for.
+struct Page {
+    http: String,
+    ws: String,
+    params: web_sys::UrlSearchParams,
+}
+
+fn page() -> Option<Page> {
+    let location = web_sys::window()?.location();
+    let (protocol, host) = (location.protocol().ok()?, location.host().ok()?);
+    let ws = if protocol == "https:" { "wss" } else { "ws" };
+    Some(Page {
+        http: format!("{protocol}//{host}"),
+        ws: format!("{ws}://{host}/v1/ws"),
+        params: web_sys::UrlSearchParams::new_with_str(&location.search().ok()?).ok()?,
+    })
+}
+
+/// Asks the server for a guest token.
+async fn fetch_token(http: &str, request: &TokenRequest) -> Result<String, String> {
+    let encode = |s: &str| String::from(js_sys::encode_uri_component(s));
+    let url = format!(
+        "{http}/v1/dev/token?room={}&user={}&name={}&spectator={}",
+        encode(&request.room),
+        encode(&request.user),
+        encode(&request.name),
+        request.spectate
+    );
+    let window = web_sys::window().ok_or("no page")?;
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(&url))
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .dyn_into()
+        .map_err(|_| "not a response")?;
+    let body = JsFuture::from(response.text().map_err(|e| format!("{e:?}"))?)
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .as_string()
+        .unwrap_or_default();
+    if !response.ok() {
+        return Err(format!("the server said {}: {body}", response.status()));
+    }
+    let json = js_sys::JSON::parse(&body).map_err(|_| format!("not JSON: {body}"))?;
+    js_sys::Reflect::get(&json, &"token".into())
+        .ok()
+        .and_then(|t| t.as_string())
+        .ok_or_else(|| format!("no token in {body}"))
+}
+
+pub fn main() {
+    let Some(page) = page() else {
+        return;
+    };
+    let param = |name: &str| page.params.get(name).filter(|v| !v.is_empty());
+    let random = (js_sys::Math::random() * 65_536.0) as u32;
+    let connection = Connection {
+        server_url: page.ws.clone(),
+        room: param("room").unwrap_or_else(|| "lobby".into()),
+        user: param("user").unwrap_or_else(|| format!("web-{random:04x}")),
+        name: param("name").unwrap_or_else(|| "Guest".into()),
+        spectate: param("spectate").is_some_and(|v| v == "1"),
+        embedded: false,
+        note: None,
+    };
+    let join_now = param("join").is_some_and(|v| v == "1");
+    let http = page.http.clone();
+    let tokens = TokenSource::Fetch(Arc::new(move |request: TokenRequest, reply| {
+        let http = http.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let token = fetch_token(&http, &request).await;
+            let _ = reply.send((request, token));
+        });
+    }));
+    let engine = match Engine::new(EngineConfig::new(page.ws)) {
+        Ok(engine) => engine,
+        Err(err) => {
+            error!("can't start the engine: {err}");
+            return;
+        }
+    };
+    let mut app = App::new();
+    app.add_plugins(DefaultPlugins.set(WindowPlugin {
+        primary_window: Some(Window {
+            title: "Holoroom".into(),
+            canvas: Some("#holoroom".into()),
+            fit_canvas_to_parent: true,
+            ..default()
+        }),
+        ..default()
+    }))
+    .insert_resource(EngineBridge {
+        engine: Arc::new(engine),
+        tokens,
+    })
+    .add_plugins(HoloroomPlugin {
+        connection: connection.clone(),
+    })
+    .add_systems(Update, report_to_page);
+    if join_now {
+        app.add_systems(Startup, move |mut joins: MessageWriter<JoinRoom>| {
+            joins.write(JoinRoom {
+                room: connection.room.clone(),
+                user: connection.user.clone(),
+                name: connection.name.clone(),
+                spectate: connection.spectate,
+            });
+        });
+    }
+    app.run();
+}
+
+/// Puts the room's state on the page's body: `data-holoroom-state`, `-participants` (others
+/// seen), `-frames` (video frames shown).
+fn report_to_page(
+    state: Res<State<AppState>>,
+    uploads: Res<UploadStats>,
+    participants: Query<&Participant>,
+    feeds: Query<&VideoFeed>,
+    mut last: Local<Option<(AppState, usize, u64)>>,
+) {
+    let now = (*state.get(), participants.iter().count(), uploads.frames_uploaded);
+    if *last == Some(now) {
+        return;
+    }
+    *last = Some(now);
+    let Some(body) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.body()) else {
+        return;
+    };
+    let live = feeds.iter().filter(|f| f.frames_taken > 0).count();
+    // Frame codes read back from the pictures the browser decoded (remote test patterns).
+    let codes: Vec<String> = feeds
+        .iter()
+        .filter_map(|f| Some(f.slot.latest()?.code?.frame_number.to_string()))
+        .collect();
+    let _ = body.set_attribute("data-holoroom-codes", &codes.join(","));
+    let _ = body.set_attribute("data-holoroom-state", &format!("{:?}", now.0));
+    let _ = body.set_attribute("data-holoroom-participants", &now.1.to_string());
+    let _ = body.set_attribute("data-holoroom-live-feeds", &live.to_string());
+    let _ = body.set_attribute("data-holoroom-frames", &now.2.to_string());
+}

@@ -1,0 +1,153 @@
+//! The browser build end to end: the room server serves the web app (built by `make web`),
+//! headless Chromium (with a fake camera) opens it and joins a room with a native bot.
+//! The bot receives the browser's camera, decoded, at its size and changing; the page shows
+//! the bot's video, its frame codes read back from the pictures the browser decoded. A
+//! spectator tab sees the bot and is not listed to it.
+//!
+//! `make test` builds the web app and runs this with HOLOROOM_WEB_DIR set; plain `cargo test`
+//! without it says so and skips.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use holoroom_engine::StreamConfig;
+use holoroom_engine::bot::{Bot, BotConfig};
+use holoroom_engine::protocol::{RoomId, StreamId, UserId, UserInfo, VideoGrant};
+use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
+
+fn artifact(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("test-artifacts");
+    let _ = std::fs::create_dir_all(&dir);
+    dir.join(name)
+}
+
+/// Opens `url` in Chromium through `tests/web/drive.mjs`, which waits for `wait` and holds.
+fn open_page(url: &str, screenshot: &Path, wait: &str, hold_seconds: u32) -> Result<Child> {
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/drive.mjs");
+    Command::new("node")
+        .arg(driver)
+        .arg(url)
+        .arg(screenshot)
+        .arg(wait)
+        .arg(hold_seconds.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("can't run node (make deps installs it)")
+}
+
+fn finish(page: Child, what: &str) -> Result<String> {
+    let output = page.wait_with_output().context("the page driver")?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    ensure!(output.status.success(), "{what}: {text}");
+    Ok(text)
+}
+
+fn run(web_dir: PathBuf) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let server = runtime.block_on(async {
+        let mut config = ServerConfig::new(TokenKeys::new(SigningKey::new(
+            "k1",
+            b"browser-test-secret-012".to_vec(),
+        )));
+        config.dev_tokens = true;
+        config.web_root = Some(web_dir);
+        Server::bind("127.0.0.1:0", config).await
+    })?;
+    let http = server.http_url();
+
+    let bot_user = UserInfo {
+        user_id: UserId::new("bot-1")?,
+        user_name: "Bot 1".into(),
+    };
+    let bot = Bot::start(BotConfig {
+        server_url: server.ws_url(),
+        room_id: RoomId::new("demo")?,
+        token: server
+            .keys()
+            .mint(VideoGrant::participant("demo"), &bot_user.user_id, None, 3600),
+        user: bot_user,
+        publish: Some(StreamConfig::test_pattern(320, 180, 15.0)),
+    })?;
+
+    // A participant tab: it must show the bot's live video with the bot's frame codes.
+    let shot = artifact("browser-participant.png");
+    let page = open_page(
+        &format!("{http}/?room=demo&user=web-1&name=Web&join=1"),
+        &shot,
+        r#"{"participants":2,"liveFeeds":1,"code":true}"#,
+        12,
+    )?;
+    // Meanwhile the bot must receive the browser's camera.
+    let browser_stream = StreamId::new("web-1-cam")?;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let (first, size) = loop {
+        if let Some(frame) = bot.remote(&browser_stream).and_then(|r| r.video.latest()) {
+            break (frame.clone(), (frame.frame.width, frame.frame.height));
+        }
+        if Instant::now() > deadline {
+            bail!("the bot never received the browser's camera; bot: {:?}", bot.status());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let later = bot
+        .remote(&browser_stream)
+        .and_then(|r| r.video.latest())
+        .context("the browser's video stopped")?;
+    let result = finish(page, "participant tab")?;
+    println!("browser: participant tab {result}");
+    ensure!(size == (640, 360) || size == (640, 480), "browser camera at {size:?}");
+    ensure!(
+        later.sequence > first.sequence + 10,
+        "frames keep coming: {} -> {}",
+        first.sequence,
+        later.sequence
+    );
+    ensure!(later.frame.y != first.frame.y, "the picture changes");
+    ensure!(
+        result.contains("\"codes\":\""),
+        "the page reports frame codes: {result}"
+    );
+
+    // A spectator tab: sees the bot, is not listed to it.
+    let page = open_page(
+        &format!("{http}/?room=demo&user=watcher&name=Watcher&spectate=1&join=1"),
+        &artifact("browser-spectator.png"),
+        r#"{"participants":1,"liveFeeds":1}"#,
+        2,
+    )?;
+    let result = finish(page, "spectator tab")?;
+    println!("browser: spectator tab {result}");
+    let status = bot.status();
+    ensure!(
+        !status.users.iter().any(|u| u == "watcher"),
+        "the spectator is listed to the bot: {status:?}"
+    );
+    drop(bot);
+    drop(runtime);
+    Ok(())
+}
+
+fn main() {
+    let Some(web_dir) = std::env::var_os("HOLOROOM_WEB_DIR").map(PathBuf::from) else {
+        println!("browser test: skipped (HOLOROOM_WEB_DIR unset; `make test` builds the web app and sets it)");
+        println!("0 passed, 0 failed");
+        return;
+    };
+    match run(web_dir) {
+        Ok(()) => println!("1 passed, 0 failed"),
+        Err(err) => {
+            println!("browser test failed: {err:#}");
+            println!("0 passed, 1 failed");
+            std::process::exit(1);
+        }
+    }
+}

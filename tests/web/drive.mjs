@@ -1,0 +1,65 @@
+// Opens the Holoroom page in headless Chromium (Debian's, with a fake camera and microphone),
+// waits until the room shows what `wait` asks, keeps the page open for `hold` seconds (so the
+// other side can check what it receives), saves a screenshot and prints the page's state as
+// one JSON line.
+//
+//   node drive.mjs URL SCREENSHOT.png '{"liveFeeds":1}' HOLD_SECONDS
+import { chromium } from 'playwright-core';
+
+const [url, screenshot, waitJson, holdSeconds] = process.argv.slice(2);
+const wait = JSON.parse(waitJson || '{}');
+const hold = Number(holdSeconds || 0);
+
+const state = () => {
+  const b = document.body;
+  const n = (name) => Number(b.getAttribute(name) || 0);
+  return {
+    state: b.getAttribute('data-holoroom-state'),
+    participants: n('data-holoroom-participants'),
+    liveFeeds: n('data-holoroom-live-feeds'),
+    frames: n('data-holoroom-frames'),
+    codes: b.getAttribute('data-holoroom-codes') || '',
+  };
+};
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+    '--autoplay-policy=no-user-gesture-required',
+  ],
+});
+const page = await browser.newPage({ viewport: { width: 960, height: 540 } });
+page.on('console', (m) => { if (m.type() === 'error') console.error('page:', m.text()); });
+page.on('pageerror', (e) => console.error('page error:', e.message));
+let result;
+try {
+  await page.goto(url);
+  await page.waitForFunction(
+    ({ wait }) => {
+      const b = document.body;
+      const n = (name) => Number(b.getAttribute(name) || 0);
+      return b.getAttribute('data-holoroom-state') === 'InCall'
+        && n('data-holoroom-participants') >= (wait.participants || 0)
+        && n('data-holoroom-live-feeds') >= (wait.liveFeeds || 0)
+        && n('data-holoroom-frames') >= (wait.frames || 0)
+        && (!wait.code || (b.getAttribute('data-holoroom-codes') || '') !== '');
+    },
+    { wait },
+    { timeout: 120_000, polling: 250 },
+  );
+  const first = await page.evaluate(state);
+  await page.waitForTimeout(hold * 1000);
+  const last = await page.evaluate(state);
+  await page.screenshot({ path: screenshot });
+  result = { ok: true, first, last };
+} catch (e) {
+  result = { ok: false, error: String(e), last: await page.evaluate(state).catch(() => null) };
+  await page.screenshot({ path: screenshot }).catch(() => {});
+}
+console.log(JSON.stringify(result));
+await browser.close();
+process.exit(result.ok ? 0 : 1);
