@@ -2,15 +2,16 @@
 //! (`?room=lobby&user=ann&name=Ann&spectate=1&join=1`); the room server is the one that
 //! served the page, and guest tokens come from its dev endpoint. `join=1` joins at once.
 //! The page's body carries the room's state in `data-holoroom-*` attributes (state, others
-//! seen, live feeds, frames shown, frame codes read from remote pictures) for whoever drives
-//! the page (tests).
+//! seen, live feeds, frames shown, frame codes read from remote pictures, where a live panel
+//! is on the page) for whoever drives the page (tests).
 
 use std::sync::Arc;
 
 use bevy::prelude::*;
 use holoroom::net::{EngineBridge, JoinRoom, TokenRequest, TokenSource};
-use holoroom::room::participants::{AppState, Participant, VideoFeed};
-use holoroom::video::UploadStats;
+use holoroom::room::ViewerCamera;
+use holoroom::room::participants::{AppState, LocalParticipant, Participant, VideoFeed};
+use holoroom::video::{FaceViewer, PANEL_SIZE, UploadStats};
 use holoroom::{Connection, HoloroomPlugin};
 use holoroom_engine::{Engine, EngineConfig};
 use wasm_bindgen::JsCast;
@@ -129,11 +130,15 @@ pub fn main() {
 
 /// Puts the room's state on the page's body: `data-holoroom-state`, `-participants` (others
 /// seen), `-frames` (video frames shown).
+#[allow(clippy::too_many_arguments)] // a Bevy system: its parameters are what it reads
 fn report_to_page(
     state: Res<State<AppState>>,
     uploads: Res<UploadStats>,
     participants: Query<&Participant>,
     feeds: Query<&VideoFeed>,
+    camera: Query<(&Camera, &GlobalTransform), With<ViewerCamera>>,
+    panels: Query<(&ChildOf, &GlobalTransform), With<FaceViewer>>,
+    remote: Query<(&Participant, &VideoFeed), Without<LocalParticipant>>,
     mut last: Local<Option<(AppState, usize, u64)>>,
 ) {
     let now = (*state.get(), participants.iter().count(), uploads.frames_uploaded);
@@ -151,6 +156,21 @@ fn report_to_page(
         .filter_map(|f| Some(f.slot.latest()?.code?.frame_number.to_string()))
         .collect();
     let _ = body.set_attribute("data-holoroom-codes", &codes.join(","));
+    // Where the first live remote panel's corners are on the page (top-left, top-right,
+    // bottom-left, bottom-right), so its pixels can be checked.
+    if let Ok((camera, eye)) = camera.single() {
+        let corners = panels.iter().find_map(|(parent, panel)| {
+            let (who, _) = remote.get(parent.parent()).ok().filter(|(_, f)| f.frames_taken > 0)?;
+            let mut points = Vec::new();
+            for (x, y) in [(-0.5, 0.5), (0.5, 0.5), (-0.5, -0.5), (0.5, -0.5)] {
+                let local = Vec3::new(x * PANEL_SIZE.x, y * PANEL_SIZE.y, 0.0);
+                let at = camera.world_to_viewport(eye, panel.transform_point(local)).ok()?;
+                points.push(format!("{:.1},{:.1}", at.x, at.y));
+            }
+            Some(format!("{}:{}", who.user_id, points.join(",")))
+        });
+        let _ = body.set_attribute("data-holoroom-panel", &corners.unwrap_or_default());
+    }
     let _ = body.set_attribute("data-holoroom-state", &format!("{:?}", now.0));
     let _ = body.set_attribute("data-holoroom-participants", &now.1.to_string());
     let _ = body.set_attribute("data-holoroom-live-feeds", &live.to_string());

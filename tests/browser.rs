@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use holoroom_engine::StreamConfig;
 use holoroom_engine::bot::{Bot, BotConfig};
+use holoroom_engine::media::{CodeLayout, FrameCode, read_code_with};
 use holoroom_engine::protocol::{RoomId, StreamId, UserId, UserInfo, VideoGrant};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
+
+/// The bot's picture size.
+const BOT_VIDEO: (u32, u32) = (640, 360);
 
 fn artifact(name: &str) -> PathBuf {
     let dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -47,6 +51,54 @@ fn finish(page: Child, what: &str) -> Result<String> {
     Ok(text)
 }
 
+/// A string field of the page's last state in the driver's JSON line.
+fn field(result: &str, name: &str) -> String {
+    let last = result.rsplit_once("\"last\":").map_or(result, |(_, last)| last);
+    let key = format!("\"{name}\":\"");
+    last.split_once(&key)
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(value, _)| value.to_owned())
+        .unwrap_or_default()
+}
+
+/// Reads the bot's frame code off its panel in the screenshot: `panel` is `user:` and the
+/// panel's corners on the page (top-left, top-right, bottom-left, bottom-right).
+fn read_panel(screenshot: &Path, panel: &str) -> Result<FrameCode> {
+    let corners: Vec<f32> = panel
+        .split_once(':')
+        .map(|(_, c)| c.split(',').filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    ensure!(corners.len() == 8, "no live panel on the page: {panel:?}");
+    let file = std::io::BufReader::new(std::fs::File::open(screenshot)?);
+    let mut reader = png::Decoder::new(file).read_info()?;
+    let mut pixels = vec![0; reader.output_buffer_size().context("PNG size")?];
+    let info = reader.next_frame(&mut pixels)?;
+    let channels = info.color_type.samples();
+    let (width, height) = (info.width as usize, info.height as usize);
+    let luma = |x: f32, y: f32| {
+        let (x, y) = (
+            (x.round() as usize).min(width - 1),
+            (y.round() as usize).min(height - 1),
+        );
+        let p = &pixels[(y * width + x) * channels..];
+        (0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])) as u8
+    };
+    let point = |i: usize| (corners[2 * i], corners[2 * i + 1]);
+    let (tl, tr, bl, br) = (point(0), point(1), point(2), point(3));
+    let layout = CodeLayout::for_size(BOT_VIDEO.0, BOT_VIDEO.1).context("a code layout")?;
+    read_code_with(
+        |x, y| {
+            // Bilinear across the panel: it faces the viewer, so this is close to the projection.
+            let (u, v) = (x as f32 / BOT_VIDEO.0 as f32, y as f32 / BOT_VIDEO.1 as f32);
+            let top = (tl.0 + (tr.0 - tl.0) * u, tl.1 + (tr.1 - tl.1) * u);
+            let bottom = (bl.0 + (br.0 - bl.0) * u, bl.1 + (br.1 - bl.1) * u);
+            luma(top.0 + (bottom.0 - top.0) * v, top.1 + (bottom.1 - top.1) * v)
+        },
+        layout,
+    )
+    .context("no frame code readable on the bot's panel in the screenshot")
+}
+
 fn run(web_dir: PathBuf) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -74,7 +126,7 @@ fn run(web_dir: PathBuf) -> Result<()> {
             .keys()
             .mint(VideoGrant::participant("demo"), &bot_user.user_id, None, 3600),
         user: bot_user,
-        publish: Some(StreamConfig::test_pattern(320, 180, 15.0)),
+        publish: Some(StreamConfig::test_pattern(BOT_VIDEO.0, BOT_VIDEO.1, 15.0)),
     })?;
 
     // A participant tab: it must show the bot's live video with the bot's frame codes.
@@ -113,8 +165,13 @@ fn run(web_dir: PathBuf) -> Result<()> {
     );
     ensure!(later.frame.y != first.frame.y, "the picture changes");
     ensure!(
-        result.contains("\"codes\":\""),
+        !field(&result, "codes").is_empty(),
         "the page reports frame codes: {result}"
+    );
+    let code = read_panel(&shot, &field(&result, "panel"))?;
+    println!(
+        "browser: read frame {} of bot-1 from the page's pixels",
+        code.frame_number
     );
 
     // A spectator tab: sees the bot, is not listed to it.

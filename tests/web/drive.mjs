@@ -19,6 +19,7 @@ const state = () => {
     liveFeeds: n('data-holoroom-live-feeds'),
     frames: n('data-holoroom-frames'),
     codes: b.getAttribute('data-holoroom-codes') || '',
+    panel: b.getAttribute('data-holoroom-panel') || '',
   };
 };
 
@@ -53,8 +54,9 @@ try {
   );
   const first = await page.evaluate(state);
   await page.waitForTimeout(hold * 1000);
-  const last = await page.evaluate(state);
+  // The panel's place and the screenshot belong together: read one right before the other.
   await page.screenshot({ path: screenshot });
+  const last = await page.evaluate(state);
   result = { ok: true, first, last };
 } catch (e) {
   result = { ok: false, error: String(e), last: await page.evaluate(state).catch(() => null) };

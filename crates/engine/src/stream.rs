@@ -347,11 +347,9 @@ fn open_camera(
     }
 }
 
+/// In a browser the camera opens asynchronously (see `crate::web::open_camera`).
 #[cfg(target_arch = "wasm32")]
-fn open_camera(index: u32, _config: &mut StreamConfig, notes: &mut Vec<String>) -> Option<()> {
-    notes.push(format!(
-        "camera {index}: no camera capture in this build; showing the test pattern"
-    ));
+fn open_camera(_index: u32, _config: &mut StreamConfig, _notes: &mut [String]) -> Option<()> {
     None
 }
 

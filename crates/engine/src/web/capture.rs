@@ -31,8 +31,10 @@ impl VideoTap {
         video.set_src_object(Some(stream));
         if let Ok(started) = video.play() {
             // Closing the tap before playback starts rejects this; nothing to report then.
-            let ignore = Closure::once_into_js(|_: wasm_bindgen::JsValue| {});
-            let _ = started.catch(ignore.unchecked_ref());
+            // (A few bytes per tap, kept for the page's life: the rejection may come later.)
+            let ignore = Closure::<dyn FnMut(wasm_bindgen::JsValue)>::new(|_| {});
+            let _ = started.catch(&ignore);
+            ignore.forget();
         }
         let canvas: HtmlCanvasElement = hidden_element("canvas").ok_or("no page to draw video in")?;
         let options = js_sys::Object::new();
