@@ -3,11 +3,12 @@
 //! served the page, and guest tokens come from its dev endpoint. `join=1` joins at once.
 //! The page's body carries the room's state in `data-holoroom-*` attributes (state, others
 //! seen, live feeds, frames shown, frame codes read from remote pictures, where a live panel
-//! is on the page) for whoever drives the page (tests).
+//! is on the page, how many are heard speaking) for whoever drives the page (tests).
 
 use std::sync::Arc;
 
 use bevy::prelude::*;
+use holoroom::audio::SpeakingLevel;
 use holoroom::net::{EngineBridge, JoinRoom, TokenRequest, TokenSource};
 use holoroom::room::ViewerCamera;
 use holoroom::room::participants::{AppState, LocalParticipant, Participant, VideoFeed};
@@ -139,6 +140,7 @@ fn report_to_page(
     camera: Query<(&Camera, &GlobalTransform), With<ViewerCamera>>,
     panels: Query<(&ChildOf, &GlobalTransform), With<FaceViewer>>,
     remote: Query<(&Participant, &VideoFeed), Without<LocalParticipant>>,
+    speaking: Query<&SpeakingLevel>,
     mut last: Local<Option<(AppState, usize, u64)>>,
 ) {
     let now = (*state.get(), participants.iter().count(), uploads.frames_uploaded);
@@ -175,4 +177,6 @@ fn report_to_page(
     let _ = body.set_attribute("data-holoroom-participants", &now.1.to_string());
     let _ = body.set_attribute("data-holoroom-live-feeds", &live.to_string());
     let _ = body.set_attribute("data-holoroom-frames", &now.2.to_string());
+    let heard = speaking.iter().filter(|level| level.speaking()).count();
+    let _ = body.set_attribute("data-holoroom-speaking", &heard.to_string());
 }

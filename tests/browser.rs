@@ -1,8 +1,9 @@
 //! The browser build end to end: the room server serves the web app (built by `make web`),
 //! headless Chromium (with a fake camera) opens it and joins a room with a native bot.
 //! The bot receives the browser's camera, decoded, at its size and changing; the page shows
-//! the bot's video, its frame codes read back from the pictures the browser decoded. A
-//! spectator tab sees the bot and is not listed to it.
+//! the bot's video (its frame codes read back from the pictures the browser decoded and from
+//! the page's own pixels) and hears the bot's tone through its mixer. A spectator tab sees
+//! the bot and is not listed to it.
 //!
 //! `make test` builds the web app and runs this with HOLOROOM_WEB_DIR set; plain `cargo test`
 //! without it says so and skips.
@@ -134,7 +135,7 @@ fn run(web_dir: PathBuf) -> Result<()> {
     let page = open_page(
         &format!("{http}/?room=demo&user=web-1&name=Web&join=1"),
         &shot,
-        r#"{"participants":2,"liveFeeds":1,"code":true}"#,
+        r#"{"participants":2,"liveFeeds":1,"code":true,"speaking":1}"#,
         12,
     )?;
     // Meanwhile the bot must receive the browser's camera.

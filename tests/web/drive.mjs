@@ -20,6 +20,7 @@ const state = () => {
     frames: n('data-holoroom-frames'),
     codes: b.getAttribute('data-holoroom-codes') || '',
     panel: b.getAttribute('data-holoroom-panel') || '',
+    speaking: n('data-holoroom-speaking'),
   };
 };
 
@@ -47,6 +48,7 @@ try {
         && n('data-holoroom-participants') >= (wait.participants || 0)
         && n('data-holoroom-live-feeds') >= (wait.liveFeeds || 0)
         && n('data-holoroom-frames') >= (wait.frames || 0)
+        && n('data-holoroom-speaking') >= (wait.speaking || 0)
         && (!wait.code || (b.getAttribute('data-holoroom-codes') || '') !== '');
     },
     { wait },

@@ -271,6 +271,9 @@ pub(crate) fn audio_context() -> Result<AudioContext, String> {
 /// mixer plays it, placed in the room).
 pub(crate) struct AudioTap {
     processor: ScriptProcessorNode,
+    /// Chromium feeds a remote WebRTC track to Web Audio only while a media element plays it
+    /// too: a muted, hidden one.
+    element: Option<web_sys::HtmlAudioElement>,
     _on_audio: Closure<dyn FnMut(AudioProcessingEvent)>,
 }
 
@@ -298,8 +301,19 @@ impl AudioTap {
         silent
             .connect_with_audio_node(&context.destination())
             .map_err(describe)?;
+        let element: Option<web_sys::HtmlAudioElement> = super::util::hidden_element("audio");
+        if let Some(element) = &element {
+            element.set_muted(true);
+            element.set_src_object(Some(stream));
+            if let Ok(started) = element.play() {
+                let ignore = Closure::<dyn FnMut(wasm_bindgen::JsValue)>::new(|_| {});
+                let _ = started.catch(&ignore);
+                ignore.forget();
+            }
+        }
         Ok(AudioTap {
             processor,
+            element,
             _on_audio: on_audio,
         })
     }
@@ -309,5 +323,9 @@ impl Drop for AudioTap {
     fn drop(&mut self) {
         self.processor.set_onaudioprocess(None);
         let _ = self.processor.disconnect();
+        if let Some(element) = self.element.take() {
+            element.set_src_object(None);
+            element.remove();
+        }
     }
 }
