@@ -91,7 +91,7 @@ fn place_voices(
     audio: Option<Res<RoomAudio>>,
     local: Query<&Transform, With<LocalParticipant>>,
     camera: Query<&Transform, (With<ViewerCamera>, Without<LocalParticipant>)>,
-    mut voices: Query<(Entity, &Voice, &Transform, Has<Muted>, Option<&mut SpeakingLevel>)>,
+    mut voices: Query<(Entity, Ref<Voice>, &Transform, Has<Muted>, Option<&mut SpeakingLevel>)>,
 ) {
     let Some(audio) = audio else {
         return;
@@ -102,8 +102,13 @@ fn place_voices(
     for (entity, voice, transform, muted, level) in &mut voices {
         let key = voice.stream_id.as_str();
         match known.iter().position(|k| k == key) {
+            // A stream removed and added again within a frame brings a new buffer.
+            Some(at) if !voice.is_changed() => {
+                known.swap_remove(at);
+            }
             Some(at) => {
                 known.swap_remove(at);
+                mixer.add(key, voice.buffer.clone());
             }
             None => mixer.add(key, voice.buffer.clone()),
         }

@@ -141,13 +141,9 @@ fn report_to_page(
     panels: Query<(&ChildOf, &GlobalTransform), With<FaceViewer>>,
     remote: Query<(&Participant, &VideoFeed), Without<LocalParticipant>>,
     speaking: Query<&SpeakingLevel>,
-    mut last: Local<Option<(AppState, usize, u64)>>,
 ) {
+    // A handful of attribute writes a frame: cheap, and never stale.
     let now = (*state.get(), participants.iter().count(), uploads.frames_uploaded);
-    if *last == Some(now) {
-        return;
-    }
-    *last = Some(now);
     let Some(body) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.body()) else {
         return;
     };

@@ -142,15 +142,20 @@ fn follow_media_choice(
     if !choice.is_changed() || choice.is_added() {
         return;
     }
-    let (Some(bridge), Some(me), Some(own), Ok(entity)) = (bridge, me, own, local.single()) else {
+    let (Some(bridge), Some(me), Ok(entity)) = (bridge, me, local.single()) else {
         return;
     };
-    bridge.engine.stop_publishing_stream(own.stream_id.clone());
-    bridge.engine.destroy_stream(&own.local);
+    // Muting carries over; a stream that failed earlier is simply started afresh.
+    let mut muted = (false, false);
+    if let Some(own) = &own {
+        bridge.engine.stop_publishing_stream(own.stream_id.clone());
+        bridge.engine.destroy_stream(&own.local);
+        muted = (own.local.is_video_muted(), own.local.is_audio_muted());
+    }
     match start_own_stream(&bridge, &me, &choice) {
         Ok((new, note)) => {
-            new.local.set_video_muted(own.local.is_video_muted());
-            new.local.set_audio_muted(own.local.is_audio_muted());
+            new.local.set_video_muted(muted.0);
+            new.local.set_audio_muted(muted.1);
             last_error.0 = note;
             commands
                 .entity(entity)

@@ -41,9 +41,36 @@ pub struct LoginForm {
 #[derive(Resource, Debug, Default)]
 pub struct Stats(pub BTreeMap<(StreamId, bool), StreamQuality>);
 
-/// What this device can do, checked once at start.
+/// What this device can do, once the check at start has finished.
 #[derive(Resource, Debug)]
-pub struct Requirements(pub holoroom_engine::SystemRequirements);
+pub struct Requirements(pub Option<holoroom_engine::SystemRequirements>);
+
+/// The device check under way: it opens devices, so it runs off the frame.
+#[derive(Resource, Debug)]
+struct RequirementsCheck(crossbeam_channel::Receiver<holoroom_engine::SystemRequirements>);
+
+fn start_requirements_check(mut commands: Commands) {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let spawned = std::thread::Builder::new().name("device-check".into()).spawn(move || {
+            let _ = tx.send(holoroom_engine::check_system_requirements());
+        });
+        if let Err(err) = spawned {
+            warn!("no device check: {err}");
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    let _ = tx.send(holoroom_engine::check_system_requirements());
+    commands.insert_resource(Requirements(None));
+    commands.insert_resource(RequirementsCheck(rx));
+}
+
+fn finish_requirements_check(check: Option<Res<RequirementsCheck>>, mut requirements: ResMut<Requirements>) {
+    if let Some(done) = check.and_then(|c| c.0.try_recv().ok()) {
+        requirements.0 = Some(done);
+    }
+}
 
 /// The devices this machine has, listed at start and on "Refresh".
 #[derive(Resource, Debug, Default)]
@@ -77,10 +104,13 @@ pub fn plugin(app: &mut App) {
     app.add_plugins(EguiPlugin::default())
         .init_resource::<Stats>()
         .init_resource::<DemoBots>()
-        .insert_resource(Requirements(holoroom_engine::check_system_requirements()))
+        .insert_resource(Requirements(None))
         .insert_resource(DeviceList::scan())
-        .add_systems(Startup, prefill)
-        .add_systems(Update, (collect_stats, preview::keep_preview))
+        .add_systems(Startup, (prefill, start_requirements_check))
+        .add_systems(
+            Update,
+            (collect_stats, preview::keep_preview, finish_requirements_check),
+        )
         .add_systems(EguiPrimaryContextPass, (login_panel, call_panel, name_tags));
 }
 
@@ -156,7 +186,13 @@ fn login_panel(
                 });
             }
             ui.collapsing("Device check", |ui| {
-                let check = &requirements.0;
+                let Some(check) = &requirements.0 else {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.label("Checking devices…");
+                    });
+                    return;
+                };
                 for (what, result) in [
                     ("WebRTC", &check.webrtc),
                     ("Camera", &check.camera),
@@ -359,6 +395,8 @@ fn device_picker(ui: &mut egui::Ui, devices: &mut DeviceList, choice: &mut Media
     egui::ComboBox::from_label("Camera")
         .selected_text(camera_name(&video))
         .show_ui(ui, |ui| {
+            // A browser publishes what getUserMedia gives; stand-ins are made on the desktop.
+            #[cfg(not(target_arch = "wasm32"))]
             ui.selectable_value(&mut video, VideoSource::TestPattern, "Test pattern");
             for camera in &devices.cameras {
                 ui.selectable_value(&mut video, VideoSource::Camera(camera.index), camera.name.clone());
@@ -382,8 +420,11 @@ fn device_picker(ui: &mut egui::Ui, devices: &mut DeviceList, choice: &mut Media
             for name in &devices.microphones {
                 ui.selectable_value(&mut picked, (AudioSource::Microphone, Some(name.clone())), name.clone());
             }
-            ui.selectable_value(&mut picked, (AudioSource::Tone(440.0), None), "Test tone");
-            ui.selectable_value(&mut picked, (AudioSource::Silence, None), "Silence");
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                ui.selectable_value(&mut picked, (AudioSource::Tone(440.0), None), "Test tone");
+                ui.selectable_value(&mut picked, (AudioSource::Silence, None), "Silence");
+            }
         });
     if picked != (choice.audio, choice.microphone.clone()) {
         (choice.audio, choice.microphone) = picked;

@@ -1,5 +1,6 @@
 //! The pre-join camera preview: what you would publish, shown small in the login window while
-//! you choose devices. It closes when you join (your stream then opens the camera itself).
+//! you choose devices. It closes when you join (your stream then opens the camera itself) and
+//! is not opened for spectators.
 
 use bevy::prelude::*;
 use bevy_egui::egui;
@@ -80,11 +81,16 @@ pub fn keep_preview(
     mut commands: Commands,
     state: Res<State<AppState>>,
     choice: Res<MediaChoice>,
+    form: Option<Res<super::LoginForm>>,
     preview: Option<Res<Preview>>,
+    mut failed: Local<Option<MediaChoice>>,
 ) {
-    let wanted = *state.get() == AppState::Login;
+    // Spectators publish nothing: no camera for them.
+    let spectating = form.is_some_and(|f| f.spectate);
+    let wanted = *state.get() == AppState::Login && !spectating;
     let current = preview.as_ref().is_some_and(|p| p.choice.video == choice.video);
-    if wanted && !current {
+    let known_bad = failed.as_ref().is_some_and(|f| f.video == choice.video);
+    if wanted && !current && !known_bad {
         let config = StreamConfig {
             video: choice.video.clone(),
             audio: AudioSource::Off,
@@ -100,7 +106,12 @@ pub fn keep_preview(
                 seen: 0,
                 texture: None,
             }),
-            Err(err) => warn!("no preview: {err}"),
+            Err(err) => {
+                // Said once; tried again when the choice changes.
+                warn!("no preview: {err}");
+                *failed = Some(choice.clone());
+                commands.remove_resource::<Preview>();
+            }
         }
     } else if !wanted && let Some(old) = preview {
         old.local.destroy();

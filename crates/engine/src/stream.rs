@@ -95,6 +95,10 @@ struct Inner {
     captured: Option<AudioBuffer>,
     #[cfg(not(target_arch = "wasm32"))]
     microphone: std::sync::Mutex<Option<crate::devices::Microphone>>,
+    /// The camera, held here so that destroying the stream releases it at once (another
+    /// stream may want it next).
+    #[cfg(not(target_arch = "wasm32"))]
+    camera: std::sync::Mutex<Option<crate::devices::CameraCapture>>,
     /// Why the stream shows something other than what was asked for.
     note: Option<String>,
 }
@@ -149,7 +153,16 @@ impl LocalStream {
             captured,
             #[cfg(not(target_arch = "wasm32"))]
             microphone: std::sync::Mutex::new(microphone),
+            #[cfg(not(target_arch = "wasm32"))]
+            camera: std::sync::Mutex::new(None),
             note,
+        });
+        // The capture thread reads the camera's frames; the stream owns the camera.
+        #[cfg(not(target_arch = "wasm32"))]
+        let camera = camera.map(|capture| {
+            let frames = capture.frames().clone();
+            *inner.camera.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(capture);
+            frames
         });
         #[cfg(target_arch = "wasm32")]
         if let VideoSource::Camera(_) = config.video {
@@ -184,10 +197,10 @@ impl LocalStream {
                             break;
                         }
                         #[cfg(not(target_arch = "wasm32"))]
-                        if let Some(capture) = camera.as_ref() {
+                        if let Some(frames) = camera.as_ref() {
                             // Paced by the camera itself.
                             drop(inner);
-                            let lost = match capture.frames().recv_timeout(Duration::from_millis(250)) {
+                            let lost = match frames.recv_timeout(Duration::from_millis(250)) {
                                 Ok(frame) => {
                                     let Some(inner) = weak.upgrade() else { break };
                                     let muted = inner.video_muted.load(Ordering::Relaxed);
@@ -257,6 +270,8 @@ impl LocalStream {
     /// Camera off: the preview and everyone watching get black pictures until unmuted.
     pub fn set_video_muted(&self, muted: bool) {
         self.inner.video_muted.store(muted, Ordering::Relaxed);
+        #[cfg(target_arch = "wasm32")]
+        crate::web::set_track_enabled(self.inner.key, "video", !muted);
     }
 
     pub fn is_video_muted(&self) -> bool {
@@ -266,6 +281,8 @@ impl LocalStream {
     /// Microphone off: everyone hears silence until unmuted.
     pub fn set_audio_muted(&self, muted: bool) {
         self.inner.audio_muted.store(muted, Ordering::Relaxed);
+        #[cfg(target_arch = "wasm32")]
+        crate::web::set_track_enabled(self.inner.key, "audio", !muted);
     }
 
     pub fn is_audio_muted(&self) -> bool {
@@ -309,17 +326,26 @@ impl LocalStream {
         #[cfg(target_arch = "wasm32")]
         crate::web::close_camera(self.inner.key);
         #[cfg(not(target_arch = "wasm32"))]
-        self.inner
-            .microphone
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        {
+            self.inner
+                .microphone
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            self.inner
+                .camera
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+        }
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.preview.close();
+        #[cfg(target_arch = "wasm32")]
+        crate::web::close_camera(self.key);
     }
 }
 
@@ -402,8 +428,11 @@ mod tests {
 
     #[test]
     fn a_missing_camera_falls_back_and_says_so() {
+        let missing = (0..64)
+            .find(|i| !crate::devices::cameras().iter().any(|c| c.index == *i))
+            .expect("a free index");
         let config = StreamConfig {
-            video: VideoSource::Camera(0),
+            video: VideoSource::Camera(missing),
             ..StreamConfig::test_pattern(320, 180, 15.0)
         };
         let stream = LocalStream::create(config).expect("falls back");

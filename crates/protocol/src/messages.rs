@@ -218,7 +218,7 @@ impl Pose {
         }
         if self.position.iter().any(|v| v.abs() > Self::MAX_DISTANCE) {
             return Err(format!(
-                "pose position is more than {} m from the centre",
+                "pose position is more than {} m from the seat",
                 Self::MAX_DISTANCE
             ));
         }

@@ -127,7 +127,8 @@ impl AudioOutput {
             Err(err) => {
                 let note = format!("{err}; the room is mixed but not heard");
                 tracing::warn!("{note}");
-                AudioOutput::silent(mixer, Some(note), stop)
+                // A flag of its own: the device's may already say stop.
+                AudioOutput::silent(mixer, Some(note), Arc::new(AtomicBool::new(false)))
             }
         }
     }
@@ -205,6 +206,7 @@ fn open_device(
 ) -> Result<(String, JoinHandle<()>), AudioDeviceError> {
     let device = device.map(str::to_owned);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let give_up = stop.clone();
     let thread = std::thread::Builder::new()
         .name("audio-out".into())
         .spawn(move || {
@@ -239,10 +241,14 @@ fn open_device(
             let _ = thread.join();
             Err(err)
         }
-        Err(_) => Err(AudioDeviceError::Open {
-            device: "the output device".into(),
-            reason: "it did not start within 5 s".into(),
-        }),
+        Err(_) => {
+            // If it opens later it must not pull the mixer beside the null output.
+            give_up.store(true, Ordering::Relaxed);
+            Err(AudioDeviceError::Open {
+                device: "the output device".into(),
+                reason: "it did not start within 5 s".into(),
+            })
+        }
     }
 }
 
@@ -334,7 +340,7 @@ impl Resampler {
             }
             self.position += self.ratio;
         }
-        let used = self.position.floor() as usize;
+        let used = (self.position.floor() as usize).min(self.source.len() / c);
         self.source.drain(..used * c);
         self.position -= used as f64;
         &self.out

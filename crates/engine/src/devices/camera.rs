@@ -206,8 +206,18 @@ impl CameraCapture {
 impl Drop for CameraCapture {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // The thread may be blocked in the driver until the next picture; it ends then.
-        drop(self.thread.take());
+        // The thread releases the camera after its current picture (a frame time, normally).
+        // Wait that long, so the camera can be opened again at once; a stalled driver is left
+        // to its thread.
+        if let Some(thread) = self.thread.take() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
     }
 }
 

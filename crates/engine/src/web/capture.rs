@@ -180,6 +180,22 @@ pub(crate) async fn camera_stream(key: u64) -> Result<MediaStream, String> {
     Err("the camera did not open within 10 s".into())
 }
 
+/// Turns the `kind` ("audio" or "video") tracks of local stream `key` on or off: a track that
+/// is off sends silence or black, and the preview shows black.
+pub(crate) fn set_track_enabled(key: u64, kind: &str, enabled: bool) {
+    CAMERAS.with(|c| {
+        if let Some(Camera::Open(stream, _)) = c.borrow().get(&key) {
+            for track in stream.get_tracks().iter() {
+                if let Ok(track) = track.dyn_into::<web_sys::MediaStreamTrack>()
+                    && track.kind() == kind
+                {
+                    track.set_enabled(enabled);
+                }
+            }
+        }
+    });
+}
+
 /// Closes the camera of local stream `key`.
 pub(crate) fn close_camera(key: u64) {
     if let Some(Camera::Open(stream, _tap)) = CAMERAS.with(|c| c.borrow_mut().remove(&key)) {

@@ -28,6 +28,8 @@ type TrackHandler = Closure<dyn FnMut(RtcTrackEvent)>;
 /// One stream's media connection and what hangs off it. Closing it ends everything.
 #[derive(Default)]
 pub(crate) struct MediaSession {
+    /// A played stream's frame slot, closed when playing stops.
+    slot: Option<crate::media::FrameSlot>,
     pc: RefCell<Option<RtcPeerConnection>>,
     closed: Cell<bool>,
     video: RefCell<Option<VideoTap>>,
@@ -36,8 +38,28 @@ pub(crate) struct MediaSession {
 }
 
 impl MediaSession {
+    pub fn for_slot(slot: crate::media::FrameSlot) -> MediaSession {
+        MediaSession {
+            slot: Some(slot),
+            ..MediaSession::default()
+        }
+    }
+
+    /// Sets the connection, unless the session closed meanwhile (then it is closed at once).
+    fn attach(&self, pc: &RtcPeerConnection) -> Result<(), MediaError> {
+        if self.is_closed() {
+            pc.close();
+            return Err(connection_error("stopped"));
+        }
+        *self.pc.borrow_mut() = Some(pc.clone());
+        Ok(())
+    }
+
     pub fn close(&self) {
         self.closed.set(true);
+        if let Some(slot) = &self.slot {
+            slot.close();
+        }
         if let Some(pc) = self.pc.borrow_mut().take() {
             pc.close();
         }
@@ -45,7 +67,7 @@ impl MediaSession {
         self.audio.borrow_mut().take();
     }
 
-    fn is_closed(&self) -> bool {
+    pub fn is_closed(&self) -> bool {
         self.closed.get()
     }
 }
@@ -131,7 +153,7 @@ pub(crate) async fn publish(
     let result = async {
         let camera = camera_stream(local.key()).await.map_err(MediaError::Capture)?;
         let pc = new_pc()?;
-        *session.pc.borrow_mut() = Some(pc.clone());
+        session.attach(&pc)?;
         for track in camera.get_tracks().iter() {
             let Ok(track) = track.dyn_into::<web_sys::MediaStreamTrack>() else {
                 continue;
@@ -140,6 +162,9 @@ pub(crate) async fn publish(
             init.set_direction(RtcRtpTransceiverDirection::Sendonly);
             init.set_streams(&js_sys::Array::of1(&camera));
             pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
+        }
+        if session.is_closed() {
+            return Err(connection_error("stopped"));
         }
         let request = |sdp| {
             Request::StartPublishing(PublishRequest {
@@ -182,7 +207,7 @@ pub(crate) async fn play(
     let _ = events.send(state(PlayerState::Requesting, None));
     let result = async {
         let pc = new_pc()?;
-        *session.pc.borrow_mut() = Some(pc.clone());
+        session.attach(&pc)?;
         for kind in ["video", "audio"] {
             let init = RtcRtpTransceiverInit::new();
             init.set_direction(RtcRtpTransceiverDirection::Recvonly);

@@ -21,7 +21,7 @@ use holoroom_protocol::{
     ErrorCode, Event, LoginConfig, LoginResponse, Request, RoomId, RoomStateReason, StreamId, UserInfo,
 };
 
-pub(crate) use capture::{close_camera, open_camera};
+pub(crate) use capture::{close_camera, open_camera, set_track_enabled};
 use media::MediaSession;
 pub(crate) use media::audio_context;
 use signaling::Signaling;
@@ -289,7 +289,7 @@ impl Driver {
                 false
             }
             Command::StartPublishing(stream_id, local) => {
-                if in_room.publishing.contains_key(&stream_id) {
+                if in_room.publishing.get(&stream_id).is_some_and(|s| !s.is_closed()) {
                     self.emit(EngineEvent::PublisherStateUpdate {
                         stream_id,
                         state: PublisherState::NoPublish,
@@ -328,7 +328,7 @@ impl Driver {
                 if let Some(old) = in_room.playing.remove(&stream_id) {
                     old.close();
                 }
-                let session = Rc::new(MediaSession::default());
+                let session = Rc::new(MediaSession::for_slot(remote.video.clone()));
                 in_room.playing.insert(stream_id.clone(), session.clone());
                 wasm_bindgen_futures::spawn_local(media::play(
                     signaling,

@@ -72,11 +72,16 @@ impl Signaling {
         let result = futures_util::future::select(opened, Box::pin(sleep(REQUEST_TIMEOUT))).await;
         socket.set_onopen(None);
         socket.set_onerror(None);
-        match result {
-            futures_util::future::Either::Left((Ok(Ok(())), _)) => {}
-            futures_util::future::Either::Left((Ok(Err(reason)), _)) => return Err(connect_error(reason)),
-            futures_util::future::Either::Left((Err(_), _)) => return Err(connect_error("cancelled".into())),
-            futures_util::future::Either::Right(_) => return Err(connect_error("no answer".into())),
+        let failed = match result {
+            futures_util::future::Either::Left((Ok(Ok(())), _)) => None,
+            futures_util::future::Either::Left((Ok(Err(reason)), _)) => Some(reason),
+            futures_util::future::Either::Left((Err(_), _)) => Some("cancelled".into()),
+            futures_util::future::Either::Right(_) => Some("no answer".into()),
+        };
+        if let Some(reason) = failed {
+            // It must not connect later, unattended.
+            let _ = socket.close();
+            return Err(connect_error(reason));
         }
 
         let (events_tx, events) = mpsc::unbounded();

@@ -549,7 +549,9 @@ impl Sfu {
                         && let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(mid, None)
                     {
                         // Keep what a NACK can still usefully ask for, no more: a smaller
-                        // history per subscriber keeps fan-out in cache.
+                        // history per subscriber keeps fan-out in cache. No resend-ratio cap
+                        // (its bookkeeping costs every packet): resends are bounded by this
+                        // history, and heavy loss is met with keyframe requests instead.
                         tx.set_rtx_cache(RTX_HISTORY_PACKETS, RTX_HISTORY_AGE, None);
                     }
                     entry.insert(TrackOut {
