@@ -3,7 +3,8 @@
 //! served the page, and guest tokens come from its dev endpoint. `join=1` joins at once.
 //! The page's body carries the room's state in `data-holoroom-*` attributes (state, others
 //! seen, live feeds, frames shown, frame codes read from remote pictures, where a live panel
-//! is on the page, how many are heard speaking) for whoever drives the page (tests).
+//! is on the page, how many are heard speaking, live quality reports out/in) for whoever
+//! drives the page (tests).
 
 use std::sync::Arc;
 
@@ -141,6 +142,7 @@ fn report_to_page(
     panels: Query<(&ChildOf, &GlobalTransform), With<FaceViewer>>,
     remote: Query<(&Participant, &VideoFeed), Without<LocalParticipant>>,
     speaking: Query<&SpeakingLevel>,
+    stats: Res<holoroom::ui::Stats>,
 ) {
     // A handful of attribute writes a frame: cheap, and never stale.
     let now = (*state.get(), participants.iter().count(), uploads.frames_uploaded);
@@ -174,5 +176,17 @@ fn report_to_page(
     let _ = body.set_attribute("data-holoroom-live-feeds", &live.to_string());
     let _ = body.set_attribute("data-holoroom-frames", &now.2.to_string());
     let heard = speaking.iter().filter(|level| level.speaking()).count();
+    // Quality reports with moving video, publishing and playing.
+    let reports = |publishing: bool| {
+        stats
+            .0
+            .iter()
+            .filter(|((_, out), q)| *out == publishing && q.fps > 0.0 && q.kbps > 0.0)
+            .count()
+    };
+    let _ = body.set_attribute(
+        "data-holoroom-quality",
+        &format!("{}/{}", reports(true), reports(false)),
+    );
     let _ = body.set_attribute("data-holoroom-speaking", &heard.to_string());
 }

@@ -135,7 +135,7 @@ fn run(web_dir: PathBuf) -> Result<()> {
     let page = open_page(
         &format!("{http}/?room=demo&user=web-1&name=Web&join=1"),
         &shot,
-        r#"{"participants":2,"liveFeeds":1,"code":true,"speaking":1}"#,
+        r#"{"participants":2,"liveFeeds":1,"code":true,"speaking":1,"quality":"1/1"}"#,
         12,
     )?;
     // Meanwhile the bot must receive the browser's camera.

@@ -21,6 +21,7 @@ const state = () => {
     codes: b.getAttribute('data-holoroom-codes') || '',
     panel: b.getAttribute('data-holoroom-panel') || '',
     speaking: n('data-holoroom-speaking'),
+    quality: b.getAttribute('data-holoroom-quality') || '',
   };
 };
 
@@ -49,6 +50,7 @@ try {
         && n('data-holoroom-live-feeds') >= (wait.liveFeeds || 0)
         && n('data-holoroom-frames') >= (wait.frames || 0)
         && n('data-holoroom-speaking') >= (wait.speaking || 0)
+        && (!wait.quality || (b.getAttribute('data-holoroom-quality') || '0/0') === wait.quality)
         && (!wait.code || (b.getAttribute('data-holoroom-codes') || '') !== '');
     },
     { wait },

@@ -78,6 +78,9 @@ pub struct StreamQuality {
     pub frames: u64,
 }
 
+/// How often publish and play quality are reported.
+pub(crate) const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
+
 /// A played stream's media: the newest decoded frame and the decoded sound.
 #[derive(Debug, Clone, Default)]
 pub struct RemoteStream {

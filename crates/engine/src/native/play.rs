@@ -19,10 +19,9 @@ use webrtc::peer_connection::StatsSelector;
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use super::peer::{self, Peer, PeerEvents};
-use super::publish::QUALITY_INTERVAL;
 use super::{MediaEnv, Stop, TaskLink};
 use crate::codec::H264Decoder;
-use crate::engine::{EngineEvent, EventSink, MediaError, PlayerState, RemoteStream, StreamQuality};
+use crate::engine::{EngineEvent, EventSink, MediaError, PlayerState, QUALITY_INTERVAL, RemoteStream, StreamQuality};
 use crate::media::{AudioBuffer, FRAME_SAMPLES, FrameSlot, SAMPLE_RATE, read_frame_code};
 use crate::signaling::Signaling;
 

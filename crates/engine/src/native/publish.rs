@@ -20,13 +20,10 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::peer::{self, Peer, PeerEvents};
 use super::{MediaEnv, Stop, TaskLink};
 use crate::codec::{EncoderSettings, H264Encoder};
-use crate::engine::{EngineEvent, EventSink, MediaError, PublisherState, StreamQuality};
+use crate::engine::{EngineEvent, EventSink, MediaError, PublisherState, QUALITY_INTERVAL, StreamQuality};
 use crate::media::{FRAME_SAMPLES, SAMPLE_RATE, Tone, unix_micros};
 use crate::signaling::Signaling;
 use crate::stream::{AudioSource, LocalStream};
-
-/// How often quality is reported.
-pub(crate) const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// One encoded access unit on its way to the track.
 struct Unit {

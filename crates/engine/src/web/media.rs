@@ -19,7 +19,9 @@ use web_sys::{
 use super::capture::{VideoTap, camera_stream};
 use super::signaling::Signaling;
 use super::util::{describe, resolve, sleep};
-use crate::engine::{EngineEvent, EventSink, MediaError, PlayerState, PublisherState, RemoteStream};
+use crate::engine::{
+    EngineEvent, EventSink, MediaError, PlayerState, PublisherState, QUALITY_INTERVAL, RemoteStream, StreamQuality,
+};
 use crate::media::{AudioBuffer, SAMPLE_RATE};
 use crate::stream::LocalStream;
 
@@ -136,6 +138,94 @@ async fn negotiate(
     Err(connection_error("the media connection did not come up within 10 s"))
 }
 
+/// Video counters of one direction, read from the connection's statistics.
+#[derive(Debug, Default, Clone, Copy)]
+struct VideoStats {
+    frames: u64,
+    bytes: u64,
+    width: u32,
+    height: u32,
+    lost: i64,
+    received: u64,
+    rtt_ms: Option<f32>,
+}
+
+/// Reads `getStats`: the outbound (publishing) or inbound (playing) video RTP stream, and the
+/// round-trip time of the nominated candidate pair.
+async fn video_stats(pc: &RtcPeerConnection, publishing: bool) -> Option<VideoStats> {
+    let report = resolve(pc.get_stats()).await.ok()?;
+    let values: js_sys::Function = js_sys::Reflect::get(&report, &"values".into()).ok()?.dyn_into().ok()?;
+    let iterator = values.call0(&report).ok()?;
+    let get = |entry: &wasm_bindgen::JsValue, key: &str| js_sys::Reflect::get(entry, &key.into()).ok();
+    let number = |entry: &wasm_bindgen::JsValue, key: &str| get(entry, key).and_then(|v| v.as_f64());
+    let text = |entry: &wasm_bindgen::JsValue, key: &str| get(entry, key).and_then(|v| v.as_string());
+    let wanted = if publishing { "outbound-rtp" } else { "inbound-rtp" };
+    let mut stats = VideoStats::default();
+    for entry in js_sys::try_iter(&iterator).ok()??.flatten() {
+        let kind = text(&entry, "type").unwrap_or_default();
+        if kind == wanted && text(&entry, "kind").as_deref() == Some("video") {
+            let frames_key = if publishing { "framesEncoded" } else { "framesDecoded" };
+            let bytes_key = if publishing { "bytesSent" } else { "bytesReceived" };
+            stats.frames = number(&entry, frames_key).unwrap_or(0.0) as u64;
+            stats.bytes = number(&entry, bytes_key).unwrap_or(0.0) as u64;
+            stats.width = number(&entry, "frameWidth").unwrap_or(0.0) as u32;
+            stats.height = number(&entry, "frameHeight").unwrap_or(0.0) as u32;
+            stats.lost = number(&entry, "packetsLost").unwrap_or(0.0) as i64;
+            stats.received = number(&entry, "packetsReceived").unwrap_or(0.0) as u64;
+        } else if kind == "candidate-pair" && get(&entry, "nominated").and_then(|v| v.as_bool()) == Some(true) {
+            stats.rtt_ms = number(&entry, "currentRoundTripTime").map(|s| (s * 1000.0) as f32);
+        }
+    }
+    Some(stats)
+}
+
+/// Reports publish or play quality every [`QUALITY_INTERVAL`] while the session lives.
+async fn report_quality(session: Rc<MediaSession>, stream_id: StreamId, publishing: bool, events: EventSink) {
+    let mut last: Option<(f64, VideoStats)> = None;
+    while !session.is_closed() {
+        sleep(QUALITY_INTERVAL).await;
+        let Some(pc) = session.pc.borrow().clone() else { break };
+        let Some(now) = video_stats(&pc, publishing).await else {
+            continue;
+        };
+        let at = js_sys::Date::now();
+        if let Some((then, before)) = last {
+            let secs = ((at - then) / 1000.0).max(1e-3) as f32;
+            let lost = (now.lost - before.lost).max(0) as f32;
+            let received = now.received.saturating_sub(before.received) as f32;
+            let quality = StreamQuality {
+                width: now.width,
+                height: now.height,
+                fps: now.frames.saturating_sub(before.frames) as f32 / secs,
+                kbps: now.bytes.saturating_sub(before.bytes) as f32 * 8.0 / 1000.0 / secs,
+                rtt_ms: now.rtt_ms,
+                loss_fraction: if lost + received > 0.0 {
+                    lost / (lost + received)
+                } else {
+                    0.0
+                },
+                frames: now.frames,
+            };
+            let event = if publishing {
+                EngineEvent::PublishQualityUpdate {
+                    stream_id: stream_id.clone(),
+                    quality,
+                }
+            } else {
+                EngineEvent::PlayQualityUpdate {
+                    stream_id: stream_id.clone(),
+                    quality,
+                }
+            };
+            if session.is_closed() {
+                break;
+            }
+            let _ = events.send(event);
+        }
+        last = Some((at, now));
+    }
+}
+
 /// Publishes local stream `local` (its camera and microphone) as `stream_id`.
 pub(crate) async fn publish(
     signaling: Signaling,
@@ -183,6 +273,7 @@ pub(crate) async fn publish(
     match result {
         Ok(()) => {
             let _ = events.send(state(PublisherState::Publishing, None));
+            report_quality(session, stream_id.clone(), true, events).await;
         }
         Err(error) => {
             session.close();
@@ -251,6 +342,7 @@ pub(crate) async fn play(
     match result {
         Ok(()) => {
             let _ = events.send(state(PlayerState::Playing, None));
+            report_quality(session, stream_id.clone(), false, events).await;
         }
         Err(error) => {
             session.close();
