@@ -3,18 +3,19 @@
 //! served the page, and guest tokens come from its dev endpoint. `join=1` joins at once.
 //! The page's body carries the room's state in `data-holoroom-*` attributes (state, others
 //! seen, live feeds, frames shown, frame codes read from remote pictures, where a live panel
-//! is on the page, how many are heard speaking, live quality reports out/in) for whoever
-//! drives the page (tests).
+//! is on the page, how many are heard speaking, live quality reports out/in, reconnects) for
+//! whoever drives the page (tests).
 
 use std::sync::Arc;
 
 use bevy::prelude::*;
 use holoroom::audio::SpeakingLevel;
-use holoroom::net::{EngineBridge, JoinRoom, TokenRequest, TokenSource};
+use holoroom::net::{EngineBridge, JoinRoom, RoomStateChanged, TokenRequest, TokenSource};
 use holoroom::room::ViewerCamera;
 use holoroom::room::participants::{AppState, LocalParticipant, Participant, VideoFeed};
 use holoroom::video::{FaceViewer, PANEL_SIZE, UploadStats};
 use holoroom::{Connection, HoloroomPlugin};
+use holoroom_engine::protocol::RoomStateReason;
 use holoroom_engine::{Engine, EngineConfig};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -143,6 +144,8 @@ fn report_to_page(
     remote: Query<(&Participant, &VideoFeed), Without<LocalParticipant>>,
     speaking: Query<&SpeakingLevel>,
     stats: Res<holoroom::ui::Stats>,
+    mut room_states: MessageReader<RoomStateChanged>,
+    mut reconnects: Local<u32>,
 ) {
     // A handful of attribute writes a frame: cheap, and never stale.
     let now = (*state.get(), participants.iter().count(), uploads.frames_uploaded);
@@ -176,6 +179,11 @@ fn report_to_page(
     let _ = body.set_attribute("data-holoroom-live-feeds", &live.to_string());
     let _ = body.set_attribute("data-holoroom-frames", &now.2.to_string());
     let heard = speaking.iter().filter(|level| level.speaking()).count();
+    *reconnects += room_states
+        .read()
+        .filter(|m| m.reason == RoomStateReason::Reconnected)
+        .count() as u32;
+    let _ = body.set_attribute("data-holoroom-reconnects", &reconnects.to_string());
     // Quality reports with moving video, publishing and playing.
     let reports = |publishing: bool| {
         stats

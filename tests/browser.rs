@@ -3,7 +3,8 @@
 //! The bot receives the browser's camera, decoded, at its size and changing; the page shows
 //! the bot's video (its frame codes read back from the pictures the browser decoded and from
 //! the page's own pixels) and hears the bot's tone through its mixer. A spectator tab sees
-//! the bot and is not listed to it.
+//! the bot and is not listed to it. The page's connections go through a relay that the test
+//! cuts: the page comes back (Reconnected) and goes on publishing and playing.
 //!
 //! `make test` builds the web app and runs this with HOLOROOM_WEB_DIR set; plain `cargo test`
 //! without it says so and skips.
@@ -18,6 +19,7 @@ use holoroom_engine::bot::{Bot, BotConfig};
 use holoroom_engine::media::{CodeLayout, FrameCode, read_code_with};
 use holoroom_engine::protocol::{RoomId, StreamId, UserId, UserInfo, VideoGrant};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
+use holoroom_testkit::Relay;
 
 /// The bot's picture size.
 const BOT_VIDEO: (u32, u32) = (640, 360);
@@ -31,15 +33,21 @@ fn artifact(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Opens `url` in Chromium through `tests/web/drive.mjs`, which waits for `wait` and holds.
-fn open_page(url: &str, screenshot: &Path, wait: &str, hold_seconds: u32) -> Result<Child> {
+/// Opens `url` in Chromium through `tests/web/drive.mjs`, which waits for `wait`, holds, and
+/// then waits for `after` if given.
+fn open_page(url: &str, screenshot: &Path, wait: &str, hold_seconds: u32, after: Option<&str>) -> Result<Child> {
     let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/drive.mjs");
-    Command::new("node")
+    let mut command = Command::new("node");
+    command
         .arg(driver)
         .arg(url)
         .arg(screenshot)
         .arg(wait)
-        .arg(hold_seconds.to_string())
+        .arg(hold_seconds.to_string());
+    if let Some(after) = after {
+        command.arg(after);
+    }
+    command
         .stdout(Stdio::piped())
         .spawn()
         .context("can't run node (make deps installs it)")
@@ -114,7 +122,9 @@ fn run(web_dir: PathBuf) -> Result<()> {
         config.web_root = Some(web_dir);
         Server::bind("127.0.0.1:0", config).await
     })?;
-    let http = server.http_url();
+    // The page and its connections go through a relay, so the test can cut them.
+    let relay = runtime.block_on(Relay::start(server.local_addr()));
+    let http = format!("http://{}", relay.addr());
 
     let bot_user = UserInfo {
         user_id: UserId::new("bot-1")?,
@@ -137,6 +147,7 @@ fn run(web_dir: PathBuf) -> Result<()> {
         &shot,
         r#"{"participants":2,"liveFeeds":1,"code":true,"speaking":1,"quality":"1/1"}"#,
         12,
+        Some(r#"{"participants":2,"liveFeeds":1,"reconnects":1}"#),
     )?;
     // Meanwhile the bot must receive the browser's camera.
     let browser_stream = StreamId::new("web-1-cam")?;
@@ -151,6 +162,10 @@ fn run(web_dir: PathBuf) -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     };
     std::thread::sleep(Duration::from_secs(3));
+    // The network drops the page's connections: it must come back (Reconnected, video again)
+    // and go on publishing.
+    relay.cut();
+    std::thread::sleep(Duration::from_secs(6));
     let later = bot
         .remote(&browser_stream)
         .and_then(|r| r.video.latest())
@@ -181,6 +196,7 @@ fn run(web_dir: PathBuf) -> Result<()> {
         &artifact("browser-spectator.png"),
         r#"{"participants":1,"liveFeeds":1}"#,
         2,
+        None,
     )?;
     let result = finish(page, "spectator tab")?;
     println!("browser: spectator tab {result}");

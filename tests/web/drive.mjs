@@ -3,11 +3,15 @@
 // other side can check what it receives), saves a screenshot and prints the page's state as
 // one JSON line.
 //
-//   node drive.mjs URL SCREENSHOT.png '{"liveFeeds":1}' HOLD_SECONDS
+//   node drive.mjs URL SCREENSHOT.png '{"liveFeeds":1}' HOLD_SECONDS ['{"reconnects":1}']
+//
+// The optional last argument is waited for after the hold (e.g. the page came back after the
+// test cut its connection).
 import { chromium } from 'playwright-core';
 
-const [url, screenshot, waitJson, holdSeconds] = process.argv.slice(2);
+const [url, screenshot, waitJson, holdSeconds, afterJson] = process.argv.slice(2);
 const wait = JSON.parse(waitJson || '{}');
+const after = afterJson ? JSON.parse(afterJson) : null;
 const hold = Number(holdSeconds || 0);
 
 const state = () => {
@@ -22,7 +26,21 @@ const state = () => {
     panel: b.getAttribute('data-holoroom-panel') || '',
     speaking: n('data-holoroom-speaking'),
     quality: b.getAttribute('data-holoroom-quality') || '',
+    reconnects: n('data-holoroom-reconnects'),
   };
+};
+
+const ready = ({ wait }) => {
+  const b = document.body;
+  const n = (name) => Number(b.getAttribute(name) || 0);
+  return b.getAttribute('data-holoroom-state') === 'InCall'
+    && n('data-holoroom-participants') >= (wait.participants || 0)
+    && n('data-holoroom-live-feeds') >= (wait.liveFeeds || 0)
+    && n('data-holoroom-frames') >= (wait.frames || 0)
+    && n('data-holoroom-speaking') >= (wait.speaking || 0)
+    && n('data-holoroom-reconnects') >= (wait.reconnects || 0)
+    && (!wait.quality || (b.getAttribute('data-holoroom-quality') || '0/0') === wait.quality)
+    && (!wait.code || (b.getAttribute('data-holoroom-codes') || '') !== '');
 };
 
 const browser = await chromium.launch({
@@ -41,23 +59,14 @@ page.on('pageerror', (e) => console.error('page error:', e.message));
 let result;
 try {
   await page.goto(url);
-  await page.waitForFunction(
-    ({ wait }) => {
-      const b = document.body;
-      const n = (name) => Number(b.getAttribute(name) || 0);
-      return b.getAttribute('data-holoroom-state') === 'InCall'
-        && n('data-holoroom-participants') >= (wait.participants || 0)
-        && n('data-holoroom-live-feeds') >= (wait.liveFeeds || 0)
-        && n('data-holoroom-frames') >= (wait.frames || 0)
-        && n('data-holoroom-speaking') >= (wait.speaking || 0)
-        && (!wait.quality || (b.getAttribute('data-holoroom-quality') || '0/0') === wait.quality)
-        && (!wait.code || (b.getAttribute('data-holoroom-codes') || '') !== '');
-    },
-    { wait },
-    { timeout: 120_000, polling: 250 },
-  );
+  await page.waitForFunction(ready, { wait }, { timeout: 120_000, polling: 250 });
   const first = await page.evaluate(state);
   await page.waitForTimeout(hold * 1000);
+  if (after) {
+    // Frames must keep coming, too: more than were shown when the first wait ended.
+    const more = { ...after, frames: first.frames + 1 };
+    await page.waitForFunction(ready, { wait: more }, { timeout: 120_000, polling: 250 });
+  }
   // The panel's place and the screenshot belong together: read one right before the other.
   await page.screenshot({ path: screenshot });
   const last = await page.evaluate(state);

@@ -1,9 +1,6 @@
 //! The engine against a real room server on loopback: the room state machine, events,
 //! reconnection through a connection we can cut, and a server that goes away.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use holoroom_engine::protocol::{
@@ -13,8 +10,8 @@ use holoroom_engine::protocol::{
 use holoroom_engine::signaling::Signaling;
 use holoroom_engine::{Engine, EngineConfig, EngineEvent, ReconnectPolicy, RoomError};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
+use holoroom_testkit::Relay;
+use tokio::net::TcpListener;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -45,63 +42,6 @@ fn token(server: &Server, id: &str) -> String {
         None,
         3600,
     )
-}
-
-/// A TCP relay between clients and the server whose connections can be cut, as a network would.
-struct Relay {
-    addr: SocketAddr,
-    generation: Arc<AtomicU64>,
-    accept: JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(target: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay binds");
-        let addr = listener.local_addr().expect("relay address");
-        let generation = Arc::new(AtomicU64::new(0));
-        let current = generation.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let Ok(mut upstream) = TcpStream::connect(target).await else {
-                    continue;
-                };
-                let born = current.load(Ordering::SeqCst);
-                let current = current.clone();
-                tokio::spawn(async move {
-                    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-                    let cut = async {
-                        while current.load(Ordering::SeqCst) == born {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                    };
-                    tokio::select! {
-                        _ = copy => {},
-                        () = cut => {},
-                    }
-                });
-            }
-        });
-        Relay {
-            addr,
-            generation,
-            accept,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
-    }
-
-    /// Drops every open connection without a close frame.
-    fn cut(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Stops accepting and drops every connection: the server is gone.
-    fn stop(&self) {
-        self.accept.abort();
-        self.cut();
-    }
 }
 
 /// The next engine event, waiting without blocking the runtime.

@@ -57,11 +57,17 @@ impl MediaSession {
         Ok(())
     }
 
+    /// Ends the stream: the connection, and the played stream's frame slot.
     pub fn close(&self) {
-        self.closed.set(true);
+        self.close_connection();
         if let Some(slot) = &self.slot {
             slot.close();
         }
+    }
+
+    /// Ends the connection (a new one takes over after a reconnect); the slot stays open.
+    pub fn close_connection(&self) {
+        self.closed.set(true);
         if let Some(pc) = self.pc.borrow_mut().take() {
             pc.close();
         }

@@ -4,8 +4,9 @@
 //! latest-frame slots as on the desktop and sound the same audio buffers, so the app above
 //! is the same code.
 //!
-//! Publish and play quality come from the connection's `getStats` every 2 s. Not yet here:
-//! reconnecting after a dropped connection (the room ends in ReconnectFailed).
+//! Publish and play quality come from the connection's `getStats` every 2 s. A dropped
+//! signaling connection is resumed as on the desktop (Reconnecting, retries with back-off,
+//! Reconnected with only the differences, media started again), or ends in ReconnectFailed.
 
 mod capture;
 mod media;
@@ -28,10 +29,12 @@ use signaling::Signaling;
 pub(crate) use util::describe;
 
 use crate::engine::{
-    Command, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, RequestKind, RoomError,
+    Command, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReconnectPolicy,
+    RemoteStream, RequestKind, RoomError,
 };
 use crate::room_view::RoomView;
 use crate::signaling::SignalingEvent;
+use crate::stream::LocalStream;
 
 #[derive(Debug)]
 pub(crate) struct Backend {
@@ -43,6 +46,7 @@ impl Backend {
         let (commands, command_rx) = mpsc::unbounded();
         let driver = Driver {
             url: config.server_url,
+            policy: config.reconnect,
             events,
         };
         wasm_bindgen_futures::spawn_local(driver.run(command_rx));
@@ -56,15 +60,20 @@ impl Backend {
 
 struct Driver {
     url: String,
+    policy: ReconnectPolicy,
     events: crossbeam_channel::Sender<EngineEvent>,
 }
 
 struct InRoom {
     room_id: RoomId,
+    token: String,
+    user: UserInfo,
+    config: LoginConfig,
+    session_id: String,
     signaling: Signaling,
     view: RoomView,
-    publishing: HashMap<StreamId, Rc<MediaSession>>,
-    playing: HashMap<StreamId, Rc<MediaSession>>,
+    publishing: HashMap<StreamId, (LocalStream, Rc<MediaSession>)>,
+    playing: HashMap<StreamId, (RemoteStream, Rc<MediaSession>)>,
 }
 
 enum Input {
@@ -96,11 +105,15 @@ impl Driver {
                     config,
                 } => {
                     self.state(&room_id, RoomStateReason::Logining, None);
-                    match self.connect(&room_id, token, user, config).await {
+                    match self.connect(&room_id, &token, &user, &config, None).await {
                         Ok((signaling, server_events, response)) => {
                             self.state(&room_id, RoomStateReason::Logined, None);
                             let mut in_room = InRoom {
                                 room_id,
+                                token,
+                                user,
+                                config,
+                                session_id: response.session_id.clone(),
                                 signaling,
                                 view: RoomView::default(),
                                 publishing: HashMap::new(),
@@ -108,7 +121,8 @@ impl Driver {
                             };
                             self.take_snapshot(&mut in_room, &response);
                             self.in_room(&mut in_room, &mut commands, server_events).await;
-                            for session in in_room.publishing.values().chain(in_room.playing.values()) {
+                            let sessions = in_room.publishing.values().map(|(_, s)| s);
+                            for session in sessions.chain(in_room.playing.values().map(|(_, s)| s)) {
                                 session.close();
                             }
                             in_room.signaling.close();
@@ -158,12 +172,14 @@ impl Driver {
     async fn connect(
         &self,
         room_id: &RoomId,
-        token: String,
-        user: UserInfo,
-        config: LoginConfig,
+        token: &str,
+        user: &UserInfo,
+        config: &LoginConfig,
+        resume: Option<String>,
     ) -> Result<(Signaling, mpsc::UnboundedReceiver<SignalingEvent>, LoginResponse), RoomError> {
         let (signaling, server_events) = Signaling::connect(&self.url).await?;
-        match signaling.login(room_id.clone(), token, user, config).await {
+        let login = signaling.login(room_id.clone(), token.to_owned(), user.clone(), config.clone(), resume);
+        match login.await {
             Ok(response) => Ok((signaling, server_events, response)),
             Err(err) => {
                 signaling.close();
@@ -190,32 +206,139 @@ impl Driver {
         }
     }
 
-    /// Runs the room until logout, a kick-out or a lost connection.
+    /// Runs the room until logout, a kick-out, or a connection that cannot be resumed.
     async fn in_room(
         &self,
         in_room: &mut InRoom,
         commands: &mut mpsc::UnboundedReceiver<Command>,
-        server_events: mpsc::UnboundedReceiver<SignalingEvent>,
+        mut server_events: mpsc::UnboundedReceiver<SignalingEvent>,
     ) {
-        let mut inputs =
-            futures_util::stream::select(commands.by_ref().map(Input::Command), server_events.map(Input::Server));
-        while let Some(input) = inputs.next().await {
+        loop {
+            let input = {
+                let mut inputs = futures_util::stream::select(
+                    commands.by_ref().map(Input::Command),
+                    server_events.by_ref().map(Input::Server),
+                );
+                inputs.next().await
+            };
             let leave = match input {
-                Input::Server(SignalingEvent::Event { event, .. }) => self.server_event(in_room, event),
-                Input::Server(SignalingEvent::Closed { code, reason }) => {
-                    tracing::warn!(?code, %reason, "the room server closed the connection");
-                    self.state(
-                        &in_room.room_id,
-                        RoomStateReason::ReconnectFailed,
-                        Some(RoomError::Closed),
-                    );
-                    true
+                None => true,
+                Some(Input::Server(SignalingEvent::Event { event, .. })) => self.server_event(in_room, event),
+                Some(Input::Server(SignalingEvent::Closed { code, reason })) => {
+                    tracing::warn!(?code, %reason, "the connection to the room server dropped");
+                    match self.reconnect(in_room, commands).await {
+                        Some((events, deferred)) => {
+                            server_events = events;
+                            let mut leave = false;
+                            for command in deferred {
+                                leave = leave || Box::pin(self.command(in_room, command)).await;
+                            }
+                            leave
+                        }
+                        None => true,
+                    }
                 }
-                Input::Command(command) => self.command(in_room, command).await,
+                Some(Input::Command(command)) => self.command(in_room, command).await,
             };
             if leave {
                 return;
             }
+        }
+    }
+
+    /// Resumes the session after a drop: retries with back-off until the policy gives up or a
+    /// refusal says retrying is useless. Commands that arrive meanwhile are returned to be run
+    /// afterwards (a logout ends it at once).
+    async fn reconnect(
+        &self,
+        in_room: &mut InRoom,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Option<(mpsc::UnboundedReceiver<SignalingEvent>, Vec<Command>)> {
+        self.state(&in_room.room_id, RoomStateReason::Reconnecting, None);
+        let give_up = js_sys::Date::now() + self.policy.give_up_after.as_secs_f64() * 1000.0;
+        let mut delay = self.policy.first_delay;
+        let mut deferred = Vec::new();
+        loop {
+            let attempt = self
+                .connect(
+                    &in_room.room_id,
+                    &in_room.token,
+                    &in_room.user,
+                    &in_room.config,
+                    Some(in_room.session_id.clone()),
+                )
+                .await;
+            let error = match attempt {
+                Ok((signaling, server_events, response)) => {
+                    in_room.signaling.close();
+                    in_room.signaling = signaling;
+                    in_room.session_id = response.session_id.clone();
+                    self.state(&in_room.room_id, RoomStateReason::Reconnected, None);
+                    self.take_snapshot(in_room, &response);
+                    self.restart_media(in_room);
+                    return Some((server_events, deferred));
+                }
+                Err(error) => error,
+            };
+            let refused = matches!(error, RoomError::Refused(_));
+            if refused || js_sys::Date::now() + delay.as_secs_f64() * 1000.0 > give_up {
+                self.state(&in_room.room_id, RoomStateReason::ReconnectFailed, Some(error));
+                in_room.view.clear();
+                return None;
+            }
+            tracing::debug!(%error, ?delay, "reconnect attempt failed");
+            let mut pause = Box::pin(util::sleep(delay));
+            loop {
+                match futures_util::future::select(pause, commands.next()).await {
+                    futures_util::future::Either::Left(((), _)) => break,
+                    futures_util::future::Either::Right((Some(Command::Logout) | None, _)) => {
+                        self.state(&in_room.room_id, RoomStateReason::Logout, None);
+                        in_room.view.clear();
+                        return None;
+                    }
+                    futures_util::future::Either::Right((Some(other), rest)) => {
+                        deferred.push(other);
+                        pause = rest;
+                    }
+                }
+            }
+            delay = (delay * 2).min(self.policy.max_delay);
+        }
+    }
+
+    /// Starts every publication and playback again on the resumed connection; streams that
+    /// ended meanwhile are not played again.
+    fn restart_media(&self, in_room: &mut InRoom) {
+        for (stream_id, (local, session)) in in_room.publishing.iter_mut() {
+            session.close_connection();
+            *session = Rc::new(MediaSession::default());
+            wasm_bindgen_futures::spawn_local(media::publish(
+                in_room.signaling.clone(),
+                stream_id.clone(),
+                local.clone(),
+                self.events.clone(),
+                session.clone(),
+            ));
+        }
+        let playing = std::mem::take(&mut in_room.playing);
+        for (stream_id, (remote, session)) in playing {
+            if !in_room.view.streams().any(|s| s.stream_id == stream_id) {
+                session.close();
+                continue;
+            }
+            // The app keeps reading the same slot; only the connection is new.
+            session.close_connection();
+            let session = Rc::new(MediaSession::for_slot(remote.video.clone()));
+            in_room
+                .playing
+                .insert(stream_id.clone(), (remote.clone(), session.clone()));
+            wasm_bindgen_futures::spawn_local(media::play(
+                in_room.signaling.clone(),
+                stream_id,
+                remote,
+                self.events.clone(),
+                session,
+            ));
         }
     }
 
@@ -289,7 +412,7 @@ impl Driver {
                 false
             }
             Command::StartPublishing(stream_id, local) => {
-                if in_room.publishing.get(&stream_id).is_some_and(|s| !s.is_closed()) {
+                if in_room.publishing.get(&stream_id).is_some_and(|(_, s)| !s.is_closed()) {
                     self.emit(EngineEvent::PublisherStateUpdate {
                         stream_id,
                         state: PublisherState::NoPublish,
@@ -298,7 +421,9 @@ impl Driver {
                     return false;
                 }
                 let session = Rc::new(MediaSession::default());
-                in_room.publishing.insert(stream_id.clone(), session.clone());
+                in_room
+                    .publishing
+                    .insert(stream_id.clone(), (local.clone(), session.clone()));
                 wasm_bindgen_futures::spawn_local(media::publish(
                     signaling,
                     stream_id,
@@ -309,7 +434,7 @@ impl Driver {
                 false
             }
             Command::StopPublishing(stream_id) => {
-                if let Some(session) = in_room.publishing.remove(&stream_id) {
+                if let Some((_, session)) = in_room.publishing.remove(&stream_id) {
                     session.close();
                     let _ = signaling
                         .request(Request::StopPublishing {
@@ -325,11 +450,13 @@ impl Driver {
                 false
             }
             Command::StartPlaying(stream_id, remote) => {
-                if let Some(old) = in_room.playing.remove(&stream_id) {
+                if let Some((_, old)) = in_room.playing.remove(&stream_id) {
                     old.close();
                 }
                 let session = Rc::new(MediaSession::for_slot(remote.video.clone()));
-                in_room.playing.insert(stream_id.clone(), session.clone());
+                in_room
+                    .playing
+                    .insert(stream_id.clone(), (remote.clone(), session.clone()));
                 wasm_bindgen_futures::spawn_local(media::play(
                     signaling,
                     stream_id,
@@ -340,7 +467,7 @@ impl Driver {
                 false
             }
             Command::StopPlaying(stream_id) => {
-                if let Some(session) = in_room.playing.remove(&stream_id) {
+                if let Some((_, session)) = in_room.playing.remove(&stream_id) {
                     session.close();
                     let _ = signaling
                         .request(Request::StopPlaying {

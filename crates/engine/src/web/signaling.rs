@@ -158,6 +158,7 @@ impl Signaling {
         token: String,
         user: UserInfo,
         config: LoginConfig,
+        resume_session: Option<String>,
     ) -> Result<LoginResponse, SignalingError> {
         let request = Request::Login(LoginRequest {
             protocol: PROTOCOL_VERSION,
@@ -165,7 +166,7 @@ impl Signaling {
             token,
             user,
             config,
-            resume_session: None,
+            resume_session,
         });
         match self.request(request).await? {
             ResponseBody::LoggedIn(response) => Ok(response),
