@@ -109,7 +109,11 @@ pub fn plugin(app: &mut App) {
         .add_systems(Startup, (prefill, start_requirements_check))
         .add_systems(
             Update,
-            (collect_stats, preview::keep_preview, finish_requirements_check),
+            (
+                collect_stats,
+                (preview::keep_preview, preview::update_preview).chain(),
+                finish_requirements_check,
+            ),
         )
         .add_systems(EguiPrimaryContextPass, (login_panel, call_panel, name_tags));
 }
@@ -149,6 +153,11 @@ fn login_panel(
         return Ok(());
     }
     let connecting = *state.get() == AppState::Connecting;
+    // The preview's picture is a Bevy image the overlay shows by its texture id.
+    let preview_texture = preview.as_ref().map(|p| {
+        p.texture()
+            .unwrap_or_else(|| contexts.add_image(bevy_egui::EguiTextureHandle::Strong(p.image().clone())))
+    });
     egui::Window::new("Holoroom")
         .anchor(egui::Align2::LEFT_TOP, [12.0, 12.0])
         .resizable(false)
@@ -177,9 +186,10 @@ fn login_panel(
             ui.collapsing("Devices", |ui| picker.show(ui));
             if !form.spectate
                 && let Some(preview) = preview.as_mut()
+                && let Some(texture) = preview_texture
             {
                 ui.horizontal(|ui| {
-                    preview.show(ui);
+                    preview.show(ui, texture);
                     if let Some(note) = preview.note() {
                         ui.label(note);
                     }

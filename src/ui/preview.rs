@@ -2,7 +2,9 @@
 //! you choose devices. It closes when you join (your stream then opens the camera itself) and
 //! is not opened for spectators.
 
+use bevy::asset::RenderAssetUsages;
 use bevy::prelude::*;
+use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use bevy_egui::egui;
 use holoroom_engine::media::VideoFrame;
 use holoroom_engine::{AudioSource, LocalStream, StreamConfig};
@@ -18,7 +20,9 @@ pub struct Preview {
     local: LocalStream,
     choice: MediaChoice,
     seen: u64,
-    texture: Option<egui::TextureHandle>,
+    /// The picture, as an image the overlay shows.
+    image: Handle<Image>,
+    texture: Option<egui::TextureId>,
 }
 
 impl std::fmt::Debug for Preview {
@@ -35,32 +39,40 @@ impl Preview {
         self.local.note()
     }
 
-    /// Shows the newest frame (converting only when a new one arrived).
-    pub fn show(&mut self, ui: &mut egui::Ui) {
-        if let Some(frame) = self.local.preview().newer_than(self.seen) {
-            self.seen = frame.sequence;
-            let image = egui::ColorImage::from_rgb(SIZE, &small_rgb(&frame.frame));
-            match &mut self.texture {
-                Some(texture) => texture.set(image, egui::TextureOptions::LINEAR),
-                None => {
-                    self.texture = Some(ui.ctx().load_texture("preview", image, egui::TextureOptions::LINEAR));
-                }
-            }
+    /// Shows the picture (`texture` is the image's id in the overlay).
+    pub fn show(&mut self, ui: &mut egui::Ui, texture: egui::TextureId) {
+        self.texture = Some(texture);
+        if self.seen == 0 {
+            ui.label("Starting the camera…");
+        } else {
+            ui.image((texture, egui::vec2(SIZE[0] as f32, SIZE[1] as f32)));
         }
-        match &self.texture {
-            Some(texture) => {
-                ui.image((texture.id(), egui::vec2(SIZE[0] as f32, SIZE[1] as f32)));
-            }
-            None => {
-                ui.label("Starting the camera…");
-            }
-        }
+    }
+
+    pub fn image(&self) -> &Handle<Image> {
+        &self.image
+    }
+
+    pub fn texture(&self) -> Option<egui::TextureId> {
+        self.texture
     }
 }
 
-/// The frame scaled down to [`SIZE`] (nearest sample) as RGB, BT.601 limited range.
-fn small_rgb(frame: &VideoFrame) -> Vec<u8> {
-    let mut rgb = Vec::with_capacity(SIZE[0] * SIZE[1] * 3);
+/// Copies the newest preview frame into the preview image (only when a new one arrived).
+pub fn update_preview(preview: Option<ResMut<Preview>>, mut images: ResMut<Assets<Image>>) {
+    let Some(mut preview) = preview else { return };
+    let Some(frame) = preview.local.preview().newer_than(preview.seen) else {
+        return;
+    };
+    preview.seen = frame.sequence;
+    if let Some(mut image) = images.get_mut(&preview.image) {
+        image.data = Some(small_rgba(&frame.frame));
+    }
+}
+
+/// The frame scaled down to [`SIZE`] (nearest sample) as RGBA, BT.601 limited range.
+fn small_rgba(frame: &VideoFrame) -> Vec<u8> {
+    let mut rgb = Vec::with_capacity(SIZE[0] * SIZE[1] * 4);
     for row in 0..SIZE[1] {
         let y = row * frame.height as usize / SIZE[1];
         for col in 0..SIZE[0] {
@@ -70,6 +82,7 @@ fn small_rgb(frame: &VideoFrame) -> Vec<u8> {
             let (u, v) = (f32::from(frame.u[at]) - 128.0, f32::from(frame.v[at]) - 128.0);
             let c = 1.164 * luma;
             rgb.extend([c + 1.596 * v, c - 0.392 * u - 0.813 * v, c + 2.017 * u].map(|x| x.clamp(0.0, 255.0) as u8));
+            rgb.push(255);
         }
     }
     rgb
@@ -79,6 +92,8 @@ fn small_rgb(frame: &VideoFrame) -> Vec<u8> {
 /// otherwise.
 pub fn keep_preview(
     mut commands: Commands,
+    mut images: ResMut<Assets<Image>>,
+    mut textures: ResMut<bevy_egui::EguiUserTextures>,
     state: Res<State<AppState>>,
     choice: Res<MediaChoice>,
     form: Option<Res<super::LoginForm>>,
@@ -98,14 +113,29 @@ pub fn keep_preview(
         };
         if let Some(old) = &preview {
             old.local.destroy();
+            textures.remove_image(old.image());
         }
         match LocalStream::create(config) {
-            Ok(local) => commands.insert_resource(Preview {
-                local,
-                choice: choice.clone(),
-                seen: 0,
-                texture: None,
-            }),
+            Ok(local) => {
+                let image = images.add(Image::new_fill(
+                    Extent3d {
+                        width: SIZE[0] as u32,
+                        height: SIZE[1] as u32,
+                        depth_or_array_layers: 1,
+                    },
+                    TextureDimension::D2,
+                    &[0, 0, 0, 255],
+                    TextureFormat::Rgba8UnormSrgb,
+                    RenderAssetUsages::RENDER_WORLD | RenderAssetUsages::MAIN_WORLD,
+                ));
+                commands.insert_resource(Preview {
+                    local,
+                    choice: choice.clone(),
+                    seen: 0,
+                    image,
+                    texture: None,
+                });
+            }
             Err(err) => {
                 // Said once; tried again when the choice changes.
                 warn!("no preview: {err}");
@@ -115,6 +145,7 @@ pub fn keep_preview(
         }
     } else if !wanted && let Some(old) = preview {
         old.local.destroy();
+        textures.remove_image(old.image());
         commands.remove_resource::<Preview>();
     }
 }
@@ -126,11 +157,12 @@ mod tests {
     #[test]
     fn black_and_white_come_out_as_black_and_white() {
         let black = VideoFrame::black(640, 360).expect("frame");
-        assert!(small_rgb(&black).iter().all(|&c| c == 0));
+        let rgba = small_rgba(&black);
+        assert!(rgba.chunks(4).all(|p| p == [0, 0, 0, 255]));
         let mut white = black.clone();
         white.y.fill(235);
-        let rgb = small_rgb(&white);
-        assert_eq!(rgb.len(), SIZE[0] * SIZE[1] * 3);
-        assert!(rgb.iter().all(|&c| c >= 254));
+        let rgba = small_rgba(&white);
+        assert_eq!(rgba.len(), SIZE[0] * SIZE[1] * 4);
+        assert!(rgba.iter().all(|&c| c >= 254));
     }
 }
