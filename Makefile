@@ -33,9 +33,10 @@ deps:
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)"; exit 1; }
 	@# The wasm32 target from rustup; if rustup cannot fetch it, Debian's rustc-web builds std
 	@# from source instead (see WASM_CARGO).
-	@rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown || { \
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown || \
+		[ -x /usr/bin/rust-lld ] || { \
 		echo "rustup cannot add wasm32-unknown-unknown: using Debian's rustc-web"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rustc-web cargo-web rust-web-src lld-22; }
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rustc-web cargo-web rust-web-src rust-web-llvm lld-22; }
 
 ## Desktop app with an embedded room server on loopback.
 run: deps

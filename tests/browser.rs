@@ -164,6 +164,10 @@ fn run(web_dir: PathBuf) -> Result<()> {
     std::thread::sleep(Duration::from_secs(3));
     // The network drops the page's connections: it must come back (Reconnected, video again)
     // and go on publishing.
+    let at_cut = bot
+        .remote(&browser_stream)
+        .and_then(|r| r.video.latest())
+        .map_or(0, |f| f.sequence);
     relay.cut();
     std::thread::sleep(Duration::from_secs(6));
     let later = bot
@@ -172,6 +176,11 @@ fn run(web_dir: PathBuf) -> Result<()> {
         .context("the browser's video stopped")?;
     let result = finish(page, "participant tab")?;
     println!("browser: participant tab {result}");
+    ensure!(
+        later.sequence > at_cut + 10,
+        "the browser goes on publishing after the cut: {at_cut} -> {}",
+        later.sequence
+    );
     ensure!(size == (640, 360) || size == (640, 480), "browser camera at {size:?}");
     ensure!(
         later.sequence > first.sequence + 10,

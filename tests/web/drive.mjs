@@ -63,8 +63,9 @@ try {
   const first = await page.evaluate(state);
   await page.waitForTimeout(hold * 1000);
   if (after) {
-    // Frames must keep coming, too: more than were shown when the first wait ended.
-    const more = { ...after, frames: first.frames + 1 };
+    // Frames must keep coming, too: ten more than are shown now.
+    const now = await page.evaluate(state);
+    const more = { ...after, frames: now.frames + 10 };
     await page.waitForFunction(ready, { wait: more }, { timeout: 120_000, polling: 250 });
   }
   // The panel's place and the screenshot belong together: read one right before the other.

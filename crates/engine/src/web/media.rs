@@ -153,6 +153,8 @@ struct VideoStats {
     height: u32,
     lost: i64,
     received: u64,
+    /// What the receiving side reported lost (publishing), 0 to 1.
+    fraction_lost: Option<f32>,
     rtt_ms: Option<f32>,
 }
 
@@ -178,6 +180,8 @@ async fn video_stats(pc: &RtcPeerConnection, publishing: bool) -> Option<VideoSt
             stats.height = number(&entry, "frameHeight").unwrap_or(0.0) as u32;
             stats.lost = number(&entry, "packetsLost").unwrap_or(0.0) as i64;
             stats.received = number(&entry, "packetsReceived").unwrap_or(0.0) as u64;
+        } else if publishing && kind == "remote-inbound-rtp" && text(&entry, "kind").as_deref() == Some("video") {
+            stats.fraction_lost = number(&entry, "fractionLost").map(|f| f as f32);
         } else if kind == "candidate-pair" && get(&entry, "nominated").and_then(|v| v.as_bool()) == Some(true) {
             stats.rtt_ms = number(&entry, "currentRoundTripTime").map(|s| (s * 1000.0) as f32);
         }
@@ -281,6 +285,9 @@ pub(crate) async fn publish(
             let _ = events.send(state(PublisherState::Publishing, None));
             report_quality(session, stream_id.clone(), true, events).await;
         }
+        // The signaling connection dropped mid-way: the reconnect starts this again (or the
+        // room's end closes it), so it is not a failure to report.
+        Err(MediaError::Signaling(crate::signaling::SignalingError::Closed)) => {}
         Err(error) => {
             session.close();
             let _ = events.send(state(PublisherState::NoPublish, Some(error)));
@@ -350,6 +357,9 @@ pub(crate) async fn play(
             let _ = events.send(state(PlayerState::Playing, None));
             report_quality(session, stream_id.clone(), false, events).await;
         }
+        // The signaling connection dropped mid-way: the reconnect starts this again (or the
+        // room's end closes it), so it is not a failure to report.
+        Err(MediaError::Signaling(crate::signaling::SignalingError::Closed)) => {}
         Err(error) => {
             session.close();
             let _ = events.send(state(PlayerState::NoPlay, Some(error)));

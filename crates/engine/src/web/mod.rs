@@ -226,17 +226,20 @@ impl Driver {
                 Some(Input::Server(SignalingEvent::Event { event, .. })) => self.server_event(in_room, event),
                 Some(Input::Server(SignalingEvent::Closed { code, reason })) => {
                     tracing::warn!(?code, %reason, "the connection to the room server dropped");
-                    match self.reconnect(in_room, commands).await {
-                        Some((events, deferred)) => {
-                            server_events = events;
-                            let mut leave = false;
-                            for command in deferred {
-                                leave = leave || Box::pin(self.command(in_room, command)).await;
-                            }
-                            leave
-                        }
-                        None => true,
+                    let (events, deferred) = self.reconnect(in_room, commands).await;
+                    let mut leave = events.is_none();
+                    if let Some(events) = events {
+                        server_events = events;
                     }
+                    // Commands that came in meanwhile: run in the room, or answered as outside it.
+                    for command in deferred {
+                        if leave {
+                            self.outside_a_room(command);
+                        } else {
+                            leave = self.command(in_room, command).await;
+                        }
+                    }
+                    leave
                 }
                 Some(Input::Command(command)) => self.command(in_room, command).await,
             };
@@ -253,7 +256,7 @@ impl Driver {
         &self,
         in_room: &mut InRoom,
         commands: &mut mpsc::UnboundedReceiver<Command>,
-    ) -> Option<(mpsc::UnboundedReceiver<SignalingEvent>, Vec<Command>)> {
+    ) -> (Option<mpsc::UnboundedReceiver<SignalingEvent>>, Vec<Command>) {
         self.state(&in_room.room_id, RoomStateReason::Reconnecting, None);
         let give_up = js_sys::Date::now() + self.policy.give_up_after.as_secs_f64() * 1000.0;
         let mut delay = self.policy.first_delay;
@@ -276,7 +279,7 @@ impl Driver {
                     self.state(&in_room.room_id, RoomStateReason::Reconnected, None);
                     self.take_snapshot(in_room, &response);
                     self.restart_media(in_room);
-                    return Some((server_events, deferred));
+                    return (Some(server_events), deferred);
                 }
                 Err(error) => error,
             };
@@ -284,7 +287,7 @@ impl Driver {
             if refused || js_sys::Date::now() + delay.as_secs_f64() * 1000.0 > give_up {
                 self.state(&in_room.room_id, RoomStateReason::ReconnectFailed, Some(error));
                 in_room.view.clear();
-                return None;
+                return (None, deferred);
             }
             tracing::debug!(%error, ?delay, "reconnect attempt failed");
             let mut pause = Box::pin(util::sleep(delay));
@@ -294,7 +297,7 @@ impl Driver {
                     futures_util::future::Either::Right((Some(Command::Logout) | None, _)) => {
                         self.state(&in_room.room_id, RoomStateReason::Logout, None);
                         in_room.view.clear();
-                        return None;
+                        return (None, deferred);
                     }
                     futures_util::future::Either::Right((Some(other), rest)) => {
                         deferred.push(other);
@@ -309,6 +312,8 @@ impl Driver {
     /// Starts every publication and playback again on the resumed connection; streams that
     /// ended meanwhile are not played again.
     fn restart_media(&self, in_room: &mut InRoom) {
+        // A publication that had failed (say, no camera) stays failed.
+        in_room.publishing.retain(|_, (_, session)| !session.is_closed());
         for (stream_id, (local, session)) in in_room.publishing.iter_mut() {
             session.close_connection();
             *session = Rc::new(MediaSession::default());
@@ -381,11 +386,16 @@ impl Driver {
                 true
             }
             Command::RenewToken(token) => {
-                let event = match signaling.request(Request::RenewToken { token }).await {
-                    Ok(holoroom_protocol::ResponseBody::TokenRenewed { expires_at }) => EngineEvent::TokenRenewed {
-                        room_id: in_room.room_id.clone(),
-                        expires_at,
-                    },
+                let request = Request::RenewToken { token: token.clone() };
+                let event = match signaling.request(request).await {
+                    Ok(holoroom_protocol::ResponseBody::TokenRenewed { expires_at }) => {
+                        // A later reconnect presents the renewed token.
+                        in_room.token = token;
+                        EngineEvent::TokenRenewed {
+                            room_id: in_room.room_id.clone(),
+                            expires_at,
+                        }
+                    }
                     Ok(other) => EngineEvent::RequestFailed {
                         request: RequestKind::RenewToken,
                         error: RoomError::Protocol(format!("renewal answered with {other:?}")),
