@@ -354,6 +354,52 @@ pub(crate) enum Command {
     StopPlaying(StreamId),
 }
 
+impl Command {
+    /// The answer to this command when no room is joined (None for Login and Logout, which
+    /// need none); a played stream's slot is closed, as nothing will fill it.
+    pub(crate) fn outside_a_room(self) -> Option<EngineEvent> {
+        let request_failed = |request| EngineEvent::RequestFailed {
+            request,
+            error: RoomError::NotInRoom,
+        };
+        let no_play = |stream_id| EngineEvent::PlayerStateUpdate {
+            stream_id,
+            state: PlayerState::NoPlay,
+            error: Some(MediaError::NotInRoom),
+        };
+        match self {
+            Command::Login { .. } | Command::Logout => None,
+            Command::RenewToken(_) => Some(request_failed(RequestKind::RenewToken)),
+            Command::SetPose(_) => Some(request_failed(RequestKind::SetPose)),
+            Command::StartPublishing(stream_id, _) | Command::StopPublishing(stream_id) => {
+                Some(EngineEvent::PublisherStateUpdate {
+                    stream_id,
+                    state: PublisherState::NoPublish,
+                    error: Some(MediaError::NotInRoom),
+                })
+            }
+            Command::StartPlaying(stream_id, remote) => {
+                remote.video.close();
+                Some(no_play(stream_id))
+            }
+            Command::StopPlaying(stream_id) => Some(no_play(stream_id)),
+        }
+    }
+
+    /// The refusal of a login while already in `current`.
+    pub(crate) fn already_in(room_id: RoomId, current: &RoomId) -> EngineEvent {
+        EngineEvent::RoomStateChanged {
+            room_id,
+            reason: RoomStateReason::LoginFailed,
+            error: Some(RoomError::Refused(ErrorBody::new(
+                holoroom_protocol::ErrorCode::AlreadyLoggedIn,
+                format!("already in room {current}; log out first"),
+            ))),
+            kickout: None,
+        }
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 use crate::native::Backend;
 #[cfg(target_arch = "wasm32")]

@@ -6,6 +6,18 @@ use std::collections::BTreeMap;
 
 use holoroom_protocol::{Event, RoomId, StreamId, StreamInfo, UpdateType, UserId, UserInfo};
 
+/// What one server event does to the room as the app knows it.
+#[derive(Debug)]
+pub(crate) enum Followed {
+    /// Consistent: report this (if anything); `kicked` when it removes this client.
+    Report {
+        event: Option<crate::EngineEvent>,
+        kicked: bool,
+    },
+    /// It contradicts what the app was told, and is ignored.
+    Contradicts,
+}
+
 /// Users and streams as the app has been told them.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct RoomView {
@@ -136,6 +148,48 @@ impl RoomView {
     pub fn clear(&mut self) {
         self.users.clear();
         self.streams.clear();
+    }
+}
+
+impl RoomView {
+    /// A login's snapshot as events: everything on a first login, only the differences after a
+    /// reconnect; then every member's pose.
+    pub(crate) fn snapshot_events(
+        &mut self,
+        room_id: &RoomId,
+        response: &holoroom_protocol::LoginResponse,
+    ) -> Vec<crate::EngineEvent> {
+        let changes = self.reset_to(room_id, &response.users, &response.streams);
+        let poses = response.poses.iter().map(|user_pose| crate::EngineEvent::PoseUpdate {
+            room_id: room_id.clone(),
+            user_id: user_pose.user_id.clone(),
+            pose: user_pose.pose,
+        });
+        changes
+            .into_iter()
+            .filter_map(crate::EngineEvent::from_server)
+            .chain(poses)
+            .collect()
+    }
+
+    /// Applies a server event; a kick-out also forgets the room.
+    pub(crate) fn follow(&mut self, event: Event) -> Followed {
+        let kicked = matches!(
+            event,
+            Event::RoomStateChanged {
+                reason: holoroom_protocol::RoomStateReason::Kickout,
+                ..
+            }
+        );
+        if !self.apply(&event) {
+            tracing::warn!(?event, "event contradicts the room view; ignored");
+            return Followed::Contradicts;
+        }
+        let event = crate::EngineEvent::from_server(event);
+        if kicked {
+            self.clear();
+        }
+        Followed::Report { event, kicked }
     }
 }
 

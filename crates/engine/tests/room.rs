@@ -7,7 +7,7 @@ use holoroom_engine::protocol::{
     ErrorCode, KickoutReason, LoginConfig, PublishRequest, Request, RoomId, RoomStateReason, StreamId, StreamSource,
     UpdateType, UserId, UserInfo, VideoGrant,
 };
-use holoroom_engine::signaling::Signaling;
+use holoroom_engine::signaling::{Signaling, login_request};
 use holoroom_engine::{Engine, EngineConfig, EngineEvent, ReconnectPolicy, RoomError};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 use holoroom_testkit::Relay;
@@ -84,13 +84,13 @@ fn state(event: &EngineEvent) -> RoomStateReason {
 async fn publisher(server: &Server, id: &str, stream: &str) -> Signaling {
     let (signaling, _events) = Signaling::connect(&server.ws_url()).await.expect("connects");
     signaling
-        .login(
-            room(),
-            token(server, id),
-            user(id),
-            LoginConfig { user_update: true },
+        .login(login_request(
+            &room(),
+            &token(server, id),
+            &user(id),
+            &LoginConfig { user_update: true },
             None,
-        )
+        ))
         .await
         .expect("logs in");
     signaling
@@ -199,13 +199,13 @@ async fn a_cut_connection_reconnects_and_reports_only_what_changed() {
     let relay = Relay::start(server.local_addr()).await;
     let (watcher, mut watcher_events) = Signaling::connect(&server.ws_url()).await.expect("connects");
     watcher
-        .login(
-            room(),
-            token(&server, "dave"),
-            user("dave"),
-            LoginConfig { user_update: true },
+        .login(login_request(
+            &room(),
+            &token(&server, "dave"),
+            &user("dave"),
+            &LoginConfig { user_update: true },
             None,
-        )
+        ))
         .await
         .expect("dave logs in");
 

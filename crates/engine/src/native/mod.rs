@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use holoroom_protocol::timing::FrameProbe;
 use holoroom_protocol::{
-    ErrorCode, Event, LoginConfig, LoginResponse, Request, ResponseBody, RoomId, RoomStateReason, StreamId, UserInfo,
+    Event, LoginConfig, LoginResponse, Request, ResponseBody, RoomId, RoomStateReason, StreamId, UserInfo,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -24,7 +24,7 @@ use crate::engine::{
     Command, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReconnectPolicy,
     RequestKind, RoomError,
 };
-use crate::room_view::RoomView;
+use crate::room_view::{Followed, RoomView};
 use crate::signaling::{Signaling, SignalingError, SignalingEvent};
 use crate::stream::LocalStream;
 
@@ -270,44 +270,10 @@ impl Driver {
                     }
                 }
             }
-            Command::Logout => None,
-            Command::RenewToken(_) => {
-                self.emit(EngineEvent::RequestFailed {
-                    request: RequestKind::RenewToken,
-                    error: RoomError::NotInRoom,
-                });
-                None
-            }
-            Command::SetPose(_) => {
-                self.emit(EngineEvent::RequestFailed {
-                    request: RequestKind::SetPose,
-                    error: RoomError::NotInRoom,
-                });
-                None
-            }
-            Command::StartPublishing(stream_id, _) | Command::StopPublishing(stream_id) => {
-                self.emit(EngineEvent::PublisherStateUpdate {
-                    stream_id,
-                    state: PublisherState::NoPublish,
-                    error: Some(MediaError::NotInRoom),
-                });
-                None
-            }
-            Command::StartPlaying(stream_id, remote) => {
-                remote.video.close();
-                self.emit(EngineEvent::PlayerStateUpdate {
-                    stream_id,
-                    state: PlayerState::NoPlay,
-                    error: Some(MediaError::NotInRoom),
-                });
-                None
-            }
-            Command::StopPlaying(stream_id) => {
-                self.emit(EngineEvent::PlayerStateUpdate {
-                    stream_id,
-                    state: PlayerState::NoPlay,
-                    error: Some(MediaError::NotInRoom),
-                });
+            other => {
+                if let Some(event) = other.outside_a_room() {
+                    self.emit(event);
+                }
                 None
             }
         }
@@ -382,7 +348,7 @@ impl Driver {
     ) -> Result<(Signaling, mpsc::UnboundedReceiver<SignalingEvent>, LoginResponse), RoomError> {
         let (signaling, server_events) = Signaling::connect(&self.url).await?;
         let response = signaling
-            .login(room_id.clone(), token.to_owned(), user.clone(), config.clone(), resume)
+            .login(crate::signaling::login_request(room_id, token, user, config, resume))
             .await;
         match response {
             Ok(response) => Ok((signaling, server_events, response)),
@@ -395,31 +361,15 @@ impl Driver {
 
     /// Turns a login's snapshot into events: everything on a first login, only differences after a reconnect.
     fn take_snapshot(&self, in_room: &mut InRoom, response: &LoginResponse) {
-        for event in in_room
-            .view
-            .reset_to(&in_room.room_id, &response.users, &response.streams)
-        {
-            if let Some(event) = EngineEvent::from_server(event) {
-                self.emit(event);
-            }
-        }
-        for user_pose in &response.poses {
-            self.emit(EngineEvent::PoseUpdate {
-                room_id: in_room.room_id.clone(),
-                user_id: user_pose.user_id.clone(),
-                pose: user_pose.pose,
-            });
+        for event in in_room.view.snapshot_events(&in_room.room_id, response) {
+            self.emit(event);
         }
     }
 
     async fn command(&mut self, in_room: &mut InRoom, command: Command) -> Next {
         match command {
             Command::Login { room_id, .. } => {
-                let error = RoomError::Refused(holoroom_protocol::ErrorBody::new(
-                    ErrorCode::AlreadyLoggedIn,
-                    format!("already in room {}; log out first", in_room.room_id),
-                ));
-                self.state(&room_id, RoomStateReason::LoginFailed, Some(error));
+                self.emit(Command::already_in(room_id, &in_room.room_id));
                 Next::Stay
             }
             Command::Logout => {
@@ -516,25 +466,14 @@ impl Driver {
     }
 
     fn server_event(&self, in_room: &mut InRoom, event: Event) -> Next {
-        let kicked = matches!(
-            event,
-            Event::RoomStateChanged {
-                reason: RoomStateReason::Kickout,
-                ..
+        match in_room.view.follow(event) {
+            Followed::Report { event, kicked } => {
+                if let Some(event) = event {
+                    self.emit(event);
+                }
+                if kicked { Next::Leave } else { Next::Stay }
             }
-        );
-        if !in_room.view.apply(&event) {
-            tracing::warn!(?event, "event contradicts the room view; ignored");
-            return Next::Stay;
-        }
-        if let Some(event) = EngineEvent::from_server(event) {
-            self.emit(event);
-        }
-        if kicked {
-            in_room.view.clear();
-            Next::Leave
-        } else {
-            Next::Stay
+            Followed::Contradicts => Next::Stay,
         }
     }
 

@@ -38,6 +38,34 @@ pub enum SignalingEvent {
     Closed { code: Option<u16>, reason: String },
 }
 
+/// A login in the protocol version this client speaks; `resume_session` after a drop.
+pub fn login_request(
+    room_id: &holoroom_protocol::RoomId,
+    token: &str,
+    user: &holoroom_protocol::UserInfo,
+    config: &holoroom_protocol::LoginConfig,
+    resume_session: Option<String>,
+) -> holoroom_protocol::LoginRequest {
+    holoroom_protocol::LoginRequest {
+        protocol: holoroom_protocol::PROTOCOL_VERSION,
+        room_id: room_id.clone(),
+        token: token.to_owned(),
+        user: user.clone(),
+        config: config.clone(),
+        resume_session,
+    }
+}
+
+/// The answer to a login, or why it is not one.
+pub(crate) fn logged_in(
+    body: holoroom_protocol::ResponseBody,
+) -> Result<holoroom_protocol::LoginResponse, SignalingError> {
+    match body {
+        holoroom_protocol::ResponseBody::LoggedIn(response) => Ok(response),
+        other => Err(SignalingError::Protocol(format!("login answered with {other:?}"))),
+    }
+}
+
 impl From<SignalingError> for crate::engine::RoomError {
     fn from(err: SignalingError) -> Self {
         use crate::engine::RoomError;

@@ -8,15 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{SinkExt, StreamExt};
-use holoroom_protocol::{
-    ClientMessage, ErrorBody, LoginConfig, LoginRequest, LoginResponse, PROTOCOL_VERSION, Request, ResponseBody,
-    RoomId, ServerMessage, UserInfo,
-};
+use holoroom_protocol::{ClientMessage, ErrorBody, LoginRequest, LoginResponse, Request, ResponseBody, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{REQUEST_TIMEOUT, SignalingError, SignalingEvent};
+use super::{REQUEST_TIMEOUT, SignalingError, SignalingEvent, logged_in};
 
 type Pending = HashMap<u64, oneshot::Sender<Result<ResponseBody, ErrorBody>>>;
 
@@ -74,26 +71,9 @@ impl Signaling {
     }
 
     /// Logs into `room_id` with `token` as `user`.
-    pub async fn login(
-        &self,
-        room_id: RoomId,
-        token: String,
-        user: UserInfo,
-        config: LoginConfig,
-        resume_session: Option<String>,
-    ) -> Result<LoginResponse, SignalingError> {
-        let request = Request::Login(LoginRequest {
-            protocol: PROTOCOL_VERSION,
-            room_id,
-            token,
-            user,
-            config,
-            resume_session,
-        });
-        match self.request(request).await? {
-            ResponseBody::LoggedIn(response) => Ok(response),
-            other => Err(SignalingError::Protocol(format!("login answered with {other:?}"))),
-        }
+    /// Logs in (see `login_request`); the answer carries the room's snapshot.
+    pub async fn login(&self, request: LoginRequest) -> Result<LoginResponse, SignalingError> {
+        logged_in(self.request(Request::Login(request)).await?)
     }
 
     /// Closes the socket politely.

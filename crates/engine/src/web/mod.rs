@@ -18,9 +18,7 @@ use std::rc::Rc;
 
 use futures_channel::mpsc;
 use futures_util::StreamExt;
-use holoroom_protocol::{
-    ErrorCode, Event, LoginConfig, LoginResponse, Request, RoomId, RoomStateReason, StreamId, UserInfo,
-};
+use holoroom_protocol::{Event, LoginConfig, LoginResponse, Request, RoomId, RoomStateReason, StreamId, UserInfo};
 
 pub(crate) use capture::{close_camera, open_camera, set_track_enabled};
 use media::MediaSession;
@@ -32,7 +30,7 @@ use crate::engine::{
     Command, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReconnectPolicy,
     RemoteStream, RequestKind, RoomError,
 };
-use crate::room_view::RoomView;
+use crate::room_view::{Followed, RoomView};
 use crate::signaling::SignalingEvent;
 use crate::stream::LocalStream;
 
@@ -136,36 +134,8 @@ impl Driver {
     }
 
     fn outside_a_room(&self, command: Command) {
-        match command {
-            Command::Login { .. } | Command::Logout => {}
-            Command::RenewToken(_) => self.emit(EngineEvent::RequestFailed {
-                request: RequestKind::RenewToken,
-                error: RoomError::NotInRoom,
-            }),
-            Command::SetPose(_) => self.emit(EngineEvent::RequestFailed {
-                request: RequestKind::SetPose,
-                error: RoomError::NotInRoom,
-            }),
-            Command::StartPublishing(stream_id, _) | Command::StopPublishing(stream_id) => {
-                self.emit(EngineEvent::PublisherStateUpdate {
-                    stream_id,
-                    state: PublisherState::NoPublish,
-                    error: Some(MediaError::NotInRoom),
-                });
-            }
-            Command::StartPlaying(stream_id, remote) => {
-                remote.video.close();
-                self.emit(EngineEvent::PlayerStateUpdate {
-                    stream_id,
-                    state: PlayerState::NoPlay,
-                    error: Some(MediaError::NotInRoom),
-                });
-            }
-            Command::StopPlaying(stream_id) => self.emit(EngineEvent::PlayerStateUpdate {
-                stream_id,
-                state: PlayerState::NoPlay,
-                error: Some(MediaError::NotInRoom),
-            }),
+        if let Some(event) = command.outside_a_room() {
+            self.emit(event);
         }
     }
 
@@ -178,8 +148,8 @@ impl Driver {
         resume: Option<String>,
     ) -> Result<(Signaling, mpsc::UnboundedReceiver<SignalingEvent>, LoginResponse), RoomError> {
         let (signaling, server_events) = Signaling::connect(&self.url).await?;
-        let login = signaling.login(room_id.clone(), token.to_owned(), user.clone(), config.clone(), resume);
-        match login.await {
+        let request = crate::signaling::login_request(room_id, token, user, config, resume);
+        match signaling.login(request).await {
             Ok(response) => Ok((signaling, server_events, response)),
             Err(err) => {
                 signaling.close();
@@ -189,20 +159,8 @@ impl Driver {
     }
 
     fn take_snapshot(&self, in_room: &mut InRoom, response: &LoginResponse) {
-        for event in in_room
-            .view
-            .reset_to(&in_room.room_id, &response.users, &response.streams)
-        {
-            if let Some(event) = EngineEvent::from_server(event) {
-                self.emit(event);
-            }
-        }
-        for user_pose in &response.poses {
-            self.emit(EngineEvent::PoseUpdate {
-                room_id: in_room.room_id.clone(),
-                user_id: user_pose.user_id.clone(),
-                pose: user_pose.pose,
-            });
+        for event in in_room.view.snapshot_events(&in_room.room_id, response) {
+            self.emit(event);
         }
     }
 
@@ -348,32 +306,22 @@ impl Driver {
     }
 
     fn server_event(&self, in_room: &mut InRoom, event: Event) -> bool {
-        let kicked = matches!(
-            event,
-            Event::RoomStateChanged {
-                reason: RoomStateReason::Kickout,
-                ..
+        match in_room.view.follow(event) {
+            Followed::Report { event, kicked } => {
+                if let Some(event) = event {
+                    self.emit(event);
+                }
+                kicked
             }
-        );
-        if !in_room.view.apply(&event) {
-            tracing::warn!(?event, "event contradicts the room view; ignored");
-            return false;
+            Followed::Contradicts => false,
         }
-        if let Some(event) = EngineEvent::from_server(event) {
-            self.emit(event);
-        }
-        kicked
     }
 
     async fn command(&self, in_room: &mut InRoom, command: Command) -> bool {
         let signaling = in_room.signaling.clone();
         match command {
             Command::Login { room_id, .. } => {
-                let error = RoomError::Refused(holoroom_protocol::ErrorBody::new(
-                    ErrorCode::AlreadyLoggedIn,
-                    format!("already in room {}; log out first", in_room.room_id),
-                ));
-                self.state(&room_id, RoomStateReason::LoginFailed, Some(error));
+                self.emit(Command::already_in(room_id, &in_room.room_id));
                 false
             }
             Command::Logout => {

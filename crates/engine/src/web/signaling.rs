@@ -6,16 +6,13 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures_channel::{mpsc, oneshot};
-use holoroom_protocol::{
-    ClientMessage, ErrorBody, LoginConfig, LoginRequest, LoginResponse, PROTOCOL_VERSION, Request, ResponseBody,
-    RoomId, ServerMessage, UserInfo,
-};
+use holoroom_protocol::{ClientMessage, ErrorBody, LoginRequest, LoginResponse, Request, ResponseBody, ServerMessage};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
 use super::util::sleep;
-use crate::signaling::{REQUEST_TIMEOUT, SignalingError, SignalingEvent};
+use crate::signaling::{REQUEST_TIMEOUT, SignalingError, SignalingEvent, logged_in};
 
 type Pending = Rc<RefCell<HashMap<u64, oneshot::Sender<Result<ResponseBody, ErrorBody>>>>>;
 
@@ -152,26 +149,9 @@ impl Signaling {
         }
     }
 
-    pub async fn login(
-        &self,
-        room_id: RoomId,
-        token: String,
-        user: UserInfo,
-        config: LoginConfig,
-        resume_session: Option<String>,
-    ) -> Result<LoginResponse, SignalingError> {
-        let request = Request::Login(LoginRequest {
-            protocol: PROTOCOL_VERSION,
-            room_id,
-            token,
-            user,
-            config,
-            resume_session,
-        });
-        match self.request(request).await? {
-            ResponseBody::LoggedIn(response) => Ok(response),
-            other => Err(SignalingError::Protocol(format!("login answered with {other:?}"))),
-        }
+    /// Logs in (see `login_request`); the answer carries the room's snapshot.
+    pub async fn login(&self, request: LoginRequest) -> Result<LoginResponse, SignalingError> {
+        logged_in(self.request(Request::Login(request)).await?)
     }
 
     pub fn close(&self) {

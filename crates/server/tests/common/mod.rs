@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use holoroom_engine::signaling::{Signaling, SignalingError, SignalingEvent};
+use holoroom_engine::signaling::{Signaling, SignalingError, SignalingEvent, login_request};
 use holoroom_protocol::{
     Event, LoginConfig, LoginResponse, PublishRequest, Request, ResponseBody, RoomId, StreamId, StreamSource, UserId,
     UserInfo, VideoGrant,
@@ -96,16 +96,16 @@ impl Client {
     ) -> Result<LoginResponse, SignalingError> {
         let response = self
             .signaling
-            .login(
-                room(room_id),
-                token,
-                UserInfo {
+            .login(login_request(
+                &room(room_id),
+                &token,
+                &UserInfo {
                     user_id: user(user_id),
                     user_name: format!("{user_id} name"),
                 },
-                LoginConfig { user_update },
+                &LoginConfig { user_update },
                 None,
-            )
+            ))
             .await?;
         self.login = Some(response.clone());
         Ok(response)
