@@ -198,26 +198,40 @@ fn run_null(mixer: &Mixer, stop: &AtomicBool) {
     }
 }
 
-/// Opens the device on a thread of its own; returns once the stream plays (or failed to).
+/// Opens the output device on a thread of its own; returns once the stream plays (or failed to).
 fn open_device(
     mixer: Mixer,
     device: Option<&str>,
     stop: Arc<AtomicBool>,
 ) -> Result<(String, JoinHandle<()>), AudioDeviceError> {
+    let build = move |device: &cpal::Device, config: &cpal::SupportedStreamConfig| build_output(device, config, mixer);
+    stream_on_thread("audio-out", false, device, stop, build)
+}
+
+/// Opens an input or output stream on a thread of its own, which keeps it until `stop` is set.
+/// Returns the device's name once the stream plays, or why it does not; a stream that has not
+/// started within 5 s is given up (`stop` is set, so a late start ends at once).
+fn stream_on_thread(
+    thread_name: &str,
+    input: bool,
+    device: Option<&str>,
+    stop: Arc<AtomicBool>,
+    build: impl FnOnce(&cpal::Device, &cpal::SupportedStreamConfig) -> Result<cpal::Stream, String> + Send + 'static,
+) -> Result<(String, JoinHandle<()>), AudioDeviceError> {
     let device = device.map(str::to_owned);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let give_up = stop.clone();
     let thread = std::thread::Builder::new()
-        .name("audio-out".into())
+        .name(thread_name.into())
         .spawn(move || {
-            let stream = find_device(false, device.as_deref()).and_then(|device| {
+            let stream = find_device(input, device.as_deref()).and_then(|device| {
                 let name = device.to_string();
                 let open_error = |reason: String| AudioDeviceError::Open {
                     device: name.clone(),
                     reason,
                 };
-                let config = pick_config(&device, false).map_err(open_error)?;
-                let stream = build_output(&device, &config, mixer).map_err(open_error)?;
+                let config = pick_config(&device, input).map_err(open_error)?;
+                let stream = build(&device, &config).map_err(open_error)?;
                 stream.play().map_err(|e| open_error(e.to_string()))?;
                 Ok((name, stream))
             });
@@ -242,10 +256,9 @@ fn open_device(
             Err(err)
         }
         Err(_) => {
-            // If it opens later it must not pull the mixer beside the null output.
             give_up.store(true, Ordering::Relaxed);
             Err(AudioDeviceError::Open {
-                device: "the output device".into(),
+                device: if input { "the microphone" } else { "the output device" }.into(),
                 reason: "it did not start within 5 s".into(),
             })
         }
@@ -388,57 +401,14 @@ impl Microphone {
     /// Records the named input device (the default one for `None`) into `into`.
     pub fn open(device: Option<&str>, into: AudioBuffer) -> Result<Microphone, AudioDeviceError> {
         let stop = Arc::new(AtomicBool::new(false));
-        let device = device.map(str::to_owned);
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("audio-in".into())
-                .spawn(move || {
-                    let stream = find_device(true, device.as_deref()).and_then(|device| {
-                        let name = device.to_string();
-                        let open_error = |reason: String| AudioDeviceError::Open {
-                            device: name.clone(),
-                            reason,
-                        };
-                        let config = pick_config(&device, true).map_err(open_error)?;
-                        let stream = build_input(&device, &config, into).map_err(open_error)?;
-                        stream.play().map_err(|e| open_error(e.to_string()))?;
-                        Ok((name, stream))
-                    });
-                    match stream {
-                        Ok((name, stream)) => {
-                            let _ = ready_tx.send(Ok(name));
-                            while !stop.load(Ordering::Relaxed) {
-                                std::thread::park_timeout(Duration::from_millis(200));
-                            }
-                            drop(stream);
-                        }
-                        Err(err) => {
-                            let _ = ready_tx.send(Err(err));
-                        }
-                    }
-                })
-                .map_err(|e| AudioDeviceError::Thread(e.to_string()))?
-        };
-        match ready_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok(device)) => Ok(Microphone {
-                device,
-                stop,
-                thread: Some(thread),
-            }),
-            Ok(Err(err)) => {
-                let _ = thread.join();
-                Err(err)
-            }
-            Err(_) => {
-                stop.store(true, Ordering::Relaxed);
-                Err(AudioDeviceError::Open {
-                    device: "the microphone".into(),
-                    reason: "it did not start within 5 s".into(),
-                })
-            }
-        }
+        let build =
+            move |device: &cpal::Device, config: &cpal::SupportedStreamConfig| build_input(device, config, into);
+        let (device, thread) = stream_on_thread("audio-in", true, device, stop.clone(), build)?;
+        Ok(Microphone {
+            device,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// The device being recorded.
