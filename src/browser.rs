@@ -146,8 +146,19 @@ fn report_to_page(
     stats: Res<holoroom::ui::Stats>,
     mut room_states: MessageReader<RoomStateChanged>,
     mut reconnects: Local<u32>,
+    time: Res<Time<Real>>,
+    mut last_report: Local<f64>,
 ) {
-    // A handful of attribute writes a frame: cheap, and never stale.
+    *reconnects += room_states
+        .read()
+        .filter(|m| m.reason == RoomStateReason::Reconnected)
+        .count() as u32;
+    // Four times a second is fresh enough for whoever reads the page.
+    let now_secs = time.elapsed_secs_f64();
+    if now_secs - *last_report < 0.25 {
+        return;
+    }
+    *last_report = now_secs;
     let now = (*state.get(), participants.iter().count(), uploads.frames_uploaded);
     let Some(body) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.body()) else {
         return;
@@ -179,10 +190,6 @@ fn report_to_page(
     let _ = body.set_attribute("data-holoroom-live-feeds", &live.to_string());
     let _ = body.set_attribute("data-holoroom-frames", &now.2.to_string());
     let heard = speaking.iter().filter(|level| level.speaking()).count();
-    *reconnects += room_states
-        .read()
-        .filter(|m| m.reason == RoomStateReason::Reconnected)
-        .count() as u32;
     let _ = body.set_attribute("data-holoroom-reconnects", &reconnects.to_string());
     // Quality reports with moving video, publishing and playing.
     let reports = |publishing: bool| {

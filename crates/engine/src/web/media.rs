@@ -236,6 +236,69 @@ async fn report_quality(session: Rc<MediaSession>, stream_id: StreamId, publishi
     }
 }
 
+/// Where a publication or playback is.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Requesting,
+    Running,
+    Ended,
+}
+
+/// The publisher or player state event for `phase`.
+fn state_event(stream_id: &StreamId, publishing: bool, phase: Phase, error: Option<MediaError>) -> EngineEvent {
+    let stream_id = stream_id.clone();
+    if publishing {
+        let state = match phase {
+            Phase::Requesting => PublisherState::Requesting,
+            Phase::Running => PublisherState::Publishing,
+            Phase::Ended => PublisherState::NoPublish,
+        };
+        EngineEvent::PublisherStateUpdate {
+            stream_id,
+            state,
+            error,
+        }
+    } else {
+        let state = match phase {
+            Phase::Requesting => PlayerState::Requesting,
+            Phase::Running => PlayerState::Playing,
+            Phase::Ended => PlayerState::NoPlay,
+        };
+        EngineEvent::PlayerStateUpdate {
+            stream_id,
+            state,
+            error,
+        }
+    }
+}
+
+/// After the setup of a publication or playback: it runs (reporting quality until the session
+/// closes), or its failure is reported and the session closed.
+async fn conclude(
+    session: Rc<MediaSession>,
+    stream_id: StreamId,
+    publishing: bool,
+    events: EventSink,
+    result: Result<(), MediaError>,
+) {
+    if session.is_closed() {
+        return;
+    }
+    match result {
+        Ok(()) => {
+            let _ = events.send(state_event(&stream_id, publishing, Phase::Running, None));
+            report_quality(session, stream_id, publishing, events).await;
+        }
+        // The signaling connection dropped mid-way: the reconnect starts this again (or the
+        // room's end closes it), so it is not a failure to report.
+        Err(MediaError::Signaling(crate::signaling::SignalingError::Closed)) => {}
+        Err(error) => {
+            session.close();
+            let _ = events.send(state_event(&stream_id, publishing, Phase::Ended, Some(error)));
+        }
+    }
+}
+
 /// Publishes local stream `local` (its camera and microphone) as `stream_id`.
 pub(crate) async fn publish(
     signaling: Signaling,
@@ -244,12 +307,7 @@ pub(crate) async fn publish(
     events: EventSink,
     session: Rc<MediaSession>,
 ) {
-    let state = |state, error| EngineEvent::PublisherStateUpdate {
-        stream_id: stream_id.clone(),
-        state,
-        error,
-    };
-    let _ = events.send(state(PublisherState::Requesting, None));
+    let _ = events.send(state_event(&stream_id, true, Phase::Requesting, None));
     let result = async {
         let camera = camera_stream(local.key()).await.map_err(MediaError::Capture)?;
         let pc = new_pc()?;
@@ -277,22 +335,7 @@ pub(crate) async fn publish(
         negotiate(&pc, &signaling, request).await.map(drop)
     }
     .await;
-    if session.is_closed() {
-        return;
-    }
-    match result {
-        Ok(()) => {
-            let _ = events.send(state(PublisherState::Publishing, None));
-            report_quality(session, stream_id.clone(), true, events).await;
-        }
-        // The signaling connection dropped mid-way: the reconnect starts this again (or the
-        // room's end closes it), so it is not a failure to report.
-        Err(MediaError::Signaling(crate::signaling::SignalingError::Closed)) => {}
-        Err(error) => {
-            session.close();
-            let _ = events.send(state(PublisherState::NoPublish, Some(error)));
-        }
-    }
+    conclude(session, stream_id, true, events, result).await;
 }
 
 /// Plays `stream_id` into `remote`: pictures into its slot, sound into its buffer.
@@ -303,12 +346,7 @@ pub(crate) async fn play(
     events: EventSink,
     session: Rc<MediaSession>,
 ) {
-    let state = |state, error| EngineEvent::PlayerStateUpdate {
-        stream_id: stream_id.clone(),
-        state,
-        error,
-    };
-    let _ = events.send(state(PlayerState::Requesting, None));
+    let _ = events.send(state_event(&stream_id, false, Phase::Requesting, None));
     let result = async {
         let pc = new_pc()?;
         session.attach(&pc)?;
@@ -349,22 +387,7 @@ pub(crate) async fn play(
         negotiate(&pc, &signaling, request).await.map(drop)
     }
     .await;
-    if session.is_closed() {
-        return;
-    }
-    match result {
-        Ok(()) => {
-            let _ = events.send(state(PlayerState::Playing, None));
-            report_quality(session, stream_id.clone(), false, events).await;
-        }
-        // The signaling connection dropped mid-way: the reconnect starts this again (or the
-        // room's end closes it), so it is not a failure to report.
-        Err(MediaError::Signaling(crate::signaling::SignalingError::Closed)) => {}
-        Err(error) => {
-            session.close();
-            let _ = events.send(state(PlayerState::NoPlay, Some(error)));
-        }
-    }
+    conclude(session, stream_id, false, events, result).await;
 }
 
 thread_local! {
