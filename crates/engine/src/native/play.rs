@@ -1,17 +1,15 @@
-//! Playing one remote stream: a receive-only peer connection to the SFU, an RTP loop that
-//! assembles H.264 access units on the marker bit, and a decoder thread that fills the
-//! stream's latest-frame slot.
+//! Playing one remote stream: a receive-only peer connection to the SFU, the receive buffers
+//! (video: reorder, NACK, whole decodable frames; audio: reorder, FEC, concealment), and a
+//! decoder thread that fills the stream's latest-frame slot.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::BytesMut;
 use holoroom_protocol::timing::{FrameProbe, FrameStage, access_unit_capture_time};
 use holoroom_protocol::{PlayRequest, Request, ResponseBody, StreamId};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp::codec::h264::H264Packet;
-use rtc::rtp::packetizer::Depacketizer;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{TransportLayerNack, nack_pairs_from_sequence_numbers};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::watch;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -22,7 +20,10 @@ use super::peer::{self, Peer, PeerEvents};
 use super::{MediaEnv, Stop, TaskLink};
 use crate::codec::H264Decoder;
 use crate::engine::{EngineEvent, EventSink, MediaError, PlayerState, QUALITY_INTERVAL, RemoteStream, StreamQuality};
-use crate::media::{AudioBuffer, FRAME_SAMPLES, FrameSlot, SAMPLE_RATE, read_frame_code};
+use crate::media::{
+    AudioBuffer, AudioJitterBuffer, AudioOutput, FRAME_SAMPLES, FrameSlot, ReceiveOutput, RtpIn, SAMPLE_RATE,
+    VideoReceiveBuffer, read_frame_code,
+};
 use crate::signaling::Signaling;
 
 /// Runs playback of `stream_id` into `remote` until told to stop. Whatever happens, the peer
@@ -202,10 +203,11 @@ async fn play(
     Ok(())
 }
 
-/// Reads a video track's RTP, assembles access units and decodes them on a thread of their own.
+/// Reads a video track's RTP into the receive buffer, sends what it asks for (NACKs,
+/// keyframe requests) and decodes the frames it hands out on a thread of their own.
 async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<AtomicU64>, probe: Option<FrameProbe>) {
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
-    let (units_tx, units_rx) = crossbeam_channel::bounded::<(bytes::Bytes, Option<u64>)>(32);
+    let (units_tx, units_rx) = crossbeam_channel::bounded::<(Vec<u8>, Option<u64>)>(32);
     let decode_probe = probe.clone();
     let decode_slot = slot.clone();
     let decoder = std::thread::Builder::new().name("decode".into()).spawn(move || {
@@ -235,72 +237,76 @@ async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<
         return;
     }
 
-    let mut depacketizer = H264Packet::default();
-    let mut unit = BytesMut::new();
-    let mut last_seq: Option<u16> = None;
-    let mut last_ts = 0u32;
-    let mut broken = false;
-    let mut last_pli = Instant::now() - Duration::from_secs(10);
-    let frames_at_start = slot.count();
-    let first_packet = Instant::now();
-    while let Some(event) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(packet) = event else {
-            if matches!(event, TrackRemoteEvent::OnEnded) {
-                break;
-            }
-            continue;
+    let mut buffer = VideoReceiveBuffer::new();
+    loop {
+        let wake = buffer.next_timeout();
+        // A packet, or None when the buffer's timer is due.
+        let event = tokio::select! {
+            event = track.poll() => match event {
+                Some(TrackRemoteEvent::OnEnded) | None => break,
+                event => event,
+            },
+            () = sleep_until(wake) => None,
         };
-        bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
-        let header = &packet.header;
-        let gap = last_seq.is_some_and(|s| header.sequence_number != s.wrapping_add(1));
-        if gap || (!unit.is_empty() && header.timestamp != last_ts) {
-            // A lost packet: drop the unfinished unit and start clean at the next one.
-            unit.clear();
-            depacketizer = H264Packet::default();
-            broken = gap;
-        }
-        last_seq = Some(header.sequence_number);
-        last_ts = header.timestamp;
-        match depacketizer.depacketize(&packet.payload) {
-            Ok(data) => unit.extend_from_slice(&data),
-            Err(_) => {
-                unit.clear();
-                depacketizer = H264Packet::default();
-                broken = true;
+        match event {
+            Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+                buffer.insert(
+                    Instant::now(),
+                    RtpIn {
+                        sequence_number: packet.header.sequence_number,
+                        timestamp: packet.header.timestamp,
+                        marker: packet.header.marker,
+                        payload: &packet.payload,
+                    },
+                );
             }
+            _ => {}
         }
-        if header.marker {
-            // No picture yet a moment after video started (it began between keyframes): ask for one.
-            let starved = slot.count() == frames_at_start && first_packet.elapsed() > Duration::from_millis(250);
-            if broken || starved {
-                // Ask for a keyframe (at most twice a second) instead of decoding garbage.
-                if last_pli.elapsed() > Duration::from_millis(500) {
-                    last_pli = Instant::now();
-                    let pli = PictureLossIndication {
-                        sender_ssrc: 0,
-                        media_ssrc: ssrc,
-                    };
-                    let _ = track.write_rtcp(vec![Box::new(pli)]).await;
+        while let Some(output) = buffer.poll(Instant::now()) {
+            let rtcp: Box<dyn rtc::rtcp::Packet> = match output {
+                ReceiveOutput::Frame(frame) => {
+                    if frame.data.is_empty() {
+                        continue;
+                    }
+                    let capture_us = access_unit_capture_time(&frame.data);
+                    if let (Some(probe), Some(capture_us)) = (&probe, capture_us) {
+                        probe.mark(capture_us, FrameStage::Received);
+                    }
+                    if units_tx.try_send((frame.data, capture_us)).is_err() {
+                        // What follows needs the dropped frame: start again at a keyframe.
+                        tracing::debug!("decoder behind; waiting for a keyframe");
+                        buffer.lost_sync(Instant::now());
+                    }
+                    continue;
                 }
-            }
-            if broken {
-                broken = false;
-                unit.clear();
-            } else if !unit.is_empty() {
-                let complete = unit.split().freeze();
-                let capture_us = access_unit_capture_time(&complete);
-                if let (Some(probe), Some(capture_us)) = (&probe, capture_us) {
-                    probe.mark(capture_us, FrameStage::Received);
-                }
-                if units_tx.try_send((complete, capture_us)).is_err() {
-                    tracing::debug!("decoder behind; access unit dropped");
-                }
+                ReceiveOutput::Nack(seqs) => Box::new(TransportLayerNack {
+                    sender_ssrc: 0,
+                    media_ssrc: ssrc,
+                    nacks: nack_pairs_from_sequence_numbers(&seqs),
+                }),
+                ReceiveOutput::RequestKeyframe => Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: ssrc,
+                }),
+            };
+            if let Err(err) = track.write_rtcp(vec![rtcp]).await {
+                tracing::debug!(%err, "feedback not sent");
             }
         }
     }
 }
 
-/// Reads an audio track's Opus packets and decodes them into the stream's audio buffer.
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads an audio track's Opus packets through the jitter buffer and decodes them into the
+/// stream's audio buffer: in order, lost packets recovered from FEC or concealed.
 async fn receive_audio(track: Arc<dyn TrackRemote>, audio: AudioBuffer) {
     let mut decoder = match opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono) {
         Ok(decoder) => decoder,
@@ -311,30 +317,43 @@ async fn receive_audio(track: Arc<dyn TrackRemote>, audio: AudioBuffer) {
     };
     // Room for the longest Opus packet (120 ms).
     let mut pcm = vec![0f32; FRAME_SAMPLES * 6];
-    let mut last_seq: Option<u16> = None;
-    while let Some(event) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(packet) = event else {
-            if matches!(event, TrackRemoteEvent::OnEnded) {
-                break;
-            }
-            continue;
+    let mut buffer = AudioJitterBuffer::new();
+    // The duration of the last packet decoded: what a lost one is assumed to have lasted.
+    let mut packet_samples = FRAME_SAMPLES;
+    loop {
+        let wake = buffer.next_timeout();
+        // A packet, or None when the buffer's timer is due.
+        let event = tokio::select! {
+            event = track.poll() => match event {
+                Some(TrackRemoteEvent::OnEnded) | None => break,
+                event => event,
+            },
+            () = sleep_until(wake) => None,
         };
-        let seq = packet.header.sequence_number;
-        if let Some(last) = last_seq
-            && seq.wrapping_sub(last) > 1
-            && seq.wrapping_sub(last) < 50
-        {
-            // Conceal the lost packets rather than leave a gap in the sound.
-            for _ in 1..seq.wrapping_sub(last) {
-                if let Ok(n) = decoder.decode_float(&[], &mut pcm[..FRAME_SAMPLES], false) {
+        match event {
+            Some(TrackRemoteEvent::OnRtpPacket(packet)) => buffer.insert(
+                Instant::now(),
+                packet.header.sequence_number,
+                packet.header.timestamp,
+                &packet.payload,
+            ),
+            _ => {}
+        }
+        while let Some(output) = buffer.poll(Instant::now()) {
+            let decoded = match &output {
+                AudioOutput::Packet(payload) => decoder.decode_float(payload, &mut pcm, false),
+                AudioOutput::Fec(next) => decoder.decode_float(next, &mut pcm[..packet_samples], true),
+                AudioOutput::Conceal => decoder.decode_float(&[], &mut pcm[..packet_samples], false),
+            };
+            match decoded {
+                Ok(n) => {
+                    if matches!(output, AudioOutput::Packet(_)) {
+                        packet_samples = n.clamp(1, FRAME_SAMPLES * 6);
+                    }
                     audio.push(&pcm[..n]);
                 }
+                Err(err) => tracing::debug!(%err, "undecodable Opus packet dropped"),
             }
-        }
-        last_seq = Some(seq);
-        match decoder.decode_float(&packet.payload, &mut pcm, false) {
-            Ok(n) => audio.push(&pcm[..n]),
-            Err(err) => tracing::debug!(%err, "undecodable Opus packet dropped"),
         }
     }
 }

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use holoroom_protocol::timing::{FrameStage, capture_time_sei};
 use holoroom_protocol::{PublishRequest, Request, ResponseBody, StreamId};
 use rtc::media::Sample;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
+};
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -100,6 +102,9 @@ pub(crate) async fn run(
     emit(state(PublisherState::NoPublish, error));
 }
 
+/// The packet loss Opus prepares its in-band FEC for.
+const EXPECTED_AUDIO_LOSS_PERCENT: i32 = 10;
+
 /// Sets up the publication on `pc`; the encoder thread and the sender tasks it starts run
 /// while `running` is set.
 async fn publish(
@@ -141,8 +146,14 @@ async fn publish(
     let pt = negotiated_pt(&sender, &peer::h264_codec()).await?;
     if let Some((audio_track, audio_sender, audio_ssrc)) = audio {
         let audio_pt = negotiated_pt(&audio_sender, &peer::opus_codec()).await?;
-        let encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)
+        let mut encoder = opus::Encoder::new(SAMPLE_RATE, opus::Channels::Mono, opus::Application::Voip)
             .map_err(|e| MediaError::Codec(format!("can't start the Opus encoder: {e}")))?;
+        // In-band FEC: each packet carries a coarse copy of the one before, which a listener
+        // decodes when that one is lost. Sized for the loss a poor network has.
+        encoder
+            .set_inband_fec(true)
+            .and_then(|()| encoder.set_packet_loss_perc(EXPECTED_AUDIO_LOSS_PERCENT))
+            .map_err(|e| MediaError::Codec(format!("can't turn on Opus FEC: {e}")))?;
         tokio::spawn(send_audio(
             audio_track,
             audio_ssrc,
@@ -283,7 +294,8 @@ async fn publish(
     Ok(())
 }
 
-/// Adds a sending track with its own SSRC (webrtc-rs sends nothing for a track without one).
+/// Adds a sending track with its own SSRC (webrtc-rs sends nothing for a track without one);
+/// video also gets an SSRC for retransmissions, so the SFU can NACK what it missed.
 async fn add_track(
     pc: &Peer,
     stream_id: &StreamId,
@@ -296,6 +308,9 @@ async fn add_track(
     let encoding = RTCRtpEncodingParameters {
         rtp_coding_parameters: RTCRtpCodingParameters {
             ssrc: Some(ssrc),
+            rtx: (kind == RtpCodecKind::Video).then(|| RTCRtpRtxParameters {
+                ssrc: rand::random::<u32>() | 1,
+            }),
             ..Default::default()
         },
         codec,

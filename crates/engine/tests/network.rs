@@ -1,0 +1,306 @@
+//! Media through a network that is not loopback: the SFU advertises 127.0.0.2, where an
+//! impairment relay forwards to its real socket, so every packet between the engines and the
+//! SFU (both legs, media and RTCP, both ways) meets loss, delay, jitter or a blackout.
+//! Signaling is untouched. Calls connect on a clean path, then the network turns bad, and
+//! the player is watched: frames decoded of those sent (by the pattern's frame codes),
+//! freezes, glass-to-glass from the capture time frames carry, the tone's continuity.
+//! The tests run one at a time: two cores are all there is.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use holoroom_engine::media::{FrameSlot, dominant_frequency, unix_micros};
+use holoroom_engine::protocol::{LoginConfig, RoomId, RoomStateReason, StreamId, UserId, UserInfo, VideoGrant};
+use holoroom_engine::{Engine, EngineConfig, EngineEvent, LocalStream, PlayerState, PublisherState, RemoteStream, StreamConfig};
+use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
+use holoroom_testkit::{Impairment, UdpRelay};
+use tokio::sync::Mutex;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// A publisher and a player in one room, their media through the relay.
+struct Call {
+    relay: UdpRelay,
+    remote: RemoteStream,
+    _camera: LocalStream,
+    _engines: (Engine, Engine),
+    _server: Server,
+}
+
+async fn call(width: u32, height: u32) -> Call {
+    let mut config = ServerConfig::new(TokenKeys::new(SigningKey::new(
+        "k1",
+        b"network-test-secret-0123456".to_vec(),
+    )));
+    config.media.public_ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let server = Server::bind("127.0.0.1:0", config).await.expect("server binds");
+    let advertised = server.media_addr();
+    let real = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), advertised.port());
+    let relay = UdpRelay::start(advertised, real).await.expect("relay binds");
+    let alice = join(&server, "alice").await;
+    let bob = join(&server, "bob").await;
+    let camera = alice
+        .create_stream(StreamConfig::test_pattern(width, height, 30.0))
+        .expect("pattern stream");
+    alice.start_publishing_stream(stream("cam"), &camera);
+    wait_for(&alice, "Publishing", |e| match e {
+        EngineEvent::PublisherStateUpdate {
+            state: PublisherState::Publishing,
+            ..
+        } => Some(()),
+        EngineEvent::PublisherStateUpdate {
+            state: PublisherState::NoPublish,
+            error,
+            ..
+        } => panic!("publish failed: {error:?}"),
+        _ => None,
+    })
+    .await;
+    let remote = bob.start_playing_stream(stream("cam"));
+    wait_for(&bob, "Playing", |e| match e {
+        EngineEvent::PlayerStateUpdate {
+            state: PlayerState::Playing,
+            ..
+        } => Some(()),
+        EngineEvent::PlayerStateUpdate {
+            state: PlayerState::NoPlay,
+            error,
+            ..
+        } => panic!("play failed: {error:?}"),
+        _ => None,
+    })
+    .await;
+    let slot = remote.video.clone();
+    tokio::task::spawn_blocking(move || slot.wait_newer_than(0, WAIT))
+        .await
+        .expect("wait task")
+        .expect("a first frame on a clean path");
+    Call {
+        relay,
+        remote,
+        _camera: camera,
+        _engines: (alice, bob),
+        _server: server,
+    }
+}
+
+async fn join(server: &Server, user: &str) -> Engine {
+    let engine = Engine::new(EngineConfig::new(server.ws_url())).expect("engine starts");
+    let user_id = UserId::new(user).expect("valid");
+    let token = server.keys().mint(VideoGrant::participant("r"), &user_id, None, 3600);
+    engine.login_room(
+        RoomId::new("r").expect("valid"),
+        token,
+        UserInfo {
+            user_id,
+            user_name: user.to_owned(),
+        },
+        LoginConfig { user_update: false },
+    );
+    wait_for(&engine, "Logined", |e| match e {
+        EngineEvent::RoomStateChanged {
+            reason: RoomStateReason::Logined,
+            ..
+        } => Some(()),
+        _ => None,
+    })
+    .await;
+    engine
+}
+
+fn stream(id: &str) -> StreamId {
+    StreamId::new(id).expect("valid")
+}
+
+async fn wait_for<T>(engine: &Engine, what: &str, mut pick: impl FnMut(&EngineEvent) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(event) = engine.events().try_recv() {
+            if let Some(value) = pick(&event) {
+                return value;
+            }
+            continue;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// What the player showed over a while.
+#[derive(Debug)]
+struct Watched {
+    /// Frames the publisher sent in the window (by frame code).
+    sent: u64,
+    decoded: u64,
+    /// The longest time without a new frame.
+    longest_freeze: Duration,
+    /// Glass-to-glass of every frame seen, sorted.
+    glass_to_glass: Vec<Duration>,
+    codes_increasing: bool,
+}
+
+impl Watched {
+    fn share_decoded(&self) -> f64 {
+        self.decoded as f64 / self.sent.max(1) as f64
+    }
+
+    fn glass_to_glass_percentile(&self, p: f64) -> Duration {
+        let i = ((self.glass_to_glass.len() as f64 - 1.0) * p).round() as usize;
+        self.glass_to_glass.get(i).copied().unwrap_or(Duration::MAX)
+    }
+}
+
+/// Lets the network settle for `settle`, then watches the slot for `window`.
+async fn watch(slot: &FrameSlot, settle: Duration, window: Duration) -> Watched {
+    tokio::time::sleep(settle).await;
+    let start = slot.latest().expect("frames before");
+    let mut last = start.clone();
+    let mut last_change = Instant::now();
+    let mut watched = Watched {
+        sent: 0,
+        decoded: 0,
+        longest_freeze: Duration::ZERO,
+        glass_to_glass: Vec::new(),
+        codes_increasing: true,
+    };
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        if let Some(frame) = slot.newer_than(last.sequence) {
+            let now = Instant::now();
+            watched.longest_freeze = watched.longest_freeze.max(now - last_change);
+            last_change = now;
+            if let Some(capture_us) = frame.capture_us {
+                watched
+                    .glass_to_glass
+                    .push(Duration::from_micros(unix_micros().saturating_sub(capture_us)));
+            }
+            let number = |f: &holoroom_engine::media::SlotFrame| f.code.map(|c| c.frame_number);
+            watched.codes_increasing &= number(&frame) > number(&last);
+            last = frame;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    watched.longest_freeze = watched.longest_freeze.max(Instant::now() - last_change);
+    let code = |f: &holoroom_engine::media::SlotFrame| f.code.expect("frames carry codes").frame_number;
+    watched.sent = u64::from(code(&last) - code(&start));
+    watched.decoded = last.sequence - start.sequence;
+    watched.glass_to_glass.sort();
+    watched
+}
+
+fn loss(share: f64) -> Impairment {
+    Impairment {
+        loss: share,
+        ..Impairment::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_percent_loss_and_reordering_lose_almost_no_frames() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let call = call(640, 360).await;
+
+    call.relay.set(loss(0.01));
+    let lossy = watch(&call.remote.video, Duration::from_millis(500), Duration::from_secs(5)).await;
+    println!("1% loss: {lossy:?}");
+    assert!(lossy.sent >= 120, "{lossy:?}");
+    assert!(lossy.share_decoded() >= 0.99, "1% loss: {lossy:?}");
+
+    // ±10 ms on every packet: packets overtake each other all the time.
+    call.relay.set(Impairment {
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(10),
+        ..Impairment::default()
+    });
+    let jittery = watch(&call.remote.video, Duration::from_millis(500), Duration::from_secs(5)).await;
+    println!("±10 ms jitter: {jittery:?}");
+    assert!(jittery.share_decoded() >= 0.99, "±10 ms jitter: {jittery:?}");
+    assert!(jittery.codes_increasing);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_percent_loss_keeps_the_picture_moving() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let call = call(640, 360).await;
+    call.relay.set(loss(0.05));
+    let watched = watch(&call.remote.video, Duration::from_millis(500), Duration::from_secs(6)).await;
+    println!("5% loss: {watched:?}");
+    assert!(watched.share_decoded() >= 0.95, "5% loss: {watched:?}");
+    assert!(watched.codes_increasing, "frame codes only go up");
+    assert!(
+        watched.longest_freeze <= Duration::from_millis(300),
+        "no freeze over 300 ms: {watched:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifteen_percent_loss_still_shows_most_frames() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let call = call(640, 360).await;
+    call.relay.set(loss(0.15));
+    let watched = watch(&call.remote.video, Duration::from_millis(500), Duration::from_secs(6)).await;
+    println!("15% loss: {watched:?}");
+    assert!(watched.share_decoded() >= 0.80, "15% loss: {watched:?}");
+    assert!(watched.codes_increasing);
+}
+
+/// 50 ms each way on each leg: 100 ms from publisher to player, 200 ms there and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_jittery_lossy_path_plays_smoothly_with_bounded_delay() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let call = call(640, 360).await;
+    let one_way = Duration::from_millis(100);
+    call.relay.set(Impairment {
+        delay: one_way / 2,
+        jitter: Duration::from_millis(20),
+        loss: 0.01,
+        ..Impairment::default()
+    });
+    let watched = watch(&call.remote.video, Duration::from_secs(1), Duration::from_secs(6)).await;
+    let p50 = watched.glass_to_glass_percentile(0.5);
+    let p95 = watched.glass_to_glass_percentile(0.95);
+    println!("200 ms RTT, ±20 ms, 1%: {watched:?} p50 {p50:?} p95 {p95:?}");
+    assert!(watched.share_decoded() >= 0.95, "{watched:?}");
+    assert!(p95 <= one_way + Duration::from_millis(150), "glass-to-glass p95 {p95:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tone_through_five_percent_loss_has_no_holes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let call = call(320, 180).await;
+    call.relay.set(Impairment {
+        loss: 0.05,
+        jitter: Duration::from_millis(5),
+        delay: Duration::from_millis(5),
+        ..Impairment::default()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let audio = &call.remote.audio;
+    let _ = audio.take(audio.len());
+    let mut samples = Vec::new();
+    while samples.len() < 48_000 * 4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        audio.take_into(audio.len(), &mut samples);
+    }
+    let pitch = dominant_frequency(&samples, 300.0, 600.0).expect("not silence");
+    assert!((pitch - 440.0).abs() <= 5.0, "heard {pitch} Hz");
+    // Loudness in 10 ms windows: a hole is a run of quiet windows. A concealed packet may
+    // fade (20 ms, two windows); nothing may be longer.
+    let rms: Vec<f32> = samples
+        .chunks_exact(480)
+        .map(|w| (w.iter().map(|s| s * s).sum::<f32>() / w.len() as f32).sqrt())
+        .collect();
+    let mut sorted = rms.clone();
+    sorted.sort_by(f32::total_cmp);
+    let typical = sorted[sorted.len() / 2];
+    let mut longest_quiet = 0;
+    let mut run = 0;
+    for level in &rms {
+        run = if *level < typical * 0.3 { run + 1 } else { 0 };
+        longest_quiet = longest_quiet.max(run);
+    }
+    println!("tone at 5% loss: {pitch:.1} Hz, typical level {typical:.3}, longest quiet run {longest_quiet} x 10 ms");
+    assert!(longest_quiet <= 2, "a hole of {longest_quiet} x 10 ms in the tone");
+}
