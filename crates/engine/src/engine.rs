@@ -1,6 +1,7 @@
 //! The engine: one per app, pointing at a room server. Methods return at once; what happens
 //! arrives as [`EngineEvent`]s on a crossbeam channel, so a game loop can drain it each frame.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use holoroom_protocol::{
@@ -8,7 +9,7 @@ use holoroom_protocol::{
     UserId, UserInfo,
 };
 
-use crate::media::{AudioBuffer, FrameSlot};
+use crate::media::{AudioBuffer, AudioJitterStats, FrameSlot, ReceiveStats};
 use crate::stream::{LocalStream, StreamConfig, StreamError};
 
 /// Why a room operation failed on the client side or was refused by the server.
@@ -86,6 +87,39 @@ pub(crate) const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
 pub struct RemoteStream {
     pub video: FrameSlot,
     pub audio: AudioBuffer,
+    /// What the receive buffers did so far (filled by the desktop player).
+    pub receive: ReceiveReport,
+}
+
+/// The counters of a player's receive buffers: NACKs, losses, dropped frames, concealed sound.
+/// Cheap to clone; clones share the counters.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiveReport {
+    inner: Arc<Mutex<(ReceiveStats, AudioJitterStats)>>,
+}
+
+impl ReceiveReport {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (ReceiveStats, AudioJitterStats)> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn video(&self) -> ReceiveStats {
+        self.lock().0
+    }
+
+    pub fn audio(&self) -> AudioJitterStats {
+        self.lock().1
+    }
+
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(crate) fn set_video(&self, stats: ReceiveStats) {
+        self.lock().0 = stats;
+    }
+
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(crate) fn set_audio(&self, stats: AudioJitterStats) {
+        self.lock().1 = stats;
+    }
 }
 
 /// What this device can do, item by item, with the reason for each missing one

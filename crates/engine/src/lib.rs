@@ -37,8 +37,9 @@ pub mod signaling;
 mod web;
 
 pub use engine::{
-    Engine, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReconnectPolicy,
-    RemoteStream, RequestKind, RoomError, StreamQuality, SystemRequirements, check_system_requirements,
+    Engine, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReceiveReport,
+    ReconnectPolicy, RemoteStream, RequestKind, RoomError, StreamQuality, SystemRequirements,
+    check_system_requirements,
 };
 pub use holoroom_protocol as protocol;
 pub use stream::{AudioSource, LocalStream, StreamConfig, StreamError, VideoSource};

@@ -2,6 +2,8 @@
 //!
 //! - [`Relay`]: a TCP relay in front of a server whose connections can be cut or refused, as
 //!   a flaky network or a vanished server would.
+//! - [`UdpRelay`]: a UDP relay in front of a server that impairs each direction's datagrams with delay, jitter,
+//!   random or bursty loss, a bandwidth cap and blackouts ([`Impairment`]), as a real network would.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +12,10 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+mod impair;
+
+pub use impair::{DEFAULT_QUEUE_BYTES, DirectionStats, GilbertElliott, Impairment, RelayStats, UdpRelay};
 
 /// A TCP relay between clients and the server whose connections can be cut, as a network would.
 #[derive(Debug)]

@@ -162,7 +162,9 @@ impl AudioJitterBuffer {
         if self.packets.contains_key(&next) {
             return None;
         }
-        self.packets.first_key_value().map(|(_, &(_, arrived))| arrived + self.hold())
+        self.packets
+            .first_key_value()
+            .map(|(_, &(_, arrived))| arrived + self.hold())
     }
 }
 
@@ -227,7 +229,11 @@ mod tests {
         let out = drain(&mut buffer, due);
         assert_eq!(
             out,
-            vec![AudioOutput::Conceal, AudioOutput::Fec(packet(5)), AudioOutput::Packet(packet(5))]
+            vec![
+                AudioOutput::Conceal,
+                AudioOutput::Fec(packet(5)),
+                AudioOutput::Packet(packet(5))
+            ]
         );
         // A straggler after its turn is dropped.
         buffer.insert(t5, 3, 3 * 960, &packet(3));

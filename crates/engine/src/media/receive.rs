@@ -21,12 +21,15 @@ use web_time::Instant;
 
 /// Round trip assumed before any has been measured.
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
-/// Shortest wait before NACKing the same packet again.
-const MIN_RENACK: Duration = Duration::from_millis(10);
+/// Shortest wait before NACKing the same packet again: long enough for the SFU to have
+/// recovered the packet from its publisher when it was lost before reaching the SFU.
+const MIN_RENACK: Duration = Duration::from_millis(20);
 /// Most NACKs sent for one packet.
-const MAX_NACKS: u32 = 8;
-/// Shortest and longest time a missing packet is waited for.
-const MIN_WAIT: Duration = Duration::from_millis(80);
+const MAX_NACKS: u32 = 10;
+/// Shortest and longest time a missing packet is waited for. The shortest covers a loss on
+/// both legs: the SFU NACKs its publisher on a ~33 ms tick and retries after ~105 ms, so two
+/// rounds upstream plus one downstream take about 250 ms even on a short path.
+const MIN_WAIT: Duration = Duration::from_millis(250);
 const MAX_WAIT: Duration = Duration::from_millis(1500);
 /// Packets held at most (about 3 s of 1.5 Mbit/s video); past that the oldest frames give way.
 const MAX_PACKETS: usize = 4096;
@@ -753,7 +756,10 @@ mod tests {
         assert_eq!(out.keyframe_requests, 1);
         assert_eq!(buffer.stats().lost, 1);
         // Not asked again within a round trip or two.
-        assert_eq!(drain(&mut buffer, give_up + Duration::from_millis(10)).keyframe_requests, 0);
+        assert_eq!(
+            drain(&mut buffer, give_up + Duration::from_millis(10)).keyframe_requests,
+            0
+        );
 
         // The keyframe comes: playback resumes there and goes on.
         let next = frames[3].last().expect("packets").0.wrapping_add(1);

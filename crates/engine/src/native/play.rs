@@ -19,7 +19,9 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit}
 use super::peer::{self, Peer, PeerEvents};
 use super::{MediaEnv, Stop, TaskLink};
 use crate::codec::H264Decoder;
-use crate::engine::{EngineEvent, EventSink, MediaError, PlayerState, QUALITY_INTERVAL, RemoteStream, StreamQuality};
+use crate::engine::{
+    EngineEvent, EventSink, MediaError, PlayerState, QUALITY_INTERVAL, ReceiveReport, RemoteStream, StreamQuality,
+};
 use crate::media::{
     AudioBuffer, AudioJitterBuffer, AudioOutput, FRAME_SAMPLES, FrameSlot, ReceiveOutput, RtpIn, SAMPLE_RATE,
     VideoReceiveBuffer, read_frame_code,
@@ -139,13 +141,20 @@ async fn play(
     let mut tracks = std::mem::replace(&mut peer_events.tracks, tokio::sync::mpsc::unbounded_channel().1);
     let video_slot = slot.clone();
     let audio = remote.audio.clone();
+    let report = remote.receive.clone();
     let bytes = bytes_received.clone();
     tokio::spawn(async move {
         while let Some(track) = tracks.recv().await {
             if track.kind().await == RtpCodecKind::Video {
-                tokio::spawn(receive_video(track, video_slot.clone(), bytes.clone(), probe.clone()));
+                tokio::spawn(receive_video(
+                    track,
+                    video_slot.clone(),
+                    report.clone(),
+                    bytes.clone(),
+                    probe.clone(),
+                ));
             } else {
-                tokio::spawn(receive_audio(track, audio.clone()));
+                tokio::spawn(receive_audio(track, audio.clone(), report.clone()));
             }
         }
     });
@@ -205,7 +214,13 @@ async fn play(
 
 /// Reads a video track's RTP into the receive buffer, sends what it asks for (NACKs,
 /// keyframe requests) and decodes the frames it hands out on a thread of their own.
-async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<AtomicU64>, probe: Option<FrameProbe>) {
+async fn receive_video(
+    track: Arc<dyn TrackRemote>,
+    slot: FrameSlot,
+    report: ReceiveReport,
+    bytes: Arc<AtomicU64>,
+    probe: Option<FrameProbe>,
+) {
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     let (units_tx, units_rx) = crossbeam_channel::bounded::<(Vec<u8>, Option<u64>)>(32);
     let decode_probe = probe.clone();
@@ -294,6 +309,7 @@ async fn receive_video(track: Arc<dyn TrackRemote>, slot: FrameSlot, bytes: Arc<
                 tracing::debug!(%err, "feedback not sent");
             }
         }
+        report.set_video(buffer.stats());
     }
 }
 
@@ -307,7 +323,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// Reads an audio track's Opus packets through the jitter buffer and decodes them into the
 /// stream's audio buffer: in order, lost packets recovered from FEC or concealed.
-async fn receive_audio(track: Arc<dyn TrackRemote>, audio: AudioBuffer) {
+async fn receive_audio(track: Arc<dyn TrackRemote>, audio: AudioBuffer, report: ReceiveReport) {
     let mut decoder = match opus::Decoder::new(SAMPLE_RATE, opus::Channels::Mono) {
         Ok(decoder) => decoder,
         Err(err) => {
@@ -355,5 +371,6 @@ async fn receive_audio(track: Arc<dyn TrackRemote>, audio: AudioBuffer) {
                 Err(err) => tracing::debug!(%err, "undecodable Opus packet dropped"),
             }
         }
+        report.set_audio(buffer.stats());
     }
 }
