@@ -592,9 +592,12 @@ fn has_keyframe_nal(payload: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// A test packet: sequence number, timestamp, marker, payload.
+    type Pkt = (u16, u32, bool, Vec<u8>);
+
     /// Packets of one frame: a keyframe starts with SPS, PPS and an IDR in FU-A pieces; a
     /// P-frame is FU-A pieces of a non-IDR slice. `parts` >= 1.
-    fn frame(first_seq: u16, timestamp: u32, key: bool, parts: usize) -> Vec<(u16, u32, bool, Vec<u8>)> {
+    fn frame(first_seq: u16, timestamp: u32, key: bool, parts: usize) -> Vec<Pkt> {
         let mut payloads = Vec::new();
         if key {
             payloads.push(vec![0x67, 0x42, 0xe0, 0x1f]);
@@ -620,7 +623,7 @@ mod tests {
     }
 
     /// A stream of `count` frames (the first a keyframe), each `parts` FU-A pieces.
-    fn stream(first_seq: u16, count: usize, parts: usize) -> Vec<Vec<(u16, u32, bool, Vec<u8>)>> {
+    fn stream(first_seq: u16, count: usize, parts: usize) -> Vec<Vec<Pkt>> {
         let mut seq = first_seq;
         (0..count)
             .map(|i| {
@@ -631,7 +634,7 @@ mod tests {
             .collect()
     }
 
-    fn feed(buffer: &mut VideoReceiveBuffer, now: Instant, packet: &(u16, u32, bool, Vec<u8>)) {
+    fn feed(buffer: &mut VideoReceiveBuffer, now: Instant, packet: &Pkt) {
         buffer.insert(
             now,
             RtpIn {

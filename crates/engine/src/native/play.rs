@@ -263,20 +263,17 @@ async fn receive_video(
             },
             () = sleep_until(wake) => None,
         };
-        match event {
-            Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
-                bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
-                buffer.insert(
-                    Instant::now(),
-                    RtpIn {
-                        sequence_number: packet.header.sequence_number,
-                        timestamp: packet.header.timestamp,
-                        marker: packet.header.marker,
-                        payload: &packet.payload,
-                    },
-                );
-            }
-            _ => {}
+        if let Some(TrackRemoteEvent::OnRtpPacket(packet)) = event {
+            bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+            buffer.insert(
+                Instant::now(),
+                RtpIn {
+                    sequence_number: packet.header.sequence_number,
+                    timestamp: packet.header.timestamp,
+                    marker: packet.header.marker,
+                    payload: &packet.payload,
+                },
+            );
         }
         while let Some(output) = buffer.poll(Instant::now()) {
             let rtcp: Box<dyn rtc::rtcp::Packet> = match output {
@@ -346,14 +343,13 @@ async fn receive_audio(track: Arc<dyn TrackRemote>, audio: AudioBuffer, report: 
             },
             () = sleep_until(wake) => None,
         };
-        match event {
-            Some(TrackRemoteEvent::OnRtpPacket(packet)) => buffer.insert(
+        if let Some(TrackRemoteEvent::OnRtpPacket(packet)) = event {
+            buffer.insert(
                 Instant::now(),
                 packet.header.sequence_number,
                 packet.header.timestamp,
                 &packet.payload,
-            ),
-            _ => {}
+            );
         }
         while let Some(output) = buffer.poll(Instant::now()) {
             let decoded = match &output {
