@@ -1,7 +1,9 @@
-//! The SFU repairs loss on the way to a subscriber: a video packet lost between the SFU and
-//! the subscriber is asked for again (NACK) and resent from the SFU's history (RTX), so the
-//! subscriber ends up with every packet. Driven in memory (the SFU core is sans-IO) with real
-//! str0m peers on both ends and a virtual clock; the "network" drops one datagram.
+//! The SFU repairs loss on both legs: a video packet lost between the SFU and a subscriber
+//! is asked for again (NACK) and resent from the SFU's history (RTX); one lost between the
+//! publisher and the SFU is NACKed to the publisher and its resend forwarded; keyframe
+//! requests from many subscribers reach the publisher merged and paced. Driven in memory (the
+//! SFU core is sans-IO) with real str0m peers on both ends and a virtual clock; the "network"
+//! drops the datagrams each test chooses.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use holoroom_protocol::StreamId;
 use holoroom_server::sfu::{Sfu, SfuConfig};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -27,6 +29,8 @@ struct Peer {
     video: Mid,
     /// Sequence numbers of the video packets received.
     received: BTreeSet<u64>,
+    /// Keyframe requests received (a publisher).
+    keyframe_requests: u64,
 }
 
 impl Peer {
@@ -51,6 +55,7 @@ impl Peer {
             timeout: now,
             video,
             received: BTreeSet::new(),
+            keyframe_requests: 0,
         };
         (peer, offer.to_sdp_string(), pending)
     }
@@ -66,6 +71,7 @@ impl Peer {
                 Ok(Output::Event(Event::RtpPacket(p))) if p.header.payload_type == Pt::from(VIDEO_PT) => {
                     self.received.insert(*p.seq_no);
                 }
+                Ok(Output::Event(Event::KeyframeRequest(_))) => self.keyframe_requests += 1,
                 Ok(Output::Event(_)) => {}
                 Err(_) => return,
             }
@@ -89,8 +95,14 @@ impl Peer {
 }
 
 /// Everything that happens in one millisecond: timers, then datagrams until the wire is quiet.
-/// `drop` decides whether a datagram from the SFU to the subscriber is lost.
-fn step(now: Instant, sfu: &mut Sfu, peers: &mut [Peer; 2], wire: &mut Wire, drop: &mut impl FnMut(&[u8]) -> bool) {
+/// `drop` decides whether a datagram (from, to, contents) is lost.
+fn step(
+    now: Instant,
+    sfu: &mut Sfu,
+    peers: &mut [Peer],
+    wire: &mut Wire,
+    drop: &mut impl FnMut(SocketAddr, SocketAddr, &[u8]) -> bool,
+) {
     for peer in peers.iter_mut() {
         if peer.timeout <= now {
             let _ = peer.rtc.handle_input(Input::Timeout(now));
@@ -107,19 +119,19 @@ fn step(now: Instant, sfu: &mut Sfu, peers: &mut [Peer; 2], wire: &mut Wire, dro
         let Some((from, to, data)) = wire.pop_front() else {
             return;
         };
+        if drop(from, to, &data) {
+            continue;
+        }
         if to == SFU {
             sfu.handle_receive(now, from, SFU, &data);
-        } else if to == peers[0].addr {
-            peers[0].receive(now, from, &data, wire);
-        } else if to == peers[1].addr && !drop(&data) {
-            peers[1].receive(now, from, &data, wire);
+        } else if let Some(peer) = peers.iter_mut().find(|p| p.addr == to) {
+            peer.receive(now, from, &data, wire);
         }
     }
 }
 
-#[test]
-fn a_lost_video_packet_is_resent_to_the_subscriber() {
-    let start = Instant::now();
+/// A publisher and `subscribers` subscribers of one stream, connected, the wire quiet.
+fn connected(start: Instant, subscribers: u16) -> (Instant, Sfu, Vec<Peer>, Wire) {
     let mut now = start;
     let mut sfu = Sfu::new(SfuConfig {
         public_addr: SFU,
@@ -129,7 +141,6 @@ fn a_lost_video_packet_is_resent_to_the_subscriber() {
     .expect("sfu");
     let stream = StreamId::new("cam").expect("valid");
     let mut wire = Wire::new();
-
     let (mut publisher, offer, pending) = Peer::new(now, 6000, Direction::SendOnly);
     let (_, answer) = sfu.publish(now, &stream, &offer).expect("publish");
     publisher
@@ -137,19 +148,23 @@ fn a_lost_video_packet_is_resent_to_the_subscriber() {
         .sdp_api()
         .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).expect("answer"))
         .expect("accepted");
-    let (mut subscriber, offer, pending) = Peer::new(now, 6001, Direction::RecvOnly);
-    let (_, answer) = sfu.subscribe(now, 1, &stream, &offer).expect("subscribe");
-    subscriber
-        .rtc
-        .sdp_api()
-        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).expect("answer"))
-        .expect("accepted");
-    let mut peers = [publisher, subscriber];
+    let mut peers = vec![publisher];
+    for i in 0..subscribers {
+        let (mut subscriber, offer, pending) = Peer::new(now, 6001 + i, Direction::RecvOnly);
+        let (_, answer) = sfu
+            .subscribe(now, u64::from(i) + 1, &stream, &offer)
+            .expect("subscribe");
+        subscriber
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).expect("answer"))
+            .expect("accepted");
+        peers.push(subscriber);
+    }
     for peer in peers.iter_mut() {
         peer.drain(&mut wire);
     }
-
-    let mut keep = |_: &[u8]| false;
+    let mut keep = |_: SocketAddr, _: SocketAddr, _: &[u8]| false;
     while !peers.iter().all(|p| p.rtc.is_connected()) {
         assert!(now < start + Duration::from_secs(10), "peers did not connect");
         now += Duration::from_millis(1);
@@ -159,48 +174,165 @@ fn a_lost_video_packet_is_resent_to_the_subscriber() {
         now += Duration::from_millis(1);
         step(now, &mut sfu, &mut peers, &mut wire, &mut keep);
     }
+    (now, sfu, peers, wire)
+}
 
-    // Two seconds of video (a 1000-byte packet every 10 ms); the network loses the 50th
-    // large datagram on its way to the subscriber.
+/// Sends `count` video packets of 1000 bytes, one every 10 ms, then lets the network settle
+/// for a second; `drop` is the network.
+fn send_video(
+    start: Instant,
+    mut now: Instant,
+    sfu: &mut Sfu,
+    peers: &mut [Peer],
+    wire: &mut Wire,
+    count: u64,
+    drop: &mut impl FnMut(SocketAddr, SocketAddr, &[u8]) -> bool,
+) -> Instant {
+    let video = peers[0].video;
+    let payload = vec![0x5a; 1000];
+    for seq in 1000..1000 + count {
+        for _ in 0..10 {
+            now += Duration::from_millis(1);
+            step(now, sfu, peers, wire, drop);
+        }
+        let ms = now.duration_since(start).as_millis() as u32;
+        if let Some(tx) = peers[0].rtc.direct_api().stream_tx_by_mid(video, None) {
+            tx.write_rtp(
+                RtpWrite::new(Pt::from(VIDEO_PT), SeqNo::from(seq), ms * 90, now, payload.clone())
+                    .marker(true)
+                    .nackable(true),
+            );
+        }
+        peers[0].drain(wire);
+    }
+    for _ in 0..1000 {
+        now += Duration::from_millis(1);
+        step(now, sfu, peers, wire, drop);
+    }
+    now
+}
+
+/// The subscriber's video sequence numbers that never arrived, and how many did.
+fn gaps(peer: &Peer) -> (Vec<u64>, u64) {
+    let received = &peer.received;
+    let (Some(&first), Some(&last)) = (received.first(), received.last()) else {
+        panic!("the subscriber received no video");
+    };
+    let missing = (first..=last).filter(|s| !received.contains(s)).collect();
+    (missing, last - first + 1)
+}
+
+/// A deterministic network losing about `percent` % of large (media) datagrams on the
+/// chosen legs.
+fn lossy(percent: u64, upstream: bool, downstream: bool) -> impl FnMut(SocketAddr, SocketAddr, &[u8]) -> bool {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    move |from, to, data| {
+        let leg_chosen = (to == SFU && upstream) || (from == SFU && downstream);
+        if !leg_chosen || data.len() < 1000 {
+            return false;
+        }
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % 100 < percent
+    }
+}
+
+#[test]
+fn a_lost_video_packet_is_resent_to_the_subscriber() {
+    let start = Instant::now();
+    let (now, mut sfu, mut peers, mut wire) = connected(start, 1);
+    // The network loses the 50th large datagram on its way to the subscriber.
     let mut big = 0;
-    let mut lose_one = |data: &[u8]| {
-        if data.len() < 1000 {
+    let mut lose_one = |from: SocketAddr, _: SocketAddr, data: &[u8]| {
+        if from != SFU || data.len() < 1000 {
             return false;
         }
         big += 1;
         big == 50
     };
-    let video = peers[0].video;
-    let payload = vec![0x5a; 1000];
-    let sent: Vec<u64> = (1000..1200).collect();
-    for &seq in &sent {
-        for _ in 0..10 {
-            now += Duration::from_millis(1);
-            step(now, &mut sfu, &mut peers, &mut wire, &mut lose_one);
-        }
-        let ms = now.duration_since(start).as_millis() as u32;
-        if let Some(tx) = peers[0].rtc.direct_api().stream_tx_by_mid(video, None) {
-            tx.write_rtp(
-                RtpWrite::new(Pt::from(VIDEO_PT), SeqNo::from(seq), ms * 90, now, payload.clone()).marker(true),
-            );
-        }
-        peers[0].drain(&mut wire);
-    }
-    for _ in 0..1000 {
-        now += Duration::from_millis(1);
-        step(now, &mut sfu, &mut peers, &mut wire, &mut lose_one);
-    }
-
+    send_video(start, now, &mut sfu, &mut peers, &mut wire, 200, &mut lose_one);
     assert!(big >= 50, "the loss happened ({big} large datagrams)");
-    let received = &peers[1].received;
-    let (first, last) = (received.first().copied(), received.last().copied());
-    let (Some(first), Some(last)) = (first, last) else {
-        panic!("the subscriber received no video");
-    };
-    let missing: Vec<u64> = (first..=last).filter(|s| !received.contains(s)).collect();
+    let (missing, span) = gaps(&peers[1]);
     assert!(missing.is_empty(), "still missing after NACK/RTX: {missing:?}");
+    assert!(span >= 195, "most of the stream arrived: {span}");
+}
+
+#[test]
+fn packets_lost_upstream_are_nacked_to_the_publisher_and_forwarded() {
+    let start = Instant::now();
+    let (now, mut sfu, mut peers, mut wire) = connected(start, 1);
+    let mut network = lossy(5, true, false);
+    send_video(start, now, &mut sfu, &mut peers, &mut wire, 200, &mut network);
+    let (missing, span) = gaps(&peers[1]);
     assert!(
-        last - first + 1 >= sent.len() as u64 - 5,
-        "{first}..={last}: most of the stream arrived"
+        missing.is_empty(),
+        "still missing after the SFU's NACKs upstream: {missing:?}"
     );
+    assert!(span >= 195, "most of the stream arrived: {span}");
+}
+
+#[test]
+fn random_loss_on_both_legs_is_repaired() {
+    let start = Instant::now();
+    let (now, mut sfu, mut peers, mut wire) = connected(start, 2);
+    let mut network = lossy(10, true, true);
+    send_video(start, now, &mut sfu, &mut peers, &mut wire, 200, &mut network);
+    for subscriber in &peers[1..] {
+        let (missing, span) = gaps(subscriber);
+        assert!(
+            missing.is_empty(),
+            "still missing after NACK/RTX on both legs: {missing:?}"
+        );
+        assert!(span >= 195, "most of the stream arrived: {span}");
+    }
+}
+
+#[test]
+fn keyframe_requests_from_many_subscribers_are_merged_and_paced() {
+    let start = Instant::now();
+    let (mut now, mut sfu, mut peers, mut wire) = connected(start, 4);
+    let mut keep = |_: SocketAddr, _: SocketAddr, _: &[u8]| false;
+    // Connecting asked for a keyframe; let that request's interval (500 ms) run out.
+    for _ in 0..600 {
+        now += Duration::from_millis(1);
+        step(now, &mut sfu, &mut peers, &mut wire, &mut keep);
+    }
+    let before = peers[0].keyframe_requests;
+    // Every subscriber asks at once, then again and again for 400 ms: no keyframe comes.
+    for round in 0..4 {
+        for subscriber in peers[1..].iter_mut() {
+            let mid = subscriber.video;
+            if let Some(rx) = subscriber.rtc.direct_api().stream_rx_by_mid(mid, None) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+            }
+            subscriber.drain(&mut wire);
+        }
+        for _ in 0..100 {
+            now += Duration::from_millis(1);
+            step(now, &mut sfu, &mut peers, &mut wire, &mut keep);
+        }
+        assert_eq!(
+            peers[0].keyframe_requests - before,
+            1,
+            "round {round}: one request reaches the publisher while the keyframe is awaited"
+        );
+    }
+    // Past the keyframe interval without a keyframe, the SFU asks again (once).
+    for _ in 0..150 {
+        now += Duration::from_millis(1);
+        step(now, &mut sfu, &mut peers, &mut wire, &mut keep);
+    }
+    for subscriber in peers[1..].iter_mut() {
+        let mid = subscriber.video;
+        if let Some(rx) = subscriber.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+        }
+        subscriber.drain(&mut wire);
+    }
+    for _ in 0..100 {
+        now += Duration::from_millis(1);
+        step(now, &mut sfu, &mut peers, &mut wire, &mut keep);
+    }
+    assert_eq!(peers[0].keyframe_requests - before, 2);
 }
