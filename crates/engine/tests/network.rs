@@ -27,7 +27,8 @@ struct Call {
     relay: UdpRelay,
     remote: RemoteStream,
     _camera: LocalStream,
-    _engines: (Engine, Engine),
+    /// The publisher and the player.
+    engines: (Engine, Engine),
     _server: Server,
 }
 
@@ -83,7 +84,7 @@ async fn call(width: u32, height: u32) -> Call {
         relay,
         remote,
         _camera: camera,
-        _engines: (alice, bob),
+        engines: (alice, bob),
         _server: server,
     }
 }
@@ -314,4 +315,73 @@ async fn a_tone_through_five_percent_loss_has_no_holes() {
     println!("tone at 5% loss: {pitch:.1} Hz, longest hole {longest_hole} x 10 ms, {stats:?}");
     assert!(stats.fec + stats.concealed > 0, "packets were lost: {stats:?}");
     assert!(longest_hole <= 2, "a hole of {longest_hole} x 10 ms in the tone");
+}
+
+/// The media path dies for longer than ICE tolerates (7 s of silence ends a connection)
+/// while signaling stays up: the publisher and the player say they are setting media up
+/// again, keep trying with back-off, and the picture is back within 3 s of the path's return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_comes_back_by_itself_after_a_long_blackout() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let call = call(320, 180).await;
+    let (alice, bob) = &call.engines;
+    while alice.events().try_recv().is_ok() || bob.events().try_recv().is_ok() {}
+    call.relay.blackout();
+    let reconnecting = |engine: &Engine| {
+        let mut said = false;
+        while let Ok(event) = engine.events().try_recv() {
+            match event {
+                EngineEvent::PlayerStateUpdate {
+                    state: PlayerState::Requesting,
+                    error: Some(_),
+                    ..
+                }
+                | EngineEvent::PublisherStateUpdate {
+                    state: PublisherState::Requesting,
+                    error: Some(_),
+                    ..
+                } => said = true,
+                EngineEvent::PlayerStateUpdate {
+                    state: PlayerState::NoPlay,
+                    ..
+                }
+                | EngineEvent::PublisherStateUpdate {
+                    state: PublisherState::NoPublish,
+                    ..
+                } => panic!("media gave up: {event:?}"),
+                _ => {}
+            }
+        }
+        said
+    };
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(reconnecting(alice), "the publisher says it is setting media up again");
+    assert!(reconnecting(bob), "the player says it is setting media up again");
+
+    call.relay.restore();
+    let back = Instant::now();
+    let restored_us = unix_micros();
+    let slot = &call.remote.video;
+    loop {
+        let fresh = slot
+            .latest()
+            .is_some_and(|f| f.capture_us.is_some_and(|captured| captured > restored_us));
+        if fresh {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(3),
+            "no picture within 3 s of the path's return"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("picture back {:?} after the path returned", back.elapsed());
+    wait_for(bob, "Playing again", |e| match e {
+        EngineEvent::PlayerStateUpdate {
+            state: PlayerState::Playing,
+            ..
+        } => Some(()),
+        _ => None,
+    })
+    .await;
 }

@@ -1,7 +1,9 @@
 //! Building webrtc-rs peer connections the way Holoroom needs them: H.264 Constrained
 //! Baseline and Opus only, host candidates on one address, no mDNS, fast ICE checks.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use std::collections::VecDeque;
@@ -26,6 +28,11 @@ use webrtc::peer_connection::{
 };
 
 use crate::engine::MediaError;
+
+/// Silence on the media path after which ICE calls it disconnected, and the further silence
+/// after which it has failed.
+const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(3);
+const ICE_FAILED_AFTER: Duration = Duration::from_secs(4);
 
 /// How long ICE gathering and connecting may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -195,9 +202,17 @@ pub(crate) async fn new_peer(bind: &str) -> Result<(Peer, PeerEvents), MediaErro
     let registry = configure_rtcp_reports(registry).with(Slot::from(14_000), KeyframeRequests::default());
     // Checks every 20 ms instead of 200 ms: the check tick gates both nomination and the
     // first DTLS flight. More attempts keep pairs alive while the answer is on its way.
+    // A path silent for 3 s is disconnected (and may come back by itself); silent 4 s more, it
+    // has failed and the task sets media up anew. Keepalives every second keep a quiet
+    // (receive-only) connection from looking dead.
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(250))
+        .with_ice_timeouts(
+            Some(ICE_DISCONNECTED_AFTER),
+            Some(ICE_FAILED_AFTER),
+            Some(Duration::from_secs(1)),
+        )
         .build();
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
     let (gathered_tx, gathered) = watch::channel(false);
@@ -299,6 +314,105 @@ pub(crate) async fn connection_lost(events: &mut PeerEvents) -> MediaError {
         Ok(state) => MediaError::Connection(format!("media connection {:?}", *state)),
         Err(_) => MediaError::Connection("media connection dropped".into()),
     }
+}
+
+/// Where a supervised media task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Setting up, or (with an error) setting up again after the media path failed.
+    Requesting,
+    /// Media flows.
+    Active,
+    /// Over for good.
+    Ended,
+}
+
+/// The first wait before setting media up again after its path failed; it doubles up to
+/// [`RETRY_MAX`], and starts over once media flows again.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts: a path that comes back is used within about this.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Whether an attempt that failed this way is worth another: the media path (or a slow
+/// answer) failed, not the server's will or the codecs.
+fn worth_retrying(error: &MediaError) -> bool {
+    matches!(
+        error,
+        MediaError::Connection(_) | MediaError::Signaling(crate::signaling::SignalingError::Timeout(_))
+    )
+}
+
+/// Runs a publication or playback until told to stop: one peer connection at a time, set up by
+/// `setup` (which hands back the connection's events with its result). When the media path
+/// fails (ICE gives up, the connection closes) or setting up fails on the way, a new
+/// connection is set up with back-off, for as long as the room lasts; `state` reports
+/// Requesting with the reason meanwhile. Each connection is closed when done; if the task
+/// failed for good or was stopped for good, `withdraw_request` tells the server.
+pub(crate) async fn supervise<S, F>(
+    signaling: &crate::signaling::Signaling,
+    env: &super::MediaEnv,
+    events: &crate::engine::EventSink,
+    stop: &mut watch::Receiver<super::Stop>,
+    state: impl Fn(Phase, Option<MediaError>) -> crate::engine::EngineEvent,
+    withdraw_request: holoroom_protocol::Request,
+    mut setup: S,
+) where
+    S: FnMut(Peer, PeerEvents, super::TaskLink) -> F,
+    F: Future<Output = (PeerEvents, Result<(), MediaError>)>,
+{
+    use super::Stop;
+
+    let emit = |event| {
+        let _ = events.send(event);
+    };
+    emit(state(Phase::Requesting, None));
+    let mut wait = RETRY_FIRST;
+    let failure = loop {
+        let (pc, peer_events) = match new_peer(env.bind).await {
+            Ok(peer) => peer,
+            Err(error) => break Some(error),
+        };
+        let running = Arc::new(AtomicBool::new(true));
+        let link = super::TaskLink {
+            events: events.clone(),
+            running: running.clone(),
+            probe: env.probe.clone(),
+        };
+        let outcome = tokio::select! {
+            outcome = setup(pc.clone(), peer_events, link) => Some(outcome),
+            _ = stop.wait_for(Stop::is_stop) => None,
+        };
+        let error = match outcome {
+            None => None,
+            Some((mut peer_events, Ok(()))) => {
+                emit(state(Phase::Active, None));
+                wait = RETRY_FIRST;
+                tokio::select! {
+                    _ = stop.wait_for(Stop::is_stop) => None,
+                    lost = connection_lost(&mut peer_events) => Some(lost),
+                }
+            }
+            Some((_, Err(error))) => Some(error),
+        };
+        running.store(false, Ordering::Relaxed);
+        let _ = pc.close().await;
+        match error {
+            Some(error) if worth_retrying(&error) && !stop.borrow().is_stop() => {
+                tracing::info!(%error, ?wait, "media path failed; setting it up again");
+                emit(state(Phase::Requesting, Some(error)));
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(Stop::is_stop) => break None,
+                }
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+            error => break error,
+        }
+    };
+    if failure.is_some() || *stop.borrow() == Stop::Withdraw {
+        withdraw(signaling, withdraw_request).await;
+    }
+    emit(state(Phase::Ended, failure));
 }
 
 /// Tells the server a publication or playback is over, without waiting long for an answer.

@@ -3,7 +3,7 @@
 //! decoder thread that fills the stream's latest-frame slot.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use holoroom_protocol::timing::{FrameProbe, FrameStage, access_unit_capture_time};
@@ -16,7 +16,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::StatsSelector;
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
-use super::peer::{self, Peer, PeerEvents};
+use super::peer::{self, Peer, PeerEvents, Phase};
 use super::{MediaEnv, Stop, TaskLink};
 use crate::codec::H264Decoder;
 use crate::engine::{
@@ -28,9 +28,9 @@ use crate::media::{
 };
 use crate::signaling::Signaling;
 
-/// Runs playback of `stream_id` into `remote` until told to stop. Whatever happens, the peer
-/// connection is closed; if playback failed or was stopped for good, the server is told.
-/// The stream's slot stays open: a restarted playback (after a reconnect) fills the same one.
+/// Runs playback of `stream_id` into `remote` until told to stop, setting the media up again
+/// whenever its path fails (see [`peer::supervise`]). The stream's slot stays open: a
+/// restarted playback (after a reconnect) fills the same one.
 pub(crate) async fn run(
     signaling: Signaling,
     stream_id: StreamId,
@@ -39,59 +39,26 @@ pub(crate) async fn run(
     events: EventSink,
     mut stop: watch::Receiver<Stop>,
 ) {
-    let state = |state, error| EngineEvent::PlayerStateUpdate {
+    let state = |phase, error| EngineEvent::PlayerStateUpdate {
         stream_id: stream_id.clone(),
-        state,
+        state: match phase {
+            Phase::Requesting => PlayerState::Requesting,
+            Phase::Active => PlayerState::Playing,
+            Phase::Ended => PlayerState::NoPlay,
+        },
         error,
     };
-    let _ = events.send(state(PlayerState::Requesting, None));
-    let (pc, mut peer_events) = match peer::new_peer(env.bind).await {
-        Ok(peer) => peer,
-        Err(error) => {
-            let _ = events.send(state(PlayerState::NoPlay, Some(error)));
-            return;
+    let setup = |pc: Peer, mut peer_events: PeerEvents, link: TaskLink| {
+        let (signaling, stream_id, remote) = (signaling.clone(), stream_id.clone(), remote.clone());
+        async move {
+            let result = play(&signaling, &stream_id, &remote, &pc, &mut peer_events, link).await;
+            (peer_events, result)
         }
     };
-    let running = Arc::new(AtomicBool::new(true));
-    let setup = play(
-        &signaling,
-        &stream_id,
-        &remote,
-        &pc,
-        &mut peer_events,
-        TaskLink {
-            events: events.clone(),
-            running: running.clone(),
-            probe: env.probe.clone(),
-        },
-    );
-    let outcome = tokio::select! {
-        result = setup => result.map(Some),
-        _ = stop.wait_for(Stop::is_stop) => Ok(None),
+    let withdraw = Request::StopPlaying {
+        stream_id: stream_id.clone(),
     };
-    let error = match outcome {
-        Ok(Some(())) => {
-            let _ = events.send(state(PlayerState::Playing, None));
-            tokio::select! {
-                _ = stop.wait_for(Stop::is_stop) => None,
-                lost = peer::connection_lost(&mut peer_events) => Some(lost),
-            }
-        }
-        Ok(None) => None,
-        Err(error) => Some(error),
-    };
-    running.store(false, Ordering::Relaxed);
-    let _ = pc.close().await;
-    if error.is_some() || *stop.borrow() == Stop::Withdraw {
-        peer::withdraw(
-            &signaling,
-            Request::StopPlaying {
-                stream_id: stream_id.clone(),
-            },
-        )
-        .await;
-    }
-    let _ = events.send(state(PlayerState::NoPlay, error));
+    peer::supervise(&signaling, &env, &events, &mut stop, state, withdraw, setup).await;
 }
 
 /// Sets up playback on `pc`; its tasks run while `running` is set.

@@ -19,7 +19,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::StatsSelector;
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::peer::{self, Peer, PeerEvents};
+use super::peer::{self, Peer, PeerEvents, Phase};
 use super::{MediaEnv, Stop, TaskLink};
 use crate::codec::{EncoderSettings, H264Encoder};
 use crate::engine::{EngineEvent, EventSink, MediaError, PublisherState, QUALITY_INTERVAL, StreamQuality};
@@ -33,9 +33,9 @@ struct Unit {
     duration: Duration,
 }
 
-/// Runs a publication until told to stop; reports its states and quality through `events`.
-/// Whatever happens, the peer connection is closed and the encoder and audio tasks end; if the
-/// publication failed or was stopped for good, the stream is withdrawn from the room.
+/// Runs a publication until told to stop, setting the media up again whenever its path fails
+/// (see [`peer::supervise`]); reports its states and quality through `events`. Each
+/// connection's encoder and audio tasks end with it.
 pub(crate) async fn run(
     signaling: Signaling,
     stream_id: StreamId,
@@ -44,62 +44,26 @@ pub(crate) async fn run(
     events: EventSink,
     mut stop: watch::Receiver<Stop>,
 ) {
-    let emit = |event| {
-        let _ = events.send(event);
-    };
-    let state = |state, error| EngineEvent::PublisherStateUpdate {
+    let state = |phase, error| EngineEvent::PublisherStateUpdate {
         stream_id: stream_id.clone(),
-        state,
+        state: match phase {
+            Phase::Requesting => PublisherState::Requesting,
+            Phase::Active => PublisherState::Publishing,
+            Phase::Ended => PublisherState::NoPublish,
+        },
         error,
     };
-    emit(state(PublisherState::Requesting, None));
-    let (pc, mut peer_events) = match peer::new_peer(env.bind).await {
-        Ok(peer) => peer,
-        Err(error) => {
-            emit(state(PublisherState::NoPublish, Some(error)));
-            return;
+    let setup = |pc: Peer, mut peer_events: PeerEvents, link: TaskLink| {
+        let (signaling, stream_id, local) = (signaling.clone(), stream_id.clone(), local.clone());
+        async move {
+            let result = publish(&signaling, &stream_id, &local, &pc, &mut peer_events, link).await;
+            (peer_events, result)
         }
     };
-    let running = Arc::new(AtomicBool::new(true));
-    let setup = publish(
-        &signaling,
-        &stream_id,
-        &local,
-        &pc,
-        &mut peer_events,
-        TaskLink {
-            events: events.clone(),
-            running: running.clone(),
-            probe: env.probe.clone(),
-        },
-    );
-    let outcome = tokio::select! {
-        result = setup => result.map(Some),
-        _ = stop.wait_for(Stop::is_stop) => Ok(None),
+    let withdraw = Request::StopPublishing {
+        stream_id: stream_id.clone(),
     };
-    let error = match outcome {
-        Ok(Some(())) => {
-            emit(state(PublisherState::Publishing, None));
-            tokio::select! {
-                _ = stop.wait_for(Stop::is_stop) => None,
-                lost = peer::connection_lost(&mut peer_events) => Some(lost),
-            }
-        }
-        Ok(None) => None,
-        Err(error) => Some(error),
-    };
-    running.store(false, Ordering::Relaxed);
-    let _ = pc.close().await;
-    if error.is_some() || *stop.borrow() == Stop::Withdraw {
-        peer::withdraw(
-            &signaling,
-            Request::StopPublishing {
-                stream_id: stream_id.clone(),
-            },
-        )
-        .await;
-    }
-    emit(state(PublisherState::NoPublish, error));
+    peer::supervise(&signaling, &env, &events, &mut stop, state, withdraw, setup).await;
 }
 
 /// The packet loss Opus prepares its in-band FEC for.
