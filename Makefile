@@ -77,10 +77,12 @@ test: deps web tests/web/node_modules
 	else echo "clippy for wasm32 skipped: built with Debian's rustc-web"; fi
 
 ## Benchmarks; each prints ratios against a baseline measured in the same run. Media and SFU
-## build in release; the render bench reuses the test build (dependencies optimised) and opens
-## a window, so it runs under Xvfb.
-bench: deps
+## build in release; the network bench (the desktop player beside Chromium's receiver through
+## the impairment relay) and the render bench reuse the test build (dependencies optimised);
+## the render bench opens a window, so it runs under Xvfb.
+bench: deps tests/web/node_modules
 	cargo bench -p holoroom-engine --bench media
+	cargo bench --profile dev -p holoroom-engine --bench network
 	cargo bench -p holoroom-server --bench sfu
 	xvfb-run -a -s "-screen 0 1280x720x24" cargo bench --profile dev -p holoroom --bench render
 

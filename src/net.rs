@@ -7,7 +7,7 @@ use bevy::prelude::*;
 use holoroom_engine::protocol::{
     LoginConfig, Pose, RoomId, RoomStateReason, StreamId, StreamInfo, UpdateType, UserId, UserInfo,
 };
-use holoroom_engine::{Engine, EngineEvent, LocalStream, StreamQuality};
+use holoroom_engine::{Engine, EngineEvent, LocalStream, PlayerState, StreamQuality};
 
 use crate::RoomSystems;
 
@@ -112,6 +112,13 @@ pub struct QualityUpdated {
 #[derive(Message, Debug, Clone)]
 pub struct MediaTrouble(pub String);
 
+/// Whether a played stream's media path failed and is being set up again.
+#[derive(Message, Debug, Clone)]
+pub struct FeedState {
+    pub stream_id: StreamId,
+    pub reconnecting: bool,
+}
+
 /// Ask to join a room.
 #[derive(Message, Debug, Clone)]
 pub struct JoinRoom {
@@ -145,6 +152,7 @@ pub fn plugin(app: &mut App) {
         .add_message::<RoomUpdate>()
         .add_message::<QualityUpdated>()
         .add_message::<MediaTrouble>()
+        .add_message::<FeedState>()
         .add_message::<JoinRoom>()
         .add_message::<LeaveRoom>()
         .init_resource::<TokenReplies>()
@@ -244,6 +252,7 @@ fn drain_engine(
     mut updates: MessageWriter<RoomUpdate>,
     mut quality: MessageWriter<QualityUpdated>,
     mut trouble: MessageWriter<MediaTrouble>,
+    mut feeds: MessageWriter<FeedState>,
 ) {
     let Some(bridge) = bridge else {
         return;
@@ -298,10 +307,17 @@ fn drain_engine(
             }
             EngineEvent::PlayerStateUpdate {
                 stream_id,
-                error: Some(error),
-                ..
+                state,
+                error,
             } => {
-                trouble.write(MediaTrouble(format!("playing {stream_id}: {error}")));
+                let reconnecting = state == PlayerState::Requesting && error.is_some();
+                if let Some(error) = error {
+                    trouble.write(MediaTrouble(format!("playing {stream_id}: {error}")));
+                }
+                feeds.write(FeedState {
+                    stream_id,
+                    reconnecting,
+                });
             }
             EngineEvent::RequestFailed { request, error } => {
                 trouble.write(MediaTrouble(format!("{request:?}: {error}")));

@@ -10,7 +10,7 @@ use holoroom_engine::{AudioSource, StreamConfig, VideoSource};
 use super::seating;
 use crate::RoomSystems;
 use crate::audio::{SpeakingLevel, Voice};
-use crate::net::{EngineBridge, Me, MediaTrouble, OwnStream, RoomStateChanged, RoomUpdate};
+use crate::net::{EngineBridge, FeedState, Me, MediaTrouble, OwnStream, RoomStateChanged, RoomUpdate};
 
 /// Where the app is.
 #[derive(States, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -57,6 +57,8 @@ pub struct VideoFeed {
     pub fresh: Option<SlotFrame>,
     /// Frames taken from the slot so far.
     pub frames_taken: u64,
+    /// The stream's media path failed and is being set up again (the last frame stays up).
+    pub reconnecting: bool,
 }
 
 impl VideoFeed {
@@ -67,6 +69,7 @@ impl VideoFeed {
             seen: 0,
             fresh: None,
             frames_taken: 0,
+            reconnecting: false,
         }
     }
 }
@@ -82,7 +85,10 @@ pub fn plugin(app: &mut App) {
                 .chain()
                 .in_set(RoomSystems::Participants),
         )
-        .add_systems(Update, (poll_feeds, send_pose).in_set(RoomSystems::Feeds));
+        .add_systems(
+            Update,
+            (follow_feed_states, poll_feeds, send_pose).in_set(RoomSystems::Feeds),
+        );
 }
 
 /// What this client publishes: which camera and microphone (or stand-ins).
@@ -397,6 +403,17 @@ fn send_pose(
     }
     bridge.engine.set_pose(transform_pose(&relative));
     *last = Some((now, relative));
+}
+
+/// Marks feeds whose media is being set up again, and clears the mark once it plays.
+fn follow_feed_states(mut states: MessageReader<FeedState>, mut feeds: Query<&mut VideoFeed>) {
+    for state in states.read() {
+        for mut feed in &mut feeds {
+            if feed.stream_id.as_ref() == Some(&state.stream_id) && feed.reconnecting != state.reconnecting {
+                feed.reconnecting = state.reconnecting;
+            }
+        }
+    }
 }
 
 /// Takes each feed's newest frame, if there is one it has not seen.

@@ -488,7 +488,8 @@ fn add_demo_bots(bots: &mut DemoBots, connection: &Connection, bridge: &EngineBr
     }
 }
 
-/// A name tag over each remote panel: green while video arrives, blue while they speak.
+/// A name tag over each remote panel: green while video arrives, blue while they speak, amber
+/// with "reconnecting video" while their media is being set up again.
 fn name_tags(
     mut contexts: EguiContexts,
     state: Res<State<AppState>>,
@@ -521,15 +522,23 @@ fn name_tags(
             .interactable(false)
             .show(ctx, |ui| {
                 let live = feed.is_some_and(|f| f.frames_taken > 0);
-                let background = if level.is_some_and(SpeakingLevel::speaking) {
+                let reconnecting = feed.is_some_and(|f| f.reconnecting);
+                let background = if reconnecting {
+                    egui::Color32::from_rgba_unmultiplied(170, 110, 20, 220)
+                } else if level.is_some_and(SpeakingLevel::speaking) {
                     egui::Color32::from_rgba_unmultiplied(30, 90, 160, 220)
                 } else if live {
                     egui::Color32::from_rgba_unmultiplied(30, 120, 60, 200)
                 } else {
                     egui::Color32::from_black_alpha(160)
                 };
+                let text = if reconnecting {
+                    format!(" {} · reconnecting video ", participant.name)
+                } else {
+                    format!(" {} ", participant.name)
+                };
                 ui.label(
-                    egui::RichText::new(format!(" {} ", participant.name))
+                    egui::RichText::new(text)
                         .color(egui::Color32::WHITE)
                         .background_color(background),
                 );

@@ -23,14 +23,15 @@ use web_time::Instant;
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
 /// Shortest wait before NACKing the same packet again: long enough for the SFU to have
 /// recovered the packet from its publisher when it was lost before reaching the SFU.
-const MIN_RENACK: Duration = Duration::from_millis(20);
+const MIN_RENACK: Duration = Duration::from_millis(30);
 /// Most NACKs sent for one packet.
-const MAX_NACKS: u32 = 10;
-/// Shortest and longest time a missing packet is waited for. The shortest covers a loss on
-/// both legs: the SFU NACKs its publisher on a ~33 ms tick and retries after ~105 ms, so two
-/// rounds upstream plus one downstream take about 250 ms even on a short path.
-const MIN_WAIT: Duration = Duration::from_millis(250);
-const MAX_WAIT: Duration = Duration::from_millis(1500);
+const MAX_NACKS: u32 = 15;
+/// Shortest and longest time a missing packet is waited for. The shortest covers losses on
+/// both legs under heavy loss: the SFU NACKs its publisher on a ~33 ms tick and retries every
+/// ~105 ms, so a packet whose first two resends are lost too arrives after ~350 ms even on a
+/// short path. Giving up costs more: a keyframe, itself many packets on the same bad path.
+const MIN_WAIT: Duration = Duration::from_millis(600);
+const MAX_WAIT: Duration = Duration::from_millis(2000);
 /// Packets held at most (about 3 s of 1.5 Mbit/s video); past that the oldest frames give way.
 const MAX_PACKETS: usize = 4096;
 /// A sequence number this far from the newest is a restarted stream, not a late packet.
