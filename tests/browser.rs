@@ -4,11 +4,14 @@
 //! the bot's video (its frame codes read back from the pictures the browser decoded and from
 //! the page's own pixels) and hears the bot's tone through its mixer. A spectator tab sees
 //! the bot and is not listed to it. The page's connections go through a relay that the test
-//! cuts: the page comes back (Reconnected) and goes on publishing and playing.
+//! cuts: the page comes back (Reconnected) and goes on publishing and playing. Then the media
+//! path (an impairment relay) goes dark for 12 s with signaling up: the page and the bot set
+//! their media up again by themselves and the pictures are back within 3 s of its return.
 //!
 //! `make test` builds the web app and runs this with HOLOROOM_WEB_DIR set; plain `cargo test`
 //! without it says so and skips.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,7 +22,7 @@ use holoroom_engine::bot::{Bot, BotConfig};
 use holoroom_engine::media::{CodeLayout, FrameCode, read_code_with};
 use holoroom_engine::protocol::{RoomId, StreamId, UserId, UserInfo, VideoGrant};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
-use holoroom_testkit::Relay;
+use holoroom_testkit::{Relay, UdpRelay};
 
 /// The bot's picture size.
 const BOT_VIDEO: (u32, u32) = (640, 360);
@@ -120,8 +123,15 @@ fn run(web_dir: PathBuf) -> Result<()> {
         )));
         config.dev_tokens = true;
         config.web_root = Some(web_dir);
+        // Media goes to 127.0.0.2, where an impairment relay passes it on (or not).
+        config.media.public_ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
         Server::bind("127.0.0.1:0", config).await
     })?;
+    let advertised = server.media_addr();
+    let media = runtime.block_on(UdpRelay::start(
+        advertised,
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), advertised.port()),
+    ))?;
     // The page and its connections go through a relay, so the test can cut them.
     let relay = runtime.block_on(Relay::start(server.local_addr()));
     let http = format!("http://{}", relay.addr());
@@ -174,13 +184,39 @@ fn run(web_dir: PathBuf) -> Result<()> {
         .remote(&browser_stream)
         .and_then(|r| r.video.latest())
         .context("the browser's video stopped")?;
-    let result = finish(page, "participant tab")?;
-    println!("browser: participant tab {result}");
     ensure!(
         later.sequence > at_cut + 10,
         "the browser goes on publishing after the cut: {at_cut} -> {}",
         later.sequence
     );
+    // The media path dies for longer than ICE tolerates while signaling stays up: the page
+    // (publishing and playing) and the bot set their media up again by themselves once the
+    // path returns. The page's driver, its hold over during the blackout, waits for frames.
+    media.blackout();
+    std::thread::sleep(Duration::from_secs(12));
+    let at_return = bot
+        .remote(&browser_stream)
+        .and_then(|r| r.video.latest())
+        .map_or(0, |f| f.sequence);
+    media.restore();
+    let back = Instant::now();
+    while bot
+        .remote(&browser_stream)
+        .and_then(|r| r.video.latest())
+        .is_none_or(|f| f.sequence <= at_return + 5)
+    {
+        ensure!(
+            back.elapsed() < Duration::from_secs(3),
+            "the browser's camera is not back at the bot 3 s after the media path returned"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "browser: camera back at the bot {:?} after a 12 s media blackout",
+        back.elapsed()
+    );
+    let result = finish(page, "participant tab")?;
+    println!("browser: participant tab {result}");
     ensure!(size == (640, 360) || size == (640, 480), "browser camera at {size:?}");
     ensure!(
         later.sequence > first.sequence + 10,

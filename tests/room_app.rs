@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
 use holoroom::audio::{Muted, RoomAudio, SpeakingLevel};
-use holoroom::net::{EngineBridge, JoinRoom, RoomStateChanged, RoomUpdate, TokenSource};
+use holoroom::net::{EngineBridge, FeedState, JoinRoom, RoomStateChanged, RoomUpdate, TokenSource};
 use holoroom::room::participants::{
     AppState, LocalParticipant, Participant, Reconnecting, Seat, VideoFeed, seat_transform,
 };
 use holoroom::{HoloroomCorePlugin, net};
 use holoroom_engine::bot::{Bot, BotConfig};
-use holoroom_engine::protocol::{Pose, RoomId, RoomStateReason, UserId, UserInfo, VideoGrant};
+use holoroom_engine::media::FrameSlot;
+use holoroom_engine::protocol::{Pose, RoomId, RoomStateReason, StreamId, UserId, UserInfo, VideoGrant};
 use holoroom_engine::{Engine, EngineConfig, StreamConfig};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 
@@ -104,6 +105,26 @@ fn reconnecting_is_shown_until_the_room_is_back_or_lost() {
         app.world_mut().write_message(state(reason));
         app.update();
         assert_eq!(app.world().resource::<Reconnecting>().0, expected, "after {reason:?}");
+    }
+}
+
+#[test]
+fn a_panel_says_reconnecting_video_while_its_media_is_set_up_again() {
+    let mut app = headless();
+    let stream = StreamId::new("cam").expect("valid");
+    let other = StreamId::new("other").expect("valid");
+    let feed = app
+        .world_mut()
+        .spawn(VideoFeed::new(Some(stream.clone()), FrameSlot::new()))
+        .id();
+    let reconnecting = |app: &App| app.world().get::<VideoFeed>(feed).is_some_and(|f| f.reconnecting);
+    for (stream_id, state, expected) in [(&stream, true, true), (&other, false, true), (&stream, false, false)] {
+        app.world_mut().write_message(FeedState {
+            stream_id: stream_id.clone(),
+            reconnecting: state,
+        });
+        app.update();
+        assert_eq!(reconnecting(&app), expected, "after {stream_id} {state}");
     }
 }
 

@@ -46,6 +46,23 @@ pub enum MediaError {
     Capture(String),
 }
 
+impl MediaError {
+    /// Whether a publication or playback that failed this way is worth setting up again: the
+    /// media path (or a slow answer) failed, not the server's will, the codecs or the devices.
+    pub fn is_path_failure(&self) -> bool {
+        matches!(
+            self,
+            MediaError::Connection(_) | MediaError::Signaling(crate::signaling::SignalingError::Timeout(_))
+        )
+    }
+}
+
+/// After a media path failed, the first wait before setting it up again; it doubles up to
+/// [`MEDIA_RETRY_MAX`] and starts over once media flows again.
+pub(crate) const MEDIA_RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts: a path that comes back is used within about this.
+pub(crate) const MEDIA_RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// `publisherStateUpdate` states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublisherState {

@@ -24,8 +24,10 @@ const DEFAULT_RTT: Duration = Duration::from_millis(100);
 /// Shortest wait before NACKing the same packet again: long enough for the SFU to have
 /// recovered the packet from its publisher when it was lost before reaching the SFU.
 const MIN_RENACK: Duration = Duration::from_millis(30);
-/// Most NACKs sent for one packet.
-const MAX_NACKS: u32 = 15;
+/// Most NACKs sent for one packet: enough to keep asking through the longest wait.
+const MAX_NACKS: u32 = 20;
+/// NACK answers kept to estimate the round trip from.
+const RTT_SAMPLES: usize = 16;
 /// Shortest and longest time a missing packet is waited for. The shortest covers losses on
 /// both legs under heavy loss: the SFU NACKs its publisher on a ~33 ms tick and retries every
 /// ~105 ms, so a packet whose first two resends are lost too arrives after ~350 ms even on a
@@ -38,8 +40,9 @@ const MAX_PACKETS: usize = 4096;
 const RESET_DISTANCE: u64 = 3000;
 /// How long after the first packet a stream with no keyframe in sight asks for one.
 const FIRST_KEYFRAME_GRACE: Duration = Duration::from_millis(150);
-/// Shortest time between two keyframe requests.
-const MIN_KEYFRAME_INTERVAL: Duration = Duration::from_millis(100);
+/// Shortest time between two keyframe requests: a keyframe is many packets, and on a lossy
+/// path some of them need resending; asking again before it could arrive only brings another.
+const MIN_KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
 
 /// One received RTP packet of the stream.
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +130,8 @@ pub struct VideoReceiveBuffer {
     /// Smoothed round trip of NACKed packets (or as told).
     rtt: Duration,
     rtt_measured: bool,
+    /// The latest NACK-to-arrival times.
+    rtt_samples: Vec<Duration>,
     /// RFC 3550 interarrival jitter, in seconds.
     jitter: f64,
     last_transit: Option<(Instant, u32)>,
@@ -153,6 +158,7 @@ impl VideoReceiveBuffer {
             nacks_due: Vec::new(),
             rtt: DEFAULT_RTT,
             rtt_measured: false,
+            rtt_samples: Vec::with_capacity(RTT_SAMPLES),
             jitter: 0.0,
             last_transit: None,
             stats: ReceiveStats::default(),
@@ -259,13 +265,16 @@ impl VideoReceiveBuffer {
         }
     }
 
+    /// Takes the time from a NACK to the packet's arrival. That is the round trip when the
+    /// sender had the packet, and longer when it had to recover it first (a loss before the
+    /// SFU): the smallest of the recent samples is the round trip.
     fn measure_rtt(&mut self, sample: Duration) {
-        if self.rtt_measured {
-            self.rtt = (self.rtt * 7 + sample) / 8;
-        } else {
-            self.rtt = sample.max(Duration::from_millis(1));
-            self.rtt_measured = true;
+        if self.rtt_samples.len() == RTT_SAMPLES {
+            self.rtt_samples.remove(0);
         }
+        self.rtt_samples.push(sample.max(Duration::from_millis(1)));
+        self.rtt = self.rtt_samples.iter().copied().min().unwrap_or(DEFAULT_RTT);
+        self.rtt_measured = true;
     }
 
     fn track_jitter(&mut self, now: Instant, timestamp: u32) {
@@ -821,15 +830,18 @@ mod tests {
     fn the_round_trip_is_measured_from_nack_answers() {
         let t0 = Instant::now();
         let mut buffer = VideoReceiveBuffer::new();
-        let frames = stream(1, 2, 3);
-        let lost = frames[1][1].clone();
-        for p in frames.iter().flatten().filter(|p| p.0 != lost.0) {
+        let frames = stream(1, 3, 3);
+        let (lost, late) = (frames[1][1].clone(), frames[2][1].clone());
+        for p in frames.iter().flatten().filter(|p| p.0 != lost.0 && p.0 != late.0) {
             feed(&mut buffer, t0, p);
         }
         drain(&mut buffer, t0);
         feed(&mut buffer, t0 + Duration::from_millis(30), &lost);
         assert_eq!(buffer.rtt(), Duration::from_millis(30));
-        assert!(buffer.max_wait() >= Duration::from_millis(90));
+        // A packet the sender first had to recover itself answers late: no longer round trip.
+        feed(&mut buffer, t0 + Duration::from_millis(300), &late);
+        assert_eq!(buffer.rtt(), Duration::from_millis(30));
+        assert_eq!(drain(&mut buffer, t0 + Duration::from_millis(300)).frames.len(), 2);
     }
 
     #[test]

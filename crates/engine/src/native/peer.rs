@@ -27,7 +27,7 @@ use webrtc::peer_connection::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 
-use crate::engine::MediaError;
+use crate::engine::{MEDIA_RETRY_FIRST, MEDIA_RETRY_MAX, MediaError};
 
 /// Silence on the media path after which ICE calls it disconnected, and the further silence
 /// after which it has failed.
@@ -327,21 +327,6 @@ pub(crate) enum Phase {
     Ended,
 }
 
-/// The first wait before setting media up again after its path failed; it doubles up to
-/// [`RETRY_MAX`], and starts over once media flows again.
-const RETRY_FIRST: Duration = Duration::from_millis(250);
-/// The longest wait between two attempts: a path that comes back is used within about this.
-const RETRY_MAX: Duration = Duration::from_secs(2);
-
-/// Whether an attempt that failed this way is worth another: the media path (or a slow
-/// answer) failed, not the server's will or the codecs.
-fn worth_retrying(error: &MediaError) -> bool {
-    matches!(
-        error,
-        MediaError::Connection(_) | MediaError::Signaling(crate::signaling::SignalingError::Timeout(_))
-    )
-}
-
 /// Runs a publication or playback until told to stop: one peer connection at a time, set up by
 /// `setup` (which hands back the connection's events with its result). When the media path
 /// fails (ICE gives up, the connection closes) or setting up fails on the way, a new
@@ -366,7 +351,7 @@ pub(crate) async fn supervise<S, F>(
         let _ = events.send(event);
     };
     emit(state(Phase::Requesting, None));
-    let mut wait = RETRY_FIRST;
+    let mut wait = MEDIA_RETRY_FIRST;
     let failure = loop {
         let (pc, peer_events) = match new_peer(env.bind).await {
             Ok(peer) => peer,
@@ -386,7 +371,7 @@ pub(crate) async fn supervise<S, F>(
             None => None,
             Some((mut peer_events, Ok(()))) => {
                 emit(state(Phase::Active, None));
-                wait = RETRY_FIRST;
+                wait = MEDIA_RETRY_FIRST;
                 tokio::select! {
                     _ = stop.wait_for(Stop::is_stop) => None,
                     lost = connection_lost(&mut peer_events) => Some(lost),
@@ -397,14 +382,14 @@ pub(crate) async fn supervise<S, F>(
         running.store(false, Ordering::Relaxed);
         let _ = pc.close().await;
         match error {
-            Some(error) if worth_retrying(&error) && !stop.borrow().is_stop() => {
+            Some(error) if error.is_path_failure() && !stop.borrow().is_stop() => {
                 tracing::info!(%error, ?wait, "media path failed; setting it up again");
                 emit(state(Phase::Requesting, Some(error)));
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.wait_for(Stop::is_stop) => break None,
                 }
-                wait = (wait * 2).min(RETRY_MAX);
+                wait = (wait * 2).min(MEDIA_RETRY_MAX);
             }
             error => break error,
         }

@@ -4,6 +4,7 @@
 //! sound into the stream's audio buffer, where the app takes them as on the desktop.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,7 +21,8 @@ use super::capture::{VideoTap, camera_stream};
 use super::signaling::Signaling;
 use super::util::{describe, resolve, sleep};
 use crate::engine::{
-    EngineEvent, EventSink, MediaError, PlayerState, PublisherState, QUALITY_INTERVAL, RemoteStream, StreamQuality,
+    EngineEvent, EventSink, MEDIA_RETRY_FIRST, MEDIA_RETRY_MAX, MediaError, PlayerState, PublisherState,
+    QUALITY_INTERVAL, RemoteStream, StreamQuality,
 };
 use crate::media::{AudioBuffer, SAMPLE_RATE};
 use crate::stream::LocalStream;
@@ -68,6 +70,12 @@ impl MediaSession {
     /// Ends the connection (a new one takes over after a reconnect); the slot stays open.
     pub fn close_connection(&self) {
         self.closed.set(true);
+        self.drop_connection();
+    }
+
+    /// Closes the current connection and what hangs off it, leaving the session open for the
+    /// next one (after its media path failed).
+    fn drop_connection(&self) {
         if let Some(pc) = self.pc.borrow_mut().take() {
             pc.close();
         }
@@ -189,16 +197,50 @@ async fn video_stats(pc: &RtcPeerConnection, publishing: bool) -> Option<VideoSt
     Some(stats)
 }
 
-/// Reports publish or play quality every [`QUALITY_INTERVAL`] while the session lives.
-async fn report_quality(session: Rc<MediaSession>, stream_id: StreamId, publishing: bool, events: EventSink) {
+/// How long a connection may stay disconnected before its media path counts as failed (as
+/// on the desktop: 3 s of silence to disconnected, then 4 s more).
+const DISCONNECTED_FOR: Duration = Duration::from_secs(4);
+/// How often the connection's state is looked at.
+const WATCH_TICK: Duration = Duration::from_millis(250);
+
+/// Watches a running connection: reports publish or play quality every
+/// [`QUALITY_INTERVAL`], and returns when the session closes (None) or the media path fails
+/// (the connection failed or stayed disconnected for [`DISCONNECTED_FOR`]).
+async fn watch(
+    session: &MediaSession,
+    stream_id: &StreamId,
+    publishing: bool,
+    events: &EventSink,
+) -> Option<MediaError> {
     let mut last: Option<(f64, VideoStats)> = None;
-    while !session.is_closed() {
-        sleep(QUALITY_INTERVAL).await;
-        let Some(pc) = session.pc.borrow().clone() else { break };
+    let mut next_report = js_sys::Date::now() + QUALITY_INTERVAL.as_secs_f64() * 1000.0;
+    let mut disconnected_since: Option<f64> = None;
+    loop {
+        sleep(WATCH_TICK).await;
+        if session.is_closed() {
+            return None;
+        }
+        let pc = session.pc.borrow().clone()?;
+        let at = js_sys::Date::now();
+        match pc.connection_state() {
+            RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed => {
+                return Some(connection_error("the media connection failed"));
+            }
+            RtcPeerConnectionState::Disconnected => {
+                let since = *disconnected_since.get_or_insert(at);
+                if at - since >= DISCONNECTED_FOR.as_secs_f64() * 1000.0 {
+                    return Some(connection_error("the media path has been silent too long"));
+                }
+            }
+            _ => disconnected_since = None,
+        }
+        if at < next_report {
+            continue;
+        }
+        next_report = at + QUALITY_INTERVAL.as_secs_f64() * 1000.0;
         let Some(now) = video_stats(&pc, publishing).await else {
             continue;
         };
-        let at = js_sys::Date::now();
         if let Some((then, before)) = last {
             let secs = ((at - then) / 1000.0).max(1e-3) as f32;
             let lost = (now.lost - before.lost).max(0) as f32;
@@ -228,7 +270,7 @@ async fn report_quality(session: Rc<MediaSession>, stream_id: StreamId, publishi
                 }
             };
             if session.is_closed() {
-                break;
+                return None;
             }
             let _ = events.send(event);
         }
@@ -272,29 +314,49 @@ fn state_event(stream_id: &StreamId, publishing: bool, phase: Phase, error: Opti
     }
 }
 
-/// After the setup of a publication or playback: it runs (reporting quality until the session
-/// closes), or its failure is reported and the session closed.
-async fn conclude(
+/// Runs a publication or playback: sets it up with `setup`, then watches it (quality reports);
+/// when its media path fails (or setting up fails on the way), sets it up again with back-off
+/// for as long as the session is open, reporting Requesting with the reason meanwhile. A
+/// failure of another kind ends it and is reported; a dropped signaling connection is not a
+/// failure (the reconnect starts this again, or the room's end closes it).
+async fn supervise<F: Future<Output = Result<(), MediaError>>>(
     session: Rc<MediaSession>,
     stream_id: StreamId,
     publishing: bool,
     events: EventSink,
-    result: Result<(), MediaError>,
+    mut setup: impl FnMut() -> F,
 ) {
-    if session.is_closed() {
-        return;
-    }
-    match result {
-        Ok(()) => {
-            let _ = events.send(state_event(&stream_id, publishing, Phase::Running, None));
-            report_quality(session, stream_id, publishing, events).await;
+    let _ = events.send(state_event(&stream_id, publishing, Phase::Requesting, None));
+    let mut wait = MEDIA_RETRY_FIRST;
+    loop {
+        let result = setup().await;
+        if session.is_closed() {
+            return;
         }
-        // The signaling connection dropped mid-way: the reconnect starts this again (or the
-        // room's end closes it), so it is not a failure to report.
-        Err(MediaError::Signaling(crate::signaling::SignalingError::Closed)) => {}
-        Err(error) => {
+        let error = match result {
+            Ok(()) => {
+                let _ = events.send(state_event(&stream_id, publishing, Phase::Running, None));
+                wait = MEDIA_RETRY_FIRST;
+                match watch(&session, &stream_id, publishing, &events).await {
+                    Some(error) => error,
+                    None => return,
+                }
+            }
+            Err(MediaError::Signaling(crate::signaling::SignalingError::Closed)) => return,
+            Err(error) => error,
+        };
+        if !error.is_path_failure() {
             session.close();
             let _ = events.send(state_event(&stream_id, publishing, Phase::Ended, Some(error)));
+            return;
+        }
+        tracing::info!(%error, ?wait, "media path failed; setting it up again");
+        session.drop_connection();
+        let _ = events.send(state_event(&stream_id, publishing, Phase::Requesting, Some(error)));
+        sleep(wait).await;
+        wait = (wait * 2).min(MEDIA_RETRY_MAX);
+        if session.is_closed() {
+            return;
         }
     }
 }
@@ -307,35 +369,37 @@ pub(crate) async fn publish(
     events: EventSink,
     session: Rc<MediaSession>,
 ) {
-    let _ = events.send(state_event(&stream_id, true, Phase::Requesting, None));
-    let result = async {
-        let camera = camera_stream(local.key()).await.map_err(MediaError::Capture)?;
-        let pc = new_pc()?;
-        session.attach(&pc)?;
-        for track in camera.get_tracks().iter() {
-            let Ok(track) = track.dyn_into::<web_sys::MediaStreamTrack>() else {
-                continue;
+    let setup = || {
+        let (signaling, stream_id, local, session) =
+            (signaling.clone(), stream_id.clone(), local.clone(), session.clone());
+        async move {
+            let camera = camera_stream(local.key()).await.map_err(MediaError::Capture)?;
+            let pc = new_pc()?;
+            session.attach(&pc)?;
+            for track in camera.get_tracks().iter() {
+                let Ok(track) = track.dyn_into::<web_sys::MediaStreamTrack>() else {
+                    continue;
+                };
+                let init = RtcRtpTransceiverInit::new();
+                init.set_direction(RtcRtpTransceiverDirection::Sendonly);
+                init.set_streams(&js_sys::Array::of1(&camera));
+                pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
+            }
+            if session.is_closed() {
+                return Err(connection_error("stopped"));
+            }
+            let request = |sdp| {
+                Request::StartPublishing(PublishRequest {
+                    stream_id: stream_id.clone(),
+                    source: local.source(),
+                    extra_info: local.extra_info(),
+                    sdp_offer: Some(sdp),
+                })
             };
-            let init = RtcRtpTransceiverInit::new();
-            init.set_direction(RtcRtpTransceiverDirection::Sendonly);
-            init.set_streams(&js_sys::Array::of1(&camera));
-            pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
+            negotiate(&pc, &signaling, request).await.map(drop)
         }
-        if session.is_closed() {
-            return Err(connection_error("stopped"));
-        }
-        let request = |sdp| {
-            Request::StartPublishing(PublishRequest {
-                stream_id: stream_id.clone(),
-                source: local.source(),
-                extra_info: local.extra_info(),
-                sdp_offer: Some(sdp),
-            })
-        };
-        negotiate(&pc, &signaling, request).await.map(drop)
-    }
-    .await;
-    conclude(session, stream_id, true, events, result).await;
+    };
+    supervise(session.clone(), stream_id.clone(), true, events.clone(), setup).await;
 }
 
 /// Plays `stream_id` into `remote`: pictures into its slot, sound into its buffer.
@@ -346,48 +410,50 @@ pub(crate) async fn play(
     events: EventSink,
     session: Rc<MediaSession>,
 ) {
-    let _ = events.send(state_event(&stream_id, false, Phase::Requesting, None));
-    let result = async {
-        let pc = new_pc()?;
-        session.attach(&pc)?;
-        for kind in ["video", "audio"] {
-            let init = RtcRtpTransceiverInit::new();
-            init.set_direction(RtcRtpTransceiverDirection::Recvonly);
-            pc.add_transceiver_with_str_and_init(kind, &init);
+    let setup = || {
+        let (signaling, stream_id, remote, session) =
+            (signaling.clone(), stream_id.clone(), remote.clone(), session.clone());
+        async move {
+            let pc = new_pc()?;
+            session.attach(&pc)?;
+            for kind in ["video", "audio"] {
+                let init = RtcRtpTransceiverInit::new();
+                init.set_direction(RtcRtpTransceiverDirection::Recvonly);
+                pc.add_transceiver_with_str_and_init(kind, &init);
+            }
+            let on_track = {
+                let session = Rc::downgrade(&session);
+                let remote = remote.clone();
+                Closure::<dyn FnMut(RtcTrackEvent)>::new(move |event: RtcTrackEvent| {
+                    let Some(session) = session.upgrade() else { return };
+                    let track = event.track();
+                    let Ok(stream) = MediaStream::new() else { return };
+                    stream.add_track(&track);
+                    if track.kind() == "video" {
+                        match VideoTap::new(&stream, remote.video.clone(), 30.0) {
+                            Ok(tap) => *session.video.borrow_mut() = Some(tap),
+                            Err(err) => tracing::warn!(%err, "can't show the video"),
+                        }
+                    } else {
+                        match AudioTap::new(&stream, remote.audio.clone()) {
+                            Ok(tap) => *session.audio.borrow_mut() = Some(tap),
+                            Err(err) => tracing::warn!(%err, "can't take the sound"),
+                        }
+                    }
+                })
+            };
+            pc.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
+            *session._on_track.borrow_mut() = Some(on_track);
+            let request = |sdp| {
+                Request::StartPlaying(PlayRequest {
+                    stream_id: stream_id.clone(),
+                    sdp_offer: Some(sdp),
+                })
+            };
+            negotiate(&pc, &signaling, request).await.map(drop)
         }
-        let on_track = {
-            let session = Rc::downgrade(&session);
-            let remote = remote.clone();
-            Closure::<dyn FnMut(RtcTrackEvent)>::new(move |event: RtcTrackEvent| {
-                let Some(session) = session.upgrade() else { return };
-                let track = event.track();
-                let Ok(stream) = MediaStream::new() else { return };
-                stream.add_track(&track);
-                if track.kind() == "video" {
-                    match VideoTap::new(&stream, remote.video.clone(), 30.0) {
-                        Ok(tap) => *session.video.borrow_mut() = Some(tap),
-                        Err(err) => tracing::warn!(%err, "can't show the video"),
-                    }
-                } else {
-                    match AudioTap::new(&stream, remote.audio.clone()) {
-                        Ok(tap) => *session.audio.borrow_mut() = Some(tap),
-                        Err(err) => tracing::warn!(%err, "can't take the sound"),
-                    }
-                }
-            })
-        };
-        pc.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
-        *session._on_track.borrow_mut() = Some(on_track);
-        let request = |sdp| {
-            Request::StartPlaying(PlayRequest {
-                stream_id: stream_id.clone(),
-                sdp_offer: Some(sdp),
-            })
-        };
-        negotiate(&pc, &signaling, request).await.map(drop)
-    }
-    .await;
-    conclude(session, stream_id, false, events, result).await;
+    };
+    supervise(session.clone(), stream_id.clone(), false, events.clone(), setup).await;
 }
 
 thread_local! {
