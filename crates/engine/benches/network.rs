@@ -23,7 +23,7 @@ use holoroom_engine::{Engine, EngineConfig, EngineEvent, PlayerState, PublisherS
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 use holoroom_testkit::{GilbertElliott, Impairment, UdpRelay};
 
-const WINDOW: Duration = Duration::from_secs(8);
+const WINDOW: Duration = Duration::from_secs(20);
 const SETTLE: Duration = Duration::from_secs(2);
 const FREEZE: Duration = Duration::from_millis(200);
 
@@ -264,8 +264,11 @@ async fn watch_desktop(remote: &RemoteStream, window: Duration) -> (Seen, f64) {
     (seen, sent)
 }
 
-fn chromium_seen(before: Snapshot, after: Snapshot, sent: f64) -> Seen {
+/// Chromium's figures between two snapshots; `sent_per_second` is the publisher's frame rate
+/// over the desktop's window (Chromium's window is a little longer: its snapshots bracket it).
+fn chromium_seen(before: Snapshot, after: Snapshot, sent_per_second: f64) -> Seen {
     let minutes = ((after.at_ms - before.at_ms) / 60_000.0).max(1e-6);
+    let sent = sent_per_second * minutes * 60.0;
     let emitted = (after.jitter_buffer_emitted - before.jitter_buffer_emitted).max(1.0);
     let samples = (after.samples - before.samples).max(1.0);
     Seen {
@@ -367,7 +370,9 @@ async fn run() {
         let before = chromium.as_mut().and_then(Chromium::snapshot);
         let (desktop, sent) = watch_desktop(&remote, WINDOW).await;
         let after = chromium.as_mut().and_then(Chromium::snapshot);
-        let browser = before.zip(after).map(|(b, a)| chromium_seen(b, a, sent));
+        let browser = before
+            .zip(after)
+            .map(|(b, a)| chromium_seen(b, a, sent / WINDOW.as_secs_f64()));
         let verdict = browser.map_or_else(String::new, |b| {
             let decoded = desktop.decoded_share >= b.decoded_share - 0.005;
             let freezes = desktop.freezes <= b.freezes;

@@ -288,6 +288,17 @@ fn random_loss_on_both_legs_is_repaired() {
     }
 }
 
+/// Each subscriber (every peer but the first) sends a PLI.
+fn every_subscriber_asks_for_a_keyframe(peers: &mut [Peer], wire: &mut Wire) {
+    for subscriber in peers[1..].iter_mut() {
+        let mid = subscriber.video;
+        if let Some(rx) = subscriber.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+        }
+        subscriber.drain(wire);
+    }
+}
+
 #[test]
 fn keyframe_requests_from_many_subscribers_are_merged_and_paced() {
     let start = Instant::now();
@@ -301,13 +312,7 @@ fn keyframe_requests_from_many_subscribers_are_merged_and_paced() {
     let before = peers[0].keyframe_requests;
     // Every subscriber asks at once, then again and again for 400 ms: no keyframe comes.
     for round in 0..4 {
-        for subscriber in peers[1..].iter_mut() {
-            let mid = subscriber.video;
-            if let Some(rx) = subscriber.rtc.direct_api().stream_rx_by_mid(mid, None) {
-                rx.request_keyframe(KeyframeRequestKind::Pli);
-            }
-            subscriber.drain(&mut wire);
-        }
+        every_subscriber_asks_for_a_keyframe(&mut peers, &mut wire);
         for _ in 0..100 {
             now += Duration::from_millis(1);
             step(now, &mut sfu, &mut peers, &mut wire, &mut keep);
@@ -323,13 +328,7 @@ fn keyframe_requests_from_many_subscribers_are_merged_and_paced() {
         now += Duration::from_millis(1);
         step(now, &mut sfu, &mut peers, &mut wire, &mut keep);
     }
-    for subscriber in peers[1..].iter_mut() {
-        let mid = subscriber.video;
-        if let Some(rx) = subscriber.rtc.direct_api().stream_rx_by_mid(mid, None) {
-            rx.request_keyframe(KeyframeRequestKind::Pli);
-        }
-        subscriber.drain(&mut wire);
-    }
+    every_subscriber_asks_for_a_keyframe(&mut peers, &mut wire);
     for _ in 0..100 {
         now += Duration::from_millis(1);
         step(now, &mut sfu, &mut peers, &mut wire, &mut keep);

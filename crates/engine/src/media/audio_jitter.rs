@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use web_time::Instant;
 
-use super::receive::extend_sequence;
+use super::receive::{Jitter, extend_sequence};
 
 /// The longest a missing packet is waited for.
 const MAX_HOLD: Duration = Duration::from_millis(120);
@@ -51,22 +51,33 @@ pub struct AudioJitterStats {
 }
 
 /// Orders and repairs one Opus stream. See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AudioJitterBuffer {
     packets: BTreeMap<u64, (Vec<u8>, Instant)>,
     highest: Option<u64>,
     /// The packet to hand out next.
     next: Option<u64>,
-    /// RFC 3550 interarrival jitter, in seconds.
-    jitter: f64,
-    last_transit: Option<(Instant, u32)>,
+    jitter: Jitter,
     reordering_seen: bool,
     stats: AudioJitterStats,
 }
 
+impl Default for AudioJitterBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl AudioJitterBuffer {
     pub fn new() -> AudioJitterBuffer {
-        AudioJitterBuffer::default()
+        AudioJitterBuffer {
+            packets: BTreeMap::new(),
+            highest: None,
+            next: None,
+            jitter: Jitter::new(48_000),
+            reordering_seen: false,
+            stats: AudioJitterStats::default(),
+        }
     }
 
     pub fn stats(&self) -> AudioJitterStats {
@@ -75,7 +86,7 @@ impl AudioJitterBuffer {
 
     /// How long a missing packet is waited for: three times the measured jitter.
     pub fn hold(&self) -> Duration {
-        let hold = Duration::from_secs_f64(self.jitter * 3.0).min(MAX_HOLD);
+        let hold = (self.jitter.get() * 3).min(MAX_HOLD);
         if self.reordering_seen { hold.max(MIN_HOLD) } else { hold }
     }
 
@@ -90,7 +101,7 @@ impl AudioJitterBuffer {
             self.packets.clear();
             self.highest = None;
             self.next = None;
-            self.last_transit = None;
+            self.jitter.forget_last();
         }
         let seq = extend_sequence(self.highest, sequence_number);
         if self.next.is_some_and(|next| seq < next) || self.packets.contains_key(&seq) {
@@ -104,15 +115,7 @@ impl AudioJitterBuffer {
             }
             _ => {
                 self.highest = Some(seq);
-                if let Some((then, then_ts)) = self.last_transit {
-                    let arrival = now.saturating_duration_since(then).as_secs_f64();
-                    let sent = f64::from(timestamp.wrapping_sub(then_ts) as i32) / 48_000.0;
-                    let d = (arrival - sent).abs();
-                    if d < 1.0 {
-                        self.jitter += (d - self.jitter) / 16.0;
-                    }
-                }
-                self.last_transit = Some((now, timestamp));
+                self.jitter.update(now, timestamp);
             }
         }
         self.next.get_or_insert(seq);

@@ -132,9 +132,7 @@ pub struct VideoReceiveBuffer {
     rtt_measured: bool,
     /// The latest NACK-to-arrival times.
     rtt_samples: Vec<Duration>,
-    /// RFC 3550 interarrival jitter, in seconds.
-    jitter: f64,
-    last_transit: Option<(Instant, u32)>,
+    jitter: Jitter,
     stats: ReceiveStats,
 }
 
@@ -159,8 +157,7 @@ impl VideoReceiveBuffer {
             rtt: DEFAULT_RTT,
             rtt_measured: false,
             rtt_samples: Vec::with_capacity(RTT_SAMPLES),
-            jitter: 0.0,
-            last_transit: None,
+            jitter: Jitter::new(90_000),
             stats: ReceiveStats::default(),
         }
     }
@@ -176,7 +173,7 @@ impl VideoReceiveBuffer {
 
     /// The measured interarrival jitter.
     pub fn jitter(&self) -> Duration {
-        Duration::from_secs_f64(self.jitter)
+        self.jitter.get()
     }
 
     /// A round trip measured elsewhere (e.g. ICE); used until NACKs measure one themselves.
@@ -239,12 +236,12 @@ impl VideoReceiveBuffer {
                     }
                 }
                 self.highest = Some(seq);
-                self.track_jitter(now, packet.timestamp);
+                self.jitter.update(now, packet.timestamp);
             }
             None => {
                 self.highest = Some(seq);
                 self.floor = seq;
-                self.track_jitter(now, packet.timestamp);
+                self.jitter.update(now, packet.timestamp);
             }
         }
         self.packets.insert(
@@ -277,18 +274,6 @@ impl VideoReceiveBuffer {
         self.rtt_measured = true;
     }
 
-    fn track_jitter(&mut self, now: Instant, timestamp: u32) {
-        if let Some((then, then_ts)) = self.last_transit {
-            let arrival = now.saturating_duration_since(then).as_secs_f64();
-            let sent = f64::from(timestamp.wrapping_sub(then_ts) as i32) / 90_000.0;
-            let d = (arrival - sent).abs();
-            if d < 1.0 {
-                self.jitter += (d - self.jitter) / 16.0;
-            }
-        }
-        self.last_transit = Some((now, timestamp));
-    }
-
     /// The decoder lost its place (e.g. it fell behind and a frame was dropped): start again
     /// at the next keyframe.
     pub fn lost_sync(&mut self, now: Instant) {
@@ -316,7 +301,7 @@ impl VideoReceiveBuffer {
         self.highest = None;
         self.next = None;
         self.floor = 0;
-        self.last_transit = None;
+        self.jitter.forget_last();
         if dropped > 0 {
             self.stats.frames_dropped += 1;
         }
@@ -513,6 +498,49 @@ impl VideoReceiveBuffer {
             keyframe,
             completed: completed.unwrap_or_else(Instant::now),
         }
+    }
+}
+
+/// RFC 3550 interarrival jitter of one RTP stream: how much the spacing of arrivals differs
+/// from the spacing of the packets' timestamps, smoothed.
+#[derive(Debug)]
+pub(crate) struct Jitter {
+    clock_rate: f64,
+    /// In seconds.
+    value: f64,
+    last: Option<(Instant, u32)>,
+}
+
+impl Jitter {
+    pub(crate) fn new(clock_rate: u32) -> Jitter {
+        Jitter {
+            clock_rate: f64::from(clock_rate),
+            value: 0.0,
+            last: None,
+        }
+    }
+
+    /// Takes the newest packet's arrival and timestamp (not a late one's).
+    pub(crate) fn update(&mut self, now: Instant, timestamp: u32) {
+        if let Some((then, then_ts)) = self.last {
+            let arrival = now.saturating_duration_since(then).as_secs_f64();
+            let sent = f64::from(timestamp.wrapping_sub(then_ts) as i32) / self.clock_rate;
+            let d = (arrival - sent).abs();
+            // A second's difference is a pause or a restart, not jitter.
+            if d < 1.0 {
+                self.value += (d - self.value) / 16.0;
+            }
+        }
+        self.last = Some((now, timestamp));
+    }
+
+    /// Starts over at the next packet (the stream restarted), keeping the estimate.
+    pub(crate) fn forget_last(&mut self) {
+        self.last = None;
+    }
+
+    pub(crate) fn get(&self) -> Duration {
+        Duration::from_secs_f64(self.value)
     }
 }
 

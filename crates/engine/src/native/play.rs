@@ -221,16 +221,10 @@ async fn receive_video(
 
     let mut buffer = VideoReceiveBuffer::new();
     loop {
-        let wake = buffer.next_timeout();
-        // A packet, or None when the buffer's timer is due.
-        let event = tokio::select! {
-            event = track.poll() => match event {
-                Some(TrackRemoteEvent::OnEnded) | None => break,
-                event => event,
-            },
-            () = sleep_until(wake) => None,
+        let Ok(packet) = next_packet(&track, buffer.next_timeout()).await else {
+            break;
         };
-        if let Some(TrackRemoteEvent::OnRtpPacket(packet)) = event {
+        if let Some(packet) = packet {
             bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
             buffer.insert(
                 Instant::now(),
@@ -277,11 +271,24 @@ async fn receive_video(
     }
 }
 
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
+/// The track has ended.
+struct Ended;
+
+/// The next RTP packet of `track`, or None once `wake` (a receive buffer's timer) is due.
+async fn next_packet(track: &Arc<dyn TrackRemote>, wake: Option<Instant>) -> Result<Option<rtc::rtp::Packet>, Ended> {
+    let timer = async {
+        match wake {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        event = track.poll() => match event {
+            Some(TrackRemoteEvent::OnRtpPacket(packet)) => Ok(Some(packet)),
+            Some(TrackRemoteEvent::OnEnded) | None => Err(Ended),
+            Some(_) => Ok(None),
+        },
+        () = timer => Ok(None),
     }
 }
 
@@ -301,16 +308,10 @@ async fn receive_audio(track: Arc<dyn TrackRemote>, audio: AudioBuffer, report: 
     // The duration of the last packet decoded: what a lost one is assumed to have lasted.
     let mut packet_samples = FRAME_SAMPLES;
     loop {
-        let wake = buffer.next_timeout();
-        // A packet, or None when the buffer's timer is due.
-        let event = tokio::select! {
-            event = track.poll() => match event {
-                Some(TrackRemoteEvent::OnEnded) | None => break,
-                event => event,
-            },
-            () = sleep_until(wake) => None,
+        let Ok(packet) = next_packet(&track, buffer.next_timeout()).await else {
+            break;
         };
-        if let Some(TrackRemoteEvent::OnRtpPacket(packet)) = event {
+        if let Some(packet) = packet {
             buffer.insert(
                 Instant::now(),
                 packet.header.sequence_number,
