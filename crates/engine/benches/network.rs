@@ -94,12 +94,16 @@ struct Seen {
     concealed_share: f64,
 }
 
-/// Chromium's receiver, driven by `receive.mjs`.
+/// Chromium's receiver, driven by `receive.mjs`; its answers arrive through a reader thread,
+/// so a page that stops answering costs a timeout, not the bench.
 struct Chromium {
     child: Child,
     input: ChildStdin,
-    output: BufReader<ChildStdout>,
+    lines: std::sync::mpsc::Receiver<String>,
 }
+
+/// How long Chromium may take to answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 /// Chromium's cumulative stats at one moment.
 #[derive(Debug, Default, Clone, Copy)]
@@ -130,21 +134,30 @@ impl Chromium {
             .spawn()
             .ok()?;
         let input = child.stdin.take()?;
-        let mut output = BufReader::new(child.stdout.take()?);
-        let mut line = String::new();
-        output.read_line(&mut line).ok()?;
+        let output: BufReader<ChildStdout> = BufReader::new(child.stdout.take()?);
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in output.lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = lines.recv_timeout(Duration::from_secs(120)).unwrap_or_default();
         if !line.contains("\"ready\":true") {
             println!("Chromium did not start playing ({}): desktop only", line.trim());
             let _ = child.kill();
             return None;
         }
-        Some(Chromium { child, input, output })
+        Some(Chromium { child, input, lines })
     }
 
     fn snapshot(&mut self) -> Option<Snapshot> {
         writeln!(self.input, "snap").ok()?;
-        let mut line = String::new();
-        self.output.read_line(&mut line).ok()?;
+        let Ok(line) = self.lines.recv_timeout(ANSWER_WITHIN) else {
+            println!("Chromium did not answer within {ANSWER_WITHIN:?}");
+            return None;
+        };
         let value = |key: &str| -> f64 {
             let Some(start) = line.find(&format!("\"{key}\":")) else {
                 return 0.0;
@@ -168,6 +181,11 @@ impl Chromium {
 impl Drop for Chromium {
     fn drop(&mut self) {
         let _ = writeln!(self.input, "quit");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }

@@ -1,7 +1,7 @@
 //! Helpers for Holoroom's integration tests.
 //!
 //! - [`Relay`]: a TCP relay in front of a server whose connections can be cut or refused, as
-//!   a flaky network or a vanished server would.
+//!   a flaky network or a vanished server would, optionally holding every byte for a delay.
 //! - [`UdpRelay`]: a UDP relay in front of a server that impairs each direction's datagrams with delay, jitter,
 //!   random or bursty loss, a bandwidth cap and blackouts ([`Impairment`]), as a real network would.
 
@@ -28,6 +28,12 @@ pub struct Relay {
 impl Relay {
     /// Listens on a free loopback port and relays each connection to `target`.
     pub async fn start(target: SocketAddr) -> Relay {
+        Self::start_with_delay(target, Duration::ZERO).await
+    }
+
+    /// Like [`Relay::start`], with every byte held for `delay` in each direction (a long path
+    /// for signaling).
+    pub async fn start_with_delay(target: SocketAddr, delay: Duration) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay binds");
         let addr = listener.local_addr().expect("relay address");
         let generation = Arc::new(AtomicU64::new(0));
@@ -40,15 +46,24 @@ impl Relay {
                 let born = current.load(Ordering::SeqCst);
                 let current = current.clone();
                 tokio::spawn(async move {
-                    let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
                     let cut = async {
                         while current.load(Ordering::SeqCst) == born {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                     };
-                    tokio::select! {
-                        _ = copy => {},
-                        () = cut => {},
+                    if delay.is_zero() {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {},
+                            () = cut => {},
+                        }
+                    } else {
+                        let (client_read, client_write) = client.split();
+                        let (upstream_read, upstream_write) = upstream.split();
+                        tokio::select! {
+                            () = delayed_copy(client_read, upstream_write, delay) => {},
+                            () = delayed_copy(upstream_read, client_write, delay) => {},
+                            () = cut => {},
+                        }
                     }
                 });
             }
@@ -77,9 +92,78 @@ impl Relay {
     }
 }
 
+/// Copies `from` to `to`, each chunk `delay` after it was read, in order.
+async fn delayed_copy(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (send, mut chunks) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let read = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        while let Ok(n) = from.read(&mut buffer).await {
+            if n == 0
+                || send
+                    .send((tokio::time::Instant::now() + delay, buffer[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((due, chunk)) = chunks.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
+}
+
 impl Relay {
     /// The relay's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_delayed_relay_holds_each_direction_and_keeps_the_bytes() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.expect("echo binds");
+        let target = echo.local_addr().expect("echo address");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut read, mut write) = socket.split();
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                });
+            }
+        });
+        let relay = Relay::start_with_delay(target, Duration::from_millis(40)).await;
+        let mut client = TcpStream::connect(relay.addr()).await.expect("connects");
+        let message: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = Instant::now();
+        client.write_all(&message).await.expect("writes");
+        let mut echoed = vec![0u8; message.len()];
+        client.read_exact(&mut echoed).await.expect("reads the echo");
+        assert!(sent.elapsed() >= Duration::from_millis(80), "{:?}", sent.elapsed());
+        assert_eq!(echoed, message);
+        relay.cut();
+        let mut rest = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(2), client.read(&mut rest)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "a cut closes the connection");
     }
 }
