@@ -38,6 +38,10 @@ pub enum MediaError {
     Signaling(#[from] crate::signaling::SignalingError),
     #[error("the media connection failed: {0}")]
     Connection(String),
+    /// The two sides could not agree on the media (an unreadable or refused offer or answer,
+    /// a codec left out): trying again would not help.
+    #[error("the media could not be agreed on: {0}")]
+    Negotiation(String),
     #[error("the codec failed: {0}")]
     Codec(String),
     #[error("already {0} this stream")]

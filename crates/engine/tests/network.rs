@@ -290,7 +290,9 @@ async fn a_tone_through_five_percent_loss_has_no_holes() {
     let audio = &call.remote.audio;
     let _ = audio.take(audio.len());
     let mut samples = Vec::new();
+    let deadline = Instant::now() + WAIT;
     while samples.len() < 48_000 * 4 {
+        assert!(Instant::now() < deadline, "four seconds of sound arrive");
         tokio::time::sleep(Duration::from_millis(100)).await;
         audio.take_into(audio.len(), &mut samples);
     }

@@ -21,7 +21,7 @@ use super::receive::{Jitter, extend_sequence};
 /// The longest a missing packet is waited for.
 const MAX_HOLD: Duration = Duration::from_millis(120);
 /// Waiting for reordering never goes below this once any reordering has been seen.
-const MIN_HOLD: Duration = Duration::from_millis(2);
+const MIN_HOLD: Duration = Duration::from_millis(5);
 /// A gap this long is a pause or a restart, not loss: skip it rather than conceal it.
 const MAX_CONCEALED: u64 = 25;
 /// Packets held at most (about 5 s of 20 ms packets).
@@ -104,8 +104,14 @@ impl AudioJitterBuffer {
             self.jitter.forget_last();
         }
         let seq = extend_sequence(self.highest, sequence_number);
-        if self.next.is_some_and(|next| seq < next) || self.packets.contains_key(&seq) {
+        if self.packets.contains_key(&seq) {
             self.stats.late += 1;
+            return;
+        }
+        if self.next.is_some_and(|next| seq < next) {
+            // Its turn passed: this path reorders, so holes are waited for from now on.
+            self.stats.late += 1;
+            self.reordering_seen = true;
             return;
         }
         match self.highest {

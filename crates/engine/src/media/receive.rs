@@ -26,8 +26,6 @@ const DEFAULT_RTT: Duration = Duration::from_millis(100);
 const MIN_RENACK: Duration = Duration::from_millis(30);
 /// Most NACKs sent for one packet: enough to keep asking through the longest wait.
 const MAX_NACKS: u32 = 20;
-/// NACK answers kept to estimate the round trip from.
-const RTT_SAMPLES: usize = 16;
 /// Shortest and longest time a missing packet is waited for. The shortest covers losses on
 /// both legs under heavy loss: the SFU NACKs its publisher on a ~33 ms tick and retries every
 /// ~105 ms, so a packet whose first two resends are lost too arrives after ~350 ms even on a
@@ -36,6 +34,8 @@ const MIN_WAIT: Duration = Duration::from_millis(600);
 const MAX_WAIT: Duration = Duration::from_millis(2000);
 /// Packets held at most (about 3 s of 1.5 Mbit/s video); past that the oldest frames give way.
 const MAX_PACKETS: usize = 4096;
+/// A gap longer than this is not NACKed: the frames in it are given up at once.
+const MAX_NACKED_GAP: u64 = 200;
 /// A sequence number this far from the newest is a restarted stream, not a late packet.
 const RESET_DISTANCE: u64 = 3000;
 /// How long after the first packet a stream with no keyframe in sight asks for one.
@@ -127,11 +127,8 @@ pub struct VideoReceiveBuffer {
     /// A keyframe request waiting to go out.
     keyframe_wanted: bool,
     nacks_due: Vec<u16>,
-    /// Smoothed round trip of NACKed packets (or as told).
+    /// The round trip to the sender, as told (ICE measures it).
     rtt: Duration,
-    rtt_measured: bool,
-    /// The latest NACK-to-arrival times.
-    rtt_samples: Vec<Duration>,
     jitter: Jitter,
     stats: ReceiveStats,
 }
@@ -155,8 +152,6 @@ impl VideoReceiveBuffer {
             keyframe_wanted: false,
             nacks_due: Vec::new(),
             rtt: DEFAULT_RTT,
-            rtt_measured: false,
-            rtt_samples: Vec::with_capacity(RTT_SAMPLES),
             jitter: Jitter::new(90_000),
             stats: ReceiveStats::default(),
         }
@@ -176,11 +171,11 @@ impl VideoReceiveBuffer {
         self.jitter.get()
     }
 
-    /// A round trip measured elsewhere (e.g. ICE); used until NACKs measure one themselves.
+    /// The round trip to the sender, measured elsewhere (ICE's checks): NACK answers cannot
+    /// tell it, since a reordered packet answers at once and a packet the SFU first had to
+    /// recover from its publisher answers late.
     pub fn set_rtt(&mut self, rtt: Duration) {
-        if !self.rtt_measured {
-            self.rtt = rtt.max(Duration::from_millis(1));
-        }
+        self.rtt = rtt.max(Duration::from_millis(1));
     }
 
     /// Time to wait for an answer to a NACK before asking again.
@@ -212,14 +207,19 @@ impl VideoReceiveBuffer {
             self.stats.duplicates += 1;
             return;
         }
-        if let Some(missing) = self.missing.remove(&seq) {
+        if self.missing.remove(&seq).is_some() {
             self.stats.recovered += 1;
-            if missing.nacks == 1 {
-                self.measure_rtt(now.saturating_duration_since(missing.last_nack));
-            }
         }
         match self.highest {
             Some(highest) if seq < highest => self.stats.reordered += 1,
+            Some(highest) if seq - highest > MAX_NACKED_GAP => {
+                // An outage, not a loss: asking for every packet would only flood the sender.
+                tracing::debug!(gap = seq - highest, "long gap; skipping to a keyframe");
+                self.highest = Some(seq);
+                self.jitter.forget_last();
+                self.drop_below(seq);
+                self.lose(now);
+            }
             Some(highest) => {
                 for gap in highest + 1..seq {
                     if gap >= self.floor {
@@ -239,8 +239,9 @@ impl VideoReceiveBuffer {
                 self.jitter.update(now, packet.timestamp);
             }
             None => {
+                // Packets sent just before this one may still come (reordered).
                 self.highest = Some(seq);
-                self.floor = seq;
+                self.floor = seq.saturating_sub(MAX_NACKED_GAP);
                 self.jitter.update(now, packet.timestamp);
             }
         }
@@ -260,18 +261,6 @@ impl VideoReceiveBuffer {
                 self.drop_below(oldest + 1);
             }
         }
-    }
-
-    /// Takes the time from a NACK to the packet's arrival. That is the round trip when the
-    /// sender had the packet, and longer when it had to recover it first (a loss before the
-    /// SFU): the smallest of the recent samples is the round trip.
-    fn measure_rtt(&mut self, sample: Duration) {
-        if self.rtt_samples.len() == RTT_SAMPLES {
-            self.rtt_samples.remove(0);
-        }
-        self.rtt_samples.push(sample.max(Duration::from_millis(1)));
-        self.rtt = self.rtt_samples.iter().copied().min().unwrap_or(DEFAULT_RTT);
-        self.rtt_measured = true;
     }
 
     /// The decoder lost its place (e.g. it fell behind and a frame was dropped): start again
@@ -430,6 +419,8 @@ impl VideoReceiveBuffer {
         let first = self.packets.first_key_value().map(|(&s, _)| s)?;
         let (key_start, key_end) = self.find_keyframe(first)?;
         self.drop_below(key_start);
+        // The keyframe answers any request still to go out.
+        self.keyframe_wanted = false;
         Some(self.take_frame(key_start, key_end))
     }
 
@@ -454,10 +445,11 @@ impl VideoReceiveBuffer {
     fn find_keyframe(&self, from: u64) -> Option<(u64, u64)> {
         let mut candidates = self.packets.range(from..).filter(|(seq, packet)| {
             // A frame starts where the packet before is another frame's, or (when that one is
-            // missing) at a NAL unit's beginning.
+            // missing) with a NAL unit that only ever opens an access unit (SEI, SPS, AUD):
+            // never at a slice, which may be the second of its picture.
             match self.packets.get(&(**seq - 1)) {
-                Some(before) => before.timestamp != packet.timestamp,
-                None => begins_nal_unit(&packet.payload),
+                Some(before) => before.timestamp != packet.timestamp || before.marker,
+                None => opens_access_unit(&packet.payload),
             }
         });
         candidates.find_map(|(&start, _)| {
@@ -596,11 +588,13 @@ fn depacketize(payload: &[u8], out: &mut Vec<u8>) -> bool {
     }
 }
 
-/// Whether a payload begins a NAL unit (anything but an FU-A continuation).
-fn begins_nal_unit(payload: &[u8]) -> bool {
+/// Whether a payload begins with a NAL unit that can only open an access unit: an SEI, a
+/// sequence parameter set or an access unit delimiter (alone or first in a STAP-A).
+fn opens_access_unit(payload: &[u8]) -> bool {
+    let opens = |nal: u8| matches!(nal & 0x1f, 6 | 7 | 9);
     match payload.first().map(|b| b & 0x1f) {
-        Some(28) => payload.get(1).is_some_and(|h| h & 0x80 != 0),
-        Some(t) => t != 0,
+        Some(24) => payload.get(3).is_some_and(|&nal| opens(nal)),
+        Some(nal) => opens(nal),
         None => false,
     }
 }
@@ -855,21 +849,59 @@ mod tests {
     }
 
     #[test]
-    fn the_round_trip_is_measured_from_nack_answers() {
+    fn the_round_trip_paces_nacks_and_bounds_the_wait() {
         let t0 = Instant::now();
         let mut buffer = VideoReceiveBuffer::new();
+        buffer.set_rtt(Duration::from_millis(200));
         let frames = stream(1, 3, 3);
-        let (lost, late) = (frames[1][1].clone(), frames[2][1].clone());
-        for p in frames.iter().flatten().filter(|p| p.0 != lost.0 && p.0 != late.0) {
+        let (lost, reordered) = (frames[1][1].clone(), frames[2][1].clone());
+        for p in frames.iter().flatten().filter(|p| p.0 != lost.0 && p.0 != reordered.0) {
             feed(&mut buffer, t0, p);
         }
-        drain(&mut buffer, t0);
-        feed(&mut buffer, t0 + Duration::from_millis(30), &lost);
-        assert_eq!(buffer.rtt(), Duration::from_millis(30));
-        // A packet the sender first had to recover itself answers late: no longer round trip.
-        feed(&mut buffer, t0 + Duration::from_millis(300), &late);
-        assert_eq!(buffer.rtt(), Duration::from_millis(30));
-        assert_eq!(drain(&mut buffer, t0 + Duration::from_millis(300)).frames.len(), 2);
+        assert_eq!(drain(&mut buffer, t0).nacks, vec![lost.0, reordered.0]);
+        // A reordered packet answers at once: that says nothing of the round trip.
+        feed(&mut buffer, t0 + Duration::from_millis(1), &reordered);
+        assert_eq!(buffer.rtt(), Duration::from_millis(200));
+        let again = buffer.next_timeout().expect("a NACK retry is due");
+        assert!(again >= t0 + Duration::from_millis(250), "{:?}", again - t0);
+        assert!(buffer.max_wait() >= Duration::from_millis(620));
+    }
+
+    #[test]
+    fn a_keyframe_missing_its_first_packets_is_not_handed_out() {
+        let t0 = Instant::now();
+        let mut buffer = VideoReceiveBuffer::new();
+        // A keyframe whose SPS and PPS are missing: its IDR slice alone is not a start.
+        let key = frame(100, 0, true, 3);
+        for p in key.iter().skip(2) {
+            feed(&mut buffer, t0, p);
+        }
+        assert!(drain(&mut buffer, t0).frames.is_empty());
+        // The SPS and PPS come late: now it is whole.
+        for p in key.iter().take(2) {
+            feed(&mut buffer, t0, p);
+        }
+        let out = drain(&mut buffer, t0);
+        assert_eq!(out.frames.len(), 1);
+        assert!(out.frames[0].data.starts_with(&[0, 0, 0, 1, 0x67]));
+    }
+
+    #[test]
+    fn an_outage_is_skipped_not_nacked_packet_by_packet() {
+        let t0 = Instant::now();
+        let mut buffer = VideoReceiveBuffer::new();
+        for p in &frame(10, 0, true, 2) {
+            feed(&mut buffer, t0, p);
+        }
+        assert_eq!(drain(&mut buffer, t0).frames.len(), 1);
+        // 1000 packets later (a second or more without media), a P-frame: nothing to NACK.
+        for p in &frame(1014, 90_000, false, 2) {
+            feed(&mut buffer, t0 + Duration::from_secs(1), p);
+        }
+        let out = drain(&mut buffer, t0 + Duration::from_secs(1));
+        assert!(out.nacks.is_empty());
+        assert!(out.frames.is_empty());
+        assert_eq!(out.keyframe_requests, 1);
     }
 
     #[test]

@@ -259,10 +259,10 @@ pub(crate) async fn local_offer(pc: &Peer, events: &mut PeerEvents) -> Result<St
 /// Applies the server's answer.
 pub(crate) async fn apply_answer(pc: &Peer, answer: String) -> Result<(), MediaError> {
     let answer =
-        RTCSessionDescription::answer(answer).map_err(|e| MediaError::Connection(format!("bad answer: {e}")))?;
+        RTCSessionDescription::answer(answer).map_err(|e| MediaError::Negotiation(format!("bad answer: {e}")))?;
     pc.set_remote_description(answer)
         .await
-        .map_err(|e| MediaError::Connection(format!("answer refused: {e}")))
+        .map_err(|e| MediaError::Negotiation(format!("answer refused: {e}")))
 }
 
 /// Waits until the connection is up, or fails.

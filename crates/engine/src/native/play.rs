@@ -3,8 +3,8 @@
 //! decoder thread that fills the stream's latest-frame slot.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use holoroom_protocol::timing::{FrameProbe, FrameStage, access_unit_capture_time};
 use holoroom_protocol::{PlayRequest, Request, ResponseBody, StreamId};
@@ -97,7 +97,7 @@ async fn play(
         ..
     } = response
     else {
-        return Err(MediaError::Connection(format!(
+        return Err(MediaError::Negotiation(format!(
             "play answered without SDP: {response:?}"
         )));
     };
@@ -105,11 +105,14 @@ async fn play(
     peer::wait_connected(peer_events).await?;
 
     let bytes_received = Arc::new(AtomicU64::new(0));
+    // The round trip to the SFU as ICE measures it, for the receive buffer's pacing (µs, 0 = none yet).
+    let rtt_us = Arc::new(AtomicU64::new(0));
     let mut tracks = std::mem::replace(&mut peer_events.tracks, tokio::sync::mpsc::unbounded_channel().1);
     let video_slot = slot.clone();
     let audio = remote.audio.clone();
     let report = remote.receive.clone();
     let bytes = bytes_received.clone();
+    let rtt = rtt_us.clone();
     tokio::spawn(async move {
         while let Some(track) = tracks.recv().await {
             if track.kind().await == RtpCodecKind::Video {
@@ -117,7 +120,10 @@ async fn play(
                     track,
                     video_slot.clone(),
                     report.clone(),
-                    bytes.clone(),
+                    Counters {
+                        bytes: bytes.clone(),
+                        rtt_us: rtt.clone(),
+                    },
                     probe.clone(),
                 ));
             } else {
@@ -153,6 +159,9 @@ async fn play(
                 .filter(|p| p.nominated)
                 .map(|p| (p.current_round_trip_time * 1000.0) as f32)
                 .next();
+            if let Some(rtt) = rtt_ms.filter(|&ms| ms > 0.0) {
+                rtt_us.store((rtt * 1000.0) as u64, Ordering::Relaxed);
+            }
             let (width, height) = slot
                 .latest()
                 .map(|f| (f.frame.width, f.frame.height))
@@ -179,19 +188,32 @@ async fn play(
     Ok(())
 }
 
+/// What a video receive loop shares with the playback's quality reports.
+struct Counters {
+    /// Payload bytes received.
+    bytes: Arc<AtomicU64>,
+    /// The round trip ICE measured (µs, 0 = none yet).
+    rtt_us: Arc<AtomicU64>,
+}
+
 /// Reads a video track's RTP into the receive buffer, sends what it asks for (NACKs,
-/// keyframe requests) and decodes the frames it hands out on a thread of their own.
+/// keyframe requests) and decodes the frames it hands out on a thread of their own; a frame
+/// that would not decode makes the buffer wait for a keyframe.
 async fn receive_video(
     track: Arc<dyn TrackRemote>,
     slot: FrameSlot,
     report: ReceiveReport,
-    bytes: Arc<AtomicU64>,
+    counters: Counters,
     probe: Option<FrameProbe>,
 ) {
+    let Counters { bytes, rtt_us } = counters;
     let ssrc = track.ssrcs().await.first().copied().unwrap_or(0);
     let (units_tx, units_rx) = crossbeam_channel::bounded::<(Vec<u8>, Option<u64>)>(32);
     let decode_probe = probe.clone();
     let decode_slot = slot.clone();
+    // Set by the decoder when a frame would not decode: what follows needs a keyframe.
+    let decode_failed = Arc::new(AtomicBool::new(false));
+    let failed = decode_failed.clone();
     let decoder = std::thread::Builder::new().name("decode".into()).spawn(move || {
         let mut decoder = match H264Decoder::new() {
             Ok(decoder) => decoder,
@@ -210,7 +232,10 @@ async fn receive_video(
                     decode_slot.put_captured(frame, code, capture_us);
                 }
                 Ok(None) => {}
-                Err(err) => tracing::debug!(%err, "undecodable access unit dropped"),
+                Err(err) => {
+                    tracing::debug!(%err, "undecodable access unit dropped");
+                    failed.store(true, Ordering::Relaxed);
+                }
             }
         }
     });
@@ -236,6 +261,13 @@ async fn receive_video(
                 },
             );
         }
+        if decode_failed.swap(false, Ordering::Relaxed) {
+            buffer.lost_sync(Instant::now());
+        }
+        match rtt_us.load(Ordering::Relaxed) {
+            0 => {}
+            rtt => buffer.set_rtt(Duration::from_micros(rtt)),
+        }
         while let Some(output) = buffer.poll(Instant::now()) {
             let rtcp: Box<dyn rtc::rtcp::Packet> = match output {
                 ReceiveOutput::Frame(frame) => {
@@ -246,10 +278,15 @@ async fn receive_video(
                     if let (Some(probe), Some(capture_us)) = (&probe, capture_us) {
                         probe.mark(capture_us, FrameStage::Received);
                     }
-                    if units_tx.try_send((frame.data, capture_us)).is_err() {
-                        // What follows needs the dropped frame: start again at a keyframe.
-                        tracing::debug!("decoder behind; waiting for a keyframe");
-                        buffer.lost_sync(Instant::now());
+                    match units_tx.try_send((frame.data, capture_us)) {
+                        Ok(()) => {}
+                        Err(crossbeam_channel::TrySendError::Full(_)) => {
+                            // What follows needs the dropped frame: start again at a keyframe.
+                            tracing::debug!("decoder behind; waiting for a keyframe");
+                            buffer.lost_sync(Instant::now());
+                        }
+                        // The decoder is gone (it could not start): nothing to play into.
+                        Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
                     }
                     continue;
                 }

@@ -101,7 +101,7 @@ async fn publish(
         sdp_answer: Some(answer),
     } = response
     else {
-        return Err(MediaError::Connection(format!(
+        return Err(MediaError::Negotiation(format!(
             "publish answered without SDP: {response:?}"
         )));
     };
@@ -301,7 +301,7 @@ async fn negotiated_pt(sender: &Arc<dyn RtpSender>, codec: &RTCRtpCodec) -> Resu
         .iter()
         .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type))
         .map(|c| c.payload_type)
-        .ok_or_else(|| MediaError::Connection(format!("{} was not negotiated", codec.mime_type)))
+        .ok_or_else(|| MediaError::Negotiation(format!("{} was not negotiated", codec.mime_type)))
 }
 
 /// Sends 20 ms Opus packets of the stream's sound while `running` is set.

@@ -92,8 +92,12 @@ fn connection_error(what: impl Into<String>) -> MediaError {
     MediaError::Connection(what.into())
 }
 
+fn negotiation_error(what: impl Into<String>) -> MediaError {
+    MediaError::Negotiation(what.into())
+}
+
 fn new_pc() -> Result<RtcPeerConnection, MediaError> {
-    RtcPeerConnection::new().map_err(|e| connection_error(describe(e)))
+    RtcPeerConnection::new().map_err(|e| negotiation_error(describe(e)))
 }
 
 /// Offers, sends the offer with `request`, applies the answer and waits for the connection.
@@ -102,16 +106,16 @@ async fn negotiate(
     signaling: &Signaling,
     request: impl FnOnce(String) -> Request,
 ) -> Result<ResponseBody, MediaError> {
-    let offer = resolve(pc.create_offer()).await.map_err(connection_error)?;
+    let offer = resolve(pc.create_offer()).await.map_err(negotiation_error)?;
     let sdp = js_sys::Reflect::get(&offer, &"sdp".into())
         .ok()
         .and_then(|s| s.as_string())
-        .ok_or_else(|| connection_error("the browser made an offer without SDP"))?;
+        .ok_or_else(|| negotiation_error("the browser made an offer without SDP"))?;
     let description = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
     description.set_sdp(&sdp);
     resolve(pc.set_local_description(&description))
         .await
-        .map_err(connection_error)?;
+        .map_err(negotiation_error)?;
     // The SFU is ICE-lite and learns addresses from checks; the offer goes out with the
     // host candidates gathered, without trickling.
     for _ in 0..150 {
@@ -133,13 +137,13 @@ async fn negotiate(
             sdp_answer: Some(answer),
             ..
         } => answer.clone(),
-        other => return Err(connection_error(format!("answered without SDP: {other:?}"))),
+        other => return Err(negotiation_error(format!("answered without SDP: {other:?}"))),
     };
     let description = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
     description.set_sdp(&answer);
     resolve(pc.set_remote_description(&description))
         .await
-        .map_err(connection_error)?;
+        .map_err(negotiation_error)?;
     for _ in 0..500 {
         match pc.connection_state() {
             RtcPeerConnectionState::Connected => return Ok(response),
