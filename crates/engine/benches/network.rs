@@ -158,14 +158,8 @@ impl Chromium {
             println!("Chromium did not answer within {ANSWER_WITHIN:?}");
             return None;
         };
-        let value = |key: &str| -> f64 {
-            let Some(start) = line.find(&format!("\"{key}\":")) else {
-                return 0.0;
-            };
-            let rest = &line[start + key.len() + 3..];
-            let end = rest.find([',', '}']).unwrap_or(rest.len());
-            rest[..end].trim().parse().unwrap_or(0.0)
-        };
+        let stats: serde_json::Value = serde_json::from_str(&line).ok()?;
+        let value = |key: &str| stats.get(key).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
         Some(Snapshot {
             at_ms: value("at"),
             frames_decoded: value("framesDecoded"),

@@ -83,6 +83,50 @@ pub enum PlayerState {
     Playing,
 }
 
+/// Where a publication or playback is, on either backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MediaPhase {
+    /// Setting up, or (with an error) setting up again after the media path failed.
+    Requesting,
+    /// Media flows.
+    Running,
+    /// Over for good.
+    Ended,
+}
+
+/// The publisher (`publishing`) or player state event for `phase`.
+pub(crate) fn media_state_event(
+    stream_id: &StreamId,
+    publishing: bool,
+    phase: MediaPhase,
+    error: Option<MediaError>,
+) -> EngineEvent {
+    let stream_id = stream_id.clone();
+    if publishing {
+        let state = match phase {
+            MediaPhase::Requesting => PublisherState::Requesting,
+            MediaPhase::Running => PublisherState::Publishing,
+            MediaPhase::Ended => PublisherState::NoPublish,
+        };
+        EngineEvent::PublisherStateUpdate {
+            stream_id,
+            state,
+            error,
+        }
+    } else {
+        let state = match phase {
+            MediaPhase::Requesting => PlayerState::Requesting,
+            MediaPhase::Running => PlayerState::Playing,
+            MediaPhase::Ended => PlayerState::NoPlay,
+        };
+        EngineEvent::PlayerStateUpdate {
+            stream_id,
+            state,
+            error,
+        }
+    }
+}
+
 /// What `publishQualityUpdate` and `playQualityUpdate` report, every two seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StreamQuality {

@@ -10,15 +10,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use holoroom_engine::media::{FrameSlot, dominant_frequency, unix_micros};
-use holoroom_engine::protocol::{LoginConfig, RoomId, RoomStateReason, StreamId, UserId, UserInfo, VideoGrant};
-use holoroom_engine::{
-    Engine, EngineConfig, EngineEvent, LocalStream, PlayerState, PublisherState, RemoteStream, StreamConfig,
-};
+use holoroom_engine::{Engine, EngineEvent, LocalStream, PlayerState, PublisherState, RemoteStream, StreamConfig};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 use holoroom_testkit::{Impairment, UdpRelay};
 use tokio::sync::Mutex;
 
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
+
+use common::{WAIT, first_frame, join, play, publish, wait_for};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
@@ -44,90 +43,15 @@ async fn call(width: u32, height: u32) -> Call {
     let relay = UdpRelay::start(advertised, real).await.expect("relay binds");
     let alice = join(&server, "alice").await;
     let bob = join(&server, "bob").await;
-    let camera = alice
-        .create_stream(StreamConfig::test_pattern(width, height, 30.0))
-        .expect("pattern stream");
-    alice.start_publishing_stream(stream("cam"), &camera);
-    wait_for(&alice, "Publishing", |e| match e {
-        EngineEvent::PublisherStateUpdate {
-            state: PublisherState::Publishing,
-            ..
-        } => Some(()),
-        EngineEvent::PublisherStateUpdate {
-            state: PublisherState::NoPublish,
-            error,
-            ..
-        } => panic!("publish failed: {error:?}"),
-        _ => None,
-    })
-    .await;
-    let remote = bob.start_playing_stream(stream("cam"));
-    wait_for(&bob, "Playing", |e| match e {
-        EngineEvent::PlayerStateUpdate {
-            state: PlayerState::Playing,
-            ..
-        } => Some(()),
-        EngineEvent::PlayerStateUpdate {
-            state: PlayerState::NoPlay,
-            error,
-            ..
-        } => panic!("play failed: {error:?}"),
-        _ => None,
-    })
-    .await;
-    let slot = remote.video.clone();
-    tokio::task::spawn_blocking(move || slot.wait_newer_than(0, WAIT))
-        .await
-        .expect("wait task")
-        .expect("a first frame on a clean path");
+    let camera = publish(&alice, "cam", StreamConfig::test_pattern(width, height, 30.0)).await;
+    let (remote, _) = play(&bob, "cam").await;
+    first_frame(&remote.video).await;
     Call {
         relay,
         remote,
         _camera: camera,
         engines: (alice, bob),
         _server: server,
-    }
-}
-
-async fn join(server: &Server, user: &str) -> Engine {
-    let engine = Engine::new(EngineConfig::new(server.ws_url())).expect("engine starts");
-    let user_id = UserId::new(user).expect("valid");
-    let token = server.keys().mint(VideoGrant::participant("r"), &user_id, None, 3600);
-    engine.login_room(
-        RoomId::new("r").expect("valid"),
-        token,
-        UserInfo {
-            user_id,
-            user_name: user.to_owned(),
-        },
-        LoginConfig { user_update: false },
-    );
-    wait_for(&engine, "Logined", |e| match e {
-        EngineEvent::RoomStateChanged {
-            reason: RoomStateReason::Logined,
-            ..
-        } => Some(()),
-        _ => None,
-    })
-    .await;
-    engine
-}
-
-fn stream(id: &str) -> StreamId {
-    StreamId::new(id).expect("valid")
-}
-
-async fn wait_for<T>(engine: &Engine, what: &str, mut pick: impl FnMut(&EngineEvent) -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(event) = engine.events().try_recv() {
-            if let Some(value) = pick(&event) {
-                return value;
-            }
-            continue;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

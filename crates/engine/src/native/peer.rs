@@ -27,7 +27,7 @@ use webrtc::peer_connection::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 
-use crate::engine::{MEDIA_RETRY_FIRST, MEDIA_RETRY_MAX, MediaError};
+use crate::engine::{MEDIA_RETRY_FIRST, MEDIA_RETRY_MAX, MediaError, MediaPhase, media_state_event};
 
 /// Silence on the media path after which ICE calls it disconnected, and the further silence
 /// after which it has failed.
@@ -316,30 +316,20 @@ pub(crate) async fn connection_lost(events: &mut PeerEvents) -> MediaError {
     }
 }
 
-/// Where a supervised media task is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Setting up, or (with an error) setting up again after the media path failed.
-    Requesting,
-    /// Media flows.
-    Active,
-    /// Over for good.
-    Ended,
-}
-
 /// Runs a publication or playback until told to stop: one peer connection at a time, set up by
 /// `setup` (which hands back the connection's events with its result). When the media path
 /// fails (ICE gives up, the connection closes) or setting up fails on the way, a new
-/// connection is set up with back-off, for as long as the room lasts; `state` reports
-/// Requesting with the reason meanwhile. Each connection is closed when done; if the task
+/// connection is set up with back-off, for as long as the room lasts, reporting Requesting
+/// with the reason meanwhile (as the publisher of `stream_id` when `publishing`, else its
+/// player). Each connection is closed when done; if the task
 /// failed for good or was stopped for good, `withdraw_request` tells the server.
 pub(crate) async fn supervise<S, F>(
     signaling: &crate::signaling::Signaling,
     env: &super::MediaEnv,
     events: &crate::engine::EventSink,
     stop: &mut watch::Receiver<super::Stop>,
-    state: impl Fn(Phase, Option<MediaError>) -> crate::engine::EngineEvent,
-    withdraw_request: holoroom_protocol::Request,
+    stream_id: &holoroom_protocol::StreamId,
+    publishing: bool,
     mut setup: S,
 ) where
     S: FnMut(Peer, PeerEvents, super::TaskLink) -> F,
@@ -347,10 +337,10 @@ pub(crate) async fn supervise<S, F>(
 {
     use super::Stop;
 
-    let emit = |event| {
-        let _ = events.send(event);
+    let emit = |phase, error| {
+        let _ = events.send(media_state_event(stream_id, publishing, phase, error));
     };
-    emit(state(Phase::Requesting, None));
+    emit(MediaPhase::Requesting, None);
     let mut wait = MEDIA_RETRY_FIRST;
     let failure = loop {
         let (pc, peer_events) = match new_peer(env.bind).await {
@@ -370,7 +360,7 @@ pub(crate) async fn supervise<S, F>(
         let error = match outcome {
             None => None,
             Some((mut peer_events, Ok(()))) => {
-                emit(state(Phase::Active, None));
+                emit(MediaPhase::Running, None);
                 wait = MEDIA_RETRY_FIRST;
                 tokio::select! {
                     _ = stop.wait_for(Stop::is_stop) => None,
@@ -384,7 +374,7 @@ pub(crate) async fn supervise<S, F>(
         match error {
             Some(error) if error.is_path_failure() && !stop.borrow().is_stop() => {
                 tracing::info!(%error, ?wait, "media path failed; setting it up again");
-                emit(state(Phase::Requesting, Some(error)));
+                emit(MediaPhase::Requesting, Some(error));
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.wait_for(Stop::is_stop) => break None,
@@ -395,9 +385,15 @@ pub(crate) async fn supervise<S, F>(
         }
     };
     if failure.is_some() || *stop.borrow() == Stop::Withdraw {
-        withdraw(signaling, withdraw_request).await;
+        let stream_id = stream_id.clone();
+        let request = if publishing {
+            holoroom_protocol::Request::StopPublishing { stream_id }
+        } else {
+            holoroom_protocol::Request::StopPlaying { stream_id }
+        };
+        withdraw(signaling, request).await;
     }
-    emit(state(Phase::Ended, failure));
+    emit(MediaPhase::Ended, failure);
 }
 
 /// Tells the server a publication or playback is over, without waiting long for an answer.

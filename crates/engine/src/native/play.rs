@@ -16,12 +16,10 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::StatsSelector;
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
-use super::peer::{self, Peer, PeerEvents, Phase};
+use super::peer::{self, Peer, PeerEvents};
 use super::{MediaEnv, Stop, TaskLink};
 use crate::codec::H264Decoder;
-use crate::engine::{
-    EngineEvent, EventSink, MediaError, PlayerState, QUALITY_INTERVAL, ReceiveReport, RemoteStream, StreamQuality,
-};
+use crate::engine::{EngineEvent, EventSink, MediaError, QUALITY_INTERVAL, ReceiveReport, RemoteStream, StreamQuality};
 use crate::media::{
     AudioBuffer, AudioJitterBuffer, AudioOutput, FRAME_SAMPLES, FrameSlot, ReceiveOutput, RtpIn, SAMPLE_RATE,
     VideoReceiveBuffer, read_frame_code,
@@ -39,15 +37,6 @@ pub(crate) async fn run(
     events: EventSink,
     mut stop: watch::Receiver<Stop>,
 ) {
-    let state = |phase, error| EngineEvent::PlayerStateUpdate {
-        stream_id: stream_id.clone(),
-        state: match phase {
-            Phase::Requesting => PlayerState::Requesting,
-            Phase::Active => PlayerState::Playing,
-            Phase::Ended => PlayerState::NoPlay,
-        },
-        error,
-    };
     let setup = |pc: Peer, mut peer_events: PeerEvents, link: TaskLink| {
         let (signaling, stream_id, remote) = (signaling.clone(), stream_id.clone(), remote.clone());
         async move {
@@ -55,10 +44,7 @@ pub(crate) async fn run(
             (peer_events, result)
         }
     };
-    let withdraw = Request::StopPlaying {
-        stream_id: stream_id.clone(),
-    };
-    peer::supervise(&signaling, &env, &events, &mut stop, state, withdraw, setup).await;
+    peer::supervise(&signaling, &env, &events, &mut stop, &stream_id, false, setup).await;
 }
 
 /// Sets up playback on `pc`; its tasks run while `running` is set.

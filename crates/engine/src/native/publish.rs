@@ -19,10 +19,10 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::StatsSelector;
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::peer::{self, Peer, PeerEvents, Phase};
+use super::peer::{self, Peer, PeerEvents};
 use super::{MediaEnv, Stop, TaskLink};
 use crate::codec::{EncoderSettings, H264Encoder};
-use crate::engine::{EngineEvent, EventSink, MediaError, PublisherState, QUALITY_INTERVAL, StreamQuality};
+use crate::engine::{EngineEvent, EventSink, MediaError, QUALITY_INTERVAL, StreamQuality};
 use crate::media::{FRAME_SAMPLES, SAMPLE_RATE, Tone, unix_micros};
 use crate::signaling::Signaling;
 use crate::stream::{AudioSource, LocalStream};
@@ -44,15 +44,6 @@ pub(crate) async fn run(
     events: EventSink,
     mut stop: watch::Receiver<Stop>,
 ) {
-    let state = |phase, error| EngineEvent::PublisherStateUpdate {
-        stream_id: stream_id.clone(),
-        state: match phase {
-            Phase::Requesting => PublisherState::Requesting,
-            Phase::Active => PublisherState::Publishing,
-            Phase::Ended => PublisherState::NoPublish,
-        },
-        error,
-    };
     let setup = |pc: Peer, mut peer_events: PeerEvents, link: TaskLink| {
         let (signaling, stream_id, local) = (signaling.clone(), stream_id.clone(), local.clone());
         async move {
@@ -60,10 +51,7 @@ pub(crate) async fn run(
             (peer_events, result)
         }
     };
-    let withdraw = Request::StopPublishing {
-        stream_id: stream_id.clone(),
-    };
-    peer::supervise(&signaling, &env, &events, &mut stop, state, withdraw, setup).await;
+    peer::supervise(&signaling, &env, &events, &mut stop, &stream_id, true, setup).await;
 }
 
 /// The packet loss Opus prepares its in-band FEC for.

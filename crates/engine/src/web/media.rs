@@ -21,8 +21,8 @@ use super::capture::{VideoTap, camera_stream};
 use super::signaling::Signaling;
 use super::util::{describe, resolve, sleep};
 use crate::engine::{
-    EngineEvent, EventSink, MEDIA_RETRY_FIRST, MEDIA_RETRY_MAX, MediaError, PlayerState, PublisherState,
-    QUALITY_INTERVAL, RemoteStream, StreamQuality,
+    EngineEvent, EventSink, MEDIA_RETRY_FIRST, MEDIA_RETRY_MAX, MediaError, MediaPhase, QUALITY_INTERVAL, RemoteStream,
+    StreamQuality, media_state_event,
 };
 use crate::media::{AudioBuffer, SAMPLE_RATE};
 use crate::stream::LocalStream;
@@ -282,42 +282,6 @@ async fn watch(
     }
 }
 
-/// Where a publication or playback is.
-#[derive(Debug, Clone, Copy)]
-enum Phase {
-    Requesting,
-    Running,
-    Ended,
-}
-
-/// The publisher or player state event for `phase`.
-fn state_event(stream_id: &StreamId, publishing: bool, phase: Phase, error: Option<MediaError>) -> EngineEvent {
-    let stream_id = stream_id.clone();
-    if publishing {
-        let state = match phase {
-            Phase::Requesting => PublisherState::Requesting,
-            Phase::Running => PublisherState::Publishing,
-            Phase::Ended => PublisherState::NoPublish,
-        };
-        EngineEvent::PublisherStateUpdate {
-            stream_id,
-            state,
-            error,
-        }
-    } else {
-        let state = match phase {
-            Phase::Requesting => PlayerState::Requesting,
-            Phase::Running => PlayerState::Playing,
-            Phase::Ended => PlayerState::NoPlay,
-        };
-        EngineEvent::PlayerStateUpdate {
-            stream_id,
-            state,
-            error,
-        }
-    }
-}
-
 /// Runs a publication or playback: sets it up with `setup`, then watches it (quality reports);
 /// when its media path fails (or setting up fails on the way), sets it up again with back-off
 /// for as long as the session is open, reporting Requesting with the reason meanwhile. A
@@ -330,7 +294,7 @@ async fn supervise<F: Future<Output = Result<(), MediaError>>>(
     events: EventSink,
     mut setup: impl FnMut() -> F,
 ) {
-    let _ = events.send(state_event(&stream_id, publishing, Phase::Requesting, None));
+    let _ = events.send(media_state_event(&stream_id, publishing, MediaPhase::Requesting, None));
     let mut wait = MEDIA_RETRY_FIRST;
     loop {
         let result = setup().await;
@@ -339,7 +303,7 @@ async fn supervise<F: Future<Output = Result<(), MediaError>>>(
         }
         let error = match result {
             Ok(()) => {
-                let _ = events.send(state_event(&stream_id, publishing, Phase::Running, None));
+                let _ = events.send(media_state_event(&stream_id, publishing, MediaPhase::Running, None));
                 wait = MEDIA_RETRY_FIRST;
                 match watch(&session, &stream_id, publishing, &events).await {
                     Some(error) => error,
@@ -351,12 +315,22 @@ async fn supervise<F: Future<Output = Result<(), MediaError>>>(
         };
         if !error.is_path_failure() {
             session.close();
-            let _ = events.send(state_event(&stream_id, publishing, Phase::Ended, Some(error)));
+            let _ = events.send(media_state_event(
+                &stream_id,
+                publishing,
+                MediaPhase::Ended,
+                Some(error),
+            ));
             return;
         }
         tracing::info!(%error, ?wait, "media path failed; setting it up again");
         session.drop_connection();
-        let _ = events.send(state_event(&stream_id, publishing, Phase::Requesting, Some(error)));
+        let _ = events.send(media_state_event(
+            &stream_id,
+            publishing,
+            MediaPhase::Requesting,
+            Some(error),
+        ));
         sleep(wait).await;
         wait = (wait * 2).min(MEDIA_RETRY_MAX);
         if session.is_closed() {
