@@ -7,7 +7,7 @@
 //
 // The optional last argument is waited for after the hold (e.g. the page came back after the
 // test cut its connection).
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const [url, screenshot, waitJson, holdSeconds, afterJson] = process.argv.slice(2);
 const wait = JSON.parse(waitJson || '{}');
@@ -43,16 +43,9 @@ const ready = ({ wait }) => {
     && (!wait.code || (b.getAttribute('data-holoroom-codes') || '') !== '');
 };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-    '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const browser = await launchChromium([
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+]);
 const page = await browser.newPage({ viewport: { width: 960, height: 540 } });
 page.on('console', (m) => { if (m.type() === 'error') console.error('page:', m.text()); });
 page.on('pageerror', (e) => console.error('page error:', e.message));

@@ -9,19 +9,11 @@
 // standard input with one JSON line of the inbound video and audio stats so far (getStats).
 // Ends on "quit" or at the end of the input.
 import readline from 'node:readline';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const [ws, room, user, token, stream] = process.argv.slice(2);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage();
   page.on('pageerror', (e) => console.error('page error:', e.message));
