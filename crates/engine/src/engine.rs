@@ -27,6 +27,8 @@ pub enum RoomError {
     Protocol(String),
     #[error("not in a room")]
     NotInRoom,
+    #[error("{0}")]
+    Token(#[from] crate::token::TokenError),
 }
 
 /// Why publishing or playing media failed.
@@ -60,12 +62,6 @@ impl MediaError {
         )
     }
 }
-
-/// After a media path failed, the first wait before setting it up again; it doubles up to
-/// [`MEDIA_RETRY_MAX`] and starts over once media flows again.
-pub(crate) const MEDIA_RETRY_FIRST: Duration = Duration::from_millis(250);
-/// The longest wait between two attempts: a path that comes back is used within about this.
-pub(crate) const MEDIA_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// `publisherStateUpdate` states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,12 +172,12 @@ impl ReceiveReport {
         self.lock().1
     }
 
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    #[allow(dead_code, reason = "the browser's player keeps no receive buffers of its own")]
     pub(crate) fn set_video(&self, stats: ReceiveStats) {
         self.lock().0 = stats;
     }
 
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    #[allow(dead_code, reason = "the browser's player keeps no receive buffers of its own")]
     pub(crate) fn set_audio(&self, stats: AudioJitterStats) {
         self.lock().1 = stats;
     }
@@ -209,62 +205,7 @@ impl SystemRequirements {
     }
 }
 
-/// Checks what this browser supports (the browser decodes; cameras are asked for on use).
-#[cfg(target_arch = "wasm32")]
-pub fn check_system_requirements() -> SystemRequirements {
-    let global = js_sys::global();
-    let has = |name: &str| js_sys::Reflect::has(&global, &name.into()).unwrap_or(false);
-    let media_devices = web_sys::window()
-        .map(|w| w.navigator())
-        .and_then(|n| n.media_devices().ok())
-        .is_some();
-    let need = |ok: bool, what: &str| {
-        if ok {
-            Ok(())
-        } else {
-            Err(format!("this browser has no {what}"))
-        }
-    };
-    SystemRequirements {
-        webrtc: need(has("RTCPeerConnection"), "WebRTC"),
-        custom_capture: Err("custom frames are not published from a browser yet".into()),
-        camera: need(media_devices, "camera access (getUserMedia needs https or localhost)"),
-        microphone: need(
-            media_devices,
-            "microphone access (getUserMedia needs https or localhost)",
-        ),
-        screen_capture: Err("screen capture is not supported yet".into()),
-        video_codecs: vec!["H264"],
-        audio_codecs: vec!["opus"],
-    }
-}
-
-/// Checks what this build and device support.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn check_system_requirements() -> SystemRequirements {
-    let present = |found: bool, what: &str, stand_in: &str| {
-        if found {
-            Ok(())
-        } else {
-            Err(format!("no {what} found; the engine sends {stand_in} instead"))
-        }
-    };
-    let h264 = crate::codec::H264Encoder::new(crate::codec::EncoderSettings::for_size(320, 180, 15.0))
-        .and_then(|_| crate::codec::H264Decoder::new())
-        .is_ok();
-    SystemRequirements {
-        webrtc: Ok(()),
-        custom_capture: Ok(()),
-        camera: present(!crate::devices::cameras().is_empty(), "camera", "the test pattern"),
-        // Listing is not enough (ALSA lists pseudo devices): the default microphone must open.
-        microphone: crate::devices::Microphone::open(None, AudioBuffer::default())
-            .map(drop)
-            .map_err(|e| format!("{e}; the engine sends silence instead")),
-        screen_capture: Err("screen capture is not supported yet".into()),
-        video_codecs: if h264 { vec!["H264"] } else { Vec::new() },
-        audio_codecs: vec!["opus"],
-    }
-}
+pub use crate::platform::check_system_requirements;
 
 /// Where the engine's events go.
 pub(crate) type EventSink = crossbeam_channel::Sender<EngineEvent>;
@@ -440,7 +381,7 @@ impl EngineEvent {
 pub(crate) enum Command {
     Login {
         room_id: RoomId,
-        token: String,
+        token: crate::token::TokenSource,
         user: UserInfo,
         config: LoginConfig,
     },
@@ -499,10 +440,7 @@ impl Command {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-use crate::native::Backend;
-#[cfg(target_arch = "wasm32")]
-use crate::web::Backend;
+use crate::platform::Backend;
 
 /// The client SDK's entry point: one per app.
 #[derive(Debug)]
@@ -525,8 +463,16 @@ impl Engine {
     }
 
     /// `loginRoom`: Logining now, then Logined or LoginFailed. The initial users and streams
-    /// arrive as ADD events right after Logined.
-    pub fn login_room(&self, room_id: RoomId, token: impl Into<String>, user: UserInfo, config: LoginConfig) {
+    /// arrive as ADD events right after Logined. `token` is a token (`String`) or a
+    /// [`TokenSource`](crate::token::TokenSource), which the engine also asks for a fresh
+    /// token before the current one expires.
+    pub fn login_room(
+        &self,
+        room_id: RoomId,
+        token: impl Into<crate::token::TokenSource>,
+        user: UserInfo,
+        config: LoginConfig,
+    ) {
         self.backend.send(Command::Login {
             room_id,
             token: token.into(),

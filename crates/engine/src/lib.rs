@@ -26,13 +26,16 @@ pub mod bot;
 pub mod codec;
 pub mod devices;
 pub mod engine;
+mod machine;
 pub mod media;
 pub mod room_view;
 pub mod stream;
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
+mod platform;
 pub mod signaling;
+pub mod token;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
@@ -43,3 +46,4 @@ pub use engine::{
 };
 pub use holoroom_protocol as protocol;
 pub use stream::{AudioSource, LocalStream, StreamConfig, StreamError, VideoSource};
+pub use token::{TokenError, TokenRequest, TokenSource};

@@ -99,6 +99,7 @@ async fn publisher(server: &Server, id: &str, stream: &str) -> Signaling {
             source: StreamSource::Camera,
             extra_info: String::new(),
             sdp_offer: None,
+            media_id: None,
         }))
         .await
         .expect("publishes");

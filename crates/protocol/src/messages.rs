@@ -71,6 +71,10 @@ pub enum Request {
     StartPublishing(PublishRequest),
     StopPublishing {
         stream_id: StreamId,
+        /// The media connection this ends (the `media_id` it was started with): a stop
+        /// naming an older connection than the current one changes nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_id: Option<u64>,
     },
     /// Change the extra info of a stream this user publishes.
     SetStreamExtraInfo {
@@ -81,6 +85,10 @@ pub enum Request {
     StartPlaying(PlayRequest),
     StopPlaying {
         stream_id: StreamId,
+        /// The media connection this ends (the `media_id` it was started with): a stop
+        /// naming an older connection than the current one changes nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_id: Option<u64>,
     },
     /// An ICE candidate for the media connection of a stream.
     Trickle {
@@ -128,6 +136,10 @@ pub struct PublishRequest {
     /// The SDP offer of the media connection, when the server relays media.
     #[serde(default)]
     pub sdp_offer: Option<String>,
+    /// The client's number for this media connection, unique in its session; a later stop
+    /// names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_id: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +148,9 @@ pub struct PlayRequest {
     pub stream_id: StreamId,
     #[serde(default)]
     pub sdp_offer: Option<String>,
+    /// As in [`PublishRequest::media_id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_id: Option<u64>,
 }
 
 /// A user as the room sees them.

@@ -727,6 +727,7 @@ mod tests {
             source: Default::default(),
             extra_info: String::new(),
             sdp_offer: None,
+            media_id: None,
         }
     }
 

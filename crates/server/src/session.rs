@@ -3,6 +3,7 @@
 //!
 //! Events are numbered here, as they are written, so `seq` has no gaps.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use holoroom_protocol::{
     ClientMessage, ErrorBody, ErrorCode, Event, KickoutReason, LoginRequest, LoginResponse, MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION, PlayRequest, PublishRequest, Request, ResponseBody, RoomId, RoomStateReason, ServerMessage,
-    UserId, UserInfo, close_code, validate_user_name,
+    StreamId, UserId, UserInfo, close_code, validate_user_name,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -79,6 +80,25 @@ struct InRoom {
     /// When the token stops being accepted.
     expires_at: Instant,
     warned: bool,
+    /// The media ID of each publication (true) and playback (false) this session started
+    /// last, so that a stop naming an older media connection is told apart.
+    media: HashMap<(bool, StreamId), u64>,
+}
+
+impl InRoom {
+    /// Whether a stop naming `media_id` is late: this session has started a newer media
+    /// connection for the stream since.
+    fn is_stale(&self, publishing: bool, stream_id: &StreamId, media_id: Option<u64>) -> bool {
+        let current = self.media.get(&(publishing, stream_id.clone()));
+        matches!((media_id, current), (Some(named), Some(current)) if named != *current)
+    }
+
+    fn started(&mut self, publishing: bool, stream_id: &StreamId, media_id: Option<u64>) {
+        match media_id {
+            Some(id) => self.media.insert((publishing, stream_id.clone()), id),
+            None => self.media.remove(&(publishing, stream_id.clone())),
+        };
+    }
 }
 
 /// How a session ends.
@@ -265,24 +285,60 @@ impl Session {
                 left.map(|((), events)| (ResponseBody::Ack, events))
             }
             Request::RenewToken { token } => self.renew(&token).map(|body| (body, Vec::new())),
-            Request::StartPublishing(publish) => self.start_publishing(publish).await,
-            Request::StopPublishing { stream_id } => self
-                .hub
-                .lock()
-                .apply(id, |rooms| Ok(((), rooms.stop_publishing(id, &stream_id)?)))
-                .map(|((), events)| (ResponseBody::Ack, events)),
+            Request::StartPublishing(publish) => {
+                let (stream_id, media_id) = (publish.stream_id.clone(), publish.media_id);
+                let started = self.start_publishing(publish).await;
+                if started.is_ok()
+                    && let Some(in_room) = &mut self.in_room
+                {
+                    in_room.started(true, &stream_id, media_id);
+                }
+                started
+            }
+            Request::StopPublishing { stream_id, media_id } => {
+                if self.in_room.as_ref().is_some_and(|r| r.is_stale(true, &stream_id, media_id)) {
+                    // A newer connection took the stream over; this stop is for an older one.
+                    Ok((ResponseBody::Ack, Vec::new()))
+                } else {
+                    let stopped = self
+                        .hub
+                        .lock()
+                        .apply(id, |rooms| Ok(((), rooms.stop_publishing(id, &stream_id)?)))
+                        .map(|((), events)| (ResponseBody::Ack, events));
+                    if let Some(in_room) = &mut self.in_room {
+                        in_room.started(true, &stream_id, None);
+                    }
+                    stopped
+                }
+            }
             Request::SetStreamExtraInfo { stream_id, extra_info } => self
                 .hub
                 .lock()
                 .apply(id, |rooms| Ok(((), rooms.set_extra_info(id, &stream_id, extra_info)?)))
                 .map(|((), events)| (ResponseBody::Ack, events)),
-            Request::StartPlaying(play) => self.start_playing(play).await,
-            Request::StopPlaying { stream_id } => {
-                let stopped = self.hub.lock().rooms().stop_playing(id, &stream_id);
-                if stopped.is_ok() {
-                    self.hub.sfu().unsubscribe(id, stream_id);
+            Request::StartPlaying(play) => {
+                let (stream_id, media_id) = (play.stream_id.clone(), play.media_id);
+                let started = self.start_playing(play).await;
+                if started.is_ok()
+                    && let Some(in_room) = &mut self.in_room
+                {
+                    in_room.started(false, &stream_id, media_id);
                 }
-                stopped.map(|()| (ResponseBody::Ack, Vec::new()))
+                started
+            }
+            Request::StopPlaying { stream_id, media_id } => {
+                if self.in_room.as_ref().is_some_and(|r| r.is_stale(false, &stream_id, media_id)) {
+                    Ok((ResponseBody::Ack, Vec::new()))
+                } else {
+                    let stopped = self.hub.lock().rooms().stop_playing(id, &stream_id);
+                    if stopped.is_ok() {
+                        self.hub.sfu().unsubscribe(id, stream_id.clone());
+                    }
+                    if let Some(in_room) = &mut self.in_room {
+                        in_room.started(false, &stream_id, None);
+                    }
+                    stopped.map(|()| (ResponseBody::Ack, Vec::new()))
+                }
             }
             Request::Trickle { .. } => Err(ErrorBody::new(
                 ErrorCode::NotSupported,
@@ -457,6 +513,7 @@ impl Session {
             user_id: user.user_id.clone(),
             expires_at: Instant::now() + Duration::from_secs(remaining),
             warned: false,
+            media: HashMap::new(),
         });
         tracing::info!(session = id, room = %login.room_id, user = %user.user_id, spectator, "logged in");
         Ok((

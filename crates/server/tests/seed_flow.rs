@@ -63,6 +63,7 @@ async fn three_users_see_users_and_streams_in_order() {
         .request(Request::StartPlaying(holoroom_protocol::PlayRequest {
             stream_id: common::stream("alice-cam"),
             sdp_offer: None,
+            media_id: None,
         }))
         .await
         .expect("bob plays alice");

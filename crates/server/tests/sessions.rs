@@ -108,6 +108,22 @@ async fn streams_belong_to_their_publisher() {
 }
 
 #[tokio::test]
+async fn a_stop_naming_an_older_media_connection_leaves_the_newer_one() {
+    let server = start(common::config()).await;
+    let alice = Client::join(&server, "r", "alice", true).await;
+    alice.publish_media("cam", Some(1)).await.expect("publish as media 1");
+    // Media 2 takes the stream over (a device switch); the stop for media 1 arrives late.
+    let listed = || server.snapshot().rooms[0].streams.len();
+    alice.stop_publishing_media("cam", Some(1)).await.expect("acknowledged");
+    assert_eq!(listed(), 0, "a stop for the current connection ends the stream");
+    alice.publish_media("cam", Some(2)).await.expect("publish as media 2");
+    alice.stop_publishing_media("cam", Some(1)).await.expect("acknowledged");
+    assert_eq!(listed(), 1, "a stop for an older connection changes nothing");
+    alice.stop_publishing_media("cam", None).await.expect("a stop naming none ends it");
+    assert_eq!(listed(), 0);
+}
+
+#[tokio::test]
 async fn token_renewed_in_time_keeps_the_session() {
     let mut config = common::config();
     config.token_expiry_warning = Duration::from_secs(1);

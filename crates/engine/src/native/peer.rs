@@ -19,7 +19,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::sansio::Protocol;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
@@ -27,7 +27,7 @@ use webrtc::peer_connection::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 
-use crate::engine::{MEDIA_RETRY_FIRST, MEDIA_RETRY_MAX, MediaError, MediaPhase, media_state_event};
+use crate::engine::MediaError;
 
 /// Silence on the media path after which ICE calls it disconnected, and the further silence
 /// after which it has failed.
@@ -316,89 +316,48 @@ pub(crate) async fn connection_lost(events: &mut PeerEvents) -> MediaError {
     }
 }
 
-/// Runs a publication or playback until told to stop: one peer connection at a time, set up by
-/// `setup` (which hands back the connection's events with its result). When the media path
-/// fails (ICE gives up, the connection closes) or setting up fails on the way, a new
-/// connection is set up with back-off, for as long as the room lasts, reporting Requesting
-/// with the reason meanwhile (as the publisher of `stream_id` when `publishing`, else its
-/// player). Each connection is closed when done; if the task
-/// failed for good or was stopped for good, `withdraw_request` tells the server.
-pub(crate) async fn supervise<S, F>(
-    signaling: &crate::signaling::Signaling,
+/// Runs one media connection: sets it up with `setup` (which hands back the connection's
+/// events with its result), reports it up, and runs until `stop` fires (its sender is
+/// dropped) or the path fails; then closes it and reports the end (with the failure, if
+/// any) to the room machine, which decides what comes next.
+pub(crate) async fn run_once<S, F>(
     env: &super::MediaEnv,
     events: &crate::engine::EventSink,
-    stop: &mut watch::Receiver<super::Stop>,
-    stream_id: &holoroom_protocol::StreamId,
-    publishing: bool,
-    mut setup: S,
+    link: super::MediaLink,
+    mut stop: oneshot::Receiver<()>,
+    setup: S,
 ) where
-    S: FnMut(Peer, PeerEvents, super::TaskLink) -> F,
+    S: FnOnce(Peer, PeerEvents, super::TaskLink) -> F,
     F: Future<Output = (PeerEvents, Result<(), MediaError>)>,
 {
-    use super::Stop;
-
-    let emit = |phase, error| {
-        let _ = events.send(media_state_event(stream_id, publishing, phase, error));
+    let (pc, peer_events) = match new_peer(env.bind).await {
+        Ok(peer) => peer,
+        Err(error) => return link.ended(Some(error)),
     };
-    emit(MediaPhase::Requesting, None);
-    let mut wait = MEDIA_RETRY_FIRST;
-    let failure = loop {
-        let (pc, peer_events) = match new_peer(env.bind).await {
-            Ok(peer) => peer,
-            Err(error) => break Some(error),
-        };
-        let running = Arc::new(AtomicBool::new(true));
-        let link = super::TaskLink {
-            events: events.clone(),
-            running: running.clone(),
-            probe: env.probe.clone(),
-        };
-        let outcome = tokio::select! {
-            outcome = setup(pc.clone(), peer_events, link) => Some(outcome),
-            _ = stop.wait_for(Stop::is_stop) => None,
-        };
-        let error = match outcome {
-            None => None,
-            Some((mut peer_events, Ok(()))) => {
-                emit(MediaPhase::Running, None);
-                wait = MEDIA_RETRY_FIRST;
-                tokio::select! {
-                    _ = stop.wait_for(Stop::is_stop) => None,
-                    lost = connection_lost(&mut peer_events) => Some(lost),
-                }
+    let running = Arc::new(AtomicBool::new(true));
+    let task = super::TaskLink {
+        events: events.clone(),
+        running: running.clone(),
+        probe: env.probe.clone(),
+    };
+    let outcome = tokio::select! {
+        outcome = setup(pc.clone(), peer_events, task) => Some(outcome),
+        _ = &mut stop => None,
+    };
+    let error = match outcome {
+        None => None,
+        Some((mut peer_events, Ok(()))) => {
+            link.up();
+            tokio::select! {
+                _ = &mut stop => None,
+                lost = connection_lost(&mut peer_events) => Some(lost),
             }
-            Some((_, Err(error))) => Some(error),
-        };
-        running.store(false, Ordering::Relaxed);
-        let _ = pc.close().await;
-        match error {
-            Some(error) if error.is_path_failure() && !stop.borrow().is_stop() => {
-                tracing::info!(%error, ?wait, "media path failed; setting it up again");
-                emit(MediaPhase::Requesting, Some(error));
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    _ = stop.wait_for(Stop::is_stop) => break None,
-                }
-                wait = (wait * 2).min(MEDIA_RETRY_MAX);
-            }
-            error => break error,
         }
+        Some((_, Err(error))) => Some(error),
     };
-    if failure.is_some() || *stop.borrow() == Stop::Withdraw {
-        let stream_id = stream_id.clone();
-        let request = if publishing {
-            holoroom_protocol::Request::StopPublishing { stream_id }
-        } else {
-            holoroom_protocol::Request::StopPlaying { stream_id }
-        };
-        withdraw(signaling, request).await;
-    }
-    emit(MediaPhase::Ended, failure);
-}
-
-/// Tells the server a publication or playback is over, without waiting long for an answer.
-pub(crate) async fn withdraw(signaling: &crate::signaling::Signaling, request: holoroom_protocol::Request) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), signaling.request(request)).await;
+    running.store(false, Ordering::Relaxed);
+    let _ = pc.close().await;
+    link.ended(error);
 }
 
 #[cfg(test)]

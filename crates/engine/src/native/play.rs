@@ -11,13 +11,13 @@ use holoroom_protocol::{PlayRequest, Request, ResponseBody, StreamId};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{TransportLayerNack, nack_pairs_from_sequence_numbers};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::StatsSelector;
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use super::peer::{self, Peer, PeerEvents};
-use super::{MediaEnv, Stop, TaskLink};
+use super::{MediaEnv, MediaLink, TaskLink};
 use crate::codec::H264Decoder;
 use crate::engine::{EngineEvent, EventSink, MediaError, QUALITY_INTERVAL, ReceiveReport, RemoteStream, StreamQuality};
 use crate::media::{
@@ -26,31 +26,30 @@ use crate::media::{
 };
 use crate::signaling::Signaling;
 
-/// Runs playback of `stream_id` into `remote` until told to stop, setting the media up again
-/// whenever its path fails (see [`peer::supervise`]). The stream's slot stays open: a
-/// restarted playback (after a reconnect) fills the same one.
+/// Runs one media connection of a playback into `remote` until stopped or its path fails
+/// (see [`peer::run_once`]). The stream's slot stays open: the next connection (after a
+/// failure or a reconnect) fills the same one.
 pub(crate) async fn run(
     signaling: Signaling,
-    stream_id: StreamId,
     remote: RemoteStream,
     env: MediaEnv,
     events: EventSink,
-    mut stop: watch::Receiver<Stop>,
+    link: MediaLink,
+    stop: oneshot::Receiver<()>,
 ) {
-    let setup = |pc: Peer, mut peer_events: PeerEvents, link: TaskLink| {
-        let (signaling, stream_id, remote) = (signaling.clone(), stream_id.clone(), remote.clone());
-        async move {
-            let result = play(&signaling, &stream_id, &remote, &pc, &mut peer_events, link).await;
-            (peer_events, result)
-        }
+    let (stream_id, media_id) = (link.key.stream_id.clone(), link.generation);
+    let setup = |pc: Peer, mut peer_events: PeerEvents, task: TaskLink| async move {
+        let result = play(&signaling, &stream_id, media_id, &remote, &pc, &mut peer_events, task).await;
+        (peer_events, result)
     };
-    peer::supervise(&signaling, &env, &events, &mut stop, &stream_id, false, setup).await;
+    peer::run_once(&env, &events, link, stop, setup).await;
 }
 
 /// Sets up playback on `pc`; its tasks run while `running` is set.
 async fn play(
     signaling: &Signaling,
     stream_id: &StreamId,
+    media_id: u64,
     remote: &RemoteStream,
     pc: &Peer,
     peer_events: &mut PeerEvents,
@@ -75,6 +74,7 @@ async fn play(
         .request(Request::StartPlaying(PlayRequest {
             stream_id: stream_id.clone(),
             sdp_offer: Some(offer),
+            media_id: Some(media_id),
         }))
         .await
         .map_err(MediaError::Signaling)?;

@@ -12,7 +12,7 @@ use rtc::media::Sample;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
@@ -20,7 +20,7 @@ use webrtc::peer_connection::StatsSelector;
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::peer::{self, Peer, PeerEvents};
-use super::{MediaEnv, Stop, TaskLink};
+use super::{MediaEnv, MediaLink, TaskLink};
 use crate::codec::{EncoderSettings, H264Encoder};
 use crate::engine::{EngineEvent, EventSink, MediaError, QUALITY_INTERVAL, StreamQuality};
 use crate::media::{FRAME_SAMPLES, SAMPLE_RATE, Tone, unix_micros};
@@ -33,25 +33,23 @@ struct Unit {
     duration: Duration,
 }
 
-/// Runs a publication until told to stop, setting the media up again whenever its path fails
-/// (see [`peer::supervise`]); reports its states and quality through `events`. Each
-/// connection's encoder and audio tasks end with it.
+/// Runs one media connection of a publication until stopped or its path fails (see
+/// [`peer::run_once`]); reports its quality through `events`. The encoder and audio tasks
+/// end with it.
 pub(crate) async fn run(
     signaling: Signaling,
-    stream_id: StreamId,
     local: LocalStream,
     env: MediaEnv,
     events: EventSink,
-    mut stop: watch::Receiver<Stop>,
+    link: MediaLink,
+    stop: oneshot::Receiver<()>,
 ) {
-    let setup = |pc: Peer, mut peer_events: PeerEvents, link: TaskLink| {
-        let (signaling, stream_id, local) = (signaling.clone(), stream_id.clone(), local.clone());
-        async move {
-            let result = publish(&signaling, &stream_id, &local, &pc, &mut peer_events, link).await;
-            (peer_events, result)
-        }
+    let (stream_id, media_id) = (link.key.stream_id.clone(), link.generation);
+    let setup = |pc: Peer, mut peer_events: PeerEvents, task: TaskLink| async move {
+        let result = publish(&signaling, &stream_id, media_id, &local, &pc, &mut peer_events, task).await;
+        (peer_events, result)
     };
-    peer::supervise(&signaling, &env, &events, &mut stop, &stream_id, true, setup).await;
+    peer::run_once(&env, &events, link, stop, setup).await;
 }
 
 /// The packet loss Opus prepares its in-band FEC for.
@@ -62,6 +60,7 @@ const EXPECTED_AUDIO_LOSS_PERCENT: i32 = 10;
 async fn publish(
     signaling: &Signaling,
     stream_id: &StreamId,
+    media_id: u64,
     local: &LocalStream,
     pc: &Peer,
     peer_events: &mut PeerEvents,
@@ -82,6 +81,7 @@ async fn publish(
             source: local.source(),
             extra_info: local.extra_info(),
             sdp_offer: Some(offer),
+            media_id: Some(media_id),
         }))
         .await
         .map_err(MediaError::Signaling)?;

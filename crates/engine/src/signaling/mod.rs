@@ -1,15 +1,12 @@
 //! The signaling connection to a room server: requests with typed responses, server events
-//! in order. The types here are shared; the connection itself is per platform (`native.rs`
-//! with tokio, the browser's WebSocket in `crate::web`).
+//! in order. The types here are shared; the connection itself is per platform (tokio and
+//! tungstenite on the desktop, the page's WebSocket in a browser), chosen in `crate::platform`.
 
 use std::time::Duration;
 
 use holoroom_protocol::{ErrorBody, Event};
 
-#[cfg(not(target_arch = "wasm32"))]
-mod native;
-#[cfg(not(target_arch = "wasm32"))]
-pub use native::Signaling;
+pub use crate::platform::Signaling;
 
 /// How long a request waits for its response.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

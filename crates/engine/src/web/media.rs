@@ -20,20 +20,16 @@ use web_sys::{
 use super::capture::{VideoTap, camera_stream};
 use super::signaling::Signaling;
 use super::util::{describe, resolve, sleep};
-use crate::engine::{
-    EngineEvent, EventSink, MEDIA_RETRY_FIRST, MEDIA_RETRY_MAX, MediaError, MediaPhase, QUALITY_INTERVAL, RemoteStream,
-    StreamQuality, media_state_event,
-};
+use super::MediaLink;
+use crate::engine::{EngineEvent, EventSink, MediaError, QUALITY_INTERVAL, RemoteStream, StreamQuality};
 use crate::media::{AudioBuffer, SAMPLE_RATE};
 use crate::stream::LocalStream;
 
 type TrackHandler = Closure<dyn FnMut(RtcTrackEvent)>;
 
-/// One stream's media connection and what hangs off it. Closing it ends everything.
+/// One media connection and what hangs off it. Closing it ends everything.
 #[derive(Default)]
 pub(crate) struct MediaSession {
-    /// A played stream's frame slot, closed when playing stops.
-    slot: Option<crate::media::FrameSlot>,
     pc: RefCell<Option<RtcPeerConnection>>,
     closed: Cell<bool>,
     video: RefCell<Option<VideoTap>>,
@@ -42,13 +38,6 @@ pub(crate) struct MediaSession {
 }
 
 impl MediaSession {
-    pub fn for_slot(slot: crate::media::FrameSlot) -> MediaSession {
-        MediaSession {
-            slot: Some(slot),
-            ..MediaSession::default()
-        }
-    }
-
     /// Sets the connection, unless the session closed meanwhile (then it is closed at once).
     fn attach(&self, pc: &RtcPeerConnection) -> Result<(), MediaError> {
         if self.is_closed() {
@@ -59,22 +48,13 @@ impl MediaSession {
         Ok(())
     }
 
-    /// Ends the stream: the connection, and the played stream's frame slot.
+    /// Ends the connection and what hangs off it (the stream's slot stays open: the room
+    /// machine closes it when the stream ends for good).
     pub fn close(&self) {
-        self.close_connection();
-        if let Some(slot) = &self.slot {
-            slot.close();
-        }
-    }
-
-    /// Ends the connection (a new one takes over after a reconnect); the slot stays open.
-    pub fn close_connection(&self) {
         self.closed.set(true);
         self.drop_connection();
     }
 
-    /// Closes the current connection and what hangs off it, leaving the session open for the
-    /// next one (after its media path failed).
     fn drop_connection(&self) {
         if let Some(pc) = self.pc.borrow_mut().take() {
             pc.close();
@@ -282,74 +262,40 @@ async fn watch(
     }
 }
 
-/// Runs a publication or playback: sets it up with `setup`, then watches it (quality reports);
-/// when its media path fails (or setting up fails on the way), sets it up again with back-off
-/// for as long as the session is open, reporting Requesting with the reason meanwhile. A
-/// failure of another kind ends it and is reported; a dropped signaling connection is not a
-/// failure (the reconnect starts this again, or the room's end closes it).
-async fn supervise<F: Future<Output = Result<(), MediaError>>>(
+/// Runs one media connection: sets it up with `setup`, reports it up, then watches it
+/// (quality reports) until the session is closed or its media path fails, and reports the
+/// end to the room machine, which decides what comes next.
+async fn run_once<F: Future<Output = Result<(), MediaError>>>(
     session: Rc<MediaSession>,
-    stream_id: StreamId,
     publishing: bool,
     events: EventSink,
-    mut setup: impl FnMut() -> F,
+    link: MediaLink,
+    setup: F,
 ) {
-    let _ = events.send(media_state_event(&stream_id, publishing, MediaPhase::Requesting, None));
-    let mut wait = MEDIA_RETRY_FIRST;
-    loop {
-        let result = setup().await;
-        if session.is_closed() {
-            return;
+    let result = setup.await;
+    let error = match result {
+        _ if session.is_closed() => None,
+        Ok(()) => {
+            link.up();
+            watch(&session, &link.key.stream_id, publishing, &events).await
         }
-        let error = match result {
-            Ok(()) => {
-                let _ = events.send(media_state_event(&stream_id, publishing, MediaPhase::Running, None));
-                wait = MEDIA_RETRY_FIRST;
-                match watch(&session, &stream_id, publishing, &events).await {
-                    Some(error) => error,
-                    None => return,
-                }
-            }
-            Err(MediaError::Signaling(crate::signaling::SignalingError::Closed)) => return,
-            Err(error) => error,
-        };
-        if !error.is_path_failure() {
-            session.close();
-            let _ = events.send(media_state_event(
-                &stream_id,
-                publishing,
-                MediaPhase::Ended,
-                Some(error),
-            ));
-            return;
-        }
-        tracing::info!(%error, ?wait, "media path failed; setting it up again");
-        session.drop_connection();
-        let _ = events.send(media_state_event(
-            &stream_id,
-            publishing,
-            MediaPhase::Requesting,
-            Some(error),
-        ));
-        sleep(wait).await;
-        wait = (wait * 2).min(MEDIA_RETRY_MAX);
-        if session.is_closed() {
-            return;
-        }
-    }
+        Err(error) => Some(error),
+    };
+    session.drop_connection();
+    link.ended(error);
 }
 
 /// Publishes local stream `local` (its camera and microphone) as `stream_id`.
 pub(crate) async fn publish(
     signaling: Signaling,
-    stream_id: StreamId,
     local: LocalStream,
     events: EventSink,
+    link: MediaLink,
     session: Rc<MediaSession>,
 ) {
-    let setup = || {
-        let (signaling, stream_id, local, session) =
-            (signaling.clone(), stream_id.clone(), local.clone(), session.clone());
+    let (stream_id, media_id) = (link.key.stream_id.clone(), link.generation);
+    let setup = {
+        let session = session.clone();
         async move {
             let camera = camera_stream(local.key()).await.map_err(MediaError::Capture)?;
             let pc = new_pc()?;
@@ -372,25 +318,26 @@ pub(crate) async fn publish(
                     source: local.source(),
                     extra_info: local.extra_info(),
                     sdp_offer: Some(sdp),
+                    media_id: Some(media_id),
                 })
             };
             negotiate(&pc, &signaling, request).await.map(drop)
         }
     };
-    supervise(session.clone(), stream_id.clone(), true, events.clone(), setup).await;
+    run_once(session, true, events, link, setup).await;
 }
 
 /// Plays `stream_id` into `remote`: pictures into its slot, sound into its buffer.
 pub(crate) async fn play(
     signaling: Signaling,
-    stream_id: StreamId,
     remote: RemoteStream,
     events: EventSink,
+    link: MediaLink,
     session: Rc<MediaSession>,
 ) {
-    let setup = || {
-        let (signaling, stream_id, remote, session) =
-            (signaling.clone(), stream_id.clone(), remote.clone(), session.clone());
+    let (stream_id, media_id) = (link.key.stream_id.clone(), link.generation);
+    let setup = {
+        let session = session.clone();
         async move {
             let pc = new_pc()?;
             session.attach(&pc)?;
@@ -426,12 +373,13 @@ pub(crate) async fn play(
                 Request::StartPlaying(PlayRequest {
                     stream_id: stream_id.clone(),
                     sdp_offer: Some(sdp),
+                    media_id: Some(media_id),
                 })
             };
             negotiate(&pc, &signaling, request).await.map(drop)
         }
     };
-    supervise(session.clone(), stream_id.clone(), false, events.clone(), setup).await;
+    run_once(session, false, events, link, setup).await;
 }
 
 thread_local! {

@@ -1,12 +1,9 @@
-//! The browser backend: the room driver is a future on the page's event loop
-//! (`spawn_local`); signaling goes over the browser's WebSocket, media over its
-//! RTCPeerConnection, and the browser captures, encodes and decodes. Pictures reach the same
-//! latest-frame slots as on the desktop and sound the same audio buffers, so the app above
-//! is the same code.
-//!
-//! Publish and play quality come from the connection's `getStats` every 2 s. A dropped
-//! signaling connection is resumed as on the desktop (Reconnecting, retries with back-off,
-//! Reconnected with only the differences, media started again), or ends in ReconnectFailed.
+//! The browser backend: a thin driver on the page's event loop (`spawn_local`) that performs
+//! what the room machine (`crate::machine`) asks, as the desktop driver does: signaling over
+//! the browser's WebSocket, requests side by side, guest tokens over `fetch`, and one media
+//! connection per publication or playback over its RTCPeerConnection (the browser captures,
+//! encodes and decodes). Pictures reach the same latest-frame slots as on the desktop and
+//! sound the same audio buffers, so the app above is the same code.
 
 mod capture;
 mod media;
@@ -18,428 +15,328 @@ use std::rc::Rc;
 
 use futures_channel::mpsc;
 use futures_util::StreamExt;
-use holoroom_protocol::{Event, LoginConfig, LoginResponse, Request, RoomId, RoomStateReason, StreamId, UserInfo};
+use holoroom_protocol::LoginResponse;
+use wasm_bindgen::JsCast;
+use web_time::Instant;
 
 pub(crate) use capture::{close_camera, open_camera, set_track_enabled};
 use media::MediaSession;
 pub(crate) use media::audio_context;
-use signaling::Signaling;
+pub use signaling::Signaling;
 pub(crate) use util::describe;
 
-use crate::engine::{
-    Command, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReconnectPolicy,
-    RemoteStream, RequestKind, RoomError,
-};
-use crate::room_view::{Followed, RoomView};
-use crate::signaling::SignalingEvent;
-use crate::stream::LocalStream;
+use crate::engine::{Command, EngineConfig, EngineError, EngineEvent, MediaError, SystemRequirements};
+use crate::machine::{Action, ConnectionId, Input, MediaKey, MediaWork, RoomMachine};
+use crate::signaling::{SignalingError, SignalingEvent};
+use crate::token::{GuestUrl, TokenError, TokenRequest, TokenSource};
+
+/// What reaches the driver: the machine's inputs, and connections that opened.
+enum Wire {
+    Machine(Input),
+    /// A connection logged in; its server events follow on the same channel.
+    Opened {
+        connection: ConnectionId,
+        signaling: Signaling,
+        response: Box<LoginResponse>,
+    },
+}
+
+type Inputs = mpsc::UnboundedSender<Wire>;
 
 #[derive(Debug)]
 pub(crate) struct Backend {
-    commands: mpsc::UnboundedSender<Command>,
+    inputs: Inputs,
 }
 
 impl Backend {
     pub fn start(config: EngineConfig, events: crossbeam_channel::Sender<EngineEvent>) -> Result<Backend, EngineError> {
-        let (commands, command_rx) = mpsc::unbounded();
+        let (inputs, input_rx) = mpsc::unbounded();
         let driver = Driver {
+            machine: RoomMachine::new(config.reconnect),
             url: config.server_url,
-            policy: config.reconnect,
             events,
+            inputs: inputs.clone(),
+            connections: HashMap::new(),
+            media_tasks: HashMap::new(),
         };
-        wasm_bindgen_futures::spawn_local(driver.run(command_rx));
-        Ok(Backend { commands })
+        wasm_bindgen_futures::spawn_local(driver.run(input_rx));
+        Ok(Backend { inputs })
     }
 
     pub fn send(&self, command: Command) {
-        let _ = self.commands.unbounded_send(command);
+        let _ = self.inputs.unbounded_send(Wire::Machine(Input::Command(command)));
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.inputs.unbounded_send(Wire::Machine(Input::Shutdown));
+    }
+}
+
+/// How a media connection tells the machine that it came up or ended.
+#[derive(Clone)]
+pub(crate) struct MediaLink {
+    pub key: MediaKey,
+    pub generation: u64,
+    inputs: Inputs,
+}
+
+impl MediaLink {
+    pub fn up(&self) {
+        let _ = self.inputs.unbounded_send(Wire::Machine(Input::MediaUp {
+            key: self.key.clone(),
+            generation: self.generation,
+        }));
+    }
+
+    pub fn ended(&self, error: Option<MediaError>) {
+        let _ = self.inputs.unbounded_send(Wire::Machine(Input::MediaEnded {
+            key: self.key.clone(),
+            generation: self.generation,
+            error,
+        }));
     }
 }
 
 struct Driver {
+    machine: RoomMachine,
     url: String,
-    policy: ReconnectPolicy,
     events: crossbeam_channel::Sender<EngineEvent>,
-}
-
-struct InRoom {
-    room_id: RoomId,
-    token: String,
-    user: UserInfo,
-    config: LoginConfig,
-    session_id: String,
-    signaling: Signaling,
-    view: RoomView,
-    publishing: HashMap<StreamId, (LocalStream, Rc<MediaSession>)>,
-    playing: HashMap<StreamId, (RemoteStream, Rc<MediaSession>)>,
-}
-
-enum Input {
-    Command(Command),
-    Server(SignalingEvent),
+    inputs: Inputs,
+    connections: HashMap<ConnectionId, Signaling>,
+    media_tasks: HashMap<(MediaKey, u64), Rc<MediaSession>>,
 }
 
 impl Driver {
-    fn emit(&self, event: EngineEvent) {
-        let _ = self.events.send(event);
-    }
-
-    fn state(&self, room_id: &RoomId, reason: RoomStateReason, error: Option<RoomError>) {
-        self.emit(EngineEvent::RoomStateChanged {
-            room_id: room_id.clone(),
-            reason,
-            error,
-            kickout: None,
-        });
-    }
-
-    async fn run(self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        while let Some(command) = commands.next().await {
-            match command {
-                Command::Login {
-                    room_id,
-                    token,
-                    user,
-                    config,
-                } => {
-                    self.state(&room_id, RoomStateReason::Logining, None);
-                    match self.connect(&room_id, &token, &user, &config, None).await {
-                        Ok((signaling, server_events, response)) => {
-                            self.state(&room_id, RoomStateReason::Logined, None);
-                            let mut in_room = InRoom {
-                                room_id,
-                                token,
-                                user,
-                                config,
-                                session_id: response.session_id.clone(),
-                                signaling,
-                                view: RoomView::default(),
-                                publishing: HashMap::new(),
-                                playing: HashMap::new(),
-                            };
-                            self.take_snapshot(&mut in_room, &response);
-                            self.in_room(&mut in_room, &mut commands, server_events).await;
-                            let sessions = in_room.publishing.values().map(|(_, s)| s);
-                            for session in sessions.chain(in_room.playing.values().map(|(_, s)| s)) {
-                                session.close();
-                            }
-                            in_room.signaling.close();
+    async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Wire>) {
+        loop {
+            while let Some(action) = self.machine.poll_action() {
+                self.perform(action);
+            }
+            if self.machine.is_finished() {
+                break;
+            }
+            let wire = match self.machine.poll_timeout() {
+                Some(at) => {
+                    let wait = Box::pin(util::sleep(at.saturating_duration_since(Instant::now())));
+                    match futures_util::future::select(inputs.next(), wait).await {
+                        futures_util::future::Either::Left((wire, _)) => wire,
+                        futures_util::future::Either::Right(((), _)) => {
+                            self.machine.handle_timeout(Instant::now());
+                            continue;
                         }
-                        Err(err) => self.state(&room_id, RoomStateReason::LoginFailed, Some(err)),
                     }
                 }
-                other => self.outside_a_room(other),
+                None => inputs.next().await,
+            };
+            let Some(wire) = wire else { break };
+            let input = match wire {
+                Wire::Machine(input) => input,
+                Wire::Opened {
+                    connection,
+                    signaling,
+                    response,
+                } => {
+                    self.connections.insert(connection, signaling);
+                    Input::Connected {
+                        connection,
+                        result: Ok(*response),
+                    }
+                }
+            };
+            match &input {
+                Input::MediaEnded { key, generation, .. } => {
+                    self.media_tasks.remove(&(key.clone(), *generation));
+                }
+                Input::Closed { connection, .. } => {
+                    self.connections.remove(connection);
+                }
+                _ => {}
+            }
+            self.machine.handle(Instant::now(), input);
+        }
+        for (_, session) in self.media_tasks.drain() {
+            session.close();
+        }
+        for (_, signaling) in self.connections.drain() {
+            signaling.close();
+        }
+    }
+
+    fn input(&self, input: Input) {
+        let _ = self.inputs.unbounded_send(Wire::Machine(input));
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Emit(event) => {
+                let _ = self.events.send(event);
+            }
+            Action::FetchToken { fetch, source, request } => match source.ready(&request) {
+                Some(result) => self.input(Input::Token { fetch, result }),
+                None => {
+                    let inputs = self.inputs.clone();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let result = fetch_token(&source, &request).await;
+                        let _ = inputs.unbounded_send(Wire::Machine(Input::Token { fetch, result }));
+                    });
+                }
+            },
+            Action::Connect { connection, login } => {
+                wasm_bindgen_futures::spawn_local(open(self.url.clone(), connection, login, self.inputs.clone()));
+            }
+            Action::Disconnect { connection } => {
+                if let Some(signaling) = self.connections.remove(&connection) {
+                    signaling.close();
+                }
+            }
+            Action::Send {
+                connection,
+                request,
+                body,
+            } => match self.connections.get(&connection) {
+                Some(signaling) => {
+                    let (signaling, inputs) = (signaling.clone(), self.inputs.clone());
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let result = signaling.request(body).await;
+                        let _ = inputs.unbounded_send(Wire::Machine(Input::Response { request, result }));
+                    });
+                }
+                None => self.input(Input::Response {
+                    request,
+                    result: Err(SignalingError::Closed),
+                }),
+            },
+            Action::StartMedia {
+                connection,
+                key,
+                generation,
+                work,
+            } => {
+                let link = MediaLink {
+                    key: key.clone(),
+                    generation,
+                    inputs: self.inputs.clone(),
+                };
+                let Some(signaling) = self.connections.get(&connection).cloned() else {
+                    link.ended(Some(MediaError::Signaling(SignalingError::Closed)));
+                    return;
+                };
+                let session = Rc::new(MediaSession::default());
+                let events = self.events.clone();
+                match work {
+                    MediaWork::Publish(local) => {
+                        wasm_bindgen_futures::spawn_local(media::publish(signaling, local, events, link, session.clone()));
+                    }
+                    MediaWork::Play(remote) => {
+                        wasm_bindgen_futures::spawn_local(media::play(signaling, remote, events, link, session.clone()));
+                    }
+                }
+                self.media_tasks.insert((key, generation), session);
+            }
+            Action::StopMedia { key, generation } => {
+                if let Some(session) = self.media_tasks.remove(&(key, generation)) {
+                    session.close();
+                }
             }
         }
     }
+}
 
-    fn outside_a_room(&self, command: Command) {
-        if let Some(event) = command.outside_a_room() {
-            self.emit(event);
-        }
-    }
-
-    async fn connect(
-        &self,
-        room_id: &RoomId,
-        token: &str,
-        user: &UserInfo,
-        config: &LoginConfig,
-        resume: Option<String>,
-    ) -> Result<(Signaling, mpsc::UnboundedReceiver<SignalingEvent>, LoginResponse), RoomError> {
-        let (signaling, server_events) = Signaling::connect(&self.url).await?;
-        let request = crate::signaling::login_request(room_id, token, user, config, resume);
-        match signaling.login(request).await {
+/// Opens a signaling connection and logs in; on success hands the connection to the driver
+/// and then forwards its server events, in order, until it closes.
+async fn open(url: String, connection: ConnectionId, login: holoroom_protocol::LoginRequest, inputs: Inputs) {
+    let opened = async {
+        let (signaling, server_events) = Signaling::connect(&url).await?;
+        match signaling.login(login).await {
             Ok(response) => Ok((signaling, server_events, response)),
             Err(err) => {
                 signaling.close();
-                Err(err.into())
+                Err(err)
             }
+        }
+    };
+    let (signaling, mut server_events, response) = match opened.await {
+        Ok(opened) => opened,
+        Err(error) => {
+            let _ = inputs.unbounded_send(Wire::Machine(Input::Connected {
+                connection,
+                result: Err(error.into()),
+            }));
+            return;
+        }
+    };
+    let _ = inputs.unbounded_send(Wire::Opened {
+        connection,
+        signaling,
+        response: Box::new(response),
+    });
+    while let Some(event) = server_events.next().await {
+        let input = match event {
+            SignalingEvent::Event { event, .. } => Input::ServerEvent { connection, event },
+            SignalingEvent::Closed { code, reason } => Input::Closed {
+                connection,
+                reason: format!("{reason} ({code:?})"),
+            },
+        };
+        if inputs.unbounded_send(Wire::Machine(input)).is_err() {
+            return;
         }
     }
+}
 
-    fn take_snapshot(&self, in_room: &mut InRoom, response: &LoginResponse) {
-        for event in in_room.view.snapshot_events(&in_room.room_id, response) {
-            self.emit(event);
-        }
+/// Asks a token source that needs IO: the guest endpoint, with the page's `fetch`.
+async fn fetch_token(source: &TokenSource, request: &TokenRequest) -> Result<String, TokenError> {
+    let TokenSource::Guest { server_url, spectator } = source else {
+        return source
+            .ready(request)
+            .unwrap_or_else(|| Err(TokenError::Mint("no token".into())));
+    };
+    let url = GuestUrl::new(server_url, request, *spectator)?;
+    let unreachable = |reason: String| TokenError::Unreachable { url: url.full(), reason };
+    let window = util::window().ok_or_else(|| unreachable("no page".into()))?;
+    let response: web_sys::Response = util::resolve(window.fetch_with_str(&url.full()))
+        .await
+        .map_err(unreachable)?
+        .dyn_into()
+        .map_err(|_| unreachable("not a response".into()))?;
+    let text = response.text().map_err(|e| unreachable(describe(e)))?;
+    let body = util::resolve(text).await.map_err(unreachable)?.as_string().unwrap_or_default();
+    if !response.ok() {
+        return Err(TokenError::Refused {
+            url: url.full(),
+            status: format!("{} {body}", response.status()),
+        });
     }
+    GuestUrl::token_from(&body)
+}
 
-    /// Runs the room until logout, a kick-out, or a connection that cannot be resumed.
-    async fn in_room(
-        &self,
-        in_room: &mut InRoom,
-        commands: &mut mpsc::UnboundedReceiver<Command>,
-        mut server_events: mpsc::UnboundedReceiver<SignalingEvent>,
-    ) {
-        loop {
-            let input = {
-                let mut inputs = futures_util::stream::select(
-                    commands.by_ref().map(Input::Command),
-                    server_events.by_ref().map(Input::Server),
-                );
-                inputs.next().await
-            };
-            let leave = match input {
-                None => true,
-                Some(Input::Server(SignalingEvent::Event { event, .. })) => self.server_event(in_room, event),
-                Some(Input::Server(SignalingEvent::Closed { code, reason })) => {
-                    tracing::warn!(?code, %reason, "the connection to the room server dropped");
-                    let (events, deferred) = self.reconnect(in_room, commands).await;
-                    let mut leave = events.is_none();
-                    if let Some(events) = events {
-                        server_events = events;
-                    }
-                    // Commands that came in meanwhile: run in the room, or answered as outside it.
-                    for command in deferred {
-                        if leave {
-                            self.outside_a_room(command);
-                        } else {
-                            leave = self.command(in_room, command).await;
-                        }
-                    }
-                    leave
-                }
-                Some(Input::Command(command)) => self.command(in_room, command).await,
-            };
-            if leave {
-                return;
-            }
+/// Checks what this browser supports (the browser decodes; cameras are asked for on use).
+pub fn check_system_requirements() -> SystemRequirements {
+    let global = js_sys::global();
+    let has = |name: &str| js_sys::Reflect::has(&global, &name.into()).unwrap_or(false);
+    let media_devices = web_sys::window()
+        .map(|w| w.navigator())
+        .and_then(|n| n.media_devices().ok())
+        .is_some();
+    let need = |ok: bool, what: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("this browser has no {what}"))
         }
-    }
-
-    /// Resumes the session after a drop: retries with back-off until the policy gives up or a
-    /// refusal says retrying is useless. Commands that arrive meanwhile are returned to be run
-    /// afterwards (a logout ends it at once).
-    async fn reconnect(
-        &self,
-        in_room: &mut InRoom,
-        commands: &mut mpsc::UnboundedReceiver<Command>,
-    ) -> (Option<mpsc::UnboundedReceiver<SignalingEvent>>, Vec<Command>) {
-        self.state(&in_room.room_id, RoomStateReason::Reconnecting, None);
-        let give_up = js_sys::Date::now() + self.policy.give_up_after.as_secs_f64() * 1000.0;
-        let mut delay = self.policy.first_delay;
-        let mut deferred = Vec::new();
-        loop {
-            let attempt = self
-                .connect(
-                    &in_room.room_id,
-                    &in_room.token,
-                    &in_room.user,
-                    &in_room.config,
-                    Some(in_room.session_id.clone()),
-                )
-                .await;
-            let error = match attempt {
-                Ok((signaling, server_events, response)) => {
-                    in_room.signaling.close();
-                    in_room.signaling = signaling;
-                    in_room.session_id = response.session_id.clone();
-                    self.state(&in_room.room_id, RoomStateReason::Reconnected, None);
-                    self.take_snapshot(in_room, &response);
-                    self.restart_media(in_room);
-                    return (Some(server_events), deferred);
-                }
-                Err(error) => error,
-            };
-            let refused = matches!(error, RoomError::Refused(_));
-            if refused || js_sys::Date::now() + delay.as_secs_f64() * 1000.0 > give_up {
-                self.state(&in_room.room_id, RoomStateReason::ReconnectFailed, Some(error));
-                in_room.view.clear();
-                return (None, deferred);
-            }
-            tracing::debug!(%error, ?delay, "reconnect attempt failed");
-            let mut pause = Box::pin(util::sleep(delay));
-            loop {
-                match futures_util::future::select(pause, commands.next()).await {
-                    futures_util::future::Either::Left(((), _)) => break,
-                    futures_util::future::Either::Right((Some(Command::Logout) | None, _)) => {
-                        self.state(&in_room.room_id, RoomStateReason::Logout, None);
-                        in_room.view.clear();
-                        return (None, deferred);
-                    }
-                    futures_util::future::Either::Right((Some(other), rest)) => {
-                        deferred.push(other);
-                        pause = rest;
-                    }
-                }
-            }
-            delay = (delay * 2).min(self.policy.max_delay);
-        }
-    }
-
-    /// Starts every publication and playback again on the resumed connection; streams that
-    /// ended meanwhile are not played again.
-    fn restart_media(&self, in_room: &mut InRoom) {
-        // A publication that had failed (say, no camera) stays failed.
-        in_room.publishing.retain(|_, (_, session)| !session.is_closed());
-        for (stream_id, (local, session)) in in_room.publishing.iter_mut() {
-            session.close_connection();
-            *session = Rc::new(MediaSession::default());
-            wasm_bindgen_futures::spawn_local(media::publish(
-                in_room.signaling.clone(),
-                stream_id.clone(),
-                local.clone(),
-                self.events.clone(),
-                session.clone(),
-            ));
-        }
-        let playing = std::mem::take(&mut in_room.playing);
-        for (stream_id, (remote, session)) in playing {
-            if !in_room.view.streams().any(|s| s.stream_id == stream_id) {
-                session.close();
-                continue;
-            }
-            // The app keeps reading the same slot; only the connection is new.
-            session.close_connection();
-            let session = Rc::new(MediaSession::for_slot(remote.video.clone()));
-            in_room
-                .playing
-                .insert(stream_id.clone(), (remote.clone(), session.clone()));
-            wasm_bindgen_futures::spawn_local(media::play(
-                in_room.signaling.clone(),
-                stream_id,
-                remote,
-                self.events.clone(),
-                session,
-            ));
-        }
-    }
-
-    fn server_event(&self, in_room: &mut InRoom, event: Event) -> bool {
-        match in_room.view.follow(event) {
-            Followed::Report { event, kicked } => {
-                if let Some(event) = event {
-                    self.emit(event);
-                }
-                kicked
-            }
-            Followed::Contradicts => false,
-        }
-    }
-
-    async fn command(&self, in_room: &mut InRoom, command: Command) -> bool {
-        let signaling = in_room.signaling.clone();
-        match command {
-            Command::Login { room_id, .. } => {
-                self.emit(Command::already_in(room_id, &in_room.room_id));
-                false
-            }
-            Command::Logout => {
-                match signaling.request(Request::Logout {}).await {
-                    Ok(_) | Err(crate::signaling::SignalingError::Closed) => {
-                        self.state(&in_room.room_id, RoomStateReason::Logout, None);
-                    }
-                    Err(err) => self.state(&in_room.room_id, RoomStateReason::LogoutFailed, Some(err.into())),
-                }
-                true
-            }
-            Command::RenewToken(token) => {
-                let request = Request::RenewToken { token: token.clone() };
-                let event = match signaling.request(request).await {
-                    Ok(holoroom_protocol::ResponseBody::TokenRenewed { expires_at }) => {
-                        // A later reconnect presents the renewed token.
-                        in_room.token = token;
-                        EngineEvent::TokenRenewed {
-                            room_id: in_room.room_id.clone(),
-                            expires_at,
-                        }
-                    }
-                    Ok(other) => EngineEvent::RequestFailed {
-                        request: RequestKind::RenewToken,
-                        error: RoomError::Protocol(format!("renewal answered with {other:?}")),
-                    },
-                    Err(err) => EngineEvent::RequestFailed {
-                        request: RequestKind::RenewToken,
-                        error: err.into(),
-                    },
-                };
-                self.emit(event);
-                false
-            }
-            Command::SetPose(pose) => {
-                // Fire and forget: a pose is superseded by the next one.
-                let events = self.events.clone();
-                wasm_bindgen_futures::spawn_local(async move {
-                    if let Err(err) = signaling.request(Request::SetPose { pose }).await {
-                        let _ = events.send(EngineEvent::RequestFailed {
-                            request: RequestKind::SetPose,
-                            error: err.into(),
-                        });
-                    }
-                });
-                false
-            }
-            Command::StartPublishing(stream_id, local) => {
-                if in_room.publishing.get(&stream_id).is_some_and(|(_, s)| !s.is_closed()) {
-                    self.emit(EngineEvent::PublisherStateUpdate {
-                        stream_id,
-                        state: PublisherState::NoPublish,
-                        error: Some(MediaError::Duplicate("publishing")),
-                    });
-                    return false;
-                }
-                let session = Rc::new(MediaSession::default());
-                in_room
-                    .publishing
-                    .insert(stream_id.clone(), (local.clone(), session.clone()));
-                wasm_bindgen_futures::spawn_local(media::publish(
-                    signaling,
-                    stream_id,
-                    local,
-                    self.events.clone(),
-                    session,
-                ));
-                false
-            }
-            Command::StopPublishing(stream_id) => {
-                if let Some((_, session)) = in_room.publishing.remove(&stream_id) {
-                    session.close();
-                    let _ = signaling
-                        .request(Request::StopPublishing {
-                            stream_id: stream_id.clone(),
-                        })
-                        .await;
-                }
-                self.emit(EngineEvent::PublisherStateUpdate {
-                    stream_id,
-                    state: PublisherState::NoPublish,
-                    error: None,
-                });
-                false
-            }
-            Command::StartPlaying(stream_id, remote) => {
-                if let Some((_, old)) = in_room.playing.remove(&stream_id) {
-                    old.close();
-                }
-                let session = Rc::new(MediaSession::for_slot(remote.video.clone()));
-                in_room
-                    .playing
-                    .insert(stream_id.clone(), (remote.clone(), session.clone()));
-                wasm_bindgen_futures::spawn_local(media::play(
-                    signaling,
-                    stream_id,
-                    remote,
-                    self.events.clone(),
-                    session,
-                ));
-                false
-            }
-            Command::StopPlaying(stream_id) => {
-                if let Some((_, session)) = in_room.playing.remove(&stream_id) {
-                    session.close();
-                    let _ = signaling
-                        .request(Request::StopPlaying {
-                            stream_id: stream_id.clone(),
-                        })
-                        .await;
-                }
-                self.emit(EngineEvent::PlayerStateUpdate {
-                    stream_id,
-                    state: PlayerState::NoPlay,
-                    error: None,
-                });
-                false
-            }
-        }
+    };
+    SystemRequirements {
+        webrtc: need(has("RTCPeerConnection"), "WebRTC"),
+        custom_capture: Err("custom frames are not published from a browser yet".into()),
+        camera: need(media_devices, "camera access (getUserMedia needs https or localhost)"),
+        microphone: need(
+            media_devices,
+            "microphone access (getUserMedia needs https or localhost)",
+        ),
+        screen_capture: Err("screen capture is not supported yet".into()),
+        video_codecs: vec!["H264"],
+        audio_codecs: vec!["opus"],
     }
 }

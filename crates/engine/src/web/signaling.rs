@@ -18,8 +18,14 @@ type Pending = Rc<RefCell<HashMap<u64, oneshot::Sender<Result<ResponseBody, Erro
 
 /// A signaling connection. Cheap to clone; clones share the socket.
 #[derive(Clone)]
-pub(crate) struct Signaling {
+pub struct Signaling {
     inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for Signaling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signaling").field("url", &self.inner.socket.url()).finish()
+    }
 }
 
 struct Inner {

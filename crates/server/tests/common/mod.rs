@@ -112,20 +112,36 @@ impl Client {
     }
 
     pub async fn publish(&self, stream_id: &str) -> Result<ResponseBody, SignalingError> {
+        self.publish_media(stream_id, None).await
+    }
+
+    /// Publishes `stream_id` as media connection `media_id`.
+    pub async fn publish_media(&self, stream_id: &str, media_id: Option<u64>) -> Result<ResponseBody, SignalingError> {
         self.signaling
             .request(Request::StartPublishing(PublishRequest {
                 stream_id: stream(stream_id),
                 source: StreamSource::Camera,
                 extra_info: format!("extra of {stream_id}"),
                 sdp_offer: None,
+                media_id,
             }))
             .await
     }
 
     pub async fn stop_publishing(&self, stream_id: &str) -> Result<ResponseBody, SignalingError> {
+        self.stop_publishing_media(stream_id, None).await
+    }
+
+    /// Stops `stream_id`, naming media connection `media_id`.
+    pub async fn stop_publishing_media(
+        &self,
+        stream_id: &str,
+        media_id: Option<u64>,
+    ) -> Result<ResponseBody, SignalingError> {
         self.signaling
             .request(Request::StopPublishing {
                 stream_id: stream(stream_id),
+                media_id,
             })
             .await
     }

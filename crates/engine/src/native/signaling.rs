@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::{REQUEST_TIMEOUT, SignalingError, SignalingEvent, logged_in};
+use crate::signaling::{REQUEST_TIMEOUT, SignalingError, SignalingEvent, logged_in};
 
 type Pending = HashMap<u64, oneshot::Sender<Result<ResponseBody, ErrorBody>>>;
 
