@@ -10,19 +10,16 @@ use std::sync::Arc;
 
 use bevy::prelude::*;
 use holoroom::audio::SpeakingLevel;
-use holoroom::net::{EngineBridge, JoinRoom, RoomStateChanged, TokenRequest, TokenSource};
+use holoroom::net::{EngineBridge, JoinRoom, RoomStateChanged, TokenSource};
 use holoroom::room::ViewerCamera;
 use holoroom::room::participants::{AppState, LocalParticipant, Participant, VideoFeed};
 use holoroom::video::{FaceViewer, PANEL_SIZE, UploadStats};
 use holoroom::{Connection, HoloroomPlugin};
 use holoroom_engine::protocol::RoomStateReason;
 use holoroom_engine::{Engine, EngineConfig};
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 
 /// Where the page came from and what its address asks for.
 struct Page {
-    http: String,
     ws: String,
     params: web_sys::UrlSearchParams,
 }
@@ -32,41 +29,9 @@ fn page() -> Option<Page> {
     let (protocol, host) = (location.protocol().ok()?, location.host().ok()?);
     let ws = if protocol == "https:" { "wss" } else { "ws" };
     Some(Page {
-        http: format!("{protocol}//{host}"),
         ws: format!("{ws}://{host}/v1/ws"),
         params: web_sys::UrlSearchParams::new_with_str(&location.search().ok()?).ok()?,
     })
-}
-
-/// Asks the server for a guest token.
-async fn fetch_token(http: &str, request: &TokenRequest) -> Result<String, String> {
-    let encode = |s: &str| String::from(js_sys::encode_uri_component(s));
-    let url = format!(
-        "{http}/v1/dev/token?room={}&user={}&name={}&spectator={}",
-        encode(&request.room),
-        encode(&request.user),
-        encode(&request.name),
-        request.spectate
-    );
-    let window = web_sys::window().ok_or("no page")?;
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(&url))
-        .await
-        .map_err(|e| format!("{e:?}"))?
-        .dyn_into()
-        .map_err(|_| "not a response")?;
-    let body = JsFuture::from(response.text().map_err(|e| format!("{e:?}"))?)
-        .await
-        .map_err(|e| format!("{e:?}"))?
-        .as_string()
-        .unwrap_or_default();
-    if !response.ok() {
-        return Err(format!("the server said {}: {body}", response.status()));
-    }
-    let json = js_sys::JSON::parse(&body).map_err(|_| format!("not JSON: {body}"))?;
-    js_sys::Reflect::get(&json, &"token".into())
-        .ok()
-        .and_then(|t| t.as_string())
-        .ok_or_else(|| format!("no token in {body}"))
 }
 
 pub fn main() {
@@ -85,14 +50,7 @@ pub fn main() {
         note: None,
     };
     let join_now = param("join").is_some_and(|v| v == "1");
-    let http = page.http.clone();
-    let tokens = TokenSource::Fetch(Arc::new(move |request: TokenRequest, reply| {
-        let http = http.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            let token = fetch_token(&http, &request).await;
-            let _ = reply.send((request, token));
-        });
-    }));
+    let tokens = TokenSource::Guest(page.ws.clone());
     let engine = match Engine::new(EngineConfig::new(page.ws)) {
         Ok(engine) => engine,
         Err(err) => {

@@ -9,7 +9,7 @@ use bevy::winit::{UpdateMode, WinitSettings};
 use clap::{Args, Parser, Subcommand};
 use std::sync::Arc;
 
-use holoroom::net::{EngineBridge, TokenRequest, TokenSource};
+use holoroom::net::{EngineBridge, TokenSource};
 use holoroom::{Connection, HoloroomPlugin};
 use holoroom_engine::protocol::{RoomId, UserId, UserInfo, VideoGrant};
 use holoroom_engine::{Engine, EngineConfig};
@@ -274,28 +274,8 @@ pub fn main() -> Result<()> {
                 Some(keys.mint(grant, &user, Some(name.to_owned()), 12 * 3600))
             }))
         }
-        (None, None) => {
-            // A dev server mints guest tokens over HTTP, asked on a thread of its own.
-            let url = server_url.clone();
-            TokenSource::Fetch(Arc::new(move |request: TokenRequest, reply| {
-                let url = url.clone();
-                let fetch = move |request: &TokenRequest| {
-                    let room = RoomId::new(request.room.clone()).map_err(|e| e.to_string())?;
-                    let user = UserInfo {
-                        user_id: UserId::new(request.user.clone()).map_err(|e| e.to_string())?,
-                        user_name: request.name.clone(),
-                    };
-                    holoroom_engine::bot::dev_token(&url, &room, &user, request.spectate).map_err(|e| e.to_string())
-                };
-                let spawned = std::thread::Builder::new().name("token".into()).spawn(move || {
-                    let token = fetch(&request);
-                    let _ = reply.send((request, token));
-                });
-                if let Err(err) = spawned {
-                    error!("can't ask for a token: {err}");
-                }
-            }))
-        }
+        // A dev server hands out guest tokens over HTTP; the engine asks it.
+        (None, None) => TokenSource::Guest(server_url.clone()),
     };
     let engine = Engine::new(EngineConfig::new(server_url.clone())).context("can't start the engine")?;
     let user = cli

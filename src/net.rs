@@ -14,31 +14,15 @@ use crate::RoomSystems;
 /// Mints a token for (room, user, name, spectator), with keys this process holds.
 pub type MintToken = Arc<dyn Fn(&str, &str, &str, bool) -> Option<String> + Send + Sync>;
 
-/// Who asks for a token: the room, the user, their name, and whether they only watch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRequest {
-    pub room: String,
-    pub user: String,
-    pub name: String,
-    pub spectate: bool,
-}
-
-/// A token (or why there is none) for a request, when it arrives.
-pub type TokenReply = (TokenRequest, Result<String, String>);
-
-/// Starts fetching a token (from a dev server's guest endpoint); the reply goes to the sender.
-/// Never blocks: the fetch runs on a thread, or on the page's event loop in a browser.
-pub type FetchToken = Arc<dyn Fn(TokenRequest, crossbeam_channel::Sender<TokenReply>) + Send + Sync>;
-
-/// How this client gets its token.
+/// How this client gets its tokens. The engine asks again before each one expires.
 #[derive(Clone)]
 pub enum TokenSource {
-    /// A token given on the command line.
+    /// A token given on the command line (not renewed).
     Fixed(String),
     /// Minted here with the embedded server's keys.
     Mint(MintToken),
-    /// Asked of the server over HTTP (dev mode).
-    Fetch(FetchToken),
+    /// Asked of the room server at this signaling URL (its guest endpoint, dev mode).
+    Guest(String),
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -46,22 +30,29 @@ impl std::fmt::Debug for TokenSource {
         match self {
             TokenSource::Fixed(_) => f.write_str("TokenSource::Fixed"),
             TokenSource::Mint(_) => f.write_str("TokenSource::Mint"),
-            TokenSource::Fetch(_) => f.write_str("TokenSource::Fetch"),
+            TokenSource::Guest(url) => write!(f, "TokenSource::Guest({url})"),
         }
     }
 }
 
-/// Token fetches under way.
-#[derive(Resource, Debug)]
-struct TokenReplies {
-    tx: crossbeam_channel::Sender<TokenReply>,
-    rx: crossbeam_channel::Receiver<TokenReply>,
-}
-
-impl Default for TokenReplies {
-    fn default() -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        TokenReplies { tx, rx }
+impl TokenSource {
+    /// The engine's token source for joining as a participant or (`spectate`) a spectator.
+    pub fn for_join(&self, spectate: bool) -> holoroom_engine::TokenSource {
+        match self {
+            TokenSource::Fixed(token) => holoroom_engine::TokenSource::Fixed(token.clone()),
+            TokenSource::Mint(mint) => {
+                let mint = mint.clone();
+                holoroom_engine::TokenSource::mint(move |request: &holoroom_engine::TokenRequest| {
+                    let (room, user) = (request.room_id.as_str(), request.user.user_id.as_str());
+                    mint(room, user, &request.user.user_name, spectate)
+                        .ok_or_else(|| format!("no token for {user} in room {room}"))
+                })
+            }
+            TokenSource::Guest(server_url) => holoroom_engine::TokenSource::Guest {
+                server_url: server_url.clone(),
+                spectator: spectate,
+            },
+        }
     }
 }
 
@@ -155,7 +146,6 @@ pub fn plugin(app: &mut App) {
         .add_message::<FeedState>()
         .add_message::<JoinRoom>()
         .add_message::<LeaveRoom>()
-        .init_resource::<TokenReplies>()
         .add_systems(
             Update,
             (handle_intents, drain_engine).chain().in_set(RoomSystems::Network),
@@ -170,7 +160,6 @@ fn handle_intents(
     mut leaves: MessageReader<LeaveRoom>,
     mut states: MessageWriter<RoomStateChanged>,
     own: Option<Res<OwnStream>>,
-    replies: Res<TokenReplies>,
 ) {
     let Some(bridge) = bridge else {
         return;
@@ -190,31 +179,7 @@ fn handle_intents(
             failed(error.to_string());
             continue;
         }
-        let request = TokenRequest {
-            room: join.room.clone(),
-            user: join.user.clone(),
-            name: join.name.clone(),
-            spectate: join.spectate,
-        };
-        let token = match &bridge.tokens {
-            TokenSource::Fixed(token) => Ok(token.clone()),
-            TokenSource::Mint(mint) => mint(&request.room, &request.user, &request.name, request.spectate)
-                .ok_or_else(|| "no token for this room and user".to_owned()),
-            TokenSource::Fetch(fetch) => {
-                fetch(request, replies.tx.clone());
-                continue;
-            }
-        };
-        match token {
-            Ok(token) => login(&mut commands, &bridge, &request, token).unwrap_or_else(&mut failed),
-            Err(error) => failed(error),
-        }
-    }
-    for (request, token) in replies.rx.try_iter() {
-        match token {
-            Ok(token) => login(&mut commands, &bridge, &request, token).unwrap_or_else(&mut failed),
-            Err(error) => failed(format!("no token: {error}")),
-        }
+        login(&mut commands, &bridge, join).unwrap_or_else(&mut failed);
     }
     for _ in leaves.read() {
         if let Some(own) = &own {
@@ -226,22 +191,23 @@ fn handle_intents(
     }
 }
 
-/// Logs in as `request` says, with `token`.
-fn login(commands: &mut Commands, bridge: &EngineBridge, request: &TokenRequest, token: String) -> Result<(), String> {
-    let room_id = RoomId::new(request.room.clone()).map_err(|e| e.to_string())?;
-    let user_id = UserId::new(request.user.clone()).map_err(|e| e.to_string())?;
+/// Logs in as `join` says; the engine gets its token from the app's source.
+fn login(commands: &mut Commands, bridge: &EngineBridge, join: &JoinRoom) -> Result<(), String> {
+    let room_id = RoomId::new(join.room.clone()).map_err(|e| e.to_string())?;
+    let user_id = UserId::new(join.user.clone()).map_err(|e| e.to_string())?;
     let user = UserInfo {
         user_id,
-        user_name: request.name.clone(),
+        user_name: join.name.clone(),
     };
     commands.insert_resource(Me {
         room_id: room_id.clone(),
         user: user.clone(),
-        spectator: request.spectate,
+        spectator: join.spectate,
     });
+    let tokens = bridge.tokens.for_join(join.spectate);
     bridge
         .engine
-        .login_room(room_id, token, user, LoginConfig { user_update: true });
+        .login_room(room_id, tokens, user, LoginConfig { user_update: true });
     Ok(())
 }
 

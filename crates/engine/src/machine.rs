@@ -25,8 +25,8 @@ use holoroom_protocol::{
 use web_time::Instant;
 
 use crate::engine::{
-    Command, EngineEvent, MediaError, MediaPhase, PublisherState, ReconnectPolicy, RemoteStream,
-    RequestKind, RoomError, media_state_event,
+    Command, EngineEvent, MediaError, MediaPhase, PublisherState, ReconnectPolicy, RemoteStream, RequestKind,
+    RoomError, media_state_event,
 };
 use crate::room_view::{Followed, RoomView};
 use crate::signaling::SignalingError;
@@ -80,16 +80,25 @@ pub(crate) enum Input {
         result: Result<LoginResponse, RoomError>,
     },
     /// A server event on a connection.
-    ServerEvent { connection: ConnectionId, event: Event },
+    ServerEvent {
+        connection: ConnectionId,
+        event: Event,
+    },
     /// A connection closed (or dropped).
-    Closed { connection: ConnectionId, reason: String },
+    Closed {
+        connection: ConnectionId,
+        reason: String,
+    },
     /// A request's answer.
     Response {
         request: RequestId,
         result: Result<ResponseBody, SignalingError>,
     },
     /// A media connection is up and media flows.
-    MediaUp { key: MediaKey, generation: u64 },
+    MediaUp {
+        key: MediaKey,
+        generation: u64,
+    },
     /// A media connection ended: stopped (no error) or failed.
     MediaEnded {
         key: MediaKey,
@@ -121,7 +130,9 @@ pub(crate) enum Action {
         login: holoroom_protocol::LoginRequest,
     },
     /// Close this connection (if it is open or still opening).
-    Disconnect { connection: ConnectionId },
+    Disconnect {
+        connection: ConnectionId,
+    },
     /// Send a request on `connection` and answer with [`Input::Response`] (`Closed` when
     /// that connection is gone).
     Send {
@@ -138,7 +149,10 @@ pub(crate) enum Action {
         work: MediaWork,
     },
     /// Stop a media connection (no withdraw: the machine sends that itself when due).
-    StopMedia { key: MediaKey, generation: u64 },
+    StopMedia {
+        key: MediaKey,
+        generation: u64,
+    },
 }
 
 /// What a request in flight is for.
@@ -146,7 +160,9 @@ pub(crate) enum Action {
 enum Purpose {
     Pose,
     Logout,
-    Renew { token: String },
+    Renew {
+        token: String,
+    },
     /// A publication's or playback's end, told to the server (sent again after a reconnect
     /// if the connection dropped before its answer).
     Withdraw(Request),
@@ -192,7 +208,9 @@ enum Phase {
     /// Connected (`connection`), in the room.
     InRoom(ConnectionId),
     Reconnecting(Reconnect),
-    LoggingOut { connection: ConnectionId },
+    LoggingOut {
+        connection: ConnectionId,
+    },
 }
 
 #[derive(Debug)]
@@ -272,10 +290,14 @@ impl RoomMachine {
             }) => Some(*at),
             _ => None,
         };
-        let media = self.room.iter().flat_map(|room| room.media.values()).filter_map(|m| match m.state {
-            MediaState::Retrying(at) => Some(at),
-            _ => None,
-        });
+        let media = self
+            .room
+            .iter()
+            .flat_map(|room| room.media.values())
+            .filter_map(|m| match m.state {
+                MediaState::Retrying(at) => Some(at),
+                _ => None,
+            });
         reconnect.into_iter().chain(media).chain(self.shutting_down).min()
     }
 
@@ -776,7 +798,9 @@ impl RoomMachine {
             ));
             return;
         }
-        let Some(mut media) = room.media.remove(&key) else { return };
+        let Some(mut media) = room.media.remove(&key) else {
+            return;
+        };
         // Its connection is over already.
         media.state = MediaState::Parked;
         self.end_media(&key, media, Some(error), true);
@@ -841,7 +865,9 @@ impl RoomMachine {
         let gone: Vec<MediaKey> = room
             .media
             .keys()
-            .filter(|key| key.direction == Direction::Play && !room.view.streams().any(|s| s.stream_id == key.stream_id))
+            .filter(|key| {
+                key.direction == Direction::Play && !room.view.streams().any(|s| s.stream_id == key.stream_id)
+            })
             .cloned()
             .collect();
         for (body, purpose) in queued {
@@ -997,7 +1023,9 @@ impl RoomMachine {
     }
 
     fn token(&mut self, now: Instant, fetch: FetchId, result: Result<String, TokenError>) {
-        let Some(purpose) = self.fetches.remove(&fetch) else { return };
+        let Some(purpose) = self.fetches.remove(&fetch) else {
+            return;
+        };
         match purpose {
             FetchFor::Login => {
                 if !matches!(self.phase, Phase::Fetching(f) if f == fetch) {
@@ -1043,7 +1071,9 @@ impl RoomMachine {
     }
 
     fn response(&mut self, request: RequestId, result: Result<ResponseBody, SignalingError>) {
-        let Some(purpose) = self.pending.remove(&request) else { return };
+        let Some(purpose) = self.pending.remove(&request) else {
+            return;
+        };
         match purpose {
             Purpose::Pose => {
                 if let Some(room) = self.room.as_mut()
@@ -1470,7 +1500,11 @@ mod tests {
         assert!(matches!(requests[0].1, Request::StopPlaying { media_id: Some(_), .. }));
         assert!(matches!(requests[1].1, Request::SetPose { .. }));
         let restarted = started(&back);
-        assert_eq!(restarted.len(), 1, "only the publication: cam was stopped, gone is gone");
+        assert_eq!(
+            restarted.len(),
+            1,
+            "only the publication: cam was stopped, gone is gone"
+        );
         assert_eq!(restarted[0].0, pkey);
         assert!(restarted[0].1 > pgen);
         assert!(gone_slot.video.is_closed());
@@ -1499,12 +1533,17 @@ mod tests {
                 reasons.push(*reason);
                 break;
             }
-            let Some(at) = h.machine.poll_timeout() else { panic!("no next attempt") };
+            let Some(at) = h.machine.poll_timeout() else {
+                panic!("no next attempt")
+            };
             let next = h.advance(at - h.now);
             attempt = connects(&next).expect("next attempt");
         }
         assert_eq!(reasons, vec![RoomStateReason::ReconnectFailed]);
-        assert!(h.now >= Instant::now() + Duration::from_secs(25), "tried for about the policy's 30 s");
+        assert!(
+            h.now >= Instant::now() + Duration::from_secs(25),
+            "tried for about the policy's 30 s"
+        );
 
         let mut h = Harness::new();
         let connection = h.logged_in(&[]);

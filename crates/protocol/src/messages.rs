@@ -64,9 +64,7 @@ pub enum Request {
     /// Leave the room; the socket stays open for another login.
     Logout {},
     /// Replace the session's token before it expires (same user and room).
-    RenewToken {
-        token: String,
-    },
+    RenewToken { token: String },
     /// Announce a stream this user publishes.
     StartPublishing(PublishRequest),
     StopPublishing {
@@ -77,10 +75,7 @@ pub enum Request {
         media_id: Option<u64>,
     },
     /// Change the extra info of a stream this user publishes.
-    SetStreamExtraInfo {
-        stream_id: StreamId,
-        extra_info: String,
-    },
+    SetStreamExtraInfo { stream_id: StreamId, extra_info: String },
     /// Subscribe to a stream in the room.
     StartPlaying(PlayRequest),
     StopPlaying {
@@ -96,9 +91,7 @@ pub enum Request {
         candidate: IceCandidate,
     },
     /// Where this participant is in the room.
-    SetPose {
-        pose: Pose,
-    },
+    SetPose { pose: Pose },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

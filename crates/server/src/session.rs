@@ -296,7 +296,11 @@ impl Session {
                 started
             }
             Request::StopPublishing { stream_id, media_id } => {
-                if self.in_room.as_ref().is_some_and(|r| r.is_stale(true, &stream_id, media_id)) {
+                if self
+                    .in_room
+                    .as_ref()
+                    .is_some_and(|r| r.is_stale(true, &stream_id, media_id))
+                {
                     // A newer connection took the stream over; this stop is for an older one.
                     Ok((ResponseBody::Ack, Vec::new()))
                 } else {
@@ -327,7 +331,11 @@ impl Session {
                 started
             }
             Request::StopPlaying { stream_id, media_id } => {
-                if self.in_room.as_ref().is_some_and(|r| r.is_stale(false, &stream_id, media_id)) {
+                if self
+                    .in_room
+                    .as_ref()
+                    .is_some_and(|r| r.is_stale(false, &stream_id, media_id))
+                {
                     Ok((ResponseBody::Ack, Vec::new()))
                 } else {
                     let stopped = self.hub.lock().rooms().stop_playing(id, &stream_id);

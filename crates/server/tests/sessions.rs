@@ -119,7 +119,10 @@ async fn a_stop_naming_an_older_media_connection_leaves_the_newer_one() {
     alice.publish_media("cam", Some(2)).await.expect("publish as media 2");
     alice.stop_publishing_media("cam", Some(1)).await.expect("acknowledged");
     assert_eq!(listed(), 1, "a stop for an older connection changes nothing");
-    alice.stop_publishing_media("cam", None).await.expect("a stop naming none ends it");
+    alice
+        .stop_publishing_media("cam", None)
+        .await
+        .expect("a stop naming none ends it");
     assert_eq!(listed(), 0);
 }
 

@@ -323,7 +323,10 @@ async fn fetch_token(source: &TokenSource, request: &TokenRequest) -> Result<Str
             .unwrap_or_else(|| Err(TokenError::Mint("no token".into())));
     };
     let url = GuestUrl::new(server_url, request, *spectator)?;
-    let unreachable = |reason: String| TokenError::Unreachable { url: url.full(), reason };
+    let unreachable = |reason: String| TokenError::Unreachable {
+        url: url.full(),
+        reason,
+    };
     if url.secure {
         return Err(unreachable(
             "the desktop client asks guest tokens over plain HTTP only; use a minted or fixed token".into(),
@@ -350,8 +353,11 @@ async fn fetch_token(source: &TokenSource, request: &TokenRequest) -> Result<Str
         .split_once("\r\n\r\n")
         .ok_or_else(|| TokenError::Unreadable("no HTTP body".into()))?;
     let status = head.lines().next().unwrap_or("").to_owned();
-    if !status.split_whitespace().nth(1).is_some_and(|code| code == "200") {
-        return Err(TokenError::Refused { url: url.full(), status });
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(TokenError::Refused {
+            url: url.full(),
+            status,
+        });
     }
     GuestUrl::token_from(body)
 }

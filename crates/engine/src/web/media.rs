@@ -17,10 +17,10 @@ use web_sys::{
     ScriptProcessorNode,
 };
 
+use super::MediaLink;
 use super::capture::{VideoTap, camera_stream};
 use super::signaling::Signaling;
 use super::util::{describe, resolve, sleep};
-use super::MediaLink;
 use crate::engine::{EngineEvent, EventSink, MediaError, QUALITY_INTERVAL, RemoteStream, StreamQuality};
 use crate::media::{AudioBuffer, SAMPLE_RATE};
 use crate::stream::LocalStream;

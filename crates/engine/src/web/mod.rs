@@ -10,12 +10,12 @@ mod media;
 mod signaling;
 mod util;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures_channel::mpsc;
 use futures_util::StreamExt;
-use holoroom_protocol::LoginResponse;
 use wasm_bindgen::JsCast;
 use web_time::Instant;
 
@@ -30,18 +30,10 @@ use crate::machine::{Action, ConnectionId, Input, MediaKey, MediaWork, RoomMachi
 use crate::signaling::{SignalingError, SignalingEvent};
 use crate::token::{GuestUrl, TokenError, TokenRequest, TokenSource};
 
-/// What reaches the driver: the machine's inputs, and connections that opened.
-enum Wire {
-    Machine(Input),
-    /// A connection logged in; its server events follow on the same channel.
-    Opened {
-        connection: ConnectionId,
-        signaling: Signaling,
-        response: Box<LoginResponse>,
-    },
-}
+/// The open signaling connections, shared with the tasks that open them.
+type Connections = Rc<RefCell<HashMap<ConnectionId, Signaling>>>;
 
-type Inputs = mpsc::UnboundedSender<Wire>;
+type Inputs = mpsc::UnboundedSender<Input>;
 
 #[derive(Debug)]
 pub(crate) struct Backend {
@@ -56,7 +48,7 @@ impl Backend {
             url: config.server_url,
             events,
             inputs: inputs.clone(),
-            connections: HashMap::new(),
+            connections: Connections::default(),
             media_tasks: HashMap::new(),
         };
         wasm_bindgen_futures::spawn_local(driver.run(input_rx));
@@ -64,13 +56,13 @@ impl Backend {
     }
 
     pub fn send(&self, command: Command) {
-        let _ = self.inputs.unbounded_send(Wire::Machine(Input::Command(command)));
+        let _ = self.inputs.unbounded_send(Input::Command(command));
     }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        let _ = self.inputs.unbounded_send(Wire::Machine(Input::Shutdown));
+        let _ = self.inputs.unbounded_send(Input::Shutdown);
     }
 }
 
@@ -84,18 +76,18 @@ pub(crate) struct MediaLink {
 
 impl MediaLink {
     pub fn up(&self) {
-        let _ = self.inputs.unbounded_send(Wire::Machine(Input::MediaUp {
+        let _ = self.inputs.unbounded_send(Input::MediaUp {
             key: self.key.clone(),
             generation: self.generation,
-        }));
+        });
     }
 
     pub fn ended(&self, error: Option<MediaError>) {
-        let _ = self.inputs.unbounded_send(Wire::Machine(Input::MediaEnded {
+        let _ = self.inputs.unbounded_send(Input::MediaEnded {
             key: self.key.clone(),
             generation: self.generation,
             error,
-        }));
+        });
     }
 }
 
@@ -104,12 +96,12 @@ struct Driver {
     url: String,
     events: crossbeam_channel::Sender<EngineEvent>,
     inputs: Inputs,
-    connections: HashMap<ConnectionId, Signaling>,
+    connections: Connections,
     media_tasks: HashMap<(MediaKey, u64), Rc<MediaSession>>,
 }
 
 impl Driver {
-    async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Wire>) {
+    async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) {
         loop {
             while let Some(action) = self.machine.poll_action() {
                 self.perform(action);
@@ -117,11 +109,11 @@ impl Driver {
             if self.machine.is_finished() {
                 break;
             }
-            let wire = match self.machine.poll_timeout() {
+            let input = match self.machine.poll_timeout() {
                 Some(at) => {
                     let wait = Box::pin(util::sleep(at.saturating_duration_since(Instant::now())));
                     match futures_util::future::select(inputs.next(), wait).await {
-                        futures_util::future::Either::Left((wire, _)) => wire,
+                        futures_util::future::Either::Left((input, _)) => input,
                         futures_util::future::Either::Right(((), _)) => {
                             self.machine.handle_timeout(Instant::now());
                             continue;
@@ -130,27 +122,13 @@ impl Driver {
                 }
                 None => inputs.next().await,
             };
-            let Some(wire) = wire else { break };
-            let input = match wire {
-                Wire::Machine(input) => input,
-                Wire::Opened {
-                    connection,
-                    signaling,
-                    response,
-                } => {
-                    self.connections.insert(connection, signaling);
-                    Input::Connected {
-                        connection,
-                        result: Ok(*response),
-                    }
-                }
-            };
+            let Some(input) = input else { break };
             match &input {
                 Input::MediaEnded { key, generation, .. } => {
                     self.media_tasks.remove(&(key.clone(), *generation));
                 }
                 Input::Closed { connection, .. } => {
-                    self.connections.remove(connection);
+                    self.connections.borrow_mut().remove(connection);
                 }
                 _ => {}
             }
@@ -159,13 +137,13 @@ impl Driver {
         for (_, session) in self.media_tasks.drain() {
             session.close();
         }
-        for (_, signaling) in self.connections.drain() {
+        for (_, signaling) in self.connections.borrow_mut().drain() {
             signaling.close();
         }
     }
 
     fn input(&self, input: Input) {
-        let _ = self.inputs.unbounded_send(Wire::Machine(input));
+        let _ = self.inputs.unbounded_send(input);
     }
 
     fn perform(&mut self, action: Action) {
@@ -179,15 +157,16 @@ impl Driver {
                     let inputs = self.inputs.clone();
                     wasm_bindgen_futures::spawn_local(async move {
                         let result = fetch_token(&source, &request).await;
-                        let _ = inputs.unbounded_send(Wire::Machine(Input::Token { fetch, result }));
+                        let _ = inputs.unbounded_send(Input::Token { fetch, result });
                     });
                 }
             },
             Action::Connect { connection, login } => {
-                wasm_bindgen_futures::spawn_local(open(self.url.clone(), connection, login, self.inputs.clone()));
+                let (url, connections, inputs) = (self.url.clone(), self.connections.clone(), self.inputs.clone());
+                wasm_bindgen_futures::spawn_local(open(url, connection, login, connections, inputs));
             }
             Action::Disconnect { connection } => {
-                if let Some(signaling) = self.connections.remove(&connection) {
+                if let Some(signaling) = self.connections.borrow_mut().remove(&connection) {
                     signaling.close();
                 }
             }
@@ -195,12 +174,12 @@ impl Driver {
                 connection,
                 request,
                 body,
-            } => match self.connections.get(&connection) {
+            } => match self.connections.borrow().get(&connection).cloned() {
                 Some(signaling) => {
-                    let (signaling, inputs) = (signaling.clone(), self.inputs.clone());
+                    let inputs = self.inputs.clone();
                     wasm_bindgen_futures::spawn_local(async move {
                         let result = signaling.request(body).await;
-                        let _ = inputs.unbounded_send(Wire::Machine(Input::Response { request, result }));
+                        let _ = inputs.unbounded_send(Input::Response { request, result });
                     });
                 }
                 None => self.input(Input::Response {
@@ -219,7 +198,7 @@ impl Driver {
                     generation,
                     inputs: self.inputs.clone(),
                 };
-                let Some(signaling) = self.connections.get(&connection).cloned() else {
+                let Some(signaling) = self.connections.borrow().get(&connection).cloned() else {
                     link.ended(Some(MediaError::Signaling(SignalingError::Closed)));
                     return;
                 };
@@ -227,10 +206,22 @@ impl Driver {
                 let events = self.events.clone();
                 match work {
                     MediaWork::Publish(local) => {
-                        wasm_bindgen_futures::spawn_local(media::publish(signaling, local, events, link, session.clone()));
+                        wasm_bindgen_futures::spawn_local(media::publish(
+                            signaling,
+                            local,
+                            events,
+                            link,
+                            session.clone(),
+                        ));
                     }
                     MediaWork::Play(remote) => {
-                        wasm_bindgen_futures::spawn_local(media::play(signaling, remote, events, link, session.clone()));
+                        wasm_bindgen_futures::spawn_local(media::play(
+                            signaling,
+                            remote,
+                            events,
+                            link,
+                            session.clone(),
+                        ));
                     }
                 }
                 self.media_tasks.insert((key, generation), session);
@@ -244,9 +235,15 @@ impl Driver {
     }
 }
 
-/// Opens a signaling connection and logs in; on success hands the connection to the driver
-/// and then forwards its server events, in order, until it closes.
-async fn open(url: String, connection: ConnectionId, login: holoroom_protocol::LoginRequest, inputs: Inputs) {
+/// Opens a signaling connection and logs in; on success adds the connection to the open
+/// ones, says so, and then forwards its server events, in order, until it closes.
+async fn open(
+    url: String,
+    connection: ConnectionId,
+    login: holoroom_protocol::LoginRequest,
+    connections: Connections,
+    inputs: Inputs,
+) {
     let opened = async {
         let (signaling, server_events) = Signaling::connect(&url).await?;
         match signaling.login(login).await {
@@ -260,17 +257,17 @@ async fn open(url: String, connection: ConnectionId, login: holoroom_protocol::L
     let (signaling, mut server_events, response) = match opened.await {
         Ok(opened) => opened,
         Err(error) => {
-            let _ = inputs.unbounded_send(Wire::Machine(Input::Connected {
+            let _ = inputs.unbounded_send(Input::Connected {
                 connection,
                 result: Err(error.into()),
-            }));
+            });
             return;
         }
     };
-    let _ = inputs.unbounded_send(Wire::Opened {
+    connections.borrow_mut().insert(connection, signaling);
+    let _ = inputs.unbounded_send(Input::Connected {
         connection,
-        signaling,
-        response: Box::new(response),
+        result: Ok(response),
     });
     while let Some(event) = server_events.next().await {
         let input = match event {
@@ -280,7 +277,7 @@ async fn open(url: String, connection: ConnectionId, login: holoroom_protocol::L
                 reason: format!("{reason} ({code:?})"),
             },
         };
-        if inputs.unbounded_send(Wire::Machine(input)).is_err() {
+        if inputs.unbounded_send(input).is_err() {
             return;
         }
     }
@@ -294,7 +291,10 @@ async fn fetch_token(source: &TokenSource, request: &TokenRequest) -> Result<Str
             .unwrap_or_else(|| Err(TokenError::Mint("no token".into())));
     };
     let url = GuestUrl::new(server_url, request, *spectator)?;
-    let unreachable = |reason: String| TokenError::Unreachable { url: url.full(), reason };
+    let unreachable = |reason: String| TokenError::Unreachable {
+        url: url.full(),
+        reason,
+    };
     let window = util::window().ok_or_else(|| unreachable("no page".into()))?;
     let response: web_sys::Response = util::resolve(window.fetch_with_str(&url.full()))
         .await
@@ -302,7 +302,11 @@ async fn fetch_token(source: &TokenSource, request: &TokenRequest) -> Result<Str
         .dyn_into()
         .map_err(|_| unreachable("not a response".into()))?;
     let text = response.text().map_err(|e| unreachable(describe(e)))?;
-    let body = util::resolve(text).await.map_err(unreachable)?.as_string().unwrap_or_default();
+    let body = util::resolve(text)
+        .await
+        .map_err(unreachable)?
+        .as_string()
+        .unwrap_or_default();
     if !response.ok() {
         return Err(TokenError::Refused {
             url: url.full(),

@@ -24,7 +24,9 @@ pub struct Signaling {
 
 impl std::fmt::Debug for Signaling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signaling").field("url", &self.inner.socket.url()).finish()
+        f.debug_struct("Signaling")
+            .field("url", &self.inner.socket.url())
+            .finish()
     }
 }
 
