@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use bevy::prelude::*;
 use holoroom_engine::protocol::{
-    LoginConfig, Pose, RoomId, RoomStateReason, StreamId, StreamInfo, UpdateType, UserId, UserInfo,
+    KickoutReason, LoginConfig, Pose, RoomId, RoomStateReason, StreamId, StreamInfo, UpdateType, UserId, UserInfo,
 };
-use holoroom_engine::{Engine, EngineEvent, LocalStream, PlayerState, StreamQuality};
+use holoroom_engine::{
+    Engine, EngineEvent, LocalStream, MediaError, PlayerState, RequestKind, RoomError, StreamQuality,
+};
 
 use crate::RoomSystems;
 
@@ -71,12 +73,34 @@ impl std::fmt::Debug for EngineBridge {
     }
 }
 
+/// Something to tell the person, typed; the overlay turns it into a sentence
+/// (`crate::ui::sentence`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Problem {
+    /// The room server refused, or could not be reached.
+    Room(RoomError),
+    /// Removed from the room.
+    Kickout(KickoutReason),
+    /// A room or user ID that no room server would take.
+    BadId(String),
+    /// Your own stream failed (or is being set up again).
+    Publish { stream_id: StreamId, error: MediaError },
+    /// Someone else's stream failed for you (or is being set up again).
+    Play { stream_id: StreamId, error: MediaError },
+    /// A request without a state of its own failed (a pose, a token renewal).
+    Request { request: RequestKind, error: RoomError },
+    /// Your stream shows something other than what was asked for, and why.
+    Note(String),
+    /// Your stream could not be started.
+    Stream(String),
+}
+
 /// The room's state changed (Logining, Logined, Kickout, ...).
 #[derive(Message, Debug, Clone)]
 pub struct RoomStateChanged {
     pub reason: RoomStateReason,
-    /// Why, for a person to read.
-    pub error: Option<String>,
+    /// Why, when something went wrong.
+    pub error: Option<Problem>,
 }
 
 /// A change to who is in the room, what they publish and where they are, in the order the
@@ -99,9 +123,9 @@ pub struct QualityUpdated {
     pub quality: StreamQuality,
 }
 
-/// A publisher or player problem worth showing.
+/// A publisher, player or request problem worth showing.
 #[derive(Message, Debug, Clone)]
-pub struct MediaTrouble(pub String);
+pub struct MediaTrouble(pub Problem);
 
 /// Whether a played stream's media path failed and is being set up again.
 #[derive(Message, Debug, Clone)]
@@ -167,7 +191,7 @@ fn handle_intents(
     let mut failed = |error: String| {
         states.write(RoomStateChanged {
             reason: RoomStateReason::LoginFailed,
-            error: Some(error),
+            error: Some(Problem::BadId(error)),
         });
     };
     for join in joins.read() {
@@ -229,8 +253,8 @@ fn drain_engine(
                 reason, error, kickout, ..
             } => {
                 let error = match (error, kickout) {
-                    (Some(e), _) => Some(e.to_string()),
-                    (None, Some(k)) => Some(format!("removed from the room: {k:?}")),
+                    (Some(e), _) => Some(Problem::Room(e)),
+                    (None, Some(k)) => Some(Problem::Kickout(k)),
                     (None, None) => None,
                 };
                 states.write(RoomStateChanged { reason, error });
@@ -264,12 +288,17 @@ fn drain_engine(
                     quality: q,
                 });
             }
+            // Not in a room: the answer to a stop that raced the app's own leaving.
+            EngineEvent::PublisherStateUpdate {
+                error: Some(MediaError::NotInRoom),
+                ..
+            } => {}
             EngineEvent::PublisherStateUpdate {
                 stream_id,
                 error: Some(error),
                 ..
             } => {
-                trouble.write(MediaTrouble(format!("publishing {stream_id}: {error}")));
+                trouble.write(MediaTrouble(Problem::Publish { stream_id, error }));
             }
             EngineEvent::PlayerStateUpdate {
                 stream_id,
@@ -277,8 +306,11 @@ fn drain_engine(
                 error,
             } => {
                 let reconnecting = state == PlayerState::Requesting && error.is_some();
-                if let Some(error) = error {
-                    trouble.write(MediaTrouble(format!("playing {stream_id}: {error}")));
+                if let Some(error) = error.filter(|e| *e != MediaError::NotInRoom) {
+                    trouble.write(MediaTrouble(Problem::Play {
+                        stream_id: stream_id.clone(),
+                        error,
+                    }));
                 }
                 feeds.write(FeedState {
                     stream_id,
@@ -286,7 +318,7 @@ fn drain_engine(
                 });
             }
             EngineEvent::RequestFailed { request, error } => {
-                trouble.write(MediaTrouble(format!("{request:?}: {error}")));
+                trouble.write(MediaTrouble(Problem::Request { request, error }));
             }
             _ => {}
         }

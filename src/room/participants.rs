@@ -10,7 +10,7 @@ use holoroom_engine::{AudioSource, StreamConfig, VideoSource};
 use super::seating;
 use crate::RoomSystems;
 use crate::audio::{SpeakingLevel, Voice};
-use crate::net::{EngineBridge, FeedState, Me, MediaTrouble, OwnStream, RoomStateChanged, RoomUpdate};
+use crate::net::{EngineBridge, FeedState, Me, MediaTrouble, OwnStream, Problem, RoomStateChanged, RoomUpdate};
 
 /// Where the app is.
 #[derive(States, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -23,7 +23,7 @@ pub enum AppState {
 
 /// The last thing that went wrong, for the overlay.
 #[derive(Resource, Debug, Default, Clone)]
-pub struct LastError(pub Option<String>);
+pub struct LastError(pub Option<Problem>);
 
 /// The connection to the room dropped and the engine is getting it back (the call goes on
 /// with what was playing).
@@ -116,7 +116,7 @@ fn start_own_stream(
     bridge: &EngineBridge,
     me: &Me,
     choice: &MediaChoice,
-) -> Result<(OwnStream, Option<String>), String> {
+) -> Result<(OwnStream, Option<Problem>), Problem> {
     let config = StreamConfig {
         video: choice.video.clone(),
         audio: choice.audio,
@@ -126,11 +126,11 @@ fn start_own_stream(
     let local = bridge
         .engine
         .create_stream(config)
-        .map_err(|err| format!("can't capture video: {err}"))?;
-    let stream_id =
-        StreamId::new(format!("{}-cam", me.user.user_id)).map_err(|err| format!("no stream ID for you: {err}"))?;
+        .map_err(|err| Problem::Stream(err.to_string()))?;
+    let stream_id = StreamId::new(format!("{}-cam", me.user.user_id))
+        .map_err(|err| Problem::Stream(format!("no stream ID for you: {err}")))?;
     bridge.engine.start_publishing_stream(stream_id.clone(), &local);
-    let note = local.note().map(str::to_owned);
+    let note = local.note().map(|note| Problem::Note(note.to_owned()));
     Ok((OwnStream { stream_id, local }, note))
 }
 

@@ -5,6 +5,9 @@
 use std::collections::BTreeMap;
 
 pub mod preview;
+mod sentence;
+
+pub use sentence::{sentence, worth_retrying};
 
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
@@ -226,7 +229,11 @@ fn login_panel(
                     ui.label("Joining…");
                 });
             } else {
-                let label = if last_error.0.is_some() { "Retry" } else { "Join" };
+                let label = if last_error.0.as_ref().is_some_and(worth_retrying) {
+                    "Retry"
+                } else {
+                    "Join"
+                };
                 if ui.button(label).clicked() {
                     joins.write(JoinRoom {
                         room: form.room.clone(),
@@ -237,7 +244,7 @@ fn login_panel(
                 }
             }
             if let Some(error) = &last_error.0 {
-                ui.colored_label(egui::Color32::from_rgb(240, 120, 100), error);
+                ui.colored_label(egui::Color32::from_rgb(240, 120, 100), sentence(error));
             }
         });
     Ok(())
@@ -368,7 +375,7 @@ fn call_panel(
             }
             if let Some(error) = &last_error.0 {
                 ui.separator();
-                ui.colored_label(egui::Color32::from_rgb(240, 180, 100), error);
+                ui.colored_label(egui::Color32::from_rgb(240, 180, 100), sentence(error));
             }
         });
     Ok(())
