@@ -1,8 +1,6 @@
 //! The desktop client. Without `--server` it starts an embedded room server on loopback.
 //! `holoroom bot` runs headless participants instead.
 
-use std::sync::mpsc;
-
 use anyhow::{Context, Result};
 use bevy::prelude::*;
 use bevy::winit::{UpdateMode, WinitSettings};
@@ -13,7 +11,7 @@ use holoroom::net::{EngineBridge, TokenSource};
 use holoroom::{Connection, HoloroomPlugin};
 use holoroom_engine::protocol::{RoomId, UserId, UserInfo, VideoGrant};
 use holoroom_engine::{Engine, EngineConfig};
-use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
+use holoroom_server::{BackgroundServer, ServerConfig, SigningKey, TokenKeys};
 
 #[derive(Parser, Debug)]
 #[command(name = "holoroom", version, about = "Holoroom: an immersive 3D video room")]
@@ -101,44 +99,15 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
-/// Starts a dev-mode room server on 127.0.0.1 on its own thread and returns its signaling URL.
-fn start_embedded_server() -> Result<(String, TokenKeys)> {
-    let (url_tx, url_rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("embedded-room-server".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    let _ = url_tx.send(Err(anyhow::Error::new(err).context("can't start the server runtime")));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let keys = TokenKeys::new(SigningKey::generate("embedded"));
-                let mut config = ServerConfig::new(keys.clone());
-                config.dev_tokens = true;
-                match Server::bind("127.0.0.1:0", config).await {
-                    Ok(server) => {
-                        let _ = url_tx.send(Ok((server.ws_url(), keys)));
-                        std::future::pending::<()>().await;
-                    }
-                    Err(err) => {
-                        let _ = url_tx.send(Err(anyhow::Error::new(err)));
-                    }
-                }
-            });
-        })
-        .context("can't start the embedded server thread")?;
-    url_rx.recv().context("the embedded server thread ended early")?
+/// Starts a dev-mode room server on 127.0.0.1 (it stops when dropped).
+fn start_embedded_server() -> Result<BackgroundServer> {
+    let mut config = ServerConfig::new(TokenKeys::new(SigningKey::generate("embedded")));
+    config.dev_tokens = true;
+    BackgroundServer::start("127.0.0.1:0", config).context("can't start the embedded room server")
 }
 
 fn run_bots(args: BotArgs) -> Result<()> {
-    use holoroom_engine::bot::{Bot, BotConfig, dev_token};
+    use holoroom_engine::bot::{Bot, BotConfig};
     use holoroom_engine::{StreamConfig, VideoSource};
 
     tracing_subscriber_init();
@@ -171,8 +140,12 @@ fn run_bots(args: BotArgs) -> Result<()> {
                     VideoGrant::participant(room.as_str())
                 };
                 keys.mint(grant, &user.user_id, Some(user.user_name.clone()), 24 * 3600)
+                    .into()
             }
-            None => dev_token(&args.server, &room, &user, args.spectate).context("can't get a guest token")?,
+            None => holoroom_engine::TokenSource::Guest {
+                server_url: args.server.clone(),
+                spectator: args.spectate,
+            },
         };
         let bot = Bot::start(BotConfig {
             server_url: args.server.clone(),
@@ -190,16 +163,7 @@ fn run_bots(args: BotArgs) -> Result<()> {
         room,
         args.server
     );
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    std::thread::spawn(move || {
-        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            runtime.block_on(async {
-                let _ = tokio::signal::ctrl_c().await;
-            });
-            flag.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
+    let stop = holoroom_engine::bot::interrupted().context("can't watch for Ctrl-C")?;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_secs(2));
         for (n, bot) in bots.iter().enumerate() {
@@ -246,6 +210,8 @@ pub fn main() -> Result<()> {
         return run_bots(args);
     }
     let cli = cli.app;
+    // Lives until the app has closed (and logged out of it).
+    let mut embedded_server = None;
     let (server_url, keys, embedded) = match cli.server {
         Some(url) => {
             let keys = cli
@@ -255,7 +221,9 @@ pub fn main() -> Result<()> {
             (url, keys, false)
         }
         None => {
-            let (url, keys) = start_embedded_server()?;
+            let server = start_embedded_server()?;
+            let (url, keys) = (server.ws_url().to_owned(), server.keys().clone());
+            embedded_server = Some(server);
             (url, Some(keys), true)
         }
     };
@@ -311,5 +279,7 @@ pub fn main() -> Result<()> {
         })
         .add_plugins(HoloroomPlugin { connection })
         .run();
+    // The app and its engine are gone: the room server can stop.
+    drop(embedded_server);
     Ok(())
 }

@@ -145,7 +145,8 @@ fn run(web_dir: PathBuf) -> Result<()> {
         room_id: RoomId::new("demo")?,
         token: server
             .keys()
-            .mint(VideoGrant::participant("demo"), &bot_user.user_id, None, 3600),
+            .mint(VideoGrant::participant("demo"), &bot_user.user_id, None, 3600)
+            .into(),
         user: bot_user,
         publish: Some(StreamConfig::test_pattern(BOT_VIDEO.0, BOT_VIDEO.1, 15.0)),
     })?;

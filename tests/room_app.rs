@@ -159,7 +159,7 @@ fn bot(room: &Room, id: &str) -> Bot {
         server_url: room.server.ws_url(),
         room_id: RoomId::new("demo").expect("valid"),
         user,
-        token,
+        token: token.into(),
         publish: Some(StreamConfig::test_pattern(320, 180, 15.0)),
     })
     .expect("bot starts")

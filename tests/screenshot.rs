@@ -220,7 +220,7 @@ fn main() -> AppExit {
             Bot::start(BotConfig {
                 server_url: server.ws_url(),
                 room_id: RoomId::new("demo").expect("valid"),
-                token: mint("demo", id, id, false).expect("token"),
+                token: mint("demo", id, id, false).expect("token").into(),
                 user: UserInfo {
                     user_id,
                     user_name: id.to_uppercase(),

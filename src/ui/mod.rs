@@ -52,21 +52,11 @@ pub struct Requirements(pub Option<holoroom_engine::SystemRequirements>);
 #[derive(Resource, Debug)]
 struct RequirementsCheck(crossbeam_channel::Receiver<holoroom_engine::SystemRequirements>);
 
-fn start_requirements_check(mut commands: Commands) {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let spawned = std::thread::Builder::new().name("device-check".into()).spawn(move || {
-            let _ = tx.send(holoroom_engine::check_system_requirements());
-        });
-        if let Err(err) = spawned {
-            warn!("no device check: {err}");
-        }
-    }
-    #[cfg(target_arch = "wasm32")]
-    let _ = tx.send(holoroom_engine::check_system_requirements());
+fn start_requirements_check(mut commands: Commands, bridge: Option<Res<EngineBridge>>) {
     commands.insert_resource(Requirements(None));
-    commands.insert_resource(RequirementsCheck(rx));
+    if let Some(bridge) = bridge {
+        commands.insert_resource(RequirementsCheck(bridge.engine.check_system_requirements_later()));
+    }
 }
 
 fn finish_requirements_check(check: Option<Res<RequirementsCheck>>, mut requirements: ResMut<Requirements>) {
@@ -96,6 +86,18 @@ impl DeviceList {
 /// Demo participants run in this process (embedded server only).
 #[derive(Resource, Default, Debug)]
 pub struct DemoBots(pub Vec<DemoBot>);
+
+impl DemoBots {
+    /// Each bot logs out on its own time, not the frame's.
+    fn leave_all(&mut self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        for bot in std::mem::take(&mut self.0) {
+            bot.leave();
+        }
+        #[cfg(target_arch = "wasm32")]
+        self.0.clear();
+    }
+}
 
 /// A demo participant: a bot in this process (none in a browser, which has no embedded server).
 #[cfg(not(target_arch = "wasm32"))]
@@ -298,12 +300,7 @@ fn call_panel(
             }
             if ui.button("End call").clicked() {
                 leave.write(LeaveRoom);
-                // Each bot logs out and joins its threads when dropped: not on the frame's time.
-                let demo = std::mem::take(&mut bots.0);
-                #[cfg(not(target_arch = "wasm32"))]
-                std::thread::spawn(move || drop(demo));
-                #[cfg(target_arch = "wasm32")]
-                drop(demo);
+                bots.leave_all();
             }
             // Demo participants run in this process, beside an embedded server (not in a browser).
             #[cfg(target_arch = "wasm32")]
@@ -466,18 +463,16 @@ fn device_picker(ui: &mut egui::Ui, devices: &mut DeviceList, choice: &mut Media
 
 #[cfg(not(target_arch = "wasm32"))]
 fn add_demo_bots(bots: &mut DemoBots, connection: &Connection, bridge: &EngineBridge, room: &RoomId) {
-    let TokenSource::Mint(mint) = &bridge.tokens else {
+    // A fixed token is the person's own; bots need a source that can give them theirs.
+    if matches!(bridge.tokens, TokenSource::Fixed(_)) {
         return;
-    };
+    }
     for _ in 0..2 {
         let n = bots.0.len() + 1;
         let Ok(user_id) = UserId::new(format!("demo-{n}")) else {
             continue;
         };
         let name = format!("Demo {n}");
-        let Some(token) = mint(room.as_str(), user_id.as_str(), &name, false) else {
-            continue;
-        };
         let config = BotConfig {
             server_url: connection.server_url.clone(),
             room_id: room.clone(),
@@ -485,7 +480,7 @@ fn add_demo_bots(bots: &mut DemoBots, connection: &Connection, bridge: &EngineBr
                 user_id,
                 user_name: name,
             },
-            token,
+            token: bridge.tokens.for_join(false),
             publish: Some(holoroom_engine::StreamConfig::test_pattern(640, 360, 30.0)),
         };
         match Bot::start(config) {

@@ -3,8 +3,6 @@
 //! and load; the app's "add demo participants" and `holoroom bot` run these.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,7 +19,8 @@ pub struct BotConfig {
     pub server_url: String,
     pub room_id: RoomId,
     pub user: UserInfo,
-    pub token: String,
+    /// A token, or a source the bot asks again before each one expires.
+    pub token: crate::token::TokenSource,
     /// What to publish, as stream `<user>-cam`; None to only watch (spectators).
     pub publish: Option<StreamConfig>,
 }
@@ -111,6 +110,15 @@ impl Bot {
     }
 }
 
+impl Bot {
+    /// Stops the bot without waiting for it: it logs out and ends on its own thread.
+    pub fn leave(mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        // Detached: the thread ends by itself.
+        self.thread.take();
+    }
+}
+
 impl Drop for Bot {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
@@ -118,6 +126,21 @@ impl Drop for Bot {
             let _ = thread.join();
         }
     }
+}
+
+/// A flag that turns true when the process is interrupted (Ctrl-C), for tools that run bots
+/// until then.
+pub fn interrupted() -> std::io::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("interrupt".into()).spawn(move || {
+        runtime.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        set.store(true, Ordering::Relaxed);
+    })?;
+    Ok(flag)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -215,64 +238,4 @@ fn run(engine: Engine, config: BotConfig, shared: Arc<Shared>) {
     engine.logout_room();
     // Give the logout a moment to reach the server before the engine is dropped.
     std::thread::sleep(Duration::from_millis(50));
-}
-
-/// Why a guest token could not be had from a dev server.
-#[derive(Debug, thiserror::Error)]
-pub enum DevTokenError {
-    #[error("can't reach {0}: {1}")]
-    Unreachable(String, String),
-    #[error("the server at {0} does not mint guest tokens (start it with --dev, or pass a token)")]
-    Refused(String),
-    #[error("the server's answer is not readable: {0}")]
-    Unreadable(String),
-}
-
-/// Asks a dev-mode room server for a guest token (`GET /v1/dev/token`). Blocking; for tools and bots.
-pub fn dev_token(server_url: &str, room: &RoomId, user: &UserInfo, spectator: bool) -> Result<String, DevTokenError> {
-    let authority = server_url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .ok_or_else(|| DevTokenError::Unreachable(server_url.into(), "not a ws:// URL".into()))?;
-    let query = format!(
-        "room={room}&user={}&name={}&spectator={spectator}",
-        user.user_id,
-        percent_encode(&user.user_name)
-    );
-    let unreachable = |e: std::io::Error| DevTokenError::Unreachable(authority.into(), e.to_string());
-    let mut socket = TcpStream::connect(authority).map_err(unreachable)?;
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(unreachable)?;
-    write!(
-        socket,
-        "GET /v1/dev/token?{query} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(unreachable)?;
-    let mut answer = String::new();
-    socket.read_to_string(&mut answer).map_err(unreachable)?;
-    let (head, body) = answer
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| DevTokenError::Unreadable("no HTTP body".into()))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(DevTokenError::Refused(authority.into()));
-    }
-    let json: serde_json::Value = serde_json::from_str(body).map_err(|e| DevTokenError::Unreadable(e.to_string()))?;
-    json["token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| DevTokenError::Unreadable("no token in the answer".into()))
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

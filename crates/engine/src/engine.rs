@@ -496,9 +496,15 @@ impl Engine {
         self.backend.send(Command::SetPose(pose));
     }
 
-    /// `checkSystemRequirements`.
+    /// `checkSystemRequirements`. It opens devices, which can take seconds: a game loop
+    /// should use [`Engine::check_system_requirements_later`].
     pub fn check_system_requirements(&self) -> SystemRequirements {
         check_system_requirements()
+    }
+
+    /// The same check, off the caller's thread: the answer arrives on the returned channel.
+    pub fn check_system_requirements_later(&self) -> crossbeam_channel::Receiver<SystemRequirements> {
+        self.backend.check_system_requirements()
     }
 
     /// `createStream`: starts capture. The returned stream's preview slot is the local view.

@@ -408,7 +408,8 @@ async fn six_people_all_see_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_bots_in_a_room_see_each_other() {
-    use holoroom_engine::bot::{Bot, BotConfig, dev_token};
+    use holoroom_engine::TokenSource;
+    use holoroom_engine::bot::{Bot, BotConfig};
 
     let _serial = ONE_AT_A_TIME.lock().await;
     let mut config = ServerConfig::new(TokenKeys::new(SigningKey::generate("dev")));
@@ -422,7 +423,11 @@ async fn two_bots_in_a_room_see_each_other() {
                 user_name: name.to_uppercase(),
             };
             let room = RoomId::new("demo").expect("valid");
-            let token = dev_token(&url, &room, &user, false).expect("a dev server mints guest tokens");
+            // The engine asks the dev server's guest endpoint itself.
+            let token = TokenSource::Guest {
+                server_url: url.clone(),
+                spectator: false,
+            };
             Bot::start(BotConfig {
                 server_url: url.clone(),
                 room_id: room,

@@ -50,6 +50,10 @@ pub enum ServerError {
     Task(#[from] tokio::task::JoinError),
     #[error("can't start the media relay: {0}")]
     Media(#[from] sfu::SfuError),
+    #[error("can't start the server's runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the server's thread ended before it listened")]
+    Ended,
 }
 
 /// How long a graceful shutdown waits for sessions to close.
@@ -187,6 +191,78 @@ impl Server {
             }
         }
         self.task.await?.map_err(ServerError::Serve)
+    }
+}
+
+/// A room server on a runtime and thread of its own, for an app that embeds one:
+/// [`BackgroundServer::start`] returns once it listens; dropping it shuts it down (as
+/// [`Server::shutdown`] does) and waits for its thread.
+#[derive(Debug)]
+pub struct BackgroundServer {
+    ws_url: String,
+    keys: TokenKeys,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundServer {
+    /// Binds `addr` and serves on a thread of its own.
+    pub fn start(addr: &str, config: ServerConfig) -> Result<BackgroundServer, ServerError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("room-server")
+            .enable_all()
+            .build()
+            .map_err(ServerError::Runtime)?;
+        let keys = config.keys.clone();
+        let addr = addr.to_owned();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("room-server".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match Server::bind(&addr, config).await {
+                        Ok(server) => {
+                            let _ = ready_tx.send(Ok(server.ws_url()));
+                            let _ = stopped.await;
+                            if let Err(err) = server.shutdown().await {
+                                tracing::warn!(%err, "the embedded server did not stop cleanly");
+                            }
+                        }
+                        Err(err) => {
+                            let _ = ready_tx.send(Err(err));
+                        }
+                    }
+                });
+            })
+            .map_err(ServerError::Runtime)?;
+        let ws_url = ready.recv().map_err(|_| ServerError::Ended)??;
+        Ok(BackgroundServer {
+            ws_url,
+            keys,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The signaling WebSocket URL.
+    pub fn ws_url(&self) -> &str {
+        &self.ws_url
+    }
+
+    /// The keys the server signs and verifies tokens with.
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+}
+
+impl Drop for BackgroundServer {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

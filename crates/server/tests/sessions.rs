@@ -279,6 +279,19 @@ async fn shutdown_kicks_everyone_and_closes_with_going_away() {
     assert_eq!(alice.closed().await, Some(close_code::GOING_AWAY));
 }
 
+#[test]
+fn a_background_server_serves_on_its_own_thread_and_stops_when_dropped() {
+    let server = holoroom_server::BackgroundServer::start("127.0.0.1:0", common::config()).expect("starts");
+    let addr = server
+        .ws_url()
+        .trim_start_matches("ws://")
+        .trim_end_matches("/v1/ws")
+        .to_owned();
+    assert!(std::net::TcpStream::connect(&addr).is_ok(), "it listens at {addr}");
+    drop(server);
+    assert!(std::net::TcpStream::connect(&addr).is_err(), "it stopped listening");
+}
+
 #[tokio::test]
 async fn origins_outside_the_allowlist_are_refused() {
     let mut config = common::config();

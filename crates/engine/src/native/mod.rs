@@ -40,6 +40,7 @@ type Inputs = mpsc::UnboundedSender<Wire>;
 #[derive(Debug)]
 pub(crate) struct Backend {
     inputs: Inputs,
+    runtime: tokio::runtime::Handle,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -63,13 +64,24 @@ impl Backend {
             connections: HashMap::new(),
             media_tasks: HashMap::new(),
         };
+        let handle = runtime.handle().clone();
         let thread = std::thread::Builder::new()
             .name("holoroom-engine".into())
             .spawn(move || runtime.block_on(driver.run(input_rx)))?;
         Ok(Backend {
             inputs,
+            runtime: handle,
             thread: Some(thread),
         })
+    }
+
+    /// Checks the system off the caller's thread (it opens devices, which can take seconds).
+    pub fn check_system_requirements(&self) -> crossbeam_channel::Receiver<SystemRequirements> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.runtime.spawn_blocking(move || {
+            let _ = tx.send(check_system_requirements());
+        });
+        rx
     }
 
     pub fn send(&self, command: Command) {

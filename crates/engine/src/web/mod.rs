@@ -58,6 +58,13 @@ impl Backend {
     pub fn send(&self, command: Command) {
         let _ = self.inputs.unbounded_send(Input::Command(command));
     }
+
+    /// Checks the browser (nothing here blocks: devices are asked for on use).
+    pub fn check_system_requirements(&self) -> crossbeam_channel::Receiver<SystemRequirements> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let _ = tx.send(check_system_requirements());
+        rx
+    }
 }
 
 impl Drop for Backend {
