@@ -147,13 +147,17 @@ pub struct JoinRoom {
 #[derive(Message, Debug, Clone, Default)]
 pub struct LeaveRoom;
 
-/// Who this client is in the room, once logged in.
+/// Who this client is in the room: present from Logined until the room is left.
 #[derive(Resource, Debug, Clone)]
 pub struct Me {
     pub room_id: RoomId,
     pub user: UserInfo,
     pub spectator: bool,
 }
+
+/// Who this client asked to be, until the login is answered.
+#[derive(Resource, Debug, Clone)]
+struct Joining(Me);
 
 /// This client's own camera stream while in a room as a participant.
 #[derive(Resource, Debug, Clone)]
@@ -223,11 +227,11 @@ fn login(commands: &mut Commands, bridge: &EngineBridge, join: &JoinRoom) -> Res
         user_id,
         user_name: join.name.clone(),
     };
-    commands.insert_resource(Me {
+    commands.insert_resource(Joining(Me {
         room_id: room_id.clone(),
         user: user.clone(),
         spectator: join.spectate,
-    });
+    }));
     let tokens = bridge.tokens.for_join(join.spectate);
     bridge
         .engine
@@ -237,6 +241,8 @@ fn login(commands: &mut Commands, bridge: &EngineBridge, join: &JoinRoom) -> Res
 
 /// Drains every engine event that arrived since the last frame into Messages.
 fn drain_engine(
+    mut commands: Commands,
+    joining: Option<Res<Joining>>,
     bridge: Option<Res<EngineBridge>>,
     mut states: MessageWriter<RoomStateChanged>,
     mut updates: MessageWriter<RoomUpdate>,
@@ -257,6 +263,23 @@ fn drain_engine(
                     (None, Some(k)) => Some(Problem::Kickout(k)),
                     (None, None) => None,
                 };
+                match reason {
+                    RoomStateReason::Logined => {
+                        if let Some(joining) = &joining {
+                            commands.insert_resource(joining.0.clone());
+                        }
+                        commands.remove_resource::<Joining>();
+                    }
+                    RoomStateReason::LoginFailed
+                    | RoomStateReason::Logout
+                    | RoomStateReason::LogoutFailed
+                    | RoomStateReason::Kickout
+                    | RoomStateReason::ReconnectFailed => {
+                        commands.remove_resource::<Me>();
+                        commands.remove_resource::<Joining>();
+                    }
+                    RoomStateReason::Logining | RoomStateReason::Reconnecting | RoomStateReason::Reconnected => {}
+                }
                 states.write(RoomStateChanged { reason, error });
             }
             EngineEvent::RoomUserUpdate { update, users, .. } => {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
 use holoroom::audio::{Muted, RoomAudio, SpeakingLevel};
-use holoroom::net::{EngineBridge, FeedState, JoinRoom, RoomStateChanged, RoomUpdate, TokenSource};
+use holoroom::net::{EngineBridge, FeedState, JoinRoom, LeaveRoom, Me, RoomStateChanged, RoomUpdate, TokenSource};
 use holoroom::room::participants::{
     AppState, LocalParticipant, Participant, Reconnecting, Seat, VideoFeed, seat_transform,
 };
@@ -293,6 +293,14 @@ fn a_spectator_sees_the_bots_and_is_not_seen() {
         assert!(!status.users.iter().any(|u| u == "watcher"));
     }
     assert_eq!(room.server.snapshot().rooms[0].spectators, 1);
+    assert!(app.world().get_resource::<Me>().is_some_and(|me| me.spectator));
+    // Leaving forgets who you were in the room.
+    app.world_mut().write_message(LeaveRoom);
+    run_until(&mut app, "back at the login", |app| {
+        *app.world().resource::<State<AppState>>().get() == AppState::Login
+    });
+    app.update();
+    assert!(app.world().get_resource::<Me>().is_none(), "no identity outside a room");
     drop(bots);
     drop(room.runtime);
 }
