@@ -1,5 +1,6 @@
 // I420 to linear RGB for a participant's video panel.
-// Three R8 planes (Y full size, U and V half size), limited range, BT.601 or BT.709.
+// Three R8 planes (Y full size, U and V half size), limited range, BT.601 or BT.709
+// (the app picks by frame size, as the engine's converters do: HD is BT.709).
 
 #import bevy_pbr::forward_io::VertexOutput
 

@@ -15,7 +15,7 @@ use bevy::render::renderer::RenderQueue;
 use bevy::render::texture::GpuImage;
 use bevy::render::{Render, RenderApp, RenderSystems};
 use bevy::shader::{Shader, ShaderRef};
-use holoroom_engine::media::VideoFrame;
+use holoroom_engine::media::{ColorMatrix, VideoFrame};
 
 use crate::RoomSystems;
 use crate::room::ViewerCamera;
@@ -266,7 +266,7 @@ fn upload_frames(
             material.u = plane(&mut images, size.0 / 2, size.1 / 2);
             material.v = plane(&mut images, size.0 / 2, size.1 / 2);
             material.params.empty = 0;
-            material.params.matrix = 0;
+            material.params.matrix = matrix_param(size);
             panel.size = size;
         }
         if let Some(material) = materials.get(&panel.material) {
@@ -274,5 +274,26 @@ fn upload_frames(
             uploads.0.push((planes, frame.frame));
             stats.frames_uploaded += 1;
         }
+    }
+}
+
+/// The shader's matrix switch for a frame of `size` (0 = BT.601, 1 = BT.709).
+pub fn matrix_param(size: (u32, u32)) -> u32 {
+    match ColorMatrix::for_size(size.0, size.1) {
+        ColorMatrix::Bt601 => 0,
+        ColorMatrix::Bt709 => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matrix_param;
+
+    #[test]
+    fn hd_panels_decode_with_bt709_and_sd_with_bt601() {
+        assert_eq!(matrix_param((1280, 720)), 1);
+        assert_eq!(matrix_param((1920, 1080)), 1);
+        assert_eq!(matrix_param((640, 360)), 0);
+        assert_eq!(matrix_param((320, 180)), 0);
     }
 }

@@ -6,7 +6,7 @@ use bevy::asset::RenderAssetUsages;
 use bevy::prelude::*;
 use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use bevy_egui::egui;
-use holoroom_engine::media::VideoFrame;
+use holoroom_engine::media::{ColorMatrix, VideoFrame};
 use holoroom_engine::{AudioSource, LocalStream, StreamConfig};
 
 use crate::room::participants::{AppState, MediaChoice};
@@ -70,18 +70,16 @@ pub fn update_preview(preview: Option<ResMut<Preview>>, mut images: ResMut<Asset
     }
 }
 
-/// The frame scaled down to [`SIZE`] (nearest sample) as RGBA, BT.601 limited range.
+/// The frame scaled down to [`SIZE`] (nearest sample) as RGBA, with its size's colour matrix.
 fn small_rgba(frame: &VideoFrame) -> Vec<u8> {
+    let matrix = ColorMatrix::for_size(frame.width, frame.height);
     let mut rgb = Vec::with_capacity(SIZE[0] * SIZE[1] * 4);
     for row in 0..SIZE[1] {
         let y = row * frame.height as usize / SIZE[1];
         for col in 0..SIZE[0] {
             let x = col * frame.width as usize / SIZE[0];
-            let luma = f32::from(frame.y[y * frame.y_stride + x]) - 16.0;
             let at = (y / 2) * frame.uv_stride + x / 2;
-            let (u, v) = (f32::from(frame.u[at]) - 128.0, f32::from(frame.v[at]) - 128.0);
-            let c = 1.164 * luma;
-            rgb.extend([c + 1.596 * v, c - 0.392 * u - 0.813 * v, c + 2.017 * u].map(|x| x.clamp(0.0, 255.0) as u8));
+            rgb.extend(matrix.to_rgb(frame.y[y * frame.y_stride + x], frame.u[at], frame.v[at]));
             rgb.push(255);
         }
     }

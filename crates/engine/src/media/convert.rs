@@ -1,7 +1,8 @@
 //! Pixel formats cameras deliver, converted to I420: packed YUYV (4:2:2), semi-planar NV12
-//! (4:2:0) and packed RGB (what a decoded MJPEG frame becomes, BT.601 limited range).
+//! (4:2:0) and packed RGB (what a decoded MJPEG frame becomes, and a canvas's pixels) with
+//! the frame size's colour matrix ([`ColorMatrix::for_size`]), limited range.
 
-use super::{FrameError, VideoFrame};
+use super::{ColorMatrix, FrameError, VideoFrame};
 
 fn short(plane: char, len: usize, needed: usize, width: u32, height: u32) -> FrameError {
     FrameError::ShortPlane {
@@ -52,7 +53,8 @@ pub fn nv12_to_i420(width: u32, height: u32, data: &[u8]) -> Result<VideoFrame, 
     VideoFrame::from_planes(width, height, (luma.to_vec(), w), (u, v, w / 2))
 }
 
-/// Packed RGB888 to I420, BT.601 limited range; chroma from each 2x2 block's average.
+/// Packed RGB888 to I420, limited range, BT.601 or BT.709 by size; chroma from each 2x2
+/// block's average.
 pub fn rgb_to_i420(width: u32, height: u32, data: &[u8]) -> Result<VideoFrame, FrameError> {
     packed_to_i420::<3>(width, height, data)
 }
@@ -69,7 +71,11 @@ fn packed_to_i420<const BYTES: usize>(width: u32, height: u32, data: &[u8]) -> R
     if data.len() < needed {
         return Err(short('y', data.len(), needed, width, height));
     }
-    let luma = |r: i32, g: i32, b: i32| (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16).clamp(0, 255) as u8;
+    let [ky, ku, kv] = ColorMatrix::for_size(width, height).forward();
+    let weigh = |k: [i32; 3], r: i32, g: i32, b: i32, offset: i32| {
+        (((k[0] * r + k[1] * g + k[2] * b + 128) >> 8) + offset).clamp(0, 255) as u8
+    };
+    let luma = |r: i32, g: i32, b: i32| weigh(ky, r, g, b, 16);
     let y = data[..needed]
         .chunks_exact(BYTES)
         .map(|p| luma(i32::from(p[0]), i32::from(p[1]), i32::from(p[2])))
@@ -86,8 +92,8 @@ fn packed_to_i420<const BYTES: usize>(width: u32, height: u32, data: &[u8]) -> R
                 b += i32::from(data[at + 2]);
             }
             let (r, g, b) = ((r + 2) / 4, (g + 2) / 4, (b + 2) / 4);
-            u.push((((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128).clamp(0, 255) as u8);
-            v.push((((112 * r - 94 * g - 18 * b + 128) >> 8) + 128).clamp(0, 255) as u8);
+            u.push(weigh(ku, r, g, b, 128));
+            v.push(weigh(kv, r, g, b, 128));
         }
     }
     VideoFrame::from_planes(width, height, (y, w), (u, v, w / 2))
@@ -144,5 +150,24 @@ mod tests {
         assert_eq!((red.y[0], red.u[0], red.v[0]), (82, 90, 240));
         let red_rgba = rgba_to_i420(w, h, &[255, 0, 0, 255].repeat(256)).expect("converts");
         assert_eq!(red_rgba, red, "alpha is ignored");
+    }
+
+    #[test]
+    fn hd_frames_use_bt709_and_come_back_to_their_colours() {
+        let (w, h) = (1280u32, 720u32);
+        let red = rgb_to_i420(w, h, &[255, 0, 0].repeat((w * h) as usize)).expect("converts");
+        // BT.709 red: Y 63, U 102, V 240 (BT.601 would give 82, 90, 240).
+        assert_eq!((red.y[0], red.u[0], red.v[0]), (63, 102, 240));
+        for (size, rgb) in [
+            ((16, 16), [200u8, 120, 40]),
+            ((1280, 720), [200, 120, 40]),
+            ((640, 360), [30, 90, 220]),
+        ] {
+            let frame = rgb_to_i420(size.0, size.1, &rgb.repeat((size.0 * size.1) as usize)).expect("converts");
+            let back = ColorMatrix::for_size(size.0, size.1).to_rgb(frame.y[0], frame.u[0], frame.v[0]);
+            for (was, is) in rgb.iter().zip(back) {
+                assert!(was.abs_diff(is) <= 3, "{size:?}: {rgb:?} came back as {back:?}");
+            }
+        }
     }
 }

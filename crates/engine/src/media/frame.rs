@@ -120,3 +120,49 @@ impl VideoFrame {
         out
     }
 }
+
+/// How a frame's YUV values relate to RGB (limited range). Where a stream does not say, the
+/// convention of cameras and encoders applies, and Holoroom follows it on both ends: BT.709
+/// for HD (720 lines or 1280 columns and up), BT.601 below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColorMatrix {
+    Bt601,
+    Bt709,
+}
+
+impl ColorMatrix {
+    /// The matrix for a frame of this size.
+    pub fn for_size(width: u32, height: u32) -> ColorMatrix {
+        if height >= 720 || width >= 1280 {
+            ColorMatrix::Bt709
+        } else {
+            ColorMatrix::Bt601
+        }
+    }
+
+    /// RGB (0..=255) to limited-range Y, U and V, each row the three weights of R, G and B
+    /// in 1/256ths (Y gets 16 added, U and V 128).
+    pub fn forward(self) -> [[i32; 3]; 3] {
+        match self {
+            ColorMatrix::Bt601 => [[66, 129, 25], [-38, -74, 112], [112, -94, -18]],
+            ColorMatrix::Bt709 => [[47, 157, 16], [-26, -87, 113], [112, -102, -10]],
+        }
+    }
+
+    /// Limited-range YUV back to RGB: with `y` in 0..=1 and `u`, `v` in -0.5..=0.5,
+    /// R = y + a·v, G = y - b·u - c·v, B = y + d·u for `[a, b, c, d]`.
+    pub fn inverse(self) -> [f32; 4] {
+        match self {
+            ColorMatrix::Bt601 => [1.402, 0.3441, 0.7141, 1.772],
+            ColorMatrix::Bt709 => [1.5748, 0.1873, 0.4681, 1.8556],
+        }
+    }
+
+    /// Limited-range Y, U, V bytes to RGB bytes.
+    pub fn to_rgb(self, y: u8, u: u8, v: u8) -> [u8; 3] {
+        let [a, b, c, d] = self.inverse();
+        let y = (f32::from(y) - 16.0) / 219.0;
+        let (u, v) = ((f32::from(u) - 128.0) / 224.0, (f32::from(v) - 128.0) / 224.0);
+        [y + a * v, y - b * u - c * v, y + d * u].map(|x| (x * 255.0).round().clamp(0.0, 255.0) as u8)
+    }
+}
