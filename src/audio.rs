@@ -5,7 +5,7 @@
 
 use bevy::prelude::*;
 use holoroom_engine::devices::AudioOutput;
-use holoroom_engine::media::{AudioBuffer, Mixer, spatial_gains};
+use holoroom_engine::media::{AudioBuffer, Mixer, Placement, spatial_gains};
 use holoroom_engine::protocol::StreamId;
 
 use crate::RoomSystems;
@@ -85,46 +85,46 @@ fn listener(local: Option<&Transform>, camera: Option<&Transform>) -> ([f32; 3],
     }
 }
 
-/// Keeps the mixer's voices in step with the entities and places each one.
+/// Keeps the mixer's voices in step with the entities and places each one: one update of the
+/// mixer per frame (one lock), into placements kept from frame to frame (no allocation while
+/// the room stays as it is).
 fn place_voices(
     mut commands: Commands,
     audio: Option<Res<RoomAudio>>,
     local: Query<&Transform, With<LocalParticipant>>,
     camera: Query<&Transform, (With<ViewerCamera>, Without<LocalParticipant>)>,
-    mut voices: Query<(Entity, Ref<Voice>, &Transform, Has<Muted>, Option<&mut SpeakingLevel>)>,
+    mut voices: Query<(Entity, &Voice, &Transform, Has<Muted>, Option<&mut SpeakingLevel>)>,
+    mut placements: Local<Vec<Placement>>,
 ) {
     let Some(audio) = audio else {
         return;
     };
-    let mixer = audio.mixer();
     let (ear, right) = listener(local.single().ok(), camera.single().ok());
-    let mut known = mixer.keys();
-    for (entity, voice, transform, muted, level) in &mut voices {
+    let count = voices.iter().count();
+    placements.resize_with(count, Placement::default);
+    for (placement, (_, voice, transform, muted, _)) in placements.iter_mut().zip(&voices) {
         let key = voice.stream_id.as_str();
-        match known.iter().position(|k| k == key) {
-            // A stream removed and added again within a frame brings a new buffer.
-            Some(at) if !voice.is_changed() => {
-                known.swap_remove(at);
-            }
-            Some(at) => {
-                known.swap_remove(at);
-                mixer.add(key, voice.buffer.clone());
-            }
-            None => mixer.add(key, voice.buffer.clone()),
+        if placement.key != key {
+            placement.key.clear();
+            placement.key.push_str(key);
         }
-        mixer.place(key, spatial_gains(ear, right, transform.translation.to_array()));
-        mixer.set_muted(key, muted);
-        let now = SpeakingLevel(mixer.level(key).unwrap_or(0.0));
+        // A stream removed and added again within a frame brings a new buffer.
+        if !placement.buffer.same_as(&voice.buffer) {
+            placement.buffer = voice.buffer.clone();
+        }
+        placement.gains = spatial_gains(ear, right, transform.translation.to_array());
+        placement.muted = muted;
+    }
+    audio.mixer().sync(&mut placements);
+    for (placement, (entity, _, _, _, level)) in placements.iter().zip(&mut voices) {
+        let now = SpeakingLevel(placement.level);
         match level {
-            Some(mut level) => level.set_if_neq(now),
+            Some(mut level) => {
+                level.set_if_neq(now);
+            }
             None => {
                 commands.entity(entity).insert(now);
-                true
             }
-        };
-    }
-    // Voices whose stream or participant went away.
-    for key in known {
-        mixer.remove(&key);
+        }
     }
 }

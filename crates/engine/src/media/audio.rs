@@ -20,6 +20,13 @@ pub struct AudioBuffer {
     inner: Arc<Mutex<Inner>>,
 }
 
+impl AudioBuffer {
+    /// Whether `other` is a clone of this buffer (the same stream's audio).
+    pub fn same_as(&self, other: &AudioBuffer) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
 impl Default for AudioBuffer {
     fn default() -> Self {
         Self::with_capacity(SAMPLE_RATE as usize)

@@ -1,9 +1,10 @@
 //! Spatial mixing: every played stream's mono PCM into one stereo output, each voice panned
 //! and attenuated by where its speaker is relative to the listener.
 //!
-//! The mixer is shared between whoever places the voices (the app, once a frame) and whoever
-//! pulls the output (a sound card callback, or a paced null output when there is none).
-//! Gains ramp across each rendered block, so moving speakers do not click.
+//! The mixer is shared between whoever places the voices (the app, once a frame, with one
+//! [`Mixer::sync`]) and whoever pulls the output (a sound card callback, or a paced null
+//! output when there is none), each taking the mixer's lock once. Gains ramp across each
+//! rendered block, so moving speakers do not click.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -80,6 +81,19 @@ struct Voice {
     level: f32,
 }
 
+impl Voice {
+    fn new(buffer: AudioBuffer, gains: Gains) -> Voice {
+        Voice {
+            buffer,
+            target: gains,
+            current: gains,
+            muted: false,
+            priming: true,
+            level: 0.0,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     voices: HashMap<String, Voice>,
@@ -87,6 +101,26 @@ struct State {
     /// RMS of the last rendered block, per output channel (first two).
     output_level: [f32; 2],
     rendered_frames: u64,
+}
+
+/// Where one voice is heard from this frame, for [`Mixer::sync`]. Kept by the caller from
+/// frame to frame, so a steady room allocates nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub key: String,
+    /// The voice's audio; another buffer than the voice had (a stream replaced under the same
+    /// key) starts the voice afresh.
+    pub buffer: AudioBuffer,
+    pub gains: Gains,
+    pub muted: bool,
+    /// Filled by [`Mixer::sync`]: how loud the voice is (smoothed RMS, 0..1), muted or not.
+    pub level: f32,
+}
+
+impl Default for Gains {
+    fn default() -> Self {
+        Gains::CENTRE
+    }
 }
 
 /// The room's mixer. Cheap to clone; clones share the voices.
@@ -106,17 +140,40 @@ impl Mixer {
 
     /// Adds (or replaces) the voice `key`, reading decoded audio from `buffer`. It starts centred.
     pub fn add(&self, key: &str, buffer: AudioBuffer) {
-        self.lock().voices.insert(
-            key.to_owned(),
-            Voice {
-                buffer,
-                target: Gains::CENTRE,
-                current: Gains::CENTRE,
-                muted: false,
-                priming: true,
-                level: 0.0,
-            },
-        );
+        self.lock()
+            .voices
+            .insert(key.to_owned(), Voice::new(buffer, Gains::CENTRE));
+    }
+
+    /// Makes the voices exactly `placements`, under one lock: adds the new ones (and starts
+    /// afresh those whose buffer changed), places and mutes each, removes the voices not
+    /// listed, and writes each voice's level back into its placement. A voice added here
+    /// starts where it is placed.
+    pub fn sync(&self, placements: &mut [Placement]) {
+        let mut state = self.lock();
+        state.voices.retain(|key, _| placements.iter().any(|p| p.key == *key));
+        for placement in placements.iter_mut() {
+            let voice = match state.voices.get_mut(placement.key.as_str()) {
+                Some(voice) if voice.buffer.same_as(&placement.buffer) => voice,
+                _ => {
+                    // It starts where (and as muted as) it is placed, without a ramp.
+                    let start = if placement.muted {
+                        Gains::SILENT
+                    } else {
+                        placement.gains
+                    };
+                    let voice = Voice::new(placement.buffer.clone(), start);
+                    state.voices.insert(placement.key.clone(), voice);
+                    match state.voices.get_mut(placement.key.as_str()) {
+                        Some(voice) => voice,
+                        None => continue,
+                    }
+                }
+            };
+            voice.target = placement.gains;
+            voice.muted = placement.muted;
+            placement.level = voice.level;
+        }
     }
 
     pub fn remove(&self, key: &str) {
@@ -310,6 +367,49 @@ mod tests {
         mixer.render(&mut out, 2);
         assert!(out.iter().any(|s| *s != 0.0));
         assert!(buffer.len() <= MAX_QUEUED_SAMPLES, "{} queued", buffer.len());
+    }
+
+    #[test]
+    fn one_sync_adds_places_mutes_replaces_and_removes_voices() {
+        let mixer = Mixer::new();
+        let buffer = |ms| {
+            let buffer = AudioBuffer::default();
+            let mut tone = Tone::new(440.0, 0.5);
+            for _ in 0..ms / 20 {
+                buffer.push(&tone.next_frame());
+            }
+            buffer
+        };
+        let place = |key: &str, gains, muted| Placement {
+            key: key.into(),
+            buffer: buffer(400),
+            gains,
+            muted,
+            level: 0.0,
+        };
+        let left = Gains { left: 1.0, right: 0.0 };
+        let mut placements = vec![place("a", left, false), place("b", Gains::CENTRE, true)];
+        mixer.sync(&mut placements);
+        let mut keys = mixer.keys();
+        keys.sort();
+        assert_eq!(keys, ["a", "b"]);
+        let mut out = vec![0.0; 2 * 480];
+        mixer.render(&mut out, 2);
+        let [l, r] = mixer.output_level();
+        assert!(l > 0.3 && r < 1e-6, "a starts where it is placed, b is muted: {l} {r}");
+        mixer.sync(&mut placements);
+        assert!(
+            placements.iter().all(|p| p.level > 0.3),
+            "levels come back, muted or not"
+        );
+
+        // b goes; a comes with a fresh (empty) buffer and primes again.
+        placements.truncate(1);
+        placements[0].buffer = AudioBuffer::default();
+        mixer.sync(&mut placements);
+        assert_eq!(mixer.keys(), ["a"]);
+        mixer.render(&mut out, 2);
+        assert!(out.iter().all(|s| *s == 0.0), "the new buffer has nothing yet");
     }
 
     #[test]

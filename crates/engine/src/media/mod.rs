@@ -15,7 +15,7 @@ pub mod y4m;
 pub use audio::AudioBuffer;
 pub use audio_jitter::{AudioJitterBuffer, AudioJitterStats, AudioOutput};
 pub use frame::{ColorMatrix, FrameError, VideoFrame};
-pub use mixer::{Gains, Mixer, spatial_gains};
+pub use mixer::{Gains, Mixer, Placement, spatial_gains};
 pub use pattern::{CodeLayout, FrameCode, TestPattern, read_code_with, read_frame_code};
 pub use receive::{EncodedFrame, ReceiveOutput, ReceiveStats, RtpIn, VideoReceiveBuffer};
 pub use slot::{FrameSlot, SlotFrame};
