@@ -1,5 +1,6 @@
 //! The browser client. Settings come from the page's address
-//! (`?room=lobby&user=ann&name=Ann&spectate=1&join=1`); the room server is the one that
+//! (`?room=lobby&user=ann&name=Ann&spectate=1&join=1`, `video=pattern` for the test pattern
+//! and a tone instead of the camera); the room server is the one that
 //! served the page, and guest tokens come from its dev endpoint. `join=1` joins at once.
 //! The page's body carries the room's state in `data-holoroom-*` attributes (state, others
 //! seen, live feeds, frames shown, frame codes read from remote pictures, where a live panel
@@ -12,11 +13,11 @@ use bevy::prelude::*;
 use holoroom::audio::SpeakingLevel;
 use holoroom::net::{EngineBridge, JoinRoom, RoomStateChanged, TokenSource};
 use holoroom::room::ViewerCamera;
-use holoroom::room::participants::{AppState, LocalParticipant, Participant, VideoFeed};
+use holoroom::room::participants::{AppState, LocalParticipant, MediaChoice, Participant, VideoFeed};
 use holoroom::video::{FaceViewer, PANEL_SIZE, UploadStats};
 use holoroom::{Connection, HoloroomPlugin};
 use holoroom_engine::protocol::RoomStateReason;
-use holoroom_engine::{Engine, EngineConfig};
+use holoroom_engine::{AudioSource, Engine, EngineConfig, VideoSource};
 
 /// Where the page came from and what its address asks for.
 struct Page {
@@ -76,6 +77,14 @@ pub fn main() {
         connection: connection.clone(),
     })
     .add_systems(Update, report_to_page);
+    // `video=pattern` sends the test pattern and a tone instead of the camera.
+    if param("video").is_some_and(|v| v == "pattern") {
+        app.insert_resource(MediaChoice {
+            video: VideoSource::TestPattern,
+            audio: AudioSource::Tone(440.0),
+            microphone: None,
+        });
+    }
     if join_now {
         app.add_systems(Startup, move |mut joins: MessageWriter<JoinRoom>| {
             joins.write(JoinRoom {

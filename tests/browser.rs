@@ -7,6 +7,8 @@
 //! cuts: the page comes back (Reconnected) and goes on publishing and playing. Then the media
 //! path (an impairment relay) goes dark for 12 s with signaling up: the page and the bot set
 //! their media up again by themselves and the pictures are back within 3 s of its return.
+//! A tab that sends the test pattern and a tone instead of a camera is decoded by the bot
+//! with its frame codes increasing.
 //!
 //! `make test` builds the web app and runs this with HOLOROOM_WEB_DIR set; plain `cargo test`
 //! without it says so and skips.
@@ -235,6 +237,45 @@ fn run(web_dir: PathBuf) -> Result<()> {
         "browser: read frame {} of bot-1 from the page's pixels",
         code.frame_number
     );
+
+    // A tab that sends the test pattern (drawn into a canvas the browser captures) and a
+    // tone: the bot decodes it with its frame codes, increasing.
+    let page = open_page(
+        &format!("{http}/?room=demo&user=web-2&name=Pattern&video=pattern&join=1"),
+        &artifact("browser-pattern.png"),
+        r#"{"participants":1,"liveFeeds":1,"quality":"1/1"}"#,
+        4,
+        None,
+    )?;
+    let pattern_stream = StreamId::new("web-2-cam")?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut codes = Vec::new();
+    while codes.len() < 5 {
+        if let Some(code) = bot
+            .remote(&pattern_stream)
+            .and_then(|r| r.video.latest())
+            .and_then(|f| f.code)
+            && codes.last() != Some(&code.frame_number)
+        {
+            codes.push(code.frame_number);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the bot never decoded the browser's test pattern (codes {codes:?}); bot: {:?}",
+            bot.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        codes.windows(2).all(|w| w[1] > w[0]),
+        "the browser's pattern codes increase: {codes:?}"
+    );
+    let heard = bot.remote(&pattern_stream).map_or(0, |r| r.audio.received());
+    let result = finish(page, "pattern tab")?;
+    println!(
+        "browser: the bot decoded the browser's test pattern, codes {codes:?}, {heard} samples of its tone; {result}"
+    );
+    ensure!(heard > 0, "the bot hears the browser's tone");
 
     // A spectator tab: sees the bot, is not listed to it.
     let page = open_page(

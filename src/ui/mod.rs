@@ -409,8 +409,6 @@ fn device_picker(ui: &mut egui::Ui, devices: &mut DeviceList, choice: &mut Media
     egui::ComboBox::from_label("Camera")
         .selected_text(camera_name(&video))
         .show_ui(ui, |ui| {
-            // A browser publishes what getUserMedia gives; stand-ins are made on the desktop.
-            #[cfg(not(target_arch = "wasm32"))]
             ui.selectable_value(&mut video, VideoSource::TestPattern, "Test pattern");
             for camera in &devices.cameras {
                 ui.selectable_value(&mut video, VideoSource::Camera(camera.index), camera.name.clone());
@@ -434,11 +432,8 @@ fn device_picker(ui: &mut egui::Ui, devices: &mut DeviceList, choice: &mut Media
             for name in &devices.microphones {
                 ui.selectable_value(&mut picked, (AudioSource::Microphone, Some(name.clone())), name.clone());
             }
-            #[cfg(not(target_arch = "wasm32"))]
-            {
-                ui.selectable_value(&mut picked, (AudioSource::Tone(440.0), None), "Test tone");
-                ui.selectable_value(&mut picked, (AudioSource::Silence, None), "Silence");
-            }
+            ui.selectable_value(&mut picked, (AudioSource::Tone(440.0), None), "Test tone");
+            ui.selectable_value(&mut picked, (AudioSource::Silence, None), "Silence");
         });
     if picked != (choice.audio, choice.microphone.clone()) {
         (choice.audio, choice.microphone) = picked;

@@ -2,15 +2,15 @@
 //! the engine's neutral layer names these, never a backend.
 
 #[cfg(not(target_arch = "wasm32"))]
-pub(crate) use crate::native::Backend;
-#[cfg(not(target_arch = "wasm32"))]
 pub use crate::native::Signaling;
 #[cfg(not(target_arch = "wasm32"))]
 pub use crate::native::check_system_requirements;
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) use crate::native::{Backend, Devices, pace};
 
-#[cfg(target_arch = "wasm32")]
-pub(crate) use crate::web::Backend;
 #[cfg(target_arch = "wasm32")]
 pub use crate::web::Signaling;
 #[cfg(target_arch = "wasm32")]
 pub use crate::web::check_system_requirements;
+#[cfg(target_arch = "wasm32")]
+pub(crate) use crate::web::{Backend, Devices, pace};

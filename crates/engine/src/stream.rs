@@ -1,15 +1,16 @@
-//! Local streams: what `create_stream` captures, paced on a thread of its own into a
-//! latest-frame slot that both the local preview and the encoder read.
+//! Local streams: what `create_stream` captures into a latest-frame slot that both the local
+//! preview and the encoder read. The platform (`crate::platform`) opens the devices (a
+//! camera, a microphone) and paces generated sources (the test pattern, a file): a thread on
+//! the desktop, the page's timers in a browser; everything else here is the same on both.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use web_time::Instant;
-
 use holoroom_protocol::StreamSource;
 
 use crate::media::{AudioBuffer, FrameSlot, TestPattern, VideoFrame, Y4mClip, unix_micros};
+use crate::platform::Devices;
 
 /// Where a stream's pictures come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,14 +92,9 @@ struct Inner {
     video_muted: AtomicBool,
     /// Send silence instead of the source's sound (`mutePublishStreamAudio`).
     audio_muted: AtomicBool,
-    /// Recorded sound, for a microphone source that opened.
-    captured: Option<AudioBuffer>,
-    #[cfg(not(target_arch = "wasm32"))]
-    microphone: std::sync::Mutex<Option<crate::devices::Microphone>>,
-    /// The camera, held here so that destroying the stream releases it at once (another
-    /// stream may want it next).
-    #[cfg(not(target_arch = "wasm32"))]
-    camera: std::sync::Mutex<Option<crate::devices::CameraCapture>>,
+    /// The camera and microphone, held here so that destroying the stream releases them at
+    /// once (another stream may want them next).
+    devices: Devices,
     /// Why the stream shows something other than what was asked for.
     note: Option<String>,
 }
@@ -127,122 +123,72 @@ impl LocalStream {
             return Err(StreamError::FrameRate(config.fps));
         }
         let mut notes = Vec::new();
-        let camera = match config.video {
-            VideoSource::Camera(index) => open_camera(index, &mut config, &mut notes),
-            _ => None,
-        };
-        let (captured, microphone) = if config.audio == AudioSource::Microphone {
-            open_microphone(config.microphone.as_deref(), &mut notes)
-        } else {
-            (None, None)
-        };
-        #[cfg(target_arch = "wasm32")]
-        let _ = microphone;
+        static NEXT_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        let preview = FrameSlot::new();
+        // The camera may deliver another size and rate than asked: the stream takes those.
+        let devices = Devices::open(key, &mut config, &preview, &mut notes);
         let note = (!notes.is_empty()).then(|| notes.join("; "));
         if let Some(note) = &note {
             tracing::warn!("{note}");
         }
-        static NEXT_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let inner = Arc::new(Inner {
-            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            key,
             config: config.clone(),
-            preview: FrameSlot::new(),
+            preview,
             stop: AtomicBool::new(false),
             video_muted: AtomicBool::new(false),
             audio_muted: AtomicBool::new(false),
-            captured,
-            #[cfg(not(target_arch = "wasm32"))]
-            microphone: std::sync::Mutex::new(microphone),
-            #[cfg(not(target_arch = "wasm32"))]
-            camera: std::sync::Mutex::new(None),
+            devices,
             note,
         });
-        // The capture thread reads the camera's frames; the stream owns the camera.
-        #[cfg(not(target_arch = "wasm32"))]
-        let camera = camera.map(|capture| {
-            let frames = capture.frames().clone();
-            *inner.camera.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(capture);
-            frames
-        });
-        #[cfg(target_arch = "wasm32")]
-        if let VideoSource::Camera(_) = config.video {
-            // The browser opens the camera (asking the person) and paces its pictures.
-            crate::web::open_camera(
-                inner.key,
-                inner.preview.clone(),
-                config.width,
-                config.height,
-                config.fps,
-                config.audio == AudioSource::Microphone,
-            );
+        if config.video == VideoSource::Custom || inner.devices.fills_preview() {
             return Ok(LocalStream { inner });
         }
-        if config.video != VideoSource::Custom {
-            let mut pattern = TestPattern::new(config.width, config.height)?;
-            let mut next_clip_frame = 0usize;
-            let black = VideoFrame::black(config.width, config.height)?;
-            let weak = Arc::downgrade(&inner);
-            let period = Duration::from_secs_f32(1.0 / config.fps);
-            #[cfg(target_arch = "wasm32")]
-            let _ = camera;
-            std::thread::Builder::new()
-                .name("capture".into())
-                .spawn(move || {
-                    #[cfg(not(target_arch = "wasm32"))]
-                    let mut camera = camera;
-                    let mut next = Instant::now();
-                    loop {
-                        let Some(inner) = weak.upgrade() else { break };
-                        if inner.stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        #[cfg(not(target_arch = "wasm32"))]
-                        if let Some(frames) = camera.as_ref() {
-                            // Paced by the camera itself.
-                            drop(inner);
-                            let lost = match frames.recv_timeout(Duration::from_millis(250)) {
-                                Ok(frame) => {
-                                    let Some(inner) = weak.upgrade() else { break };
-                                    let muted = inner.video_muted.load(Ordering::Relaxed);
-                                    inner.preview.put(if muted { black.clone() } else { frame }, None);
-                                    false
-                                }
-                                Err(crossbeam_channel::RecvTimeoutError::Timeout) => false,
-                                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                                    tracing::warn!("the camera stopped; showing the test pattern");
-                                    true
-                                }
-                            };
-                            if lost {
-                                camera = None;
-                            }
-                            continue;
-                        }
-                        let frame = if inner.video_muted.load(Ordering::Relaxed) {
-                            black.clone()
-                        } else {
-                            match &clip {
-                                Some(frames) => {
-                                    let frame = frames[next_clip_frame].clone();
-                                    next_clip_frame = (next_clip_frame + 1) % frames.len();
-                                    frame
-                                }
-                                None => pattern.next_frame(unix_micros()),
-                            }
-                        };
-                        inner.preview.put(frame, None);
-                        drop(inner);
-                        next += period;
-                        let now = Instant::now();
-                        if next > now {
-                            std::thread::sleep(next - now);
-                        } else {
-                            next = now;
-                        }
+        let mut pattern = TestPattern::new(config.width, config.height)?;
+        let mut next_clip_frame = 0usize;
+        let black = VideoFrame::black(config.width, config.height)?;
+        let weak = Arc::downgrade(&inner);
+        let mut camera_lost = false;
+        let tick = move || {
+            let Some(inner) = weak.upgrade() else {
+                return Pace::Stop;
+            };
+            if inner.stop.load(Ordering::Relaxed) {
+                return Pace::Stop;
+            }
+            let muted = inner.video_muted.load(Ordering::Relaxed);
+            if !camera_lost {
+                // Paced by the camera itself while there is one.
+                match inner.devices.next_camera_frame(Duration::from_millis(250)) {
+                    CameraFrame::Frame(frame) => {
+                        inner.preview.put(if muted { black.clone() } else { frame }, None);
+                        return Pace::Now;
                     }
-                })
-                .map_err(|e| StreamError::Thread(e.to_string()))?;
-        }
+                    CameraFrame::Waiting => return Pace::Now,
+                    CameraFrame::Lost => {
+                        tracing::warn!("the camera stopped; showing the test pattern");
+                        camera_lost = true;
+                    }
+                    CameraFrame::NoCamera => {}
+                }
+            }
+            let frame = if muted {
+                black.clone()
+            } else {
+                match &clip {
+                    Some(frames) => {
+                        let frame = frames[next_clip_frame].clone();
+                        next_clip_frame = (next_clip_frame + 1) % frames.len();
+                        frame
+                    }
+                    None => pattern.next_frame(unix_micros()),
+                }
+            };
+            inner.preview.put(frame, None);
+            Pace::Sleep
+        };
+        crate::platform::pace(Duration::from_secs_f32(1.0 / config.fps), tick).map_err(StreamError::Thread)?;
         Ok(LocalStream { inner })
     }
 
@@ -270,8 +216,7 @@ impl LocalStream {
     /// Camera off: the preview and everyone watching get black pictures until unmuted.
     pub fn set_video_muted(&self, muted: bool) {
         self.inner.video_muted.store(muted, Ordering::Relaxed);
-        #[cfg(target_arch = "wasm32")]
-        crate::web::set_track_enabled(self.inner.key, "video", !muted);
+        self.inner.devices.set_enabled(TrackKind::Video, !muted);
     }
 
     pub fn is_video_muted(&self) -> bool {
@@ -281,8 +226,7 @@ impl LocalStream {
     /// Microphone off: everyone hears silence until unmuted.
     pub fn set_audio_muted(&self, muted: bool) {
         self.inner.audio_muted.store(muted, Ordering::Relaxed);
-        #[cfg(target_arch = "wasm32")]
-        crate::web::set_track_enabled(self.inner.key, "audio", !muted);
+        self.inner.devices.set_enabled(TrackKind::Audio, !muted);
     }
 
     pub fn is_audio_muted(&self) -> bool {
@@ -291,7 +235,7 @@ impl LocalStream {
 
     /// What the microphone recorded, 48 kHz mono, when the source is a microphone that opened.
     pub fn captured_audio(&self) -> Option<&AudioBuffer> {
-        self.inner.captured.as_ref()
+        self.inner.devices.captured_audio()
     }
 
     /// Why the stream shows something other than what was asked for, if it does.
@@ -323,81 +267,46 @@ impl LocalStream {
     pub fn destroy(&self) {
         self.inner.stop.store(true, Ordering::Relaxed);
         self.inner.preview.close();
-        #[cfg(target_arch = "wasm32")]
-        crate::web::close_camera(self.inner.key);
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            self.inner
-                .microphone
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take();
-            self.inner
-                .camera
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take();
-        }
+        self.inner.devices.close();
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.preview.close();
-        #[cfg(target_arch = "wasm32")]
-        crate::web::close_camera(self.key);
+        self.devices.close();
     }
 }
 
-/// Opens camera `index`, adopting the size and rate it delivers; None (and a note) when it
-/// cannot be used, so the stream shows the test pattern instead.
-#[cfg(not(target_arch = "wasm32"))]
-fn open_camera(
-    index: u32,
-    config: &mut StreamConfig,
-    notes: &mut Vec<String>,
-) -> Option<crate::devices::CameraCapture> {
-    match crate::devices::CameraCapture::open(index, config.width, config.height, config.fps) {
-        Ok(camera) => {
-            let (width, height, fps) = camera.format();
-            config.width = width;
-            config.height = height;
-            config.fps = fps.clamp(1.0, 120.0);
-            tracing::info!(camera = camera.name(), width, height, fps, "camera open");
-            Some(camera)
-        }
-        Err(err) => {
-            notes.push(format!("{err}; showing the test pattern"));
-            None
-        }
-    }
+/// What a capture step asks of its pacer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// Again after the rest of the frame period.
+    Sleep,
+    /// Again at once (the step waited for a device itself).
+    Now,
+    /// Done: the stream went away.
+    Stop,
 }
 
-/// In a browser the camera opens asynchronously (see `crate::web::open_camera`).
-#[cfg(target_arch = "wasm32")]
-fn open_camera(_index: u32, _config: &mut StreamConfig, _notes: &mut [String]) -> Option<()> {
-    None
+/// The kinds of track a stream has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TrackKind {
+    Video,
+    Audio,
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn open_microphone(
-    device: Option<&str>,
-    notes: &mut Vec<String>,
-) -> (Option<AudioBuffer>, Option<crate::devices::Microphone>) {
-    let buffer = AudioBuffer::default();
-    match crate::devices::Microphone::open(device, buffer.clone()) {
-        Ok(microphone) => (Some(buffer), Some(microphone)),
-        Err(err) => {
-            notes.push(format!("no microphone ({err}); sending silence"));
-            (None, None)
-        }
-    }
-}
-
-/// In a browser the microphone opens with the camera, through getUserMedia.
-#[cfg(target_arch = "wasm32")]
-fn open_microphone(_device: Option<&str>, _notes: &mut [String]) -> (Option<AudioBuffer>, Option<()>) {
-    (None, None)
+/// What the camera had for a capture step.
+#[derive(Debug)]
+#[allow(dead_code, reason = "a browser shows its camera itself and only ever says NoCamera")]
+pub(crate) enum CameraFrame {
+    Frame(VideoFrame),
+    /// Nothing yet: try again.
+    Waiting,
+    /// It stopped for good.
+    Lost,
+    /// There is none (or the platform shows it itself).
+    NoCamera,
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! side by side, token fetches, and one task per media connection (`publish.rs`, `play.rs`)
 //! over a webrtc-rs peer connection to the server's SFU (`peer.rs`).
 
+mod capture;
 mod peer;
 mod play;
 mod publish;
@@ -16,6 +17,7 @@ use holoroom_protocol::timing::FrameProbe;
 use tokio::sync::{mpsc, oneshot};
 use web_time::Instant;
 
+pub(crate) use capture::{Devices, pace};
 pub use signaling::Signaling;
 
 use crate::engine::{Command, EngineConfig, EngineError, EngineEvent, SystemRequirements};

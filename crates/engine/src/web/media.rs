@@ -18,7 +18,7 @@ use web_sys::{
 };
 
 use super::MediaLink;
-use super::capture::{VideoTap, camera_stream};
+use super::capture::{VideoTap, local_media};
 use super::signaling::Signaling;
 use super::util::{describe, resolve, sleep};
 use crate::engine::{EngineEvent, EventSink, MediaError, QUALITY_INTERVAL, RemoteStream, StreamQuality};
@@ -297,7 +297,7 @@ pub(crate) async fn publish(
     let setup = {
         let session = session.clone();
         async move {
-            let camera = camera_stream(local.key()).await.map_err(MediaError::Capture)?;
+            let camera = local_media(local.key()).await.map_err(MediaError::Capture)?;
             let pc = new_pc()?;
             session.attach(&pc)?;
             for track in camera.get_tracks().iter() {

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use wasm_bindgen::JsCast;
 use web_time::Instant;
 
-pub(crate) use capture::{close_camera, open_camera, set_track_enabled};
+pub(crate) use capture::{Devices, pace};
 use media::MediaSession;
 pub(crate) use media::audio_context;
 pub use signaling::Signaling;
