@@ -1,15 +1,12 @@
 //! The room machine's promises, end to end against a real server: nothing waits behind a
-//! slow answer, tokens are renewed from the app's source before they expire, and a stream ID
+//! slow answer, tokens are renewed from the app's source before they expire (on the server's
+//! clock, moved on by the test), and a stream ID
 //! republished many times in a row (a device switch) ends listed and playing.
 
 use std::time::{Duration, Instant};
 
-use holoroom_engine::protocol::{
-    KickoutReason, LoginConfig, Pose, RoomId, RoomStateReason, UpdateType, UserId, UserInfo, VideoGrant,
-};
-use holoroom_engine::{
-    Engine, EngineConfig, EngineEvent, PublisherState, RequestKind, StreamConfig, TokenRequest, TokenSource,
-};
+use holoroom_engine::protocol::{KickoutReason, LoginConfig, Pose, RoomId, UpdateType, UserId, UserInfo, VideoGrant};
+use holoroom_engine::{Engine, EngineConfig, EngineEvent, PublisherState, StreamConfig, TokenRequest, TokenSource};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 use holoroom_testkit::Relay;
 use tokio::sync::Mutex;
@@ -124,11 +121,13 @@ async fn a_publish_does_not_wait_behind_poses_on_a_slow_signaling_path() {
     );
 }
 
-/// A source that mints tokens living `lifetime` with the server's keys, as an app's backend would.
+/// A source that mints tokens living `lifetime` seconds with the server's keys, on the
+/// server's clock, as an app's backend would.
 fn minting(server: &Server, lifetime: u64) -> TokenSource {
-    let keys = server.keys().clone();
+    let (keys, clock) = (server.keys().clone(), server.clock().clone());
     TokenSource::mint(move |request: &TokenRequest| {
-        Ok(keys.mint(
+        Ok(keys.mint_at(
+            clock.unix_now(),
             VideoGrant::participant(request.room_id.as_str()),
             &request.user.user_id,
             None,
@@ -137,60 +136,67 @@ fn minting(server: &Server, lifetime: u64) -> TokenSource {
     })
 }
 
+/// Waits for an event `pick` accepts; any room state change other than Logined fails.
+async fn expect(engine: &Engine, what: &str, mut pick: impl FnMut(&EngineEvent) -> bool) {
+    wait_for(engine, what, |event| match event {
+        EngineEvent::RequestFailed { request, error } => panic!("{request:?} failed while waiting for {what}: {error}"),
+        event if pick(event) => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_from_the_source_are_renewed_before_they_expire() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    // Three-second tokens, warned two seconds ahead: a session that lives past several
-    // expiries only if the engine renews each time.
-    let server = server(|config| config.token_expiry_warning = Duration::from_secs(2)).await;
+    // 40 s tokens, warned 30 s ahead, on the server's clock, which the test moves on.
+    let server = server(|_| {}).await;
+    let clock = server.clock().clone();
     let alice = Engine::new(EngineConfig::new(server.ws_url())).expect("engine");
-    alice.login_room(room(), minting(&server, 3), user("alice"), LoginConfig::default());
+    alice.login_room(room(), minting(&server, 40), user("alice"), LoginConfig::default());
     logged_in(&alice).await;
-    let fixed = Engine::new(EngineConfig::new(server.ws_url())).expect("engine");
-    let short = server.keys().mint(
+    let bob = Engine::new(EngineConfig::new(server.ws_url())).expect("engine");
+    let fixed = server.keys().mint_at(
+        clock.unix_now(),
         VideoGrant::participant("r"),
         &UserId::new("bob").expect("valid"),
         None,
-        3,
+        40,
     );
-    fixed.login_room(room(), short, user("bob"), LoginConfig::default());
-    logged_in(&fixed).await;
+    bob.login_room(room(), fixed, user("bob"), LoginConfig::default());
+    logged_in(&bob).await;
+    let renewed = |e: &EngineEvent| matches!(e, EngineEvent::TokenRenewed { .. });
 
-    let until = Instant::now() + Duration::from_secs(8);
-    let mut renewals = 0;
-    let mut bob_kicked = false;
-    while Instant::now() < until {
-        for event in alice.events().try_iter() {
-            match event {
-                EngineEvent::TokenRenewed { .. } => renewals += 1,
-                EngineEvent::RoomStateChanged { reason, kickout, .. } if reason != RoomStateReason::Logined => {
-                    panic!("alice left the room: {reason:?} {kickout:?}")
-                }
-                EngineEvent::RequestFailed {
-                    request: RequestKind::RenewToken,
-                    error,
-                } => panic!("renewal failed: {error}"),
-                _ => {}
-            }
-        }
-        for event in fixed.events().try_iter() {
-            if let EngineEvent::RoomStateChanged {
+    // 11 s in: both are warned; alice's source gives her a new token.
+    clock.advance(Duration::from_secs(11));
+    expect(&alice, "the first renewal", renewed).await;
+    expect(&bob, "the warning", |e| {
+        matches!(e, EngineEvent::TokenWillExpire { .. })
+    })
+    .await;
+    // 41 s in, past the first tokens' expiry: bob, with a fixed token, is out; alice renews again.
+    clock.advance(Duration::from_secs(30));
+    expect(&bob, "the kick-out at expiry", |e| {
+        matches!(
+            e,
+            EngineEvent::RoomStateChanged {
                 kickout: Some(KickoutReason::TokenExpired),
                 ..
-            } = event
-            {
-                bob_kicked = true;
             }
+        )
+    })
+    .await;
+    expect(&alice, "the second renewal", renewed).await;
+    // 71 s in: still there, renewed once more.
+    clock.advance(Duration::from_secs(30));
+    expect(&alice, "the third renewal", renewed).await;
+    for event in alice.events().try_iter() {
+        if let EngineEvent::RoomStateChanged { reason, kickout, .. } = event {
+            panic!("alice left the room: {reason:?} {kickout:?}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(renewals >= 3, "only {renewals} renewals in 8 s of 3 s tokens");
-    assert!(
-        bob_kicked,
-        "a fixed token is not renewed, and its session ends at expiry"
-    );
     let users = &server.snapshot().rooms[0].users;
-    assert_eq!(users.len(), 1, "alice is still in the room");
+    assert_eq!(users.len(), 1, "alice is still in the room, alone: {users:?}");
     assert_eq!(users[0].user_id.as_str(), "alice");
 }
 

@@ -164,7 +164,18 @@ impl TokenKeys {
 
     /// Claims for `user` in `room` valid from now for `ttl_secs`.
     pub fn claims(&self, grant: VideoGrant, user: &UserId, name: Option<String>, ttl_secs: u64) -> TokenClaims {
-        let now = unix_now();
+        self.claims_at(unix_now(), grant, user, name, ttl_secs)
+    }
+
+    /// Claims issued at `now` (unix seconds): for a server whose clock is not the machine's.
+    pub fn claims_at(
+        &self,
+        now: u64,
+        grant: VideoGrant,
+        user: &UserId,
+        name: Option<String>,
+        ttl_secs: u64,
+    ) -> TokenClaims {
         let mut jti = [0u8; 12];
         rand::rng().fill(&mut jti);
         TokenClaims {
@@ -199,6 +210,11 @@ impl TokenKeys {
     /// Mints a token in one step.
     pub fn mint(&self, grant: VideoGrant, user: &UserId, name: Option<String>, ttl_secs: u64) -> String {
         self.sign(&self.claims(grant, user, name, ttl_secs))
+    }
+
+    /// Mints a token issued at `now` (unix seconds, as a [`crate::Clock`] tells it).
+    pub fn mint_at(&self, now: u64, grant: VideoGrant, user: &UserId, name: Option<String>, ttl_secs: u64) -> String {
+        self.sign(&self.claims_at(now, grant, user, name, ttl_secs))
     }
 
     /// Verifies signature, algorithm, key, audience, issuer and times against `now` (unix seconds).

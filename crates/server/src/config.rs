@@ -10,6 +10,8 @@ use crate::rooms::Limits;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub keys: TokenKeys,
+    /// The clock for token lifetimes and reconnect grace (tests move it forward).
+    pub clock: crate::clock::Clock,
     /// Mint guest tokens at `GET /v1/dev/token` (for the embedded server and local trials).
     pub dev_tokens: bool,
     /// How long a dropped member stays listed before DELETE, so a reconnect does not flicker the room.
@@ -58,6 +60,7 @@ impl ServerConfig {
     pub fn new(keys: TokenKeys) -> Self {
         Self {
             keys,
+            clock: crate::clock::Clock::system(),
             dev_tokens: false,
             web_root: None,
             reconnect_grace: Duration::from_secs(10),

@@ -166,7 +166,7 @@ impl Hub {
         let grace = self.config.reconnect_grace;
         let hub = Arc::clone(self);
         tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
+            hub.config.clock.sleep(grace).await;
             let mut guard = hub.lock();
             let outputs = guard.rooms().grace_expired(session);
             guard.deliver(None, outputs);

@@ -11,6 +11,7 @@
 //! IO is injected at the edge: [`Server::start`] takes a bound listener, so tests bind `127.0.0.1:0`.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 mod hub;
 pub mod rooms;
@@ -34,6 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use auth::{SigningKey, TokenError, TokenKeys};
+pub use clock::Clock;
 pub use config::ServerConfig;
 pub use rooms::{Limits, Snapshot};
 
@@ -150,6 +152,11 @@ impl Server {
     /// The keys this server signs and verifies tokens with.
     pub fn keys(&self) -> &TokenKeys {
         &self.hub.config.keys
+    }
+
+    /// The clock this server times tokens and grace by.
+    pub fn clock(&self) -> &Clock {
+        &self.hub.config.clock
     }
 
     /// A picture of every room right now.
@@ -322,7 +329,8 @@ async fn dev_token(State(state): State<AppState>, Query(query): Query<DevTokenQu
         VideoGrant::participant(room_id.as_str())
     };
     let ttl = query.ttl.unwrap_or(3600).clamp(1, 86_400);
-    let token = state.hub.config.keys.mint(grant, &user_id, query.name, ttl);
+    let now = state.hub.config.clock.unix_now();
+    let token = state.hub.config.keys.mint_at(now, grant, &user_id, query.name, ttl);
     axum::Json(DevToken {
         token,
         room_id,

@@ -16,7 +16,6 @@ use holoroom_protocol::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::auth::unix_now;
 use crate::hub::{Hub, ToSession};
 use crate::rooms::{Identity, PublishCheck, SessionId};
 use crate::sfu::SfuError;
@@ -143,10 +142,12 @@ pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::R
 
     let exit = loop {
         let far = Instant::now() + Duration::from_secs(86_400);
+        let clock = &config.clock;
+        let far_on_clock = clock.now() + Duration::from_secs(86_400);
         let (warn_at, expire_at) = match &session.in_room {
             Some(r) => (
                 if r.warned {
-                    far
+                    far_on_clock
                 } else {
                     r.expires_at
                         .checked_sub(config.token_expiry_warning)
@@ -154,7 +155,7 @@ pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::R
                 },
                 r.expires_at,
             ),
-            None => (far, far),
+            None => (far_on_clock, far_on_clock),
         };
         let login_deadline = if session.in_room.is_none() {
             session.login_deadline
@@ -176,8 +177,8 @@ pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::R
             Some(out) = queue.recv() => session.on_hub(out).await,
             () = overflow.notified() => Err(Exit::Close(close_code::TRY_AGAIN_LATER, "too slow to receive events")),
             () = tokio::time::sleep_until(login_deadline) => Err(Exit::Close(close_code::POLICY, "no login in time")),
-            () = tokio::time::sleep_until(warn_at) => session.warn_expiry().await,
-            () = tokio::time::sleep_until(expire_at) => session.expire().await,
+            () = clock.sleep_until(warn_at) => session.warn_expiry().await,
+            () = clock.sleep_until(expire_at) => session.expire().await,
             _ = shutdown.changed() => session.shut_down().await,
             _ = ping.tick() => {
                 if session.last_heard.elapsed() > SILENCE_LIMIT {
@@ -451,7 +452,7 @@ impl Session {
         name: &str,
     ) -> Result<(Identity, u64), ErrorBody> {
         let keys = &self.hub.config.keys;
-        let claims = keys.verify(token, unix_now())?;
+        let claims = keys.verify(token, self.hub.config.clock.unix_now())?;
         if claims.video.room != room_id.as_str() {
             return Err(ErrorBody::new(
                 ErrorCode::TokenRoomMismatch,
@@ -515,11 +516,12 @@ impl Session {
             .hub
             .lock()
             .apply(id, |rooms| rooms.login(id, identity, login.config.user_update, resume))?;
-        let remaining = expires_at.saturating_sub(unix_now()).min(MAX_SESSION_SECS);
+        let clock = &self.hub.config.clock;
+        let remaining = expires_at.saturating_sub(clock.unix_now()).min(MAX_SESSION_SECS);
         self.in_room = Some(InRoom {
             room_id: login.room_id.clone(),
             user_id: user.user_id.clone(),
-            expires_at: Instant::now() + Duration::from_secs(remaining),
+            expires_at: clock.now() + Duration::from_secs(remaining),
             warned: false,
             media: HashMap::new(),
         });
@@ -550,9 +552,10 @@ impl Session {
         hub.rooms().check_renewal(self.id, &identity)?;
         hub.rooms().renew(self.id, identity.grant)?;
         drop(hub);
-        let remaining = expires_at.saturating_sub(unix_now()).min(MAX_SESSION_SECS);
+        let clock = &self.hub.config.clock;
+        let remaining = expires_at.saturating_sub(clock.unix_now()).min(MAX_SESSION_SECS);
         if let Some(in_room) = &mut self.in_room {
-            in_room.expires_at = Instant::now() + Duration::from_secs(remaining);
+            in_room.expires_at = clock.now() + Duration::from_secs(remaining);
             in_room.warned = false;
         }
         Ok(ResponseBody::TokenRenewed { expires_at })
@@ -593,7 +596,10 @@ impl Session {
         in_room.warned = true;
         let event = Event::TokenWillExpire {
             room_id: in_room.room_id.clone(),
-            expires_in_secs: in_room.expires_at.saturating_duration_since(Instant::now()).as_secs(),
+            expires_in_secs: in_room
+                .expires_at
+                .saturating_duration_since(self.hub.config.clock.now())
+                .as_secs(),
         };
         self.send_event(event).await
     }
