@@ -12,17 +12,17 @@ use holoroom_protocol::{PlayRequest, PublishRequest, Request, ResponseBody, Stre
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::{
-    AudioContext, AudioProcessingEvent, MediaStream, RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState,
+    AudioContext, MediaStream, RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState,
     RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
-    ScriptProcessorNode,
 };
 
 use super::MediaLink;
 use super::capture::{VideoTap, local_media};
 use super::signaling::Signaling;
 use super::util::{describe, resolve, sleep};
+use super::worklet::AudioTap;
 use crate::engine::{EngineEvent, EventSink, MediaError, QUALITY_INTERVAL, RemoteStream, StreamQuality};
-use crate::media::{AudioBuffer, SAMPLE_RATE};
+use crate::media::SAMPLE_RATE;
 use crate::stream::LocalStream;
 
 type TrackHandler = Closure<dyn FnMut(RtcTrackEvent)>;
@@ -360,10 +360,18 @@ pub(crate) async fn play(
                             Err(err) => tracing::warn!(%err, "can't show the video"),
                         }
                     } else {
-                        match AudioTap::new(&stream, remote.audio.clone()) {
-                            Ok(tap) => *session.audio.borrow_mut() = Some(tap),
-                            Err(err) => tracing::warn!(%err, "can't take the sound"),
-                        }
+                        // The tap's processor may still be loading: it joins when ready.
+                        let (session, into) = (Rc::downgrade(&session), remote.audio.clone());
+                        wasm_bindgen_futures::spawn_local(async move {
+                            match AudioTap::new(&stream, into).await {
+                                Ok(tap) => {
+                                    if let Some(session) = session.upgrade().filter(|s| !s.is_closed()) {
+                                        *session.audio.borrow_mut() = Some(tap);
+                                    }
+                                }
+                                Err(err) => tracing::warn!(%err, "can't take the sound"),
+                            }
+                        });
                     }
                 })
             };
@@ -413,67 +421,4 @@ pub(crate) fn audio_context() -> Result<AudioContext, String> {
         *audio.borrow_mut() = Some(context.clone());
         Ok(context)
     })
-}
-
-/// Copies a stream's sound, as 48 kHz mono, into an audio buffer (silently: the app's
-/// mixer plays it, placed in the room).
-pub(crate) struct AudioTap {
-    processor: ScriptProcessorNode,
-    /// Chromium feeds a remote WebRTC track to Web Audio only while a media element plays it
-    /// too: a muted, hidden one.
-    element: Option<web_sys::HtmlAudioElement>,
-    _on_audio: Closure<dyn FnMut(AudioProcessingEvent)>,
-}
-
-impl AudioTap {
-    pub fn new(stream: &MediaStream, into: AudioBuffer) -> Result<AudioTap, String> {
-        let context = audio_context()?;
-        let source = context.create_media_stream_source(stream).map_err(describe)?;
-        let processor = context
-            .create_script_processor_with_buffer_size_and_number_of_input_channels_and_number_of_output_channels(
-                1024, 1, 1,
-            )
-            .map_err(describe)?;
-        let on_audio = Closure::<dyn FnMut(AudioProcessingEvent)>::new(move |event: AudioProcessingEvent| {
-            if let Ok(input) = event.input_buffer()
-                && let Ok(samples) = input.get_channel_data(0)
-            {
-                into.push(&samples);
-            }
-        });
-        processor.set_onaudioprocess(Some(on_audio.as_ref().unchecked_ref()));
-        let silent = context.create_gain().map_err(describe)?;
-        silent.gain().set_value(0.0);
-        source.connect_with_audio_node(&processor).map_err(describe)?;
-        processor.connect_with_audio_node(&silent).map_err(describe)?;
-        silent
-            .connect_with_audio_node(&context.destination())
-            .map_err(describe)?;
-        let element: Option<web_sys::HtmlAudioElement> = super::util::hidden_element("audio");
-        if let Some(element) = &element {
-            element.set_muted(true);
-            element.set_src_object(Some(stream));
-            if let Ok(started) = element.play() {
-                let ignore = Closure::<dyn FnMut(wasm_bindgen::JsValue)>::new(|_| {});
-                let _ = started.catch(&ignore);
-                ignore.forget();
-            }
-        }
-        Ok(AudioTap {
-            processor,
-            element,
-            _on_audio: on_audio,
-        })
-    }
-}
-
-impl Drop for AudioTap {
-    fn drop(&mut self) {
-        self.processor.set_onaudioprocess(None);
-        let _ = self.processor.disconnect();
-        if let Some(element) = self.element.take() {
-            element.set_src_object(None);
-            element.remove();
-        }
-    }
 }

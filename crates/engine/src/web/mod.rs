@@ -9,6 +9,7 @@ mod capture;
 mod media;
 mod signaling;
 mod util;
+mod worklet;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use media::MediaSession;
 pub(crate) use media::audio_context;
 pub use signaling::Signaling;
 pub(crate) use util::describe;
+pub(crate) use worklet::MixOutput;
 
 use crate::engine::{Command, EngineConfig, EngineError, EngineEvent, MediaError, SystemRequirements};
 use crate::machine::{Action, ConnectionId, Input, MediaKey, MediaWork, RoomMachine};
