@@ -45,14 +45,23 @@ pub struct AudioSettings {
 /// The room's mix and where it plays.
 #[derive(Resource, Debug)]
 pub struct RoomAudio {
-    pub output: AudioOutput,
-    /// The settings the output was opened with.
+    mixer: Mixer,
+    /// The output playing the mix, once it has opened.
+    pub output: Option<AudioOutput>,
+    /// The settings the output was (or is being) opened with.
     pub opened_with: AudioSettings,
+    /// An output opening off the frame.
+    opening: Option<crossbeam_channel::Receiver<AudioOutput>>,
 }
 
 impl RoomAudio {
     pub fn mixer(&self) -> &Mixer {
-        self.output.mixer()
+        &self.mixer
+    }
+
+    /// Why nothing is heard, if nothing is.
+    pub fn note(&self) -> Option<&str> {
+        self.output.as_ref().and_then(AudioOutput::note)
     }
 }
 
@@ -61,17 +70,34 @@ pub fn plugin(app: &mut App) {
         .add_systems(Update, (open_output, place_voices).chain().in_set(RoomSystems::Feeds));
 }
 
-/// Opens the output at start, and again whenever the chosen device changes.
-fn open_output(mut commands: Commands, settings: Res<AudioSettings>, audio: Option<Res<RoomAudio>>) {
-    if audio.as_ref().is_some_and(|a| a.opened_with == *settings) {
+/// Opens the output at start, and again whenever the chosen device changes, off the frame
+/// (a sound card can take seconds to open); the mix goes on meanwhile and the new output
+/// takes over once it plays.
+fn open_output(mut commands: Commands, settings: Res<AudioSettings>, audio: Option<ResMut<RoomAudio>>) {
+    let Some(mut audio) = audio else {
+        let mixer = Mixer::default();
+        commands.insert_resource(RoomAudio {
+            opening: Some(AudioOutput::open_later(
+                mixer.clone(),
+                settings.output_device.as_deref(),
+            )),
+            mixer,
+            output: None,
+            opened_with: settings.clone(),
+        });
         return;
+    };
+    if audio.opened_with != *settings {
+        audio.opening = Some(AudioOutput::open_later(
+            audio.mixer.clone(),
+            settings.output_device.as_deref(),
+        ));
+        audio.opened_with = settings.clone();
     }
-    let mixer = audio.map(|a| a.mixer().clone()).unwrap_or_default();
-    let output = AudioOutput::open(mixer, settings.output_device.as_deref());
-    commands.insert_resource(RoomAudio {
-        output,
-        opened_with: settings.clone(),
-    });
+    if let Some(opened) = audio.opening.as_ref().and_then(|rx| rx.try_recv().ok()) {
+        audio.output = Some(opened);
+        audio.opening = None;
+    }
 }
 
 /// Where the listener is and which way their right ear points.

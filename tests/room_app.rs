@@ -262,6 +262,28 @@ fn a_joined_app_shows_each_bot_with_live_video() {
     }
     assert_eq!(last.len(), 2);
     assert!(advanced > 20, "frames keep coming ({advanced} advances)");
+    // Your own stream opened off the frame, shows in your seat and reaches the bots.
+    let own = app
+        .world_mut()
+        .query_filtered::<&VideoFeed, With<LocalParticipant>>()
+        .iter(app.world())
+        .map(|f| f.frames_taken)
+        .next();
+    assert!(
+        own.is_some_and(|frames| frames > 0),
+        "your self-view shows frames: {own:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !bots.iter().all(|b| {
+        b.status()
+            .received
+            .get(&holoroom_engine::protocol::StreamId::new("viewer-cam").expect("valid"))
+            .is_some_and(|r| r.frames > 0)
+    }) {
+        assert!(Instant::now() < deadline, "the bots receive your stream");
+        app.update();
+        std::thread::sleep(Duration::from_millis(10));
+    }
     drop(bots);
     drop(room.runtime);
 }

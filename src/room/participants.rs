@@ -5,7 +5,7 @@
 use bevy::prelude::*;
 use holoroom_engine::media::{FrameSlot, SlotFrame};
 use holoroom_engine::protocol::{Pose, RoomStateReason, StreamId, UserId, UserInfo};
-use holoroom_engine::{AudioSource, StreamConfig, VideoSource};
+use holoroom_engine::{AudioSource, LocalStream, StreamConfig, StreamError, VideoSource};
 
 use super::seating;
 use crate::RoomSystems;
@@ -81,7 +81,12 @@ pub fn plugin(app: &mut App) {
         .init_resource::<MediaChoice>()
         .add_systems(
             Update,
-            (follow_room_state, apply_room_updates, follow_media_choice)
+            (
+                follow_room_state,
+                apply_room_updates,
+                follow_media_choice,
+                finish_own_stream,
+            )
                 .chain()
                 .in_set(RoomSystems::Participants),
         )
@@ -110,28 +115,80 @@ impl Default for MediaChoice {
     }
 }
 
-/// Creates your stream from `choice` and starts publishing it; the note says what stands in
-/// for a missing device.
-fn start_own_stream(
-    bridge: &EngineBridge,
-    me: &Me,
-    choice: &MediaChoice,
-) -> Result<(OwnStream, Option<Problem>), Problem> {
+/// Your stream while its devices open (off the frame), and the mute state it starts with.
+#[derive(Resource, Debug)]
+struct OpeningStream {
+    stream: crossbeam_channel::Receiver<Result<LocalStream, StreamError>>,
+    muted: (bool, bool),
+}
+
+/// Asks the engine for your stream as `choice` says; it is published once it has opened.
+fn open_own_stream(commands: &mut Commands, bridge: &EngineBridge, choice: &MediaChoice, muted: (bool, bool)) {
     let config = StreamConfig {
         video: choice.video.clone(),
         audio: choice.audio,
         microphone: choice.microphone.clone(),
         ..StreamConfig::test_pattern(640, 360, 30.0)
     };
-    let local = bridge
-        .engine
-        .create_stream(config)
-        .map_err(|err| Problem::Stream(err.to_string()))?;
-    let stream_id = StreamId::new(format!("{}-cam", me.user.user_id))
-        .map_err(|err| Problem::Stream(format!("no stream ID for you: {err}")))?;
-    bridge.engine.start_publishing_stream(stream_id.clone(), &local);
-    let note = local.note().map(|note| Problem::Note(note.to_owned()));
-    Ok((OwnStream { stream_id, local }, note))
+    commands.insert_resource(OpeningStream {
+        stream: bridge.engine.create_stream_later(config),
+        muted,
+    });
+}
+
+/// Your stream opened (or fell back to a stand-in, saying why; or failed): it is published
+/// and shown in your seat. One that opens after you left is let go.
+fn finish_own_stream(
+    mut commands: Commands,
+    opening: Option<Res<OpeningStream>>,
+    bridge: Option<Res<EngineBridge>>,
+    me: Option<Res<Me>>,
+    mut last_error: ResMut<LastError>,
+    local: Query<Entity, With<LocalParticipant>>,
+) {
+    let Some(opening) = opening else {
+        return;
+    };
+    let result = match opening.stream.try_recv() {
+        Ok(result) => result,
+        Err(crossbeam_channel::TryRecvError::Empty) => return,
+        Err(crossbeam_channel::TryRecvError::Disconnected) => {
+            commands.remove_resource::<OpeningStream>();
+            return;
+        }
+    };
+    commands.remove_resource::<OpeningStream>();
+    let (Some(bridge), Some(me), Ok(entity)) = (bridge, me, local.single()) else {
+        if let Ok(stream) = result {
+            stream.destroy();
+        }
+        return;
+    };
+    let stream_id = match StreamId::new(format!("{}-cam", me.user.user_id)) {
+        Ok(id) => id,
+        Err(err) => {
+            last_error.0 = Some(Problem::Stream(format!("no stream ID for you: {err}")));
+            return;
+        }
+    };
+    match result {
+        Ok(stream) => {
+            stream.set_video_muted(opening.muted.0);
+            stream.set_audio_muted(opening.muted.1);
+            bridge.engine.start_publishing_stream(stream_id.clone(), &stream);
+            if let Some(note) = stream.note() {
+                last_error.0 = Some(Problem::Note(note.to_owned()));
+            }
+            commands
+                .entity(entity)
+                .insert(VideoFeed::new(None, stream.preview().clone()));
+            commands.insert_resource(OwnStream {
+                stream_id,
+                local: stream,
+            });
+        }
+        Err(err) => last_error.0 = Some(Problem::Stream(err.to_string())),
+    }
 }
 
 /// A new camera or microphone chosen during a call: the stream is replaced under the same ID
@@ -142,37 +199,26 @@ fn follow_media_choice(
     bridge: Option<Res<EngineBridge>>,
     me: Option<Res<Me>>,
     own: Option<Res<OwnStream>>,
+    opening: Option<Res<OpeningStream>>,
     mut last_error: ResMut<LastError>,
     local: Query<Entity, With<LocalParticipant>>,
 ) {
     if !choice.is_changed() || choice.is_added() {
         return;
     }
-    let (Some(bridge), Some(me), Ok(entity)) = (bridge, me, local.single()) else {
+    let (Some(bridge), Some(_), Ok(_)) = (bridge, me, local.single()) else {
         return;
     };
     // Muting carries over; a stream that failed earlier is simply started afresh.
-    let mut muted = (false, false);
+    let mut muted = opening.map_or((false, false), |o| o.muted);
     if let Some(own) = &own {
         bridge.engine.stop_publishing_stream(own.stream_id.clone());
         bridge.engine.destroy_stream(&own.local);
         muted = (own.local.is_video_muted(), own.local.is_audio_muted());
+        commands.remove_resource::<OwnStream>();
     }
-    match start_own_stream(&bridge, &me, &choice) {
-        Ok((new, note)) => {
-            new.local.set_video_muted(muted.0);
-            new.local.set_audio_muted(muted.1);
-            last_error.0 = note;
-            commands
-                .entity(entity)
-                .insert(VideoFeed::new(None, new.local.preview().clone()));
-            commands.insert_resource(new);
-        }
-        Err(err) => {
-            last_error.0 = Some(err);
-            commands.remove_resource::<OwnStream>();
-        }
-    }
+    last_error.0 = None;
+    open_own_stream(&mut commands, &bridge, &choice, muted);
 }
 
 /// The place of a seat as a transform: a panel 1.3 m up, facing the table.
@@ -213,28 +259,20 @@ fn follow_room_state(
                 if me.spectator {
                     continue;
                 }
-                // Yourself, in a seat, with your camera (or the test pattern when there is none).
-                match start_own_stream(bridge, me, &choice) {
-                    Ok((own, note)) => {
-                        if let Some(note) = note {
-                            last_error.0 = Some(note);
-                        }
-                        let seat = free_seat(&seats);
-                        commands.spawn((
-                            Name::new(format!("You ({})", me.user.user_id)),
-                            Participant {
-                                user_id: me.user.user_id.clone(),
-                                name: me.user.user_name.clone(),
-                            },
-                            LocalParticipant,
-                            Seat(seat),
-                            seat_transform(seat),
-                            VideoFeed::new(None, own.local.preview().clone()),
-                        ));
-                        commands.insert_resource(own);
-                    }
-                    Err(err) => last_error.0 = Some(err),
-                }
+                // Yourself, in a seat; your camera (or the test pattern when there is none)
+                // joins once it has opened.
+                let seat = free_seat(&seats);
+                commands.spawn((
+                    Name::new(format!("You ({})", me.user.user_id)),
+                    Participant {
+                        user_id: me.user.user_id.clone(),
+                        name: me.user.user_name.clone(),
+                    },
+                    LocalParticipant,
+                    Seat(seat),
+                    seat_transform(seat),
+                ));
+                open_own_stream(&mut commands, bridge, &choice, (false, false));
             }
             RoomStateReason::Reconnecting => reconnecting.0 = true,
             RoomStateReason::Reconnected => reconnecting.0 = false,
@@ -252,6 +290,7 @@ fn follow_room_state(
                     commands.entity(entity).despawn();
                 }
                 commands.remove_resource::<OwnStream>();
+                commands.remove_resource::<OpeningStream>();
             }
         }
     }

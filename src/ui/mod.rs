@@ -325,7 +325,7 @@ fn call_panel(
                 });
                 ui.collapsing("Devices", |ui| picker.show(ui));
             }
-            if let Some(note) = room_audio.as_ref().and_then(|a| a.output.note()) {
+            if let Some(note) = room_audio.as_ref().and_then(|a| a.note()) {
                 ui.label(note);
             }
             ui.separator();

@@ -7,7 +7,7 @@ use bevy::prelude::*;
 use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use bevy_egui::egui;
 use holoroom_engine::media::{ColorMatrix, VideoFrame};
-use holoroom_engine::{AudioSource, LocalStream, StreamConfig};
+use holoroom_engine::{AudioSource, LocalStream, StreamConfig, StreamError};
 
 use crate::room::participants::{AppState, MediaChoice};
 
@@ -17,7 +17,9 @@ const SIZE: [usize; 2] = [192, 108];
 /// The open preview and the choice it was opened with.
 #[derive(Resource)]
 pub struct Preview {
-    local: LocalStream,
+    /// The stream, once its camera opened (off the frame).
+    local: Option<LocalStream>,
+    opening: Option<crossbeam_channel::Receiver<Result<LocalStream, StreamError>>>,
     choice: MediaChoice,
     seen: u64,
     /// The picture, as an image the overlay shows.
@@ -36,7 +38,13 @@ impl std::fmt::Debug for Preview {
 impl Preview {
     /// Why the preview shows a stand-in, if it does.
     pub fn note(&self) -> Option<&str> {
-        self.local.note()
+        self.local.as_ref().and_then(LocalStream::note)
+    }
+
+    fn close(&self) {
+        if let Some(local) = &self.local {
+            local.destroy();
+        }
     }
 
     /// Shows the picture (`texture` is the image's id in the overlay).
@@ -61,7 +69,11 @@ impl Preview {
 /// Copies the newest preview frame into the preview image (only when a new one arrived).
 pub fn update_preview(preview: Option<ResMut<Preview>>, mut images: ResMut<Assets<Image>>) {
     let Some(mut preview) = preview else { return };
-    let Some(frame) = preview.local.preview().newer_than(preview.seen) else {
+    let Some(frame) = preview
+        .local
+        .as_ref()
+        .and_then(|l| l.preview().newer_than(preview.seen))
+    else {
         return;
     };
     preview.seen = frame.sequence;
@@ -95,7 +107,8 @@ pub fn keep_preview(
     state: Res<State<AppState>>,
     choice: Res<MediaChoice>,
     form: Option<Res<super::LoginForm>>,
-    preview: Option<Res<Preview>>,
+    preview: Option<ResMut<Preview>>,
+    bridge: Option<Res<crate::net::EngineBridge>>,
     mut failed: Local<Option<MediaChoice>>,
 ) {
     // Spectators publish nothing: no camera for them.
@@ -110,39 +123,50 @@ pub fn keep_preview(
             ..StreamConfig::test_pattern(640, 360, 15.0)
         };
         if let Some(old) = &preview {
-            old.local.destroy();
+            old.close();
             textures.remove_image(old.image());
         }
-        match LocalStream::create(config) {
-            Ok(local) => {
-                let image = images.add(Image::new_fill(
-                    Extent3d {
-                        width: SIZE[0] as u32,
-                        height: SIZE[1] as u32,
-                        depth_or_array_layers: 1,
-                    },
-                    TextureDimension::D2,
-                    &[0, 0, 0, 255],
-                    TextureFormat::Rgba8UnormSrgb,
-                    RenderAssetUsages::RENDER_WORLD | RenderAssetUsages::MAIN_WORLD,
-                ));
-                commands.insert_resource(Preview {
-                    local,
-                    choice: choice.clone(),
-                    seen: 0,
-                    image,
-                    texture: None,
-                });
+        let Some(bridge) = bridge else {
+            return;
+        };
+        let image = images.add(Image::new_fill(
+            Extent3d {
+                width: SIZE[0] as u32,
+                height: SIZE[1] as u32,
+                depth_or_array_layers: 1,
+            },
+            TextureDimension::D2,
+            &[0, 0, 0, 255],
+            TextureFormat::Rgba8UnormSrgb,
+            RenderAssetUsages::RENDER_WORLD | RenderAssetUsages::MAIN_WORLD,
+        ));
+        commands.insert_resource(Preview {
+            local: None,
+            opening: Some(bridge.engine.create_stream_later(config)),
+            choice: choice.clone(),
+            seen: 0,
+            image,
+            texture: None,
+        });
+    } else if wanted && let Some(mut preview) = preview {
+        // The camera opened (or not) off the frame.
+        let opened = preview.opening.as_ref().and_then(|rx| rx.try_recv().ok());
+        match opened {
+            Some(Ok(local)) => {
+                preview.local = Some(local);
+                preview.opening = None;
             }
-            Err(err) => {
+            Some(Err(err)) => {
                 // Said once; tried again when the choice changes.
                 warn!("no preview: {err}");
                 *failed = Some(choice.clone());
+                textures.remove_image(preview.image());
                 commands.remove_resource::<Preview>();
             }
+            None => {}
         }
     } else if !wanted && let Some(old) = preview {
-        old.local.destroy();
+        old.close();
         textures.remove_image(old.image());
         commands.remove_resource::<Preview>();
     }

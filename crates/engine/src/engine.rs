@@ -508,8 +508,19 @@ impl Engine {
     }
 
     /// `createStream`: starts capture. The returned stream's preview slot is the local view.
+    /// Opening a camera or microphone can take seconds: a game loop should use
+    /// [`Engine::create_stream_later`].
     pub fn create_stream(&self, config: StreamConfig) -> Result<LocalStream, StreamError> {
         LocalStream::create(config)
+    }
+
+    /// `createStream` off the caller's thread: the stream (or why there is none) arrives on the
+    /// returned channel once its devices opened or fell back ([`LocalStream::note`] says why).
+    pub fn create_stream_later(
+        &self,
+        config: StreamConfig,
+    ) -> crossbeam_channel::Receiver<Result<LocalStream, StreamError>> {
+        self.backend.create_stream(config)
     }
 
     /// `destroyStream`: stops capture.

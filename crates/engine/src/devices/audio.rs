@@ -133,6 +133,24 @@ impl AudioOutput {
         }
     }
 
+    /// [`AudioOutput::open`] off the caller's thread (a device can take seconds to open): the
+    /// output arrives on the returned channel.
+    pub fn open_later(mixer: Mixer, device: Option<&str>) -> crossbeam_channel::Receiver<AudioOutput> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let device = device.map(str::to_owned);
+        let opener = {
+            let (mixer, tx) = (mixer.clone(), tx.clone());
+            move || {
+                let _ = tx.send(AudioOutput::open(mixer, device.as_deref()));
+            }
+        };
+        if let Err(err) = std::thread::Builder::new().name("audio-open".into()).spawn(opener) {
+            let note = format!("can't open the sound output ({err}); the room is mixed but not heard");
+            let _ = tx.send(AudioOutput::silent(mixer, Some(note), Arc::new(AtomicBool::new(false))));
+        }
+        rx
+    }
+
     /// A paced null output: `mixer` is pulled in real time and the sound goes nowhere.
     pub fn null(mixer: Mixer) -> AudioOutput {
         AudioOutput::silent(mixer, None, Arc::new(AtomicBool::new(false)))

@@ -61,6 +61,13 @@ impl AudioOutput {
         AudioOutput { mixer, note: None, key }
     }
 
+    /// The same as [`AudioOutput::open`] (which does not block in a browser), on a channel.
+    pub fn open_later(mixer: Mixer, device: Option<&str>) -> crossbeam_channel::Receiver<AudioOutput> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let _ = tx.send(AudioOutput::open(mixer, device));
+        rx
+    }
+
     pub fn mixer(&self) -> &Mixer {
         &self.mixer
     }

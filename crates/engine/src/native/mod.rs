@@ -77,6 +77,18 @@ impl Backend {
         })
     }
 
+    /// Creates a local stream off the caller's thread (its devices can take seconds to open).
+    pub fn create_stream(
+        &self,
+        config: crate::stream::StreamConfig,
+    ) -> crossbeam_channel::Receiver<Result<crate::stream::LocalStream, crate::stream::StreamError>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.runtime.spawn_blocking(move || {
+            let _ = tx.send(crate::stream::LocalStream::create(config));
+        });
+        rx
+    }
+
     /// Checks the system off the caller's thread (it opens devices, which can take seconds).
     pub fn check_system_requirements(&self) -> crossbeam_channel::Receiver<SystemRequirements> {
         let (tx, rx) = crossbeam_channel::bounded(1);

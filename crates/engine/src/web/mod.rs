@@ -61,6 +61,16 @@ impl Backend {
         let _ = self.inputs.unbounded_send(Input::Command(command));
     }
 
+    /// Creates a local stream (nothing here blocks: the browser opens its camera by itself).
+    pub fn create_stream(
+        &self,
+        config: crate::stream::StreamConfig,
+    ) -> crossbeam_channel::Receiver<Result<crate::stream::LocalStream, crate::stream::StreamError>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let _ = tx.send(crate::stream::LocalStream::create(config));
+        rx
+    }
+
     /// Checks the browser (nothing here blocks: devices are asked for on use).
     pub fn check_system_requirements(&self) -> crossbeam_channel::Receiver<SystemRequirements> {
         let (tx, rx) = crossbeam_channel::bounded(1);
