@@ -277,7 +277,7 @@ fn a_joined_app_shows_each_bot_with_live_video() {
     while !bots.iter().all(|b| {
         b.status()
             .received
-            .get(&holoroom_engine::protocol::StreamId::new("viewer-cam").expect("valid"))
+            .get(&StreamId::new("viewer-cam").expect("valid"))
             .is_some_and(|r| r.frames > 0)
     }) {
         assert!(Instant::now() < deadline, "the bots receive your stream");
