@@ -25,18 +25,7 @@ use openh264::decoder::{Decoder, DecoderConfig};
 use openh264::encoder::Encoder;
 use openh264::formats::YUVBuffer;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index]
-}
-
-fn sorted(mut values: Vec<f64>) -> Vec<f64> {
-    values.sort_by(f64::total_cmp);
-    values
-}
+use holoroom_testkit::{percentile, sorted};
 
 fn frames(width: u32, height: u32, count: usize) -> Vec<VideoFrame> {
     let mut pattern = TestPattern::new(width, height).expect("bench sizes fit the pattern");
@@ -137,15 +126,8 @@ fn join(server: &Server, user: &str, probe: Option<FrameProbe>) -> Engine {
 }
 
 fn wait_for(engine: &Engine, mut pick: impl FnMut(&EngineEvent) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(event) = engine.events().recv_timeout(Duration::from_millis(50))
-            && pick(&event)
-        {
-            return;
-        }
-    }
-    panic!("bench setup timed out");
+    holoroom_testkit::wait_for_event(engine.events(), Duration::from_secs(20), |e| pick(e).then_some(()))
+        .expect("bench setup timed out");
 }
 
 /// Per stage, from the marks of every frame seen at all of them.

@@ -213,17 +213,8 @@ async fn join(server: &Server, user: &str) -> Engine {
 }
 
 async fn wait_for(engine: &Engine, mut pick: impl FnMut(&EngineEvent) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(event) = engine.events().try_recv() {
-            if pick(&event) {
-                return;
-            }
-            continue;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("the bench's call did not start");
+    holoroom_testkit::wait_for_event_in_runtime(engine.events(), Duration::from_secs(20), |e| pick(e).then_some(()))
+        .expect("the bench's call did not start");
 }
 
 /// Watches the desktop player for `window`: frames decoded of those sent, freezes, g2g.

@@ -4,6 +4,8 @@
 //!   a flaky network or a vanished server would, optionally holding every byte for a delay.
 //! - [`UdpRelay`]: a UDP relay in front of a server that impairs each direction's datagrams with delay, jitter,
 //!   random or bursty loss, a bandwidth cap and blackouts ([`Impairment`]), as a real network would.
+//! - [`wait_for_event`]: waits on an event channel (blocking, with a deadline) instead of
+//!   sleeping and polling; [`percentile`] of measurements.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 mod impair;
+mod wait;
 
 pub use impair::{DEFAULT_QUEUE_BYTES, DirectionStats, GilbertElliott, Impairment, RelayStats, UdpRelay};
+pub use wait::{percentile, sorted, wait_for_event, wait_for_event_in_runtime};
 
 /// A TCP relay between clients and the server whose connections can be cut, as a network would.
 #[derive(Debug)]

@@ -33,19 +33,11 @@ pub async fn join(server: &Server, user: &str) -> Engine {
     engine
 }
 
-/// Waits for the first event that `pick` accepts, skipping others.
-pub async fn wait_for<T>(engine: &Engine, what: &str, mut pick: impl FnMut(&EngineEvent) -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(event) = engine.events().try_recv() {
-            if let Some(value) = pick(&event) {
-                return value;
-            }
-            continue;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+/// Waits (blocking this worker, on a multi-threaded runtime) for the first event that `pick`
+/// accepts, skipping others.
+pub async fn wait_for<T>(engine: &Engine, what: &str, pick: impl FnMut(&EngineEvent) -> Option<T>) -> T {
+    holoroom_testkit::wait_for_event_in_runtime(engine.events(), WAIT, pick)
+        .unwrap_or_else(|| panic!("timed out waiting for {what}"))
 }
 
 pub async fn logged_in(engine: &Engine) {
