@@ -1,26 +1,19 @@
-//! Spatial audio: every remote participant's voice comes from where their entity is. Once a
+//! Spatial audio: every remote participant's voice (the sound of the stream their entity
+//! plays, [`PlayedAudio`]) comes from where their entity is. Once a
 //! frame the voices are placed (panning by side, attenuation by distance) relative to the
 //! listener, your own seat, or the camera when you fly; the sound card pulls the mix on its own
 //! thread. No sound card: the room is still mixed (so speaking indicators work) and says so.
 
 use bevy::prelude::*;
 use holoroom_engine::devices::AudioOutput;
-use holoroom_engine::media::{AudioBuffer, Mixer, Placement, spatial_gains};
-use holoroom_engine::protocol::StreamId;
+use holoroom_engine::media::{Mixer, Placement, spatial_gains};
 
 use crate::RoomSystems;
 use crate::room::ViewerCamera;
-use crate::room::participants::LocalParticipant;
+use crate::room::participants::{LocalParticipant, PlayedAudio};
 
 /// A level above which a participant counts as speaking (RMS, about -34 dBFS).
 pub const SPEAKING_LEVEL: f32 = 0.02;
-
-/// A participant's voice: the played stream's decoded audio.
-#[derive(Component, Debug, Clone)]
-pub struct Voice {
-    pub stream_id: StreamId,
-    pub buffer: AudioBuffer,
-}
 
 /// How loud a participant is right now (smoothed RMS, 0..1), for the speaking indicator.
 #[derive(Component, Debug, Default, Clone, Copy, PartialEq)]
@@ -66,8 +59,12 @@ impl RoomAudio {
 }
 
 pub fn plugin(app: &mut App) {
-    app.init_resource::<AudioSettings>()
-        .add_systems(Update, (open_output, place_voices).chain().in_set(RoomSystems::Feeds));
+    app.init_resource::<AudioSettings>().add_systems(
+        Update,
+        (open_output, forget_voices, place_voices)
+            .chain()
+            .in_set(RoomSystems::Feeds),
+    );
 }
 
 /// Opens the output at start, and again whenever the chosen device changes, off the frame
@@ -111,6 +108,15 @@ fn listener(local: Option<&Transform>, camera: Option<&Transform>) -> ([f32; 3],
     }
 }
 
+/// A participant whose stream stopped is no longer heard, nor shown speaking.
+fn forget_voices(mut commands: Commands, mut stopped: RemovedComponents<PlayedAudio>) {
+    for entity in stopped.read() {
+        if let Ok(mut entity) = commands.get_entity(entity) {
+            entity.remove::<SpeakingLevel>();
+        }
+    }
+}
+
 /// Keeps the mixer's voices in step with the entities and places each one: one update of the
 /// mixer per frame (one lock), into placements kept from frame to frame (no allocation while
 /// the room stays as it is).
@@ -119,7 +125,7 @@ fn place_voices(
     audio: Option<Res<RoomAudio>>,
     local: Query<&Transform, With<LocalParticipant>>,
     camera: Query<&Transform, (With<ViewerCamera>, Without<LocalParticipant>)>,
-    mut voices: Query<(Entity, &Voice, &Transform, Has<Muted>, Option<&mut SpeakingLevel>)>,
+    mut voices: Query<(Entity, &PlayedAudio, &Transform, Has<Muted>, Option<&mut SpeakingLevel>)>,
     mut placements: Local<Vec<Placement>>,
 ) {
     let Some(audio) = audio else {

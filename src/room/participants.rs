@@ -3,13 +3,12 @@
 //! polled once per frame: a feed only changes when its slot holds a newer frame.
 
 use bevy::prelude::*;
-use holoroom_engine::media::{FrameSlot, SlotFrame};
+use holoroom_engine::media::{AudioBuffer, FrameSlot, SlotFrame};
 use holoroom_engine::protocol::{Pose, RoomStateReason, StreamId, UserId, UserInfo};
 use holoroom_engine::{AudioSource, LocalStream, StreamConfig, StreamError, VideoSource};
 
 use super::seating;
 use crate::RoomSystems;
-use crate::audio::{SpeakingLevel, Voice};
 use crate::net::{EngineBridge, FeedState, Me, MediaTrouble, OwnStream, Problem, RoomStateChanged, RoomUpdate};
 
 /// Where the app is.
@@ -59,6 +58,14 @@ pub struct VideoFeed {
     pub frames_taken: u64,
     /// The stream's media path failed and is being set up again (the last frame stays up).
     pub reconnecting: bool,
+}
+
+/// The sound of the stream a participant's entity plays; the audio module makes it a voice
+/// heard from where the entity is.
+#[derive(Component, Debug, Clone)]
+pub struct PlayedAudio {
+    pub stream_id: StreamId,
+    pub buffer: AudioBuffer,
 }
 
 impl VideoFeed {
@@ -365,7 +372,7 @@ fn apply_room_updates(
                 };
                 commands.entity(entity).insert((
                     VideoFeed::new(Some(stream.stream_id.clone()), remote.video),
-                    Voice {
+                    PlayedAudio {
                         stream_id: stream.stream_id.clone(),
                         buffer: remote.audio,
                     },
@@ -379,7 +386,7 @@ fn apply_room_updates(
                 }
                 if let Some(at) = feeds.iter().position(|(_, id)| *id == stream.stream_id) {
                     let (entity, _) = feeds.swap_remove(at);
-                    commands.entity(entity).remove::<(VideoFeed, Voice, SpeakingLevel)>();
+                    commands.entity(entity).remove::<(VideoFeed, PlayedAudio)>();
                 }
             }
             RoomUpdate::Moved { user_id, pose } => {
