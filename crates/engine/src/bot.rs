@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use holoroom_protocol::{LoginConfig, RoomId, RoomStateReason, StreamId, UpdateType, UserInfo};
 
-use crate::engine::{Engine, EngineConfig, EngineError, EngineEvent, RemoteStream};
+use crate::client::Engine;
+use crate::engine::{EngineConfig, EngineError, EngineEvent, RemoteStream};
 use crate::stream::{LocalStream, StreamConfig};
 
 /// What a bot does.

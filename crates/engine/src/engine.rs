@@ -1,5 +1,6 @@
-//! The engine: one per app, pointing at a room server. Methods return at once; what happens
-//! arrives as [`EngineEvent`]s on a crossbeam channel, so a game loop can drain it each frame.
+//! What the engine speaks: its events, errors, states, configuration and the commands its
+//! backends carry out. The [`Engine`](crate::Engine) itself is in `client.rs`; the backends
+//! depend on this module and never on the client.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use holoroom_protocol::{
 };
 
 use crate::media::{AudioBuffer, AudioJitterStats, FrameSlot, ReceiveStats};
-use crate::stream::{LocalStream, StreamConfig, StreamError};
+use crate::stream::LocalStream;
 
 /// Why a room operation failed on the client side or was refused by the server.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -204,8 +205,6 @@ impl SystemRequirements {
         self.webrtc.is_ok() && !self.video_codecs.is_empty()
     }
 }
-
-pub use crate::platform::check_system_requirements;
 
 /// Where the engine's events go.
 pub(crate) type EventSink = crossbeam_channel::Sender<EngineEvent>;
@@ -437,115 +436,5 @@ impl Command {
             ))),
             kickout: None,
         }
-    }
-}
-
-use crate::platform::Backend;
-
-/// The client SDK's entry point: one per app.
-#[derive(Debug)]
-pub struct Engine {
-    backend: Backend,
-    events: crossbeam_channel::Receiver<EngineEvent>,
-}
-
-impl Engine {
-    /// Starts the engine's network side. Nothing connects until [`Engine::login_room`].
-    pub fn new(config: EngineConfig) -> Result<Engine, EngineError> {
-        let (events_tx, events) = crossbeam_channel::unbounded();
-        let backend = Backend::start(config, events_tx)?;
-        Ok(Engine { backend, events })
-    }
-
-    /// The engine's events, in order. Drain it every frame (or block on it in a bot).
-    pub fn events(&self) -> &crossbeam_channel::Receiver<EngineEvent> {
-        &self.events
-    }
-
-    /// `loginRoom`: Logining now, then Logined or LoginFailed. The initial users and streams
-    /// arrive as ADD events right after Logined. `token` is a token (`String`) or a
-    /// [`TokenSource`](crate::token::TokenSource), which the engine also asks for a fresh
-    /// token before the current one expires.
-    pub fn login_room(
-        &self,
-        room_id: RoomId,
-        token: impl Into<crate::token::TokenSource>,
-        user: UserInfo,
-        config: LoginConfig,
-    ) {
-        self.backend.send(Command::Login {
-            room_id,
-            token: token.into(),
-            user,
-            config,
-        });
-    }
-
-    /// `logoutRoom`: Logout (or LogoutFailed) follows.
-    pub fn logout_room(&self) {
-        self.backend.send(Command::Logout);
-    }
-
-    /// Replaces the token before it expires; TokenRenewed or RequestFailed follows.
-    pub fn renew_token(&self, token: impl Into<String>) {
-        self.backend.send(Command::RenewToken(token.into()));
-    }
-
-    /// Tells the room where this participant is.
-    pub fn set_pose(&self, pose: Pose) {
-        self.backend.send(Command::SetPose(pose));
-    }
-
-    /// `checkSystemRequirements`. It opens devices, which can take seconds: a game loop
-    /// should use [`Engine::check_system_requirements_later`].
-    pub fn check_system_requirements(&self) -> SystemRequirements {
-        check_system_requirements()
-    }
-
-    /// The same check, off the caller's thread: the answer arrives on the returned channel.
-    pub fn check_system_requirements_later(&self) -> crossbeam_channel::Receiver<SystemRequirements> {
-        self.backend.check_system_requirements()
-    }
-
-    /// `createStream`: starts capture. The returned stream's preview slot is the local view.
-    /// Opening a camera or microphone can take seconds: a game loop should use
-    /// [`Engine::create_stream_later`].
-    pub fn create_stream(&self, config: StreamConfig) -> Result<LocalStream, StreamError> {
-        LocalStream::create(config)
-    }
-
-    /// `createStream` off the caller's thread: the stream (or why there is none) arrives on the
-    /// returned channel once its devices opened or fell back ([`LocalStream::note`] says why).
-    pub fn create_stream_later(
-        &self,
-        config: StreamConfig,
-    ) -> crossbeam_channel::Receiver<Result<LocalStream, StreamError>> {
-        self.backend.create_stream(config)
-    }
-
-    /// `destroyStream`: stops capture.
-    pub fn destroy_stream(&self, stream: &LocalStream) {
-        stream.destroy();
-    }
-
-    /// `startPublishingStream`: PublisherStateUpdate Requesting, then Publishing (or NoPublish with the error).
-    pub fn start_publishing_stream(&self, stream_id: StreamId, stream: &LocalStream) {
-        self.backend.send(Command::StartPublishing(stream_id, stream.clone()));
-    }
-
-    pub fn stop_publishing_stream(&self, stream_id: StreamId) {
-        self.backend.send(Command::StopPublishing(stream_id));
-    }
-
-    /// `startPlayingStream`: returns where the stream's decoded frames and sound will arrive;
-    /// PlayerStateUpdate Requesting, then Playing (or NoPlay with the error).
-    pub fn start_playing_stream(&self, stream_id: StreamId) -> RemoteStream {
-        let remote = RemoteStream::default();
-        self.backend.send(Command::StartPlaying(stream_id, remote.clone()));
-        remote
-    }
-
-    pub fn stop_playing_stream(&self, stream_id: StreamId) {
-        self.backend.send(Command::StopPlaying(stream_id));
     }
 }

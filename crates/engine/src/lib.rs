@@ -3,25 +3,34 @@
 //! The call flow follows the classic RTC SDKs: create an [`Engine`], log into a room with a
 //! token, watch room state, user and stream updates on [`Engine::events`], log out.
 //!
-//! - [`engine`]: the platform-neutral API: [`Engine`], [`EngineEvent`], [`RoomError`].
+//! - `client`: the [`Engine`] itself, the API's entry point.
+//! - [`engine`]: what the API speaks: [`EngineEvent`], [`RoomError`], states, configuration,
+//!   and the commands the backends carry out.
+//! - `machine`: the client's room as a state machine without IO, written once; the
+//!   backends' drivers perform its actions.
+//! - [`token`]: token sources (fixed, minted, a dev server's guest endpoint).
+//! - `platform`: the one place that picks the backend for the target.
 //! - [`media`]: I420 frames, the test pattern with a frame code and its reader, tones,
-//!   the spatial mixer.
+//!   the spatial mixer, the receive buffers.
 //! - [`room_view`]: users and streams as the app was told them; turns a reconnect into differences.
-//! - [`stream`]: local streams (`create_stream`): capture paced into a latest-frame slot.
-//! - `native`: the backend on desktop: a tokio runtime on its own thread drives the room;
+//! - [`stream`]: local streams (`create_stream`): capture into a latest-frame slot; devices
+//!   and pacing from the platform.
+//! - `native`: the backend on desktop: a driver on a tokio runtime of its own thread;
 //!   webrtc-rs peer connections carry each published and played stream to and from the SFU.
 //! - [`codec`] (native): H.264 through OpenH264.
 //! - [`devices`] (native): sound cards through cpal (the room's output, microphones) and cameras.
 //! - [`bot`] (native): headless participants for demos, tests and load.
 //! - [`signaling`]: the WebSocket connection, requests with typed responses, ordered events.
-//! - `web` (wasm32): the backend in a browser: its WebSocket, RTCPeerConnection, camera,
-//!   decoding and Web Audio behind the same API.
+//! - `web` (wasm32): the backend in a browser: a driver on the page's event loop, its
+//!   WebSocket, RTCPeerConnection, camera (or drawn pictures), decoding and Web Audio
+//!   (AudioWorklet) behind the same API.
 //!
 //! Architecture Invariant: the API is platform-neutral; native-only modules are behind
 //! `cfg(not(target_arch = "wasm32"))` so a web backend can sit beside them.
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod bot;
+mod client;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod codec;
 pub mod devices;
@@ -39,11 +48,12 @@ pub mod token;
 #[cfg(target_arch = "wasm32")]
 mod web;
 
+pub use client::Engine;
 pub use engine::{
-    Engine, EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReceiveReport,
-    ReconnectPolicy, RemoteStream, RequestKind, RoomError, StreamQuality, SystemRequirements,
-    check_system_requirements,
+    EngineConfig, EngineError, EngineEvent, MediaError, PlayerState, PublisherState, ReceiveReport, ReconnectPolicy,
+    RemoteStream, RequestKind, RoomError, StreamQuality, SystemRequirements,
 };
 pub use holoroom_protocol as protocol;
+pub use platform::check_system_requirements;
 pub use stream::{AudioSource, LocalStream, StreamConfig, StreamError, VideoSource};
 pub use token::{TokenError, TokenRequest, TokenSource};
