@@ -2,6 +2,7 @@
 //! carries the app's intents back. Nothing here waits on the network.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bevy::prelude::*;
 use holoroom_engine::protocol::{
@@ -79,6 +80,8 @@ impl std::fmt::Debug for EngineBridge {
 pub enum Problem {
     /// The room server refused, or could not be reached.
     Room(RoomError),
+    /// Getting back into the room: an attempt failed, the next is in `retry_in`.
+    Retrying { error: RoomError, retry_in: Duration },
     /// Removed from the room.
     Kickout(KickoutReason),
     /// A room or user ID that no room server would take.
@@ -339,6 +342,9 @@ fn drain_engine(
                     stream_id,
                     reconnecting,
                 });
+            }
+            EngineEvent::ReconnectRetry { error, retry_in, .. } => {
+                trouble.write(MediaTrouble(Problem::Retrying { error, retry_in }));
             }
             EngineEvent::RequestFailed { request, error } => {
                 trouble.write(MediaTrouble(Problem::Request { request, error }));

@@ -282,7 +282,12 @@ fn follow_room_state(
                 open_own_stream(&mut commands, bridge, &choice, (false, false));
             }
             RoomStateReason::Reconnecting => reconnecting.0 = true,
-            RoomStateReason::Reconnected => reconnecting.0 = false,
+            RoomStateReason::Reconnected => {
+                reconnecting.0 = false;
+                if matches!(last_error.0, Some(Problem::Retrying { .. })) {
+                    last_error.0 = None;
+                }
+            }
             RoomStateReason::LoginFailed
             | RoomStateReason::Kickout
             | RoomStateReason::Logout

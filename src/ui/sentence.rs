@@ -9,6 +9,18 @@ use crate::net::Problem;
 pub fn sentence(problem: &Problem) -> String {
     match problem {
         Problem::Room(error) => room(error),
+        Problem::Retrying { error, retry_in } => {
+            let why = match error {
+                RoomError::Unreachable { url, reason } => {
+                    format!(
+                        "Can't reach the room server at {url}: {}.",
+                        reason.trim_end_matches('.')
+                    )
+                }
+                other => room(other),
+            };
+            format!("{why} Retrying in {}.", seconds(*retry_in))
+        }
         Problem::Kickout(reason) => match reason {
             KickoutReason::DuplicateLogin => {
                 "Your session ended because you joined from another window or device.".into()
@@ -106,6 +118,16 @@ fn media(what: &str, error: &MediaError) -> String {
     }
 }
 
+/// "4 s", "0.4 s".
+fn seconds(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs_f32();
+    if secs >= 10.0 || secs.fract() == 0.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{secs:.1} s")
+    }
+}
+
 fn capitalised(text: &str) -> String {
     let mut chars = text.chars();
     chars
@@ -145,6 +167,13 @@ mod tests {
                 }),
             },
             Problem::Note("no camera found; the engine sends the test pattern instead".into()),
+            Problem::Retrying {
+                error: RoomError::Unreachable {
+                    url: "ws://10.0.0.1:7880/v1/ws".into(),
+                    reason: "Connection refused (os error 111)".into(),
+                },
+                retry_in: std::time::Duration::from_secs(4),
+            },
         ];
         for problem in &cases {
             let text = sentence(problem);
@@ -159,6 +188,10 @@ mod tests {
             "Your session ended because you joined from another window or device."
         );
         assert!(sentence(&cases[2]).starts_with("Can't reach the room server at ws://10.0.0.1:7880/v1/ws:"));
+        assert_eq!(
+            sentence(&cases[7]),
+            "Can't reach the room server at ws://10.0.0.1:7880/v1/ws: Connection refused (os error 111). Retrying in 4 s."
+        );
     }
 
     #[test]

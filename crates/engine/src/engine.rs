@@ -274,6 +274,12 @@ pub enum EngineEvent {
         error: Option<RoomError>,
         kickout: Option<KickoutReason>,
     },
+    /// While reconnecting: an attempt failed, and the next one is in `retry_in`.
+    ReconnectRetry {
+        room_id: RoomId,
+        error: RoomError,
+        retry_in: Duration,
+    },
     /// `roomUserUpdate`; only when the login asked for user updates.
     RoomUserUpdate {
         room_id: RoomId,

@@ -974,8 +974,17 @@ impl RoomMachine {
             return self.leave(RoomStateReason::ReconnectFailed, Some(error));
         }
         tracing::debug!(%error, delay = ?reconnect.delay, "reconnect attempt failed");
-        reconnect.step = ReconnectStep::Waiting(now + reconnect.delay);
+        let retry_in = reconnect.delay;
+        reconnect.step = ReconnectStep::Waiting(now + retry_in);
         reconnect.delay = (reconnect.delay * 2).min(self.policy.max_delay);
+        if let Some(room) = &self.room {
+            let room_id = room.room_id.clone();
+            self.emit(EngineEvent::ReconnectRetry {
+                room_id,
+                error,
+                retry_in,
+            });
+        }
     }
 
     fn server_event(&mut self, event: Event) {
@@ -1521,6 +1530,7 @@ mod tests {
         });
         let mut attempt = connects(&dropped).expect("attempt");
         let mut reasons = Vec::new();
+        let mut retries = Vec::new();
         loop {
             let failed = h.input(Input::Connected {
                 connection: attempt,
@@ -1529,9 +1539,13 @@ mod tests {
                     reason: "refused".into(),
                 }),
             });
-            if let Some(EngineEvent::RoomStateChanged { reason, .. }) = events(&failed).first() {
-                reasons.push(*reason);
-                break;
+            match events(&failed).first() {
+                Some(EngineEvent::RoomStateChanged { reason, .. }) => {
+                    reasons.push(*reason);
+                    break;
+                }
+                Some(EngineEvent::ReconnectRetry { retry_in, .. }) => retries.push(*retry_in),
+                other => panic!("a failed attempt says when the next one is, not {other:?}"),
             }
             let Some(at) = h.machine.poll_timeout() else {
                 panic!("no next attempt")
@@ -1540,6 +1554,15 @@ mod tests {
             attempt = connects(&next).expect("next attempt");
         }
         assert_eq!(reasons, vec![RoomStateReason::ReconnectFailed]);
+        assert_eq!(
+            retries[..4],
+            [200, 400, 800, 1600].map(Duration::from_millis),
+            "back-off doubles"
+        );
+        assert!(
+            retries.iter().all(|r| *r <= Duration::from_secs(2)),
+            "up to the policy's cap"
+        );
         assert!(
             h.now >= Instant::now() + Duration::from_secs(25),
             "tried for about the policy's 30 s"

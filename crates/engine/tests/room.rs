@@ -278,14 +278,23 @@ async fn a_server_that_goes_away_ends_in_reconnect_failed() {
     assert_eq!(state(&next(&engine).await), RoomStateReason::Logined);
     relay.stop();
     assert_eq!(state(&next(&engine).await), RoomStateReason::Reconnecting);
-    match next(&engine).await {
-        EngineEvent::RoomStateChanged {
-            reason: RoomStateReason::ReconnectFailed,
-            error: Some(RoomError::Unreachable { .. }),
-            ..
-        } => {}
-        other => panic!("expected ReconnectFailed, got {other:?}"),
+    // Each failed attempt says why and when the next one is; then it gives up.
+    let mut retries = 0;
+    loop {
+        match next(&engine).await {
+            EngineEvent::ReconnectRetry {
+                error: RoomError::Unreachable { .. },
+                ..
+            } => retries += 1,
+            EngineEvent::RoomStateChanged {
+                reason: RoomStateReason::ReconnectFailed,
+                error: Some(RoomError::Unreachable { .. }),
+                ..
+            } => break,
+            other => panic!("expected a retry or ReconnectFailed, got {other:?}"),
+        }
     }
+    assert!(retries > 0, "the attempts before giving up were announced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
