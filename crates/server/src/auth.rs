@@ -43,6 +43,8 @@ pub enum TokenError {
     Expired { exp: u64, now: u64 },
     #[error("token is not valid before {nbf} (now {now})")]
     NotYetValid { nbf: u64, now: u64 },
+    #[error("token requires header extensions this server does not know: {0}")]
+    CriticalExtension(String),
 }
 
 impl TokenError {
@@ -111,6 +113,9 @@ struct Header {
     kid: Option<String>,
     #[serde(default)]
     typ: Option<String>,
+    /// Extensions the token says must be understood (RFC 7515 §4.1.11); this server knows none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crit: Option<serde_json::Value>,
 }
 
 /// Signs new tokens and verifies presented ones.
@@ -197,6 +202,7 @@ impl TokenKeys {
             alg: ALG.into(),
             kid: Some(self.signing.kid.clone()),
             typ: Some("JWT".into()),
+            crit: None,
         };
         let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("header serializes"));
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialize"));
@@ -240,6 +246,9 @@ impl TokenKeys {
             .map_err(|e| TokenError::Malformed(format!("header is not readable: {e}")))?;
         if header.alg != ALG {
             return Err(TokenError::Algorithm(header.alg));
+        }
+        if let Some(crit) = header.crit {
+            return Err(TokenError::CriticalExtension(crit.to_string()));
         }
         let kid = header.kid.ok_or(TokenError::MissingKeyId)?;
         let key = std::iter::once(&self.signing)

@@ -144,6 +144,12 @@ async fn forged_and_wrong_tokens_are_all_refused() {
             ErrorCode::TokenInvalid,
         ),
         (
+            // RFC 7515: extensions listed as critical must be understood, and none are here.
+            "critical header extension",
+            signed(&with(header(), &["crit"], json!(["exp-policy"])), &claims()),
+            ErrorCode::TokenInvalid,
+        ),
+        (
             "expired",
             signed(&header(), &with(claims(), &["exp"], json!(now - 5))),
             ErrorCode::TokenExpired,
