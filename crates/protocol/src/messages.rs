@@ -39,6 +39,8 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     /// A binary frame arrived; the protocol is text only.
     pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// Policy: no login in time, Origin not allowed, kicked out, or too many messages.
     pub const POLICY: u16 = 1008;
     /// A message larger than [`super::MAX_MESSAGE_BYTES`].

@@ -120,6 +120,12 @@ struct Session {
     last_heard: Instant,
 }
 
+/// Whether a read failed because a text frame was not UTF-8 (the socket is still usable to
+/// say so with a close frame). The WebSocket layer reports it only as text.
+fn is_invalid_utf8(err: &axum::Error) -> bool {
+    err.to_string().contains("UTF-8")
+}
+
 /// Runs one connection to its end.
 pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
     let registration = hub.register();
@@ -167,6 +173,9 @@ pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::R
                 Some(Ok(message)) => {
                     session.last_heard = Instant::now();
                     session.on_message(message).await
+                }
+                Some(Err(err)) if is_invalid_utf8(&err) => {
+                    Err(Exit::Close(close_code::INVALID_DATA, "text frames must be UTF-8"))
                 }
                 Some(Err(err)) => {
                     tracing::debug!(session = session.id, %err, "socket error");

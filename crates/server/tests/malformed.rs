@@ -12,6 +12,8 @@ use holoroom_server::Server;
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -139,6 +141,12 @@ async fn protocol_violations_close_with_the_right_code() {
     let mut binary = raw(&server).await;
     binary.send(Message::Binary(vec![1, 2, 3].into())).await.expect("send");
     assert_eq!(close_code_of(&mut binary).await, Some(close_code::UNSUPPORTED_DATA));
+
+    // A text frame that is not UTF-8 (RFC 6455: close with 1007).
+    let mut garbled = raw(&server).await;
+    let frame = Frame::message(vec![0x7b, 0xff, 0xfe, 0x7d], OpCode::Data(Data::Text), true);
+    garbled.send(Message::Frame(frame)).await.expect("send");
+    assert_eq!(close_code_of(&mut garbled).await, Some(close_code::INVALID_DATA));
 
     let mut oversize = raw(&server).await;
     let big = json!({"id": 1, "request": {"type": "logout", "pad": "x".repeat(100 * 1024)}});
