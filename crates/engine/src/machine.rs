@@ -166,6 +166,9 @@ enum Purpose {
     /// A publication's or playback's end, told to the server (sent again after a reconnect
     /// if the connection dropped before its answer).
     Withdraw(Request),
+    /// The logout of a connection that logged in after it was no longer wanted; it closes
+    /// once answered.
+    Abandon(ConnectionId),
 }
 
 /// Why a token is being fetched.
@@ -241,8 +244,9 @@ struct Room {
     session_id: Option<String>,
     view: RoomView,
     media: BTreeMap<MediaKey, Media>,
-    /// The pose request in flight, and the newest pose waiting behind it.
-    pose_in_flight: Option<RequestId>,
+    /// The pose request in flight (and its pose, sent again if its connection drops before
+    /// the answer), and the newest pose waiting behind it.
+    pose_in_flight: Option<(RequestId, Pose)>,
     pose_next: Option<Pose>,
     /// Requests waiting for a connection, in order.
     queued: VecDeque<(Request, Purpose)>,
@@ -595,7 +599,7 @@ impl RoomMachine {
             return;
         }
         self.next_id += 1;
-        room.pose_in_flight = Some(request);
+        room.pose_in_flight = Some((request, pose));
         self.pending.insert(request, Purpose::Pose);
         self.actions.push_back(Action::Send {
             connection,
@@ -838,9 +842,17 @@ impl RoomMachine {
                 Err(error) => self.reconnect_failed(now, error),
             },
             _ => {
-                // An attempt nobody waits for any more.
+                // An attempt nobody waits for any more. One that logged in (it may have resumed
+                // the session) logs out, so the server does not keep the member for its grace
+                // window.
                 if result.is_ok() {
-                    self.actions.push_back(Action::Disconnect { connection });
+                    let request = self.next();
+                    self.pending.insert(request, Purpose::Abandon(connection));
+                    self.actions.push_back(Action::Send {
+                        connection,
+                        request,
+                        body: Request::Logout {},
+                    });
                 }
             }
         }
@@ -908,7 +920,10 @@ impl RoomMachine {
             }
             media.state = MediaState::Parked;
         }
-        room.pose_in_flight = None;
+        // A pose that may not have arrived goes again, unless a newer one waits.
+        if let Some((_, pose)) = room.pose_in_flight.take() {
+            room.pose_next.get_or_insert(pose);
+        }
         for (_, purpose) in self.pending.drain() {
             match purpose {
                 Purpose::Renew { token } => {
@@ -916,7 +931,7 @@ impl RoomMachine {
                     room.queued.push_back((body, Purpose::Renew { token }));
                 }
                 Purpose::Withdraw(body) => room.queued.push_back((body.clone(), Purpose::Withdraw(body))),
-                Purpose::Pose | Purpose::Logout => {}
+                Purpose::Pose | Purpose::Logout | Purpose::Abandon(_) => {}
             }
         }
         self.actions.extend(stops);
@@ -1086,7 +1101,7 @@ impl RoomMachine {
         match purpose {
             Purpose::Pose => {
                 if let Some(room) = self.room.as_mut()
-                    && room.pose_in_flight == Some(request)
+                    && room.pose_in_flight.is_some_and(|(id, _)| id == request)
                 {
                     room.pose_in_flight = None;
                     if let Err(error) = result
@@ -1125,6 +1140,7 @@ impl RoomMachine {
                     }),
                 }
             }
+            Purpose::Abandon(connection) => self.actions.push_back(Action::Disconnect { connection }),
             Purpose::Withdraw(_) => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "a withdraw was not confirmed");
@@ -1335,6 +1351,67 @@ mod tests {
             result: Ok(ResponseBody::Ack),
         });
         assert!(sends(&done).is_empty(), "nothing left to send");
+    }
+
+    #[test]
+    fn a_pose_in_flight_when_the_connection_drops_goes_again() {
+        let mut h = Harness::new();
+        let connection = h.logged_in(&[]);
+        assert_eq!(sends(&h.command(Command::SetPose(pose(5.0)))).len(), 1);
+        let attempt = connects(&h.input(Input::Closed {
+            connection,
+            reason: "reset".into(),
+        }))
+        .expect("attempt");
+        let back = h.input(Input::Connected {
+            connection: attempt,
+            result: Ok(response("s2", &[])),
+        });
+        assert!(
+            sends(&back)
+                .iter()
+                .any(|(_, body)| matches!(body, Request::SetPose { pose } if pose.position[0] == 5.0)),
+            "the last pose is sent again: {back:?}"
+        );
+    }
+
+    #[test]
+    fn a_reconnect_that_lands_after_logout_is_logged_out() {
+        let mut h = Harness::new();
+        let connection = h.logged_in(&[]);
+        let attempt = connects(&h.input(Input::Closed {
+            connection,
+            reason: "reset".into(),
+        }))
+        .expect("attempt");
+        let out = h.command(Command::Logout);
+        assert!(matches!(
+            events(&out)[..],
+            [EngineEvent::RoomStateChanged {
+                reason: RoomStateReason::Logout,
+                ..
+            }]
+        ));
+        // The attempt resumed the session after all: it logs out, then closes.
+        let late = h.input(Input::Connected {
+            connection: attempt,
+            result: Ok(response("s2", &[])),
+        });
+        let Some(Action::Send {
+            connection: on,
+            request,
+            body: Request::Logout {},
+        }) = late.first()
+        else {
+            panic!("expected a logout on the late connection, got {late:?}")
+        };
+        assert_eq!(*on, attempt);
+        assert!(events(&late).is_empty(), "nothing to report: the app already left");
+        let closed = h.input(Input::Response {
+            request: *request,
+            result: Ok(ResponseBody::Ack),
+        });
+        assert!(matches!(closed[..], [Action::Disconnect { connection: c }] if c == attempt));
     }
 
     #[test]

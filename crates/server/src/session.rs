@@ -86,10 +86,11 @@ struct InRoom {
 
 impl InRoom {
     /// Whether a stop naming `media_id` is late: this session has started a newer media
-    /// connection for the stream since.
+    /// connection for the stream since (media IDs only grow). A stop naming a newer one than
+    /// the server knows (its start never arrived or was refused) still ends the stream.
     fn is_stale(&self, publishing: bool, stream_id: &StreamId, media_id: Option<u64>) -> bool {
         let current = self.media.get(&(publishing, stream_id.clone()));
-        matches!((media_id, current), (Some(named), Some(current)) if named != *current)
+        matches!((media_id, current), (Some(named), Some(current)) if named < *current)
     }
 
     fn started(&mut self, publishing: bool, stream_id: &StreamId, media_id: Option<u64>) {

@@ -124,6 +124,11 @@ async fn a_stop_naming_an_older_media_connection_leaves_the_newer_one() {
         .await
         .expect("a stop naming none ends it");
     assert_eq!(listed(), 0);
+    // A stop naming a media connection whose start never arrived (newer than the server
+    // knows) still ends the stream.
+    alice.publish_media("cam", Some(3)).await.expect("publish as media 3");
+    alice.stop_publishing_media("cam", Some(4)).await.expect("acknowledged");
+    assert_eq!(listed(), 0, "the client's stop for a newer connection ends it");
 }
 
 #[tokio::test]

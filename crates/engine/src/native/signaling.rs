@@ -34,13 +34,17 @@ pub struct Signaling {
 
 impl Signaling {
     /// Opens the WebSocket at `url` (e.g. `ws://127.0.0.1:7880/v1/ws`).
+    /// A server that does not answer (packets dropped on the way) fails after
+    /// [`REQUEST_TIMEOUT`], as in a browser, rather than after the system's TCP timeout.
     pub async fn connect(url: &str) -> Result<(Signaling, mpsc::UnboundedReceiver<SignalingEvent>), SignalingError> {
-        let (socket, _) = tokio_tungstenite::connect_async(url)
+        let failed = |reason: String| SignalingError::Connect {
+            url: url.to_owned(),
+            reason,
+        };
+        let (socket, _) = tokio::time::timeout(REQUEST_TIMEOUT, tokio_tungstenite::connect_async(url))
             .await
-            .map_err(|e| SignalingError::Connect {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|_| failed(format!("no answer within {REQUEST_TIMEOUT:?}")))?
+            .map_err(|e| failed(e.to_string()))?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, event_rx) = mpsc::unbounded_channel();
         tokio::spawn(drive(socket, command_rx, events));

@@ -83,6 +83,7 @@ fn new_pc() -> Result<RtcPeerConnection, MediaError> {
 /// Offers, sends the offer with `request`, applies the answer and waits for the connection.
 async fn negotiate(
     pc: &RtcPeerConnection,
+    session: &MediaSession,
     signaling: &Signaling,
     request: impl FnOnce(String) -> Request,
 ) -> Result<ResponseBody, MediaError> {
@@ -108,6 +109,10 @@ async fn negotiate(
         .local_description()
         .map(|d| d.sdp())
         .ok_or_else(|| connection_error("no local description"))?;
+    // Stopped while gathering: the offer must not reach the server (a stop was sent already).
+    if session.is_closed() {
+        return Err(connection_error("stopped"));
+    }
     let response = signaling.request(request(sdp)).await.map_err(MediaError::Signaling)?;
     let answer = match &response {
         ResponseBody::Publishing {
@@ -321,7 +326,7 @@ pub(crate) async fn publish(
                     media_id: Some(media_id),
                 })
             };
-            negotiate(&pc, &signaling, request).await.map(drop)
+            negotiate(&pc, &session, &signaling, request).await.map(drop)
         }
     };
     run_once(session, true, events, link, setup).await;
@@ -384,7 +389,7 @@ pub(crate) async fn play(
                     media_id: Some(media_id),
                 })
             };
-            negotiate(&pc, &signaling, request).await.map(drop)
+            negotiate(&pc, &session, &signaling, request).await.map(drop)
         }
     };
     run_once(session, false, events, link, setup).await;
