@@ -911,12 +911,16 @@ impl RoomMachine {
         let Some(room) = self.room.as_mut() else { return };
         let room_id = room.room_id.clone();
         let mut stops = Vec::new();
+        let mut were_running = Vec::new();
         for (key, media) in room.media.iter_mut() {
             if matches!(media.state, MediaState::Starting | MediaState::Running) {
                 stops.push(Action::StopMedia {
                     key: key.clone(),
                     generation: media.generation,
                 });
+            }
+            if media.state == MediaState::Running {
+                were_running.push(key.clone());
             }
             media.state = MediaState::Parked;
         }
@@ -936,6 +940,15 @@ impl RoomMachine {
         }
         self.actions.extend(stops);
         self.state(&room_id, RoomStateReason::Reconnecting, None);
+        // Media that flowed is being set up again too (the room's reconnect says why).
+        for key in were_running {
+            self.emit(media_state_event(
+                &key.stream_id,
+                key.direction == Direction::Publish,
+                MediaPhase::Requesting,
+                None,
+            ));
+        }
         self.phase = Phase::Reconnecting(Reconnect {
             give_up: now + self.policy.give_up_after,
             delay: self.policy.first_delay,
@@ -1568,6 +1581,11 @@ mod tests {
             reason: "reset".into(),
         });
         assert_eq!(stopped(&dropped).len(), 3, "every media connection stops");
+        assert_eq!(
+            publisher_states(&dropped),
+            vec![(PublisherState::Requesting, None)],
+            "what flowed is being set up again"
+        );
         let attempt = connects(&dropped).expect("an attempt at once");
         let Some(Action::Connect { login, .. }) = dropped.iter().find(|a| matches!(a, Action::Connect { .. })) else {
             unreachable!()
