@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::hub::{Hub, ToSession};
 use crate::rooms::{Identity, PublishCheck, SessionId};
 use crate::sfu::SfuError;
+use crate::sfu::offer::{OfferUse, check_offer};
 
 /// The error a client sees when the SFU refuses its media.
 fn media_refused(error: SfuError) -> ErrorBody {
@@ -386,6 +387,7 @@ impl Session {
                 .apply(id, |rooms| Ok(((), rooms.start_publishing(id, &publish)?)))
                 .map(|((), events)| (ResponseBody::Publishing { sdp_answer: None }, events));
         };
+        check_offer(&offer, OfferUse::Publish).map_err(|why| ErrorBody::new(ErrorCode::InvalidArgument, why))?;
         let check = self.hub.lock().rooms().check_publish(id, &publish)?;
         let sfu = self.hub.sfu();
         let (peer, answer) = sfu
@@ -420,6 +422,9 @@ impl Session {
     /// Playing a stream again with a new offer replaces the media connection.
     async fn start_playing(&mut self, play: PlayRequest) -> Result<(ResponseBody, Vec<Event>), ErrorBody> {
         let id = self.id;
+        if let Some(offer) = &play.sdp_offer {
+            check_offer(offer, OfferUse::Play).map_err(|why| ErrorBody::new(ErrorCode::InvalidArgument, why))?;
+        }
         let started = self.hub.lock().rooms().start_playing(id, &play.stream_id);
         let stream = match (started, &play.sdp_offer) {
             (Ok(stream), _) => stream,

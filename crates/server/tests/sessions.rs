@@ -131,6 +131,61 @@ async fn a_stop_naming_an_older_media_connection_leaves_the_newer_one() {
     assert_eq!(listed(), 0, "the client's stop for a newer connection ends it");
 }
 
+/// A complete offer, as a WebRTC stack makes it, with video and audio in `direction`.
+fn offer(direction: str0m::media::Direction) -> String {
+    use str0m::media::MediaKind;
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    rtc.add_local_candidate(str0m::Candidate::host(addr, "udp").expect("candidate"));
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, direction, None, None, None);
+    api.add_media(MediaKind::Audio, direction, None, None, None);
+    let (offer, _) = api.apply().expect("an offer");
+    offer.to_sdp_string()
+}
+
+#[tokio::test]
+async fn offers_that_cannot_publish_or_play_are_refused_before_the_media_relay() {
+    use str0m::media::Direction;
+    let server = start(common::config()).await;
+    let alice = Client::join(&server, "r", "alice", true).await;
+    let publish = |sdp: String| {
+        Request::StartPublishing(holoroom_protocol::PublishRequest {
+            stream_id: common::stream("cam"),
+            source: Default::default(),
+            extra_info: String::new(),
+            sdp_offer: Some(sdp),
+            media_id: Some(1),
+        })
+    };
+    // An offer that only receives cannot publish, however well formed.
+    let refusal = alice.signaling.request(publish(offer(Direction::RecvOnly))).await;
+    assert_eq!(refused(refusal), ErrorCode::InvalidArgument);
+    assert!(server.snapshot().rooms[0].streams.is_empty(), "nothing listed");
+    // Nor does one with an ICE username fragment far beyond RFC 8839's 256 characters.
+    let good = offer(Direction::SendOnly);
+    let ufrag = good
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .expect("a ufrag")
+        .to_owned();
+    let long = good.replace(&ufrag, &"u".repeat(5000));
+    assert_eq!(
+        refused(alice.signaling.request(publish(long)).await),
+        ErrorCode::InvalidArgument
+    );
+    assert!(server.snapshot().rooms[0].streams.is_empty(), "still nothing listed");
+
+    // An offer that only sends cannot play.
+    alice.publish("cam").await.expect("listed without media");
+    let play = Request::StartPlaying(holoroom_protocol::PlayRequest {
+        stream_id: common::stream("cam"),
+        sdp_offer: Some(offer(Direction::SendOnly)),
+        media_id: Some(2),
+    });
+    assert_eq!(refused(alice.signaling.request(play).await), ErrorCode::InvalidArgument);
+}
+
 #[tokio::test]
 async fn token_renewed_in_time_keeps_the_session() {
     // A 40 s token warned 30 s ahead, on the server's clock, which the test moves on.

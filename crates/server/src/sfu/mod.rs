@@ -11,6 +11,7 @@
 //! This module touches no socket and no clock: the shell in `socket.rs` passes in datagrams
 //! and the time, and sends out what [`Sfu::poll_transmit`] returns.
 
+pub mod offer;
 pub mod socket;
 
 use std::collections::{HashMap, VecDeque};

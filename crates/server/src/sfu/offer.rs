@@ -1,0 +1,132 @@
+//! A first look at an SDP offer before the SFU takes it: what a publish or a play needs, and
+//! limits no honest client comes near. Refusals say what is wrong.
+
+/// What an offer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferUse {
+    /// Sending media to the SFU: some media section must send.
+    Publish,
+    /// Receiving from the SFU: every media section must be able to receive.
+    Play,
+}
+
+/// More candidates than this in one offer is not a client trying to connect.
+pub const MAX_CANDIDATES: usize = 64;
+/// RFC 8839: an ICE username fragment has 4 to 256 characters.
+const UFRAG_LENGTHS: std::ops::RangeInclusive<usize> = 4..=256;
+/// The fingerprint hashes DTLS here can check.
+const FINGERPRINT_HASHES: [&str; 3] = ["sha-256", "sha-384", "sha-512"];
+
+/// Checks `offer` for `usage`; the error is a sentence for the client.
+pub fn check_offer(offer: &str, usage: OfferUse) -> Result<(), String> {
+    let mut candidates = 0;
+    let mut sections = 0;
+    // The session-level direction applies to sections that state none.
+    let mut session_direction = "sendrecv";
+    let mut section_direction: Option<&str> = None;
+    let mut directions = Vec::new();
+    for line in offer.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            if sections > 0 {
+                directions.push(section_direction.take());
+            }
+            sections += 1;
+        } else if line.starts_with("a=candidate:") {
+            candidates += 1;
+            if candidates > MAX_CANDIDATES {
+                return Err(format!("the offer has more than {MAX_CANDIDATES} candidates"));
+            }
+        } else if let Some(ufrag) = line.strip_prefix("a=ice-ufrag:") {
+            if !UFRAG_LENGTHS.contains(&ufrag.chars().count()) {
+                return Err(format!(
+                    "the offer's ICE username fragment has {} characters; 4 to 256 are allowed",
+                    ufrag.chars().count()
+                ));
+            }
+        } else if let Some(fingerprint) = line.strip_prefix("a=fingerprint:") {
+            let hash = fingerprint.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+            if !FINGERPRINT_HASHES.contains(&hash.as_str()) {
+                return Err(format!(
+                    "the offer's DTLS fingerprint uses {hash:?}; sha-256, sha-384 or sha-512 are accepted"
+                ));
+            }
+        } else if let Some(direction) = ["sendrecv", "sendonly", "recvonly", "inactive"]
+            .into_iter()
+            .find(|d| line.strip_prefix("a=") == Some(*d))
+        {
+            if sections == 0 {
+                session_direction = direction;
+            } else {
+                section_direction = Some(direction);
+            }
+        }
+    }
+    if sections > 0 {
+        directions.push(section_direction);
+    }
+    if sections == 0 {
+        return Err("the offer has no media sections".into());
+    }
+    let directions: Vec<&str> = directions.into_iter().map(|d| d.unwrap_or(session_direction)).collect();
+    match usage {
+        OfferUse::Publish => {
+            if !directions.iter().any(|d| matches!(*d, "sendrecv" | "sendonly")) {
+                return Err("a publish offer must send media (its sections are recvonly or inactive)".into());
+            }
+        }
+        OfferUse::Play => {
+            if let Some(direction) = directions.iter().find(|d| !matches!(**d, "sendrecv" | "recvonly")) {
+                return Err(format!("a play offer must receive media; a section is {direction}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(directions: &[&str]) -> String {
+        let mut sdp = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=ice-ufrag:abcd\r\n");
+        sdp.push_str("a=fingerprint:sha-256 AA:BB\r\n");
+        for direction in directions {
+            sdp.push_str(&format!(
+                "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na={direction}\r\na=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\n"
+            ));
+        }
+        sdp
+    }
+
+    #[test]
+    fn honest_offers_pass_and_odd_ones_are_refused_with_a_reason() {
+        assert_eq!(
+            check_offer(&offer(&["sendonly", "sendonly"]), OfferUse::Publish),
+            Ok(())
+        );
+        assert_eq!(check_offer(&offer(&["sendrecv"]), OfferUse::Publish), Ok(()));
+        assert_eq!(check_offer(&offer(&["recvonly", "recvonly"]), OfferUse::Play), Ok(()));
+        assert!(check_offer(&offer(&["recvonly"]), OfferUse::Publish).is_err());
+        assert!(check_offer(&offer(&["inactive"]), OfferUse::Publish).is_err());
+        assert!(check_offer(&offer(&["recvonly", "sendonly"]), OfferUse::Play).is_err());
+        assert!(check_offer("v=0\r\n", OfferUse::Play).is_err(), "no media");
+        let many = offer(&["sendonly"]) + &"a=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\n".repeat(100);
+        assert!(
+            check_offer(&many, OfferUse::Publish)
+                .unwrap_err()
+                .contains("candidates")
+        );
+        let long = offer(&["sendonly"]).replace("a=ice-ufrag:abcd", &format!("a=ice-ufrag:{}", "u".repeat(5000)));
+        assert!(
+            check_offer(&long, OfferUse::Publish)
+                .unwrap_err()
+                .contains("username fragment")
+        );
+        let md5 = offer(&["sendonly"]).replace("sha-256", "md5");
+        assert!(
+            check_offer(&md5, OfferUse::Publish)
+                .unwrap_err()
+                .contains("fingerprint")
+        );
+    }
+}
