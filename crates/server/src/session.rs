@@ -300,33 +300,18 @@ impl Session {
             Request::StartPublishing(publish) => {
                 let (stream_id, media_id) = (publish.stream_id.clone(), publish.media_id);
                 let started = self.start_publishing(publish).await;
-                if started.is_ok()
-                    && let Some(in_room) = &mut self.in_room
-                {
-                    in_room.started(true, &stream_id, media_id);
-                }
+                self.note_start(true, &stream_id, media_id, started.is_ok());
                 started
             }
-            Request::StopPublishing { stream_id, media_id } => {
-                if self
-                    .in_room
-                    .as_ref()
-                    .is_some_and(|r| r.is_stale(true, &stream_id, media_id))
-                {
-                    // A newer connection took the stream over; this stop is for an older one.
-                    Ok((ResponseBody::Ack, Vec::new()))
-                } else {
-                    let stopped = self
-                        .hub
-                        .lock()
-                        .apply(id, |rooms| Ok(((), rooms.stop_publishing(id, &stream_id)?)))
-                        .map(|((), events)| (ResponseBody::Ack, events));
-                    if let Some(in_room) = &mut self.in_room {
-                        in_room.started(true, &stream_id, None);
-                    }
-                    stopped
-                }
+            // A stop for an older media connection (a newer one took the stream over) changes nothing.
+            Request::StopPublishing { stream_id, media_id } if self.stop_is_stale(true, &stream_id, media_id) => {
+                Ok((ResponseBody::Ack, Vec::new()))
             }
+            Request::StopPublishing { stream_id, .. } => self
+                .hub
+                .lock()
+                .apply(id, |rooms| Ok(((), rooms.stop_publishing(id, &stream_id)?)))
+                .map(|((), events)| (ResponseBody::Ack, events)),
             Request::SetStreamExtraInfo { stream_id, extra_info } => self
                 .hub
                 .lock()
@@ -335,30 +320,18 @@ impl Session {
             Request::StartPlaying(play) => {
                 let (stream_id, media_id) = (play.stream_id.clone(), play.media_id);
                 let started = self.start_playing(play).await;
-                if started.is_ok()
-                    && let Some(in_room) = &mut self.in_room
-                {
-                    in_room.started(false, &stream_id, media_id);
-                }
+                self.note_start(false, &stream_id, media_id, started.is_ok());
                 started
             }
-            Request::StopPlaying { stream_id, media_id } => {
-                if self
-                    .in_room
-                    .as_ref()
-                    .is_some_and(|r| r.is_stale(false, &stream_id, media_id))
-                {
-                    Ok((ResponseBody::Ack, Vec::new()))
-                } else {
-                    let stopped = self.hub.lock().rooms().stop_playing(id, &stream_id);
-                    if stopped.is_ok() {
-                        self.hub.sfu().unsubscribe(id, stream_id.clone());
-                    }
-                    if let Some(in_room) = &mut self.in_room {
-                        in_room.started(false, &stream_id, None);
-                    }
-                    stopped.map(|()| (ResponseBody::Ack, Vec::new()))
+            Request::StopPlaying { stream_id, media_id } if self.stop_is_stale(false, &stream_id, media_id) => {
+                Ok((ResponseBody::Ack, Vec::new()))
+            }
+            Request::StopPlaying { stream_id, .. } => {
+                let stopped = self.hub.lock().rooms().stop_playing(id, &stream_id);
+                if stopped.is_ok() {
+                    self.hub.sfu().unsubscribe(id, stream_id);
                 }
+                stopped.map(|()| (ResponseBody::Ack, Vec::new()))
             }
             Request::Trickle { .. } => Err(ErrorBody::new(
                 ErrorCode::NotSupported,
@@ -374,6 +347,26 @@ impl Session {
             Ok((body, events)) => (Ok(body), events),
             Err(error) => (Err(error), Vec::new()),
         }
+    }
+
+    /// Records the media connection (`media_id`) a start set up, when it did.
+    fn note_start(&mut self, publishing: bool, stream_id: &StreamId, media_id: Option<u64>, started: bool) {
+        if started && let Some(in_room) = &mut self.in_room {
+            in_room.started(publishing, stream_id, media_id);
+        }
+    }
+
+    /// Whether a stop names an older media connection than the newest this session started
+    /// for the stream; if not, the stream's media connection is forgotten (the stop ends it).
+    fn stop_is_stale(&mut self, publishing: bool, stream_id: &StreamId, media_id: Option<u64>) -> bool {
+        let Some(in_room) = &mut self.in_room else {
+            return false;
+        };
+        let stale = in_room.is_stale(publishing, stream_id, media_id);
+        if !stale {
+            in_room.started(publishing, stream_id, None);
+        }
+        stale
     }
 
     /// Lists a stream and, with an SDP offer, connects its media to the SFU. A stream this user
