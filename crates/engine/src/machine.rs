@@ -29,7 +29,7 @@ use crate::engine::{
     RoomError, media_state_event,
 };
 use crate::room_view::{Followed, RoomView};
-use crate::signaling::SignalingError;
+use crate::signaling::{SignalingError, SignalingEvent};
 use crate::stream::LocalStream;
 use crate::token::{TokenError, TokenRequest, TokenSource};
 
@@ -112,6 +112,19 @@ pub(crate) enum Input {
     },
     /// The engine is going away: log out politely (briefly) and finish.
     Shutdown,
+}
+
+impl Input {
+    /// What a signaling connection's event is for the machine.
+    pub fn from_signaling(connection: ConnectionId, event: SignalingEvent) -> Input {
+        match event {
+            SignalingEvent::Event { event, .. } => Input::ServerEvent { connection, event },
+            SignalingEvent::Closed { code, reason } => Input::Closed {
+                connection,
+                reason: format!("{reason} ({code:?})"),
+            },
+        }
+    }
 }
 
 /// What the driver is to do.

@@ -68,12 +68,30 @@ impl TokenSource {
 
     /// The token at once, for the sources that need no IO (None for the guest endpoint).
     pub(crate) fn ready(&self, request: &TokenRequest) -> Option<Result<String, TokenError>> {
-        match self {
-            TokenSource::Fixed(token) => Some(Ok(token.clone())),
-            TokenSource::Mint(mint) => Some(mint(request).map_err(TokenError::Mint)),
-            TokenSource::Guest { .. } => None,
+        match self.obtain(request) {
+            Obtain::Ready(result) => Some(result),
+            Obtain::Ask(_) => None,
         }
     }
+
+    /// How a driver gets the token for `request`: at once, or by asking a guest endpoint.
+    pub(crate) fn obtain(&self, request: &TokenRequest) -> Obtain {
+        match self {
+            TokenSource::Fixed(token) => Obtain::Ready(Ok(token.clone())),
+            TokenSource::Mint(mint) => Obtain::Ready(mint(request).map_err(TokenError::Mint)),
+            TokenSource::Guest { server_url, spectator } => match GuestUrl::new(server_url, request, *spectator) {
+                Ok(url) => Obtain::Ask(url),
+                Err(error) => Obtain::Ready(Err(error)),
+            },
+        }
+    }
+}
+
+/// A token now, or the guest endpoint that gives one.
+#[derive(Debug)]
+pub(crate) enum Obtain {
+    Ready(Result<String, TokenError>),
+    Ask(GuestUrl),
 }
 
 /// Why no token could be had.

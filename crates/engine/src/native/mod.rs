@@ -23,8 +23,8 @@ pub use signaling::Signaling;
 use crate::engine::{Command, EngineConfig, EngineError, EngineEvent, SystemRequirements};
 use crate::machine::{Action, ConnectionId, Input, MediaKey, MediaWork, RoomMachine};
 use crate::media::AudioBuffer;
-use crate::signaling::{SignalingError, SignalingEvent};
-use crate::token::{GuestUrl, TokenError, TokenRequest, TokenSource};
+use crate::signaling::SignalingError;
+use crate::token::{GuestUrl, Obtain, TokenError};
 
 /// What reaches the driver: the machine's inputs, and connections that opened.
 enum Wire {
@@ -226,12 +226,12 @@ impl Driver {
                 // The app may have dropped its receiver; events then have nobody to go to.
                 let _ = self.events.send(event);
             }
-            Action::FetchToken { fetch, source, request } => match source.ready(&request) {
-                Some(result) => self.input(Input::Token { fetch, result }),
-                None => {
+            Action::FetchToken { fetch, source, request } => match source.obtain(&request) {
+                Obtain::Ready(result) => self.input(Input::Token { fetch, result }),
+                Obtain::Ask(url) => {
                     let inputs = self.inputs.clone();
                     tokio::spawn(async move {
-                        let result = fetch_token(&source, &request).await;
+                        let result = ask_guest(&url).await;
                         let _ = inputs.send(Wire::Machine(Input::Token { fetch, result }));
                     });
                 }
@@ -326,29 +326,19 @@ async fn open(url: String, connection: ConnectionId, login: holoroom_protocol::L
         response: Box::new(response),
     });
     while let Some(event) = server_events.recv().await {
-        let input = match event {
-            SignalingEvent::Event { event, .. } => Input::ServerEvent { connection, event },
-            SignalingEvent::Closed { code, reason } => Input::Closed {
-                connection,
-                reason: format!("{reason} ({code:?})"),
-            },
-        };
-        if inputs.send(Wire::Machine(input)).is_err() {
+        if inputs
+            .send(Wire::Machine(Input::from_signaling(connection, event)))
+            .is_err()
+        {
             return;
         }
     }
 }
 
-/// Asks a token source that needs IO (the guest endpoint, over HTTP/1.0).
-async fn fetch_token(source: &TokenSource, request: &TokenRequest) -> Result<String, TokenError> {
+/// Asks a dev server's guest endpoint for a token, over HTTP/1.0.
+async fn ask_guest(url: &GuestUrl) -> Result<String, TokenError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let TokenSource::Guest { server_url, spectator } = source else {
-        return source
-            .ready(request)
-            .unwrap_or_else(|| Err(TokenError::Mint("no token".into())));
-    };
-    let url = GuestUrl::new(server_url, request, *spectator)?;
     let unreachable = |reason: String| TokenError::Unreachable {
         url: url.full(),
         reason,

@@ -29,8 +29,8 @@ pub(crate) use worklet::MixOutput;
 
 use crate::engine::{Command, EngineConfig, EngineError, EngineEvent, MediaError, SystemRequirements};
 use crate::machine::{Action, ConnectionId, Input, MediaKey, MediaWork, RoomMachine};
-use crate::signaling::{SignalingError, SignalingEvent};
-use crate::token::{GuestUrl, TokenError, TokenRequest, TokenSource};
+use crate::signaling::SignalingError;
+use crate::token::{GuestUrl, Obtain, TokenError};
 
 /// The open signaling connections, shared with the tasks that open them.
 type Connections = Rc<RefCell<HashMap<ConnectionId, Signaling>>>;
@@ -170,12 +170,12 @@ impl Driver {
             Action::Emit(event) => {
                 let _ = self.events.send(event);
             }
-            Action::FetchToken { fetch, source, request } => match source.ready(&request) {
-                Some(result) => self.input(Input::Token { fetch, result }),
-                None => {
+            Action::FetchToken { fetch, source, request } => match source.obtain(&request) {
+                Obtain::Ready(result) => self.input(Input::Token { fetch, result }),
+                Obtain::Ask(url) => {
                     let inputs = self.inputs.clone();
                     wasm_bindgen_futures::spawn_local(async move {
-                        let result = fetch_token(&source, &request).await;
+                        let result = ask_guest(&url).await;
                         let _ = inputs.unbounded_send(Input::Token { fetch, result });
                     });
                 }
@@ -289,27 +289,14 @@ async fn open(
         result: Ok(response),
     });
     while let Some(event) = server_events.next().await {
-        let input = match event {
-            SignalingEvent::Event { event, .. } => Input::ServerEvent { connection, event },
-            SignalingEvent::Closed { code, reason } => Input::Closed {
-                connection,
-                reason: format!("{reason} ({code:?})"),
-            },
-        };
-        if inputs.unbounded_send(input).is_err() {
+        if inputs.unbounded_send(Input::from_signaling(connection, event)).is_err() {
             return;
         }
     }
 }
 
-/// Asks a token source that needs IO: the guest endpoint, with the page's `fetch`.
-async fn fetch_token(source: &TokenSource, request: &TokenRequest) -> Result<String, TokenError> {
-    let TokenSource::Guest { server_url, spectator } = source else {
-        return source
-            .ready(request)
-            .unwrap_or_else(|| Err(TokenError::Mint("no token".into())));
-    };
-    let url = GuestUrl::new(server_url, request, *spectator)?;
+/// Asks a dev server's guest endpoint for a token, with the page's `fetch`.
+async fn ask_guest(url: &GuestUrl) -> Result<String, TokenError> {
     let unreachable = |reason: String| TokenError::Unreachable {
         url: url.full(),
         reason,
