@@ -1288,6 +1288,23 @@ mod tests {
         })
     }
 
+    fn fetches(actions: &[Action]) -> Option<FetchId> {
+        actions.iter().find_map(|a| match a {
+            Action::FetchToken { fetch, .. } => Some(*fetch),
+            _ => None,
+        })
+    }
+
+    fn will_expire(connection: ConnectionId) -> Input {
+        Input::ServerEvent {
+            connection,
+            event: Event::TokenWillExpire {
+                room_id: room(),
+                expires_in_secs: 30,
+            },
+        }
+    }
+
     fn sends(actions: &[Action]) -> Vec<(RequestId, &Request)> {
         actions
             .iter()
@@ -1719,11 +1736,9 @@ mod tests {
             connection: attempt,
             result: Err(RoomError::Refused(ErrorBody::new(ErrorCode::TokenExpired, "expired"))),
         });
-        let Some(Action::FetchToken { fetch, .. }) = expired.first() else {
-            panic!("expected a token fetch, got {expired:?}")
-        };
+        let fetch = fetches(&expired).expect("a token fetch");
         let again = h.input(Input::Token {
-            fetch: *fetch,
+            fetch,
             result: Ok("t2".into()),
         });
         let Some(Action::Connect { login, .. }) = again.first() else {
@@ -1744,12 +1759,9 @@ mod tests {
             user: user("me"),
             config: LoginConfig::default(),
         });
-        let Some(Action::FetchToken { fetch, .. }) = actions.iter().find(|a| matches!(a, Action::FetchToken { .. }))
-        else {
-            panic!("the guest source is asked first")
-        };
+        let fetch = fetches(&actions).expect("the guest source is asked first");
         let connect = h.input(Input::Token {
-            fetch: *fetch,
+            fetch,
             result: Ok("t1".into()),
         });
         let connection = connects(&connect).expect("connect");
@@ -1757,20 +1769,11 @@ mod tests {
             connection,
             result: Ok(response("s1", &[])),
         });
-        let warned = h.input(Input::ServerEvent {
-            connection,
-            event: Event::TokenWillExpire {
-                room_id: room(),
-                expires_in_secs: 30,
-            },
-        });
+        let warned = h.input(will_expire(connection));
         assert!(matches!(events(&warned)[..], [EngineEvent::TokenWillExpire { .. }]));
-        let Some(Action::FetchToken { fetch, .. }) = warned.iter().find(|a| matches!(a, Action::FetchToken { .. }))
-        else {
-            panic!("a renewal asks the source")
-        };
+        let fetch = fetches(&warned).expect("a renewal asks the source");
         let renew = h.input(Input::Token {
-            fetch: *fetch,
+            fetch,
             result: Ok("t2".into()),
         });
         let (request, body) = sends(&renew)[0];
@@ -1784,19 +1787,10 @@ mod tests {
             [EngineEvent::TokenRenewed { expires_at: 99, .. }]
         ));
         // A failing source says why.
-        let warned = h.input(Input::ServerEvent {
-            connection,
-            event: Event::TokenWillExpire {
-                room_id: room(),
-                expires_in_secs: 30,
-            },
-        });
-        let Some(Action::FetchToken { fetch, .. }) = warned.iter().find(|a| matches!(a, Action::FetchToken { .. }))
-        else {
-            panic!("a renewal asks the source")
-        };
+        let warned = h.input(will_expire(connection));
+        let fetch = fetches(&warned).expect("a renewal asks the source");
         let failed = h.input(Input::Token {
-            fetch: *fetch,
+            fetch,
             result: Err(TokenError::Refused {
                 url: "http://x".into(),
                 status: "503".into(),
@@ -1815,14 +1809,8 @@ mod tests {
     fn a_fixed_token_is_not_renewed_by_itself() {
         let mut h = Harness::new();
         let connection = h.logged_in(&[]);
-        let warned = h.input(Input::ServerEvent {
-            connection,
-            event: Event::TokenWillExpire {
-                room_id: room(),
-                expires_in_secs: 30,
-            },
-        });
-        assert!(!warned.iter().any(|a| matches!(a, Action::FetchToken { .. })));
+        let warned = h.input(will_expire(connection));
+        assert_eq!(fetches(&warned), None);
     }
 
     #[test]
