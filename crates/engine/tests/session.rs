@@ -100,7 +100,7 @@ async fn a_publish_does_not_wait_behind_poses_on_a_slow_signaling_path() {
     // Poses are latest-wins: about one per round trip reached the room, never a backlog, and
     // the last one sent arrives promptly.
     let mut received = 0u32;
-    let last = wait_for(&observer, "the last pose", |e| match e {
+    wait_for(&observer, "the last pose", |e| match e {
         EngineEvent::PoseUpdate { pose, .. } => {
             received += 1;
             (pose.position[0] == sent as f32).then_some(())
@@ -108,7 +108,6 @@ async fn a_publish_does_not_wait_behind_poses_on_a_slow_signaling_path() {
         _ => None,
     })
     .await;
-    let _: () = last;
     let settled = last_sent.elapsed();
     assert!(
         settled < round_trip * 3,
