@@ -45,6 +45,10 @@ pub fn sentence(problem: &Problem) -> String {
             request: RequestKind::SetPose,
             error,
         } => format!("Your place in the room was not sent: {}", room(error)),
+        Problem::Request {
+            request: RequestKind::SetVideoLayer,
+            error,
+        } => format!("The video quality could not be changed: {}", room(error)),
         Problem::Note(note) => format!("{}.", capitalised(note.trim_end_matches('.'))),
         Problem::Stream(why) => format!("Your camera stream could not start: {why}."),
     }

@@ -1,8 +1,10 @@
 //! The engine: one per app, pointing at a room server. Methods return at once; what happens
 //! arrives as [`EngineEvent`]s on a crossbeam channel, so a game loop can drain it each frame.
 
-use holoroom_protocol::{LoginConfig, Pose, RoomId, StreamId, UserInfo};
+use holoroom_protocol::{LoginConfig, Pose, RoomId, StreamId, UserInfo, VideoLayer};
 
+#[allow(unused_imports, reason = "named in the docs")]
+use crate::engine::RequestKind;
 use crate::engine::{Command, EngineConfig, EngineError, EngineEvent, RemoteStream, SystemRequirements};
 use crate::platform::Backend;
 use crate::platform::check_system_requirements;
@@ -113,5 +115,13 @@ impl Engine {
 
     pub fn stop_playing_stream(&self, stream_id: StreamId) {
         self.backend.send(Command::StopPlaying(stream_id));
+    }
+
+    /// Which video layer of a played stream to receive: the smallest that covers the size it is
+    /// shown at, or [`VideoLayer::Off`] while it is out of sight (the sound keeps playing).
+    /// Kept for the stream's later media connections too; a failure is a
+    /// [`EngineEvent::RequestFailed`] for [`RequestKind::SetVideoLayer`].
+    pub fn set_video_layer(&self, stream_id: StreamId, layer: VideoLayer) {
+        self.backend.send(Command::SetVideoLayer(stream_id, layer));
     }
 }

@@ -55,7 +55,7 @@ impl EncoderSettings {
     pub fn for_size(width: u32, height: u32, fps: f32) -> EncoderSettings {
         let pixels = width * height;
         EncoderSettings {
-            bitrate_bps: (pixels as f32 * fps * 0.1).clamp(150_000.0, 4_000_000.0) as u32,
+            bitrate_bps: (pixels as f32 * fps * 0.1).clamp(40_000.0, 4_000_000.0) as u32,
             fps,
             keyframe_interval: (fps * 4.0) as u32,
         }

@@ -2,12 +2,13 @@
 //! backends carry out. The [`Engine`](crate::Engine) itself is in `client.rs`; the backends
 //! depend on this module and never on the client.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use holoroom_protocol::{
-    ErrorBody, Event, KickoutReason, LoginConfig, Pose, RoomId, RoomStateReason, StreamId, StreamInfo, UpdateType,
-    UserId, UserInfo,
+    ErrorBody, Event, KickoutReason, LoginConfig, Pose, RoomId, RoomStateReason, Speaker, StreamId, StreamInfo,
+    UpdateType, UserId, UserInfo, VideoLayer,
 };
 
 use crate::media::{AudioBuffer, AudioJitterStats, FrameSlot, ReceiveStats};
@@ -151,6 +152,34 @@ pub struct RemoteStream {
     pub audio: AudioBuffer,
     /// What the receive buffers did so far (filled by the desktop player).
     pub receive: ReceiveReport,
+    /// The video layer asked for (see [`Engine::set_video_layer`](crate::Engine::set_video_layer)).
+    pub layer: LayerChoice,
+}
+
+/// The video layer asked for of a played stream, shared between the app's handle and the
+/// media connection that starts with it. Cheap to clone; clones share the choice.
+#[derive(Debug, Clone)]
+pub struct LayerChoice(Arc<AtomicU8>);
+
+impl Default for LayerChoice {
+    fn default() -> Self {
+        LayerChoice(Arc::new(AtomicU8::new(VideoLayer::High as u8)))
+    }
+}
+
+impl LayerChoice {
+    pub fn get(&self) -> VideoLayer {
+        match self.0.load(Ordering::Relaxed) {
+            0 => VideoLayer::Off,
+            1 => VideoLayer::Low,
+            2 => VideoLayer::Medium,
+            _ => VideoLayer::High,
+        }
+    }
+
+    pub(crate) fn set(&self, layer: VideoLayer) {
+        self.0.store(layer as u8, Ordering::Relaxed);
+    }
 }
 
 /// The counters of a player's receive buffers: NACKs, losses, dropped frames, concealed sound.
@@ -261,6 +290,7 @@ impl EngineConfig {
 pub enum RequestKind {
     RenewToken,
     SetPose,
+    SetVideoLayer,
 }
 
 /// Everything the engine reports, named as in the classic RTC SDKs.
@@ -333,6 +363,11 @@ pub enum EngineEvent {
         stream_id: StreamId,
         quality: StreamQuality,
     },
+    /// Who is speaking, loudest first (see [`holoroom_protocol::Event::ActiveSpeakers`]).
+    ActiveSpeakers {
+        room_id: RoomId,
+        speakers: Vec<Speaker>,
+    },
     /// A request without a state of its own failed.
     RequestFailed {
         request: RequestKind,
@@ -376,6 +411,7 @@ impl EngineEvent {
                 expires_in_secs,
             },
             Event::PoseUpdate { room_id, user_id, pose } => EngineEvent::PoseUpdate { room_id, user_id, pose },
+            Event::ActiveSpeakers { room_id, speakers } => EngineEvent::ActiveSpeakers { room_id, speakers },
             Event::Trickle { .. } => return None,
         })
     }
@@ -397,6 +433,7 @@ pub(crate) enum Command {
     StopPublishing(StreamId),
     StartPlaying(StreamId, RemoteStream),
     StopPlaying(StreamId),
+    SetVideoLayer(StreamId, VideoLayer),
 }
 
 impl Command {
@@ -428,6 +465,7 @@ impl Command {
                 Some(no_play(stream_id))
             }
             Command::StopPlaying(stream_id) => Some(no_play(stream_id)),
+            Command::SetVideoLayer(..) => Some(request_failed(RequestKind::SetVideoLayer)),
         }
     }
 

@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use holoroom_protocol::{
-    ErrorCode, Event, LoginConfig, LoginResponse, Pose, Request, ResponseBody, RoomId, RoomStateReason, StreamId,
-    UserInfo,
+    ErrorBody, ErrorCode, Event, LoginConfig, LoginResponse, Pose, Request, ResponseBody, RoomId, RoomStateReason,
+    StreamId, UserInfo, VideoLayer,
 };
 use web_time::Instant;
 
@@ -182,6 +182,9 @@ enum Purpose {
     /// The logout of a connection that logged in after it was no longer wanted; it closes
     /// once answered.
     Abandon(ConnectionId),
+    /// A played stream's video layer (not sent again after a reconnect: the stream's next
+    /// media connection starts with the layer last chosen).
+    Layer,
 }
 
 /// Why a token is being fetched.
@@ -453,6 +456,39 @@ impl RoomMachine {
                 direction: Direction::Play,
                 stream_id,
             }),
+            Command::SetVideoLayer(stream_id, layer) => self.set_video_layer(stream_id, layer),
+        }
+    }
+
+    /// Records the layer for the stream's media connections and tells the server at once when
+    /// one is up or on its way (the server handles requests in order, so a layer sent after a
+    /// play request applies to it).
+    fn set_video_layer(&mut self, stream_id: StreamId, layer: VideoLayer) {
+        if !self.in_room() {
+            return self.outside_a_room(Command::SetVideoLayer(stream_id, layer));
+        }
+        let key = MediaKey {
+            direction: Direction::Play,
+            stream_id,
+        };
+        let Some(media) = self.room.as_ref().and_then(|room| room.media.get(&key)) else {
+            let message = format!("stream {} is not being played", key.stream_id);
+            return self.emit(EngineEvent::RequestFailed {
+                request: RequestKind::SetVideoLayer,
+                error: RoomError::Refused(ErrorBody::new(ErrorCode::NotPlaying, message)),
+            });
+        };
+        let MediaWork::Play(remote) = &media.work else { return };
+        if remote.layer.get() == layer {
+            return;
+        }
+        remote.layer.set(layer);
+        if matches!(media.state, MediaState::Starting | MediaState::Running) && matches!(self.phase, Phase::InRoom(_)) {
+            let body = Request::SetVideoLayer {
+                stream_id: key.stream_id,
+                layer,
+            };
+            self.send(body, Purpose::Layer);
         }
     }
 
@@ -948,7 +984,7 @@ impl RoomMachine {
                     room.queued.push_back((body, Purpose::Renew { token }));
                 }
                 Purpose::Withdraw(body) => room.queued.push_back((body.clone(), Purpose::Withdraw(body))),
-                Purpose::Pose | Purpose::Logout | Purpose::Abandon(_) => {}
+                Purpose::Pose | Purpose::Logout | Purpose::Abandon(_) | Purpose::Layer => {}
             }
         }
         self.actions.extend(stops);
@@ -1167,6 +1203,15 @@ impl RoomMachine {
                 }
             }
             Purpose::Abandon(connection) => self.actions.push_back(Action::Disconnect { connection }),
+            Purpose::Layer => match result {
+                // The media connection went away meanwhile: its next one starts with the layer.
+                Err(SignalingError::Refused(body)) if body.code == ErrorCode::NotPlaying => {}
+                Err(SignalingError::Closed) | Ok(_) => {}
+                Err(error) => self.emit(EngineEvent::RequestFailed {
+                    request: RequestKind::SetVideoLayer,
+                    error: error.into(),
+                }),
+            },
             Purpose::Withdraw(_) => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "a withdraw was not confirmed");

@@ -94,6 +94,77 @@ pub enum Request {
     },
     /// Where this participant is in the room.
     SetPose { pose: Pose },
+    /// Which video layer of a played stream to receive: the smallest that covers the size it
+    /// is shown at, or `off` while it is not seen (its sound keeps coming). The server sends
+    /// a lower layer while the downlink cannot carry this one.
+    SetVideoLayer { stream_id: StreamId, layer: VideoLayer },
+}
+
+/// A video layer of a stream. Publishers send up to three (simulcast): `low` at a quarter of
+/// the picture's width and height, `medium` at half, `high` at full size. On the wire they are
+/// the RTP stream IDs (RIDs) `q`, `h` and `f`; a publisher without RIDs sends only `high`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoLayer {
+    /// No video: the stream is paused for this viewer.
+    Off,
+    Low,
+    Medium,
+    #[default]
+    High,
+}
+
+impl VideoLayer {
+    /// The sending layers, lowest first.
+    pub const SENT: [VideoLayer; 3] = [VideoLayer::Low, VideoLayer::Medium, VideoLayer::High];
+
+    /// The RTP stream ID a publisher sends this layer under (none for `off`).
+    pub const fn rid(self) -> Option<&'static str> {
+        match self {
+            VideoLayer::Off => None,
+            VideoLayer::Low => Some("q"),
+            VideoLayer::Medium => Some("h"),
+            VideoLayer::High => Some("f"),
+        }
+    }
+
+    /// The layer sent under an RTP stream ID; an unknown one is taken as the full picture.
+    pub fn from_rid(rid: &str) -> VideoLayer {
+        match rid {
+            "q" => VideoLayer::Low,
+            "h" => VideoLayer::Medium,
+            _ => VideoLayer::High,
+        }
+    }
+
+    /// How much smaller than the full picture this layer is, in each dimension (0 for `off`).
+    pub const fn scale_down(self) -> u32 {
+        match self {
+            VideoLayer::Off => 0,
+            VideoLayer::Low => 4,
+            VideoLayer::Medium => 2,
+            VideoLayer::High => 1,
+        }
+    }
+
+    /// The index among [`Self::SENT`] (None for `off`).
+    pub const fn index(self) -> Option<usize> {
+        match self {
+            VideoLayer::Off => None,
+            VideoLayer::Low => Some(0),
+            VideoLayer::Medium => Some(1),
+            VideoLayer::High => Some(2),
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            VideoLayer::Off => "off",
+            VideoLayer::Low => "low",
+            VideoLayer::Medium => "medium",
+            VideoLayer::High => "high",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +214,9 @@ pub struct PlayRequest {
     pub stream_id: StreamId,
     #[serde(default)]
     pub sdp_offer: Option<String>,
+    /// The video layer to start with (as in [`Request::SetVideoLayer`]); `high` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_layer: Option<VideoLayer>,
     /// As in [`PublishRequest::media_id`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_id: Option<u64>,
@@ -427,6 +501,22 @@ pub enum Event {
         stream_id: StreamId,
         candidate: IceCandidate,
     },
+    /// Who is speaking, loudest first: the streams of the room whose sound is above the noise
+    /// floor, with their smoothed level (0 silent .. 1 full scale). Sent when the order or the
+    /// set changes, at most a few times a second; an empty list when everyone went quiet.
+    ActiveSpeakers {
+        room_id: RoomId,
+        speakers: Vec<Speaker>,
+    },
+}
+
+/// One entry of [`Event::ActiveSpeakers`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Speaker {
+    pub stream_id: StreamId,
+    pub user_id: UserId,
+    pub level: f32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

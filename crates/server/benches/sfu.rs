@@ -53,7 +53,7 @@ impl Relay for Sfu {
             .1
     }
     fn subscribe(&mut self, now: Instant, n: u64, offer: &str) -> String {
-        Sfu::subscribe(self, now, n, &StreamId::new("cam").expect("valid"), offer)
+        Sfu::subscribe(self, now, n, &StreamId::new("cam").expect("valid"), offer, None)
             .expect("subscribe")
             .1
     }

@@ -633,6 +633,16 @@ impl Rooms {
             })
     }
 
+    /// Checks that the session plays `stream_id`.
+    pub fn check_playing(&self, session: SessionId, stream_id: &StreamId) -> Result<(), ErrorBody> {
+        let seat = self.seat(session)?;
+        if self.member(&seat).playing.contains(stream_id) {
+            Ok(())
+        } else {
+            Err(err(ErrorCode::NotPlaying, format!("not playing {stream_id}")))
+        }
+    }
+
     pub fn stop_playing(&mut self, session: SessionId, stream_id: &StreamId) -> Result<(), ErrorBody> {
         let seat = self.seat(session)?;
         let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");

@@ -342,6 +342,13 @@ impl Session {
                 .lock()
                 .apply(id, |rooms| Ok(((), rooms.set_pose(id, pose)?)))
                 .map(|((), events)| (ResponseBody::Ack, events)),
+            Request::SetVideoLayer { stream_id, layer } => {
+                let playing = self.hub.lock().rooms().check_playing(id, &stream_id);
+                playing.map(|()| {
+                    self.hub.sfu().set_layer(id, stream_id, layer);
+                    (ResponseBody::Ack, Vec::new())
+                })
+            }
         };
         match result {
             Ok((body, events)) => (Ok(body), events),
@@ -436,7 +443,12 @@ impl Session {
                 Vec::new(),
             ));
         };
-        match self.hub.sfu().subscribe(id, play.stream_id.clone(), offer).await {
+        match self
+            .hub
+            .sfu()
+            .subscribe(id, play.stream_id.clone(), offer, play.video_layer)
+            .await
+        {
             Ok(answer) => Ok((
                 ResponseBody::Playing {
                     stream,

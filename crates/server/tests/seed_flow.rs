@@ -62,6 +62,7 @@ async fn three_users_see_users_and_streams_in_order() {
         .signaling
         .request(Request::StartPlaying(holoroom_protocol::PlayRequest {
             stream_id: common::stream("alice-cam"),
+            video_layer: None,
             sdp_offer: None,
             media_id: None,
         }))

@@ -180,6 +180,7 @@ async fn offers_that_cannot_publish_or_play_are_refused_before_the_media_relay()
     alice.publish("cam").await.expect("listed without media");
     let play = Request::StartPlaying(holoroom_protocol::PlayRequest {
         stream_id: common::stream("cam"),
+        video_layer: None,
         sdp_offer: Some(offer(Direction::SendOnly)),
         media_id: Some(2),
     });

@@ -152,7 +152,7 @@ fn connected(start: Instant, subscribers: u16) -> (Instant, Sfu, Vec<Peer>, Wire
     for i in 0..subscribers {
         let (mut subscriber, offer, pending) = Peer::new(now, 6001 + i, Direction::RecvOnly);
         let (_, answer) = sfu
-            .subscribe(now, u64::from(i) + 1, &stream, &offer)
+            .subscribe(now, u64::from(i) + 1, &stream, &offer, None)
             .expect("subscribe");
         subscriber
             .rtc

@@ -105,6 +105,31 @@ impl VideoFrame {
         self.y[y * self.y_stride + x]
     }
 
+    /// The picture at half the width and height (each output pixel the mean of a 2x2 block),
+    /// rounded down to even sizes; None when that would be below the smallest usable size.
+    pub fn half(&self) -> Option<VideoFrame> {
+        let (width, height) = ((self.width / 2) & !1, (self.height / 2) & !1);
+        let mut out = VideoFrame::black(width, height).ok()?;
+        let shrink = |src: &[u8], stride: usize, dst: &mut [u8], w: usize, h: usize| {
+            for y in 0..h {
+                let (top, bottom) = (&src[2 * y * stride..], &src[(2 * y + 1) * stride..]);
+                let row = &mut dst[y * w..(y + 1) * w];
+                for (x, px) in row.iter_mut().enumerate() {
+                    let sum = u16::from(top[2 * x])
+                        + u16::from(top[2 * x + 1])
+                        + u16::from(bottom[2 * x])
+                        + u16::from(bottom[2 * x + 1]);
+                    *px = ((sum + 2) / 4) as u8;
+                }
+            }
+        };
+        let (w, h) = (width as usize, height as usize);
+        shrink(&self.y, self.y_stride, &mut out.y, w, h);
+        shrink(&self.u, self.uv_stride, &mut out.u, w / 2, h / 2);
+        shrink(&self.v, self.uv_stride, &mut out.v, w / 2, h / 2);
+        Some(out)
+    }
+
     /// Copies the planes into tightly packed I420 (`width * height * 3 / 2` bytes).
     pub fn to_packed_i420(&self) -> Vec<u8> {
         let (w, h) = (self.width as usize, self.height as usize);

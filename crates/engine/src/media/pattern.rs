@@ -103,6 +103,16 @@ impl CodeLayout {
         (right <= width as usize && bottom <= height as usize).then_some(layout)
     }
 
+    /// The layout of a picture drawn with this one and scaled down `scale` times; None when
+    /// its blocks would be too small to read (under 4 pixels).
+    fn scaled_down(self, scale: usize) -> Option<CodeLayout> {
+        (self.block / scale >= 4).then_some(CodeLayout {
+            block: self.block / scale,
+            left: self.left / scale,
+            top: self.top / scale,
+        })
+    }
+
     fn block_origin(&self, bit: usize) -> (usize, usize) {
         (
             self.left + (bit % COLUMNS) * self.block,
@@ -205,10 +215,13 @@ impl TestPattern {
     }
 }
 
-/// Reads the frame code from a decoded frame, if it has a valid one.
+/// Reads the frame code from a decoded frame, if it has a valid one: drawn at this size, or
+/// at twice or four times it and scaled down since (a lower simulcast layer).
 pub fn read_frame_code(frame: &VideoFrame) -> Option<FrameCode> {
-    let layout = CodeLayout::for_size(frame.width, frame.height)?;
-    read_code_with(|x, y| frame.luma(x, y), layout)
+    [1, 2, 4].into_iter().find_map(|scale| {
+        let layout = CodeLayout::for_size(frame.width * scale, frame.height * scale)?.scaled_down(scale as usize)?;
+        read_code_with(|x, y| frame.luma(x, y), layout)
+    })
 }
 
 /// Reads a frame code through a luma sampler, for pictures that are not [`VideoFrame`]s (screenshots).

@@ -207,6 +207,9 @@ pub(crate) async fn new_peer(bind: &str) -> Result<(Peer, PeerEvents), MediaErro
     // (receive-only) connection from looking dead.
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        // Simulcast layers' SSRCs and their retransmission SSRCs in the offer: retransmitted
+        // packets carry no RID, so the SFU pairs them with their layer from these.
+        .with_write_ssrc_attributes_for_simulcast(true)
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(250))
         .with_ice_timeouts(
             Some(ICE_DISCONNECTED_AFTER),

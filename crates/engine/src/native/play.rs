@@ -75,6 +75,7 @@ async fn play(
             stream_id: stream_id.clone(),
             sdp_offer: Some(offer),
             media_id: Some(media_id),
+            video_layer: Some(remote.layer.get()),
         }))
         .await
         .map_err(MediaError::Signaling)?;

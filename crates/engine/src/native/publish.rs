@@ -6,12 +6,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use holoroom_protocol::VideoLayer;
 use holoroom_protocol::timing::{FrameStage, capture_time_sei};
 use holoroom_protocol::{PublishRequest, Request, ResponseBody, StreamId};
 use rtc::media::Sample;
+use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
+use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use tokio::sync::{mpsc, oneshot};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -27,10 +31,89 @@ use crate::media::{FRAME_SAMPLES, SAMPLE_RATE, Tone, unix_micros};
 use crate::signaling::Signaling;
 use crate::stream::{AudioSource, LocalStream};
 
-/// One encoded access unit on its way to the track.
+/// One encoded access unit of one layer on its way to the track.
 struct Unit {
+    layer: usize,
     data: Bytes,
     duration: Duration,
+}
+
+/// The simulcast layers the desktop sends, lowest first: each picture scaled down by
+/// [`VideoLayer::scale_down`] under the layer's RID.
+const LAYERS: [VideoLayer; 3] = VideoLayer::SENT;
+
+/// One sent layer: its encoding's SSRC and the RTP header extensions that name it (the MID of
+/// the video's m-line and the layer's RID, which is how the SFU tells the layers apart).
+struct LayerTrack {
+    ssrc: u32,
+    extensions: Vec<HeaderExtension>,
+}
+
+/// An RTP SDES item (RFC 7941) carried as a header extension: a MID or a RID, as text.
+#[derive(Debug, Clone)]
+struct SdesItem(Bytes);
+
+impl MarshalSize for SdesItem {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Marshal for SdesItem {
+    fn marshal_to(&self, buf: &mut [u8]) -> Result<usize, rtc::shared::error::Error> {
+        let n = self.0.len();
+        if buf.len() < n {
+            return Err(rtc::shared::error::Error::ErrBufferShort);
+        }
+        buf[..n].copy_from_slice(&self.0);
+        Ok(n)
+    }
+}
+
+fn sdes(uri: &'static str, value: &str) -> HeaderExtension {
+    HeaderExtension::Custom {
+        uri: uri.into(),
+        extension: Box::new(SdesItem(Bytes::copy_from_slice(value.as_bytes()))),
+    }
+}
+
+/// An access unit with the capture-time SEI placed before its first picture slice, after any
+/// parameter sets (the order H.264 gives an access unit): a keyframe then still begins with its
+/// SPS, which is where the SFU may switch a viewer to this layer.
+fn with_capture_time(annex_b: &[u8], capture_us: u64) -> Vec<u8> {
+    let sei = capture_time_sei(capture_us);
+    let mut at = None;
+    let mut i = 0;
+    while i + 3 < annex_b.len() {
+        if annex_b[i..i + 3] == [0, 0, 1] {
+            if matches!(annex_b[i + 3] & 0x1f, 1..=5) {
+                at = Some(if i > 0 && annex_b[i - 1] == 0 { i - 1 } else { i });
+                break;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let at = at.unwrap_or(0);
+    let mut out = Vec::with_capacity(annex_b.len() + sei.len());
+    out.extend_from_slice(&annex_b[..at]);
+    out.extend_from_slice(&sei);
+    out.extend_from_slice(&annex_b[at..]);
+    out
+}
+
+/// The MID of the first video m-line of an SDP.
+fn video_mid(sdp: &str) -> Option<&str> {
+    let mut in_video = false;
+    for line in sdp.lines() {
+        if let Some(media) = line.strip_prefix("m=") {
+            in_video = media.starts_with("video");
+        } else if in_video && let Some(mid) = line.strip_prefix("a=mid:") {
+            return Some(mid.trim());
+        }
+    }
+    None
 }
 
 /// Runs one media connection of a publication until stopped or its path fails (see
@@ -67,14 +150,29 @@ async fn publish(
     link: TaskLink,
 ) -> Result<(), MediaError> {
     let TaskLink { events, running, probe } = link;
-    let (track, sender, ssrc) = add_track(pc, stream_id, RtpCodecKind::Video, peer::h264_codec()).await?;
+    let (track, sender, ssrcs) = add_track(pc, stream_id, RtpCodecKind::Video, peer::h264_codec()).await?;
     let audio_source = local.audio();
     let audio = if audio_source == AudioSource::Off {
         None
     } else {
-        Some(add_track(pc, stream_id, RtpCodecKind::Audio, peer::opus_codec()).await?)
+        let (track, sender, ssrcs) = add_track(pc, stream_id, RtpCodecKind::Audio, peer::opus_codec()).await?;
+        Some((track, sender, ssrcs[0]))
     };
     let offer = peer::local_offer(pc, peer_events).await?;
+    let mid = video_mid(&offer)
+        .ok_or_else(|| MediaError::Negotiation("the offer has no video m-line".into()))?
+        .to_owned();
+    let layer_tracks: Vec<LayerTrack> = LAYERS
+        .iter()
+        .zip(&ssrcs)
+        .map(|(layer, &ssrc)| LayerTrack {
+            ssrc,
+            extensions: vec![
+                sdes(SDES_MID_URI, &mid),
+                sdes(SDES_RTP_STREAM_ID_URI, layer.rid().unwrap_or_default()),
+            ],
+        })
+        .collect();
     let response = signaling
         .request(Request::StartPublishing(PublishRequest {
             stream_id: stream_id.clone(),
@@ -116,18 +214,25 @@ async fn publish(
         ));
     }
     let (width, height, fps) = local.video_format();
-    let settings = EncoderSettings::for_size(width, height, fps);
-    let keyframe = Arc::new(AtomicBool::new(true));
+    // Per layer: a keyframe is wanted (a PLI names the layer's SSRC).
+    let keyframes: Arc<[AtomicBool; 3]> = Arc::new([true, true, true].map(AtomicBool::new));
     let frames_encoded = Arc::new(AtomicU64::new(0));
     let bytes_encoded = Arc::new(AtomicU64::new(0));
-    let (units_tx, mut units_rx) = mpsc::channel::<Unit>(4);
+    let (units_tx, mut units_rx) = mpsc::channel::<Unit>(8);
     {
         let preview = local.preview().clone();
-        let keyframe = keyframe.clone();
+        let keyframes = keyframes.clone();
         let running = running.clone();
         let frames_encoded = frames_encoded.clone();
         let bytes_encoded = bytes_encoded.clone();
-        let mut encoder = H264Encoder::new(settings).map_err(|e| MediaError::Codec(e.to_string()))?;
+        let mut encoders = LAYERS
+            .iter()
+            .map(|layer| {
+                let scale = layer.scale_down();
+                let settings = EncoderSettings::for_size(width / scale, height / scale, fps);
+                H264Encoder::new(settings).map_err(|e| MediaError::Codec(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let duration = Duration::from_secs_f32(1.0 / fps.max(1.0));
         std::thread::Builder::new()
             .name(format!("encode-{stream_id}"))
@@ -141,44 +246,67 @@ async fn publish(
                         continue;
                     };
                     seen = frame.sequence;
-                    if keyframe.swap(false, Ordering::Relaxed) {
-                        encoder.request_keyframe();
-                    }
-                    match encoder.encode(&frame.frame) {
-                        Ok(Some(encoded)) => {
-                            // The frame's capture time travels with it, ahead of its picture.
-                            let capture_us = unix_micros().saturating_sub(frame.at.elapsed().as_micros() as u64);
-                            let mut data = capture_time_sei(capture_us);
-                            data.extend_from_slice(&encoded.data);
-                            if let Some(probe) = &probe {
-                                probe.mark(capture_us, FrameStage::Encoded);
-                            }
-                            frames_encoded.fetch_add(1, Ordering::Relaxed);
-                            bytes_encoded.fetch_add(data.len() as u64, Ordering::Relaxed);
-                            let unit = Unit {
-                                data: Bytes::from(data),
-                                duration,
-                            };
-                            if units_tx.blocking_send(unit).is_err() {
-                                break;
-                            }
+                    // The frame's capture time travels with each layer's picture, ahead of it.
+                    let capture_us = unix_micros().saturating_sub(frame.at.elapsed().as_micros() as u64);
+                    let half = frame.frame.half();
+                    let quarter = half.as_ref().and_then(|half| half.half());
+                    let pictures = [quarter.as_ref(), half.as_ref(), Some(&frame.frame)];
+                    // Highest first: the full picture is what most viewers near it see.
+                    for layer in (0..LAYERS.len()).rev() {
+                        let Some(picture) = pictures[layer] else { continue };
+                        let encoder = &mut encoders[layer];
+                        if keyframes[layer].swap(false, Ordering::Relaxed) {
+                            encoder.request_keyframe();
                         }
-                        Ok(None) => {}
-                        Err(err) => tracing::warn!(%err, "encoding failed; frame dropped"),
+                        match encoder.encode(picture) {
+                            Ok(Some(encoded)) => {
+                                let data = with_capture_time(&encoded.data, capture_us);
+                                if layer == LAYERS.len() - 1 {
+                                    if let Some(probe) = &probe {
+                                        probe.mark(capture_us, FrameStage::Encoded);
+                                    }
+                                    frames_encoded.fetch_add(1, Ordering::Relaxed);
+                                }
+                                bytes_encoded.fetch_add(data.len() as u64, Ordering::Relaxed);
+                                let unit = Unit {
+                                    layer,
+                                    data: Bytes::from(data),
+                                    duration,
+                                };
+                                if units_tx.blocking_send(unit).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(err) => tracing::warn!(%err, "encoding failed; frame dropped"),
+                        }
                     }
                 }
             })
             .map_err(|e| MediaError::Connection(format!("can't start the encoder thread: {e}")))?;
     }
 
-    // Keyframe requests (PLI/FIR) from the SFU reach the track as RTCP events.
+    // Keyframe requests (PLI/FIR) from the SFU reach the track as RTCP events, naming the
+    // layer's SSRC.
     {
         let track = track.clone();
-        let keyframe = keyframe.clone();
+        let keyframes = keyframes.clone();
+        let ssrcs = ssrcs.clone();
         tokio::spawn(async move {
             while let Some(event) = track.poll().await {
-                if let TrackLocalEvent::OnRtcpPacket(_) = event {
-                    keyframe.store(true, Ordering::Relaxed);
+                let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                    continue;
+                };
+                let named: Vec<usize> = packets
+                    .iter()
+                    .flat_map(|p| p.destination_ssrc())
+                    .filter_map(|ssrc| ssrcs.iter().position(|&s| s == ssrc))
+                    .collect();
+                if named.is_empty() {
+                    keyframes.iter().for_each(|k| k.store(true, Ordering::Relaxed));
+                }
+                for layer in named {
+                    keyframes[layer].store(true, Ordering::Relaxed);
                 }
             }
         });
@@ -203,12 +331,13 @@ async fn publish(
             tokio::select! {
                 unit = units_rx.recv() => {
                     let Some(unit) = unit else { break };
+                    let layer = &layer_tracks[unit.layer];
                     let sample = Sample {
                         data: unit.data,
                         duration: unit.duration,
                         ..Sample::new(Instant::now())
                     };
-                    if let Err(err) = track.write_sample(ssrc, pt, &sample, &[]).await {
+                    if let Err(err) = track.write_sample(layer.ssrc, pt, &sample, &layer.extensions).await {
                         tracing::debug!(%err, "sample not sent");
                     }
                 }
@@ -246,35 +375,47 @@ async fn publish(
     Ok(())
 }
 
-/// Adds a sending track with its own SSRC (webrtc-rs sends nothing for a track without one);
-/// video also gets an SSRC for retransmissions, so the SFU can NACK what it missed.
+/// Adds a sending track with its own SSRCs (webrtc-rs sends nothing for a track without one):
+/// video as three simulcast encodings ([`LAYERS`], under their RIDs), each with an SSRC for
+/// retransmissions, so the SFU can NACK what it missed; audio as one. Returns the SSRCs in the
+/// order of [`LAYERS`].
 async fn add_track(
     pc: &Peer,
     stream_id: &StreamId,
     kind: RtpCodecKind,
     codec: RTCRtpCodec,
-) -> Result<(Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>, u32), MediaError> {
+) -> Result<(Arc<TrackLocalStaticSample>, Arc<dyn RtpSender>, Vec<u32>), MediaError> {
     let failed = |e: webrtc::error::Error| MediaError::Connection(e.to_string());
-    let ssrc: u32 = rand::random::<u32>() | 1;
     let label = format!("{stream_id}-{kind}");
-    let encoding = RTCRtpEncodingParameters {
-        rtp_coding_parameters: RTCRtpCodingParameters {
-            ssrc: Some(ssrc),
-            rtx: (kind == RtpCodecKind::Video).then(|| RTCRtpRtxParameters {
-                ssrc: rand::random::<u32>() | 1,
-            }),
-            ..Default::default()
-        },
-        codec,
-        ..Default::default()
+    let video = kind == RtpCodecKind::Video;
+    let rids: Vec<&str> = if video {
+        LAYERS.iter().filter_map(|l| l.rid()).collect()
+    } else {
+        vec![""]
     };
-    let track = MediaStreamTrack::new(stream_id.to_string(), label.clone(), label, kind, vec![encoding]);
+    let encodings: Vec<RTCRtpEncodingParameters> = rids
+        .iter()
+        .map(|rid| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                rid: rid.to_string(),
+                ssrc: Some(rand::random::<u32>() | 1),
+                rtx: video.then(|| RTCRtpRtxParameters {
+                    ssrc: rand::random::<u32>() | 1,
+                }),
+                ..Default::default()
+            },
+            codec: codec.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let ssrcs = encodings.iter().filter_map(|e| e.rtp_coding_parameters.ssrc).collect();
+    let track = MediaStreamTrack::new(stream_id.to_string(), label.clone(), label, kind, encodings);
     let track = Arc::new(TrackLocalStaticSample::new(Instant::now(), track).map_err(failed)?);
     let sender = pc
         .add_track(track.clone() as Arc<dyn TrackLocal>)
         .await
         .map_err(failed)?;
-    Ok((track, sender, ssrc))
+    Ok((track, sender, ssrcs))
 }
 
 /// The payload type the answer gave `codec`.
@@ -344,5 +485,25 @@ async fn send_audio(
         if let Err(err) = track.write_sample(ssrc, pt, &sample, &[]).await {
             tracing::debug!(%err, "audio sample not sent");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holoroom_protocol::timing::access_unit_capture_time;
+
+    #[test]
+    fn the_capture_time_goes_after_the_parameter_sets_and_before_the_picture() {
+        let keyframe = [0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 0x88];
+        let out = with_capture_time(&keyframe, 1234);
+        assert_eq!(&out[..12], &keyframe[..12], "SPS and PPS first");
+        assert_eq!(out[16] & 0x1f, 6, "then the SEI");
+        assert_eq!(&out[out.len() - 6..], &keyframe[12..], "then the IDR slice");
+        assert_eq!(access_unit_capture_time(&out), Some(1234));
+        let delta = [0, 0, 0, 1, 0x41, 0x9a];
+        let out = with_capture_time(&delta, 99);
+        assert_eq!(out[4] & 0x1f, 6, "a picture alone gets the SEI first");
+        assert_eq!(access_unit_capture_time(&out), Some(99));
     }
 }

@@ -387,6 +387,7 @@ pub(crate) async fn play(
                     stream_id: stream_id.clone(),
                     sdp_offer: Some(sdp),
                     media_id: Some(media_id),
+                    video_layer: Some(remote.layer.get()),
                 })
             };
             negotiate(&pc, &session, &signaling, request).await.map(drop)

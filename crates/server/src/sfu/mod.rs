@@ -1,16 +1,24 @@
 //! The SFU core: one str0m `Rtc` per media connection, fed (time, input) and drained of outputs.
 //!
-//! A publisher's connection receives a stream's video and audio; each subscriber of that
-//! stream has its own connection, and every RTP packet the publisher sends is forwarded to
-//! each subscriber unchanged in payload, with the subscriber's own SSRC and a sequence number
-//! space that starts low and never jumps (RTP mode). Media is never decoded here.
-//! A new subscriber, or a subscriber's PLI, asks the publisher for a keyframe (PLI); while one
-//! is on its way (asked for, not yet seen passing through, for at most
-//! [`SfuConfig::keyframe_interval`]) further requests share it instead of asking again.
+//! A publisher's connection receives a stream's video, in up to three simulcast layers, and
+//! its audio; each subscriber of that stream has its own connection. Every audio packet is
+//! forwarded to each subscriber; of the video, each subscriber gets the one layer it asked for
+//! within what its downlink carries, or none while paused (see [`layers`]). Packets go out
+//! unchanged in payload, with the subscriber's own SSRC, a sequence number space that starts
+//! low and never jumps, and timestamps that run on across layer switches (RTP mode). Media is
+//! never decoded here. A new subscriber, a subscriber's PLI or a layer switch asks the
+//! publisher for a keyframe of that layer (PLI); while one is on its way (asked for, not yet
+//! seen passing through, for at most [`SfuConfig::keyframe_interval`]) further requests share
+//! it instead of asking again.
+//!
+//! Each subscriber connection estimates its downlink from transport-wide congestion control
+//! feedback (str0m's BWE); the estimate caps the layer, and the desired bitrate it is given
+//! (the asked-for layer's) makes it probe for room to climb back.
 //!
 //! This module touches no socket and no clock: the shell in `socket.rs` passes in datagrams
 //! and the time, and sends out what [`Sfu::poll_transmit`] returns.
 
+pub mod layers;
 pub mod offer;
 pub mod socket;
 
@@ -18,8 +26,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use holoroom_protocol::StreamId;
 use holoroom_protocol::timing::{FrameProbe, FrameStage, rtp_capture_time};
+use holoroom_protocol::{StreamId, VideoLayer};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
@@ -28,13 +37,24 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::rooms::SessionId;
+use layers::{LayerIn, PacketIn, Verdict, VideoOut};
 
 /// Whether an H.264 RTP payload begins a keyframe: an IDR slice or a parameter set, whole,
-/// aggregated (STAP-A, first unit) or as the first fragment (FU-A). Only NAL headers are read.
+/// aggregated (STAP-A, any unit) or as the first fragment (FU-A). Only NAL headers are read.
 fn starts_keyframe(payload: &[u8]) -> bool {
     let is_key = |nal_type: u8| matches!(nal_type, 5 | 7);
     match payload.first().map(|b| b & 0x1f) {
-        Some(24) => payload.get(3).is_some_and(|b| is_key(b & 0x1f)),
+        Some(24) => {
+            let mut rest = &payload[1..];
+            while let [hi, lo, units @ ..] = rest {
+                let size = usize::from(u16::from_be_bytes([*hi, *lo]));
+                if units.first().is_some_and(|b| is_key(b & 0x1f)) {
+                    return true;
+                }
+                rest = units.get(size..).unwrap_or_default();
+            }
+            false
+        }
         Some(28) => payload.get(1).is_some_and(|b| b & 0x80 != 0 && is_key(b & 0x1f)),
         Some(nal_type) => is_key(nal_type),
         None => false,
@@ -92,6 +112,8 @@ pub struct SfuCounters {
     pub packets_in: u64,
     pub packets_forwarded: u64,
     pub keyframe_requests: u64,
+    /// Video layer changes at subscribers (switches, pauses and resumes).
+    pub layer_switches: u64,
     pub publishers: usize,
     pub subscribers: usize,
 }
@@ -99,8 +121,12 @@ pub struct SfuCounters {
 #[derive(Debug)]
 struct Publisher {
     stream: StreamId,
-    /// When a keyframe was asked for that has not passed through yet.
-    keyframe_requested: Option<Instant>,
+    /// Per video layer: when a keyframe was asked for that has not passed through yet.
+    keyframe_requested: [Option<Instant>; 3],
+    /// Per video layer: when it was last heard and its bitrate.
+    layers: [LayerIn; 3],
+    /// The sound's level (0..1), smoothed over about half a second.
+    level: f32,
 }
 
 /// Rewriting state of one forwarded track for one subscriber.
@@ -122,6 +148,7 @@ struct Subscriber {
     stream: StreamId,
     session: SessionId,
     tracks: HashMap<MediaKind, TrackOut>,
+    video: VideoOut,
 }
 
 #[derive(Debug)]
@@ -142,7 +169,10 @@ struct Peer {
 /// Work that one peer's output causes on others.
 enum Work {
     Forward(PeerId, Box<RtpPacket>),
-    KeyframeFor(StreamId),
+    /// A keyframe of a stream's layer (None: of the layers its subscribers receive or wait for).
+    KeyframeFor(StreamId, Option<usize>),
+    /// A subscriber connection's new downlink estimate.
+    Estimate(PeerId, Bitrate),
 }
 
 /// The SFU state machine.
@@ -150,9 +180,12 @@ enum Work {
 pub struct Sfu {
     config: SfuConfig,
     rtc_config: RtcConfig,
+    subscriber_config: RtcConfig,
     peers: HashMap<PeerId, Peer>,
     next_peer: PeerId,
     publishers: HashMap<StreamId, PeerId>,
+    /// The video layer each session asked for, per stream; kept across its media connections.
+    wanted: HashMap<(SessionId, StreamId), VideoLayer>,
     /// Subscribers of each stream. Kept while the stream's publisher connection is replaced or
     /// reconnects; only [`Sfu::unpublish`] ends it.
     subscribers: HashMap<StreamId, Vec<PeerId>>,
@@ -161,6 +194,10 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     counters: SfuCounters,
 }
+
+/// Where a subscriber's downlink estimate starts: enough for a 640x360 picture and sound, so
+/// a new viewer starts sharp; it falls from there if the downlink is short.
+const INITIAL_ESTIMATE_BPS: u64 = 1_200_000;
 
 fn rtc_config() -> RtcConfig {
     let mut config = Rtc::builder()
@@ -182,9 +219,11 @@ impl Sfu {
         Ok(Sfu {
             config,
             rtc_config: rtc_config(),
+            subscriber_config: rtc_config().enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS))),
             peers: HashMap::new(),
             next_peer: 1,
             publishers: HashMap::new(),
+            wanted: HashMap::new(),
             subscribers: HashMap::new(),
             by_source: HashMap::new(),
             transmits: VecDeque::new(),
@@ -200,9 +239,9 @@ impl Sfu {
         }
     }
 
-    fn new_rtc(&self, now: Instant, offer: &str) -> Result<(Rtc, String), SfuError> {
+    fn new_rtc(&self, now: Instant, offer: &str, config: &RtcConfig) -> Result<(Rtc, String), SfuError> {
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| SfuError::BadOffer(e.to_string()))?;
-        let mut rtc = self.rtc_config.clone().build(now);
+        let mut rtc = config.clone().build(now);
         let candidate = Candidate::host(self.config.public_addr, "udp")
             .map_err(|e| SfuError::BadAddress(self.config.public_addr, e.to_string()))?;
         rtc.add_local_candidate(candidate);
@@ -234,7 +273,18 @@ impl Sfu {
     /// A second offer for the same stream (a reconnecting publisher) replaces the first
     /// connection; its subscribers stay, and their sequence numbers continue without a jump.
     pub fn publish(&mut self, now: Instant, stream: &StreamId, offer: &str) -> Result<(PeerId, String), SfuError> {
-        let (rtc, answer) = self.new_rtc(now, offer)?;
+        let (mut rtc, answer) = self.new_rtc(now, offer, &self.rtc_config)?;
+        for layer in offer::simulcast_ssrcs(offer) {
+            let mid = Mid::from(layer.mid.as_str());
+            if rtc.media(mid).is_some() {
+                rtc.direct_api().expect_stream_rx(
+                    layer.ssrc.into(),
+                    Some(layer.rtx.into()),
+                    mid,
+                    Some(str0m::media::Rid::from(layer.rid.as_str())),
+                );
+            }
+        }
         if let Some(old) = self.publishers.remove(stream) {
             self.remove_peer(old);
         }
@@ -248,11 +298,14 @@ impl Sfu {
                     track.base_in = None;
                     track.base_out = track.last_out + 1;
                 }
+                s.video.restart();
             }
         }
         let role = Role::Publisher(Publisher {
             stream: stream.clone(),
-            keyframe_requested: None,
+            keyframe_requested: [None; 3],
+            layers: Default::default(),
+            level: 0.0,
         });
         let id = self.add_peer(now, rtc, role);
         self.publishers.insert(stream.clone(), id);
@@ -260,22 +313,30 @@ impl Sfu {
         Ok((id, answer))
     }
 
-    /// Accepts a subscriber's offer for `stream` and returns the answer.
+    /// Accepts a subscriber's offer for `stream` and returns the answer. The video starts at
+    /// `layer` when given, else at the layer the session last asked for (high at first).
     pub fn subscribe(
         &mut self,
         now: Instant,
         session: SessionId,
         stream: &StreamId,
         offer: &str,
+        layer: Option<VideoLayer>,
     ) -> Result<(PeerId, String), SfuError> {
         if !self.publishers.contains_key(stream) {
             return Err(SfuError::NoPublisher(stream.clone()));
         }
-        let (rtc, answer) = self.new_rtc(now, offer)?;
+        let (rtc, answer) = self.new_rtc(now, offer, &self.subscriber_config)?;
+        let key = (session, stream.clone());
+        if let Some(layer) = layer {
+            self.wanted.insert(key.clone(), layer);
+        }
+        let wanted = self.wanted.get(&key).copied().unwrap_or_default();
         let role = Role::Subscriber(Subscriber {
             stream: stream.clone(),
             session,
             tracks: HashMap::new(),
+            video: VideoOut::new(wanted),
         });
         let id = self.add_peer(now, rtc, role);
         self.subscribers.entry(stream.clone()).or_default().push(id);
@@ -300,8 +361,53 @@ impl Sfu {
         }
     }
 
+    /// Sets the video layer `session` receives of `stream`, now and in its later connections.
+    pub fn set_layer(&mut self, now: Instant, session: SessionId, stream: &StreamId, layer: VideoLayer) {
+        self.wanted.insert((session, stream.clone()), layer);
+        let mut resumed = false;
+        for sub in self.subscribers.get(stream).into_iter().flatten() {
+            if let Some(Peer {
+                role: Role::Subscriber(s),
+                ..
+            }) = self.peers.get_mut(sub)
+                && s.session == session
+            {
+                resumed |= s.video.wanted != layer && layer != VideoLayer::Off;
+                s.video.wanted = layer;
+            }
+        }
+        if resumed {
+            // The new layer begins at a keyframe: ask for it now rather than at its next packet.
+            let work = vec![Work::KeyframeFor(stream.clone(), None)];
+            self.run(now, work);
+        }
+    }
+
+    /// The video layer each subscriber of `session` receives now, per stream.
+    pub fn layers_of(&self, session: SessionId) -> Vec<(StreamId, VideoLayer)> {
+        self.peers
+            .values()
+            .filter_map(|p| match &p.role {
+                Role::Subscriber(s) if s.session == session => Some((s.stream.clone(), s.video.layer())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The smoothed sound level (0..1) of every stream that has sent some.
+    pub fn levels(&self) -> Vec<(StreamId, f32)> {
+        self.peers
+            .values()
+            .filter_map(|p| match &p.role {
+                Role::Publisher(p) => Some((p.stream.clone(), p.level)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Drops `session`'s subscription to `stream`.
     pub fn unsubscribe(&mut self, session: SessionId, stream: &StreamId) {
+        self.wanted.remove(&(session, stream.clone()));
         let ids: Vec<PeerId> = self
             .peers
             .iter()
@@ -315,6 +421,7 @@ impl Sfu {
 
     /// Drops every subscription of `session`.
     pub fn drop_session(&mut self, session: SessionId) {
+        self.wanted.retain(|(s, _), _| *s != session);
         let ids: Vec<PeerId> = self
             .peers
             .iter()
@@ -462,7 +569,12 @@ impl Sfu {
                     }
                     Event::KeyframeRequest(_) | Event::Connected => {
                         if let Role::Subscriber(s) = &peer.role {
-                            work.push(Work::KeyframeFor(s.stream.clone()));
+                            work.push(Work::KeyframeFor(s.stream.clone(), None));
+                        }
+                    }
+                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                        if matches!(peer.role, Role::Subscriber(_)) {
+                            work.push(Work::Estimate(id, estimate));
                         }
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => peer.rtc.disconnect(),
@@ -482,23 +594,24 @@ impl Sfu {
             let mut next = Vec::new();
             for item in work {
                 match item {
-                    Work::Forward(from, packet) => next.extend(self.forward(from, packet)),
-                    Work::KeyframeFor(stream) => next.extend(self.request_keyframe(now, &stream)),
+                    Work::Forward(from, packet) => next.extend(self.forward(now, from, packet)),
+                    Work::KeyframeFor(stream, layer) => next.extend(self.request_keyframe(now, &stream, layer)),
+                    Work::Estimate(sub, estimate) => next.extend(self.on_estimate(sub, estimate)),
                 }
             }
             work = next;
         }
     }
 
-    fn forward(&mut self, from: PeerId, packet: Box<RtpPacket>) -> Vec<Work> {
+    fn forward(&mut self, now: Instant, from: PeerId, packet: Box<RtpPacket>) -> Vec<Work> {
         let Some(publisher) = self.peers.get_mut(&from) else {
             return Vec::new();
         };
-        let Some(mid) = publisher
+        let Some((mid, rid)) = publisher
             .rtc
             .direct_api()
             .stream_rx(&packet.header.ssrc)
-            .map(|s| s.mid())
+            .map(|s| (s.mid(), s.rid()))
         else {
             return Vec::new();
         };
@@ -516,12 +629,34 @@ impl Sfu {
         let Role::Publisher(p) = &mut publisher.role else {
             return Vec::new();
         };
-        if kind == MediaKind::Video && starts_keyframe(&packet.payload) {
-            p.keyframe_requested = None;
+        let video = kind == MediaKind::Video;
+        // A publisher without simulcast sends its one picture as the high layer.
+        let layer = rid
+            .map(|rid| VideoLayer::from_rid(&rid))
+            .and_then(VideoLayer::index)
+            .unwrap_or(2);
+        let keyframe = video && starts_keyframe(&packet.payload);
+        if video {
+            p.layers[layer].on_packet(now, packet.payload.len() + 12);
+            if keyframe {
+                p.keyframe_requested[layer] = None;
+            }
+        } else if let Some(level) = packet.header.ext_vals.audio_level {
+            // RFC 6464: the level in -dBov; smoothed per 20 ms packet over about half a second.
+            let linear = 10f32.powf(f32::from(level.min(0)) / 20.0);
+            p.level += (linear - p.level) * 0.08;
         }
+        let sent = layers::sent_layers(&p.layers, now);
+        // When the frame was captured, by the publisher's clock: its sender report maps RTP
+        // time to that clock (the layers' RTP clocks start apart; this one they share).
+        let capture_us = packet.last_sender_info.as_ref().and_then(|sr| {
+            let ntp_us = sr.ntp_time.duration_since(std::time::UNIX_EPOCH).ok()?.as_micros() as i64;
+            let ticks = i64::from(packet.header.timestamp.wrapping_sub(sr.rtp_time.numer() as u32) as i32);
+            Some(ntp_us + ticks * 1_000_000 / 90_000)
+        });
         let stream = p.stream.clone();
         let captured = match &self.config.probe {
-            Some(probe) if kind == MediaKind::Video => rtp_capture_time(&packet.payload).inspect(|&capture_us| {
+            Some(probe) if video => rtp_capture_time(&packet.payload).inspect(|&capture_us| {
                 probe.mark(capture_us, FrameStage::SfuIn);
             }),
             _ => None,
@@ -530,6 +665,7 @@ impl Sfu {
             return Vec::new();
         };
         let mut work = Vec::new();
+        let mut keyframe_wanted = false;
         for &sub in &subscribers {
             let Some(peer) = self.peers.get_mut(&sub) else {
                 continue;
@@ -540,15 +676,40 @@ impl Sfu {
             let Role::Subscriber(s) = &mut peer.role else {
                 continue;
             };
+            let mut timestamp = packet.header.timestamp;
+            let mut switched = false;
+            if video {
+                let packet_in = PacketIn {
+                    layer,
+                    starts_keyframe: keyframe,
+                    ts_in: packet.header.timestamp,
+                    capture_us,
+                };
+                match s.video.on_packet(now, packet_in, sent) {
+                    Verdict::Forward {
+                        timestamp: ts,
+                        switched: sw,
+                    } => {
+                        timestamp = ts;
+                        switched = sw;
+                        if sw {
+                            self.counters.layer_switches += 1;
+                        }
+                    }
+                    Verdict::Drop => continue,
+                    Verdict::AwaitKeyframe(_) => {
+                        keyframe_wanted = true;
+                        continue;
+                    }
+                }
+            }
             let track = match s.tracks.entry(kind) {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                 std::collections::hash_map::Entry::Vacant(entry) => {
                     let Some(mid) = peer.kinds.iter().find(|(_, k)| **k == kind).map(|(m, _)| *m) else {
                         continue;
                     };
-                    if kind == MediaKind::Video
-                        && let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(mid, None)
-                    {
+                    if video && let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(mid, None) {
                         // Keep what a NACK can still usefully ask for, no more: a smaller
                         // history per subscriber keeps fan-out in cache. No resend-ratio cap
                         // (its bookkeeping costs every packet): resends are bounded by this
@@ -564,6 +725,11 @@ impl Sfu {
                     })
                 }
             };
+            if switched {
+                // Another layer is another sequence space: it continues after the last written.
+                track.base_in = None;
+                track.base_out = track.last_out + 1;
+            }
             let out_pt = match track.pt {
                 Some((pt_in, pt_out)) if pt_in == packet.header.payload_type => pt_out,
                 _ => {
@@ -595,28 +761,110 @@ impl Sfu {
                 RtpWrite::new(
                     out_pt,
                     SeqNo::from(seq_out),
-                    packet.header.timestamp,
+                    timestamp,
                     packet.timestamp,
                     packet.payload.clone(),
                 )
                 .marker(packet.header.marker)
-                .nackable(kind == MediaKind::Video)
+                .nackable(video)
                 .ext_vals(ext),
             );
             self.counters.packets_forwarded += 1;
             self.drain_into(sub, &mut work);
         }
-        self.subscribers.insert(stream, subscribers);
+        self.subscribers.insert(stream.clone(), subscribers);
+        if keyframe_wanted {
+            work.push(Work::KeyframeFor(stream, Some(layer)));
+        }
         if let (Some(probe), Some(capture_us)) = (&self.config.probe, captured) {
             probe.mark(capture_us, FrameStage::SfuOut);
         }
         work
     }
 
-    /// Asks the publisher of `stream` for a keyframe, unless one asked for is still on its way.
-    fn request_keyframe(&mut self, now: Instant, stream: &StreamId) -> Vec<Work> {
+    /// A subscriber's downlink estimate: caps its layer, and asks for probing up to the layer
+    /// it wants.
+    fn on_estimate(&mut self, sub: PeerId, estimate: Bitrate) -> Vec<Work> {
+        let Some(Peer {
+            role: Role::Subscriber(s),
+            ..
+        }) = self.peers.get(&sub)
+        else {
+            return Vec::new();
+        };
+        let Some(Peer {
+            role: Role::Publisher(p),
+            ..
+        }) = self.publishers.get(&s.stream).and_then(|id| self.peers.get(id))
+        else {
+            return Vec::new();
+        };
+        let cap = layers::cap_for_estimate(&p.layers, estimate.as_u64(), s.video.cap);
+        let rate = |layer: VideoLayer| {
+            layer
+                .index()
+                .map_or(0, |i| p.layers[i].bitrate() + layers::AUDIO_ALLOWANCE_BPS)
+        };
+        let (minimum, desired) = (rate(VideoLayer::Low), rate(s.video.wanted));
+        let Some(peer) = self.peers.get_mut(&sub) else {
+            return Vec::new();
+        };
+        let Role::Subscriber(s) = &mut peer.role else {
+            return Vec::new();
+        };
+        if s.video.cap != cap {
+            tracing::debug!(
+                peer = sub,
+                estimate = estimate.as_u64(),
+                ?cap,
+                "downlink caps the video layer"
+            );
+            s.video.cap = cap;
+        }
+        // Probing up to the wanted layer (with room to spare) is what lets the estimate, and
+        // so the layer, climb back once the downlink has room again.
+        let desired = (desired as f64 * 1.3) as u64;
+        peer.rtc
+            .bwe()
+            .set_bitrate(Bitrate::bps(minimum.min(desired)), Bitrate::bps(desired));
+        self.drain(sub)
+    }
+
+    /// Asks the publisher of `stream` for a keyframe of `layer` (or of every layer some
+    /// subscriber receives or waits for), unless one asked for is still on its way.
+    fn request_keyframe(&mut self, now: Instant, stream: &StreamId, layer: Option<usize>) -> Vec<Work> {
         let Some(&id) = self.publishers.get(stream) else {
             return Vec::new();
+        };
+        let wanted: Vec<usize> = match layer {
+            Some(layer) => vec![layer],
+            None => {
+                let Some(Peer {
+                    role: Role::Publisher(p),
+                    ..
+                }) = self.peers.get(&id)
+                else {
+                    return Vec::new();
+                };
+                let sent = layers::sent_layers(&p.layers, now);
+                let mut wanted: Vec<usize> = self
+                    .subscribers
+                    .get(stream)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|sub| match self.peers.get(sub).map(|p| &p.role) {
+                        Some(Role::Subscriber(s)) => s.video.target(sent).or(s.video.current),
+                        _ => None,
+                    })
+                    .collect();
+                if wanted.is_empty() && !sent.contains(&true) {
+                    // Nothing heard yet: whichever layer comes first should start with a keyframe.
+                    wanted = vec![0, 1, 2];
+                }
+                wanted.sort_unstable();
+                wanted.dedup();
+                wanted
+            }
         };
         let wait = self.config.keyframe_interval;
         let Some(peer) = self.peers.get_mut(&id) else {
@@ -625,18 +873,39 @@ impl Sfu {
         let Role::Publisher(p) = &mut peer.role else {
             return Vec::new();
         };
-        if p.keyframe_requested.is_some_and(|asked| now < asked + wait) {
+        let mut ask = Vec::new();
+        for layer in wanted {
+            if p.keyframe_requested[layer].is_some_and(|asked| now < asked + wait) {
+                continue;
+            }
+            p.keyframe_requested[layer] = Some(now);
+            ask.push(layer);
+        }
+        if ask.is_empty() {
             return Vec::new();
         }
-        p.keyframe_requested = Some(now);
         let video_mids: Vec<Mid> = peer
             .kinds
             .iter()
             .filter(|(_, k)| **k == MediaKind::Video)
             .map(|(m, _)| *m)
             .collect();
+        let mut api = peer.rtc.direct_api();
         for mid in video_mids {
-            if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            // Simulcast layers are addressed by RID; a publisher without them has one stream.
+            let mut asked_any = false;
+            for &layer in &ask {
+                let rid = VideoLayer::SENT[layer].rid().map(str0m::media::Rid::from);
+                if let Some(rx) = api.stream_rx_by_mid(mid, rid) {
+                    rx.request_keyframe(KeyframeRequestKind::Pli);
+                    self.counters.keyframe_requests += 1;
+                    asked_any = true;
+                }
+            }
+            if !asked_any
+                && ask.contains(&2)
+                && let Some(rx) = api.stream_rx_by_mid(mid, None)
+            {
                 rx.request_keyframe(KeyframeRequestKind::Pli);
                 self.counters.keyframe_requests += 1;
             }
@@ -656,6 +925,14 @@ mod tests {
         assert!(
             starts_keyframe(&[0x78, 0x00, 0x0a, 0x67, 0x42]),
             "STAP-A starting with SPS"
+        );
+        assert!(
+            starts_keyframe(&[0x78, 0x00, 0x02, 0x06, 0x05, 0x00, 0x02, 0x67, 0x42]),
+            "STAP-A with an SEI before the SPS"
+        );
+        assert!(
+            !starts_keyframe(&[0x78, 0x00, 0x02, 0x06, 0x05, 0x00, 0x02, 0x41, 0x9a]),
+            "STAP-A of an SEI and a P slice"
         );
         assert!(starts_keyframe(&[0x7c, 0x85, 0x88]), "FU-A start of an IDR slice");
         assert!(!starts_keyframe(&[0x7c, 0x05, 0x88]), "FU-A middle of an IDR slice");

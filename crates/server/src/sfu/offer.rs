@@ -17,6 +17,58 @@ const UFRAG_LENGTHS: std::ops::RangeInclusive<usize> = 4..=256;
 /// The fingerprint hashes DTLS here can check.
 const FINGERPRINT_HASHES: [&str; 3] = ["sha-256", "sha-384", "sha-512"];
 
+/// One simulcast layer an offer declares with its SSRCs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulcastSsrc {
+    pub mid: String,
+    pub rid: String,
+    pub ssrc: u32,
+    pub rtx: u32,
+}
+
+/// The simulcast layers whose SSRCs an offer states: in a media section that sends RIDs
+/// (`a=rid:<id> send`) and as many retransmission groups (`a=ssrc-group:FID <main> <rtx>`),
+/// paired in order. Browsers state none (their retransmissions carry the RID); encoders that
+/// send retransmissions without it do, and without the pairing their repairs would be lost.
+pub fn simulcast_ssrcs(offer: &str) -> Vec<SimulcastSsrc> {
+    let mut found = Vec::new();
+    let mut section = |mid: Option<&str>, rids: &[&str], groups: &[(u32, u32)]| {
+        if let Some(mid) = mid
+            && rids.len() > 1
+            && rids.len() == groups.len()
+        {
+            found.extend(rids.iter().zip(groups).map(|(rid, &(ssrc, rtx))| SimulcastSsrc {
+                mid: mid.to_owned(),
+                rid: (*rid).to_owned(),
+                ssrc,
+                rtx,
+            }));
+        }
+    };
+    let (mut mid, mut rids, mut groups) = (None, Vec::new(), Vec::new());
+    for line in offer.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            section(mid.take(), &rids, &groups);
+            rids.clear();
+            groups.clear();
+        } else if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(m);
+        } else if let Some(rid) = line.strip_prefix("a=rid:") {
+            let mut words = rid.split_whitespace();
+            if let (Some(id), Some("send")) = (words.next(), words.next()) {
+                rids.push(id);
+            }
+        } else if let Some(group) = line.strip_prefix("a=ssrc-group:FID ") {
+            let ssrcs: Vec<u32> = group.split_whitespace().filter_map(|s| s.parse().ok()).collect();
+            if let [ssrc, rtx] = ssrcs[..] {
+                groups.push((ssrc, rtx));
+            }
+        }
+    }
+    section(mid, &rids, &groups);
+    found
+}
+
 /// Checks `offer` for `usage`; the error is a sentence for the client.
 pub fn check_offer(offer: &str, usage: OfferUse) -> Result<(), String> {
     let mut candidates = 0;
@@ -86,6 +138,26 @@ pub fn check_offer(offer: &str, usage: OfferUse) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simulcast_ssrcs_pair_rids_with_retransmission_groups_in_order() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=mid:0\r\n\
+            a=ssrc-group:FID 11 12\r\na=ssrc-group:FID 21 22\r\na=ssrc-group:FID 31 32\r\n\
+            a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=ssrc-group:FID 41 42\r\n";
+        let found = simulcast_ssrcs(offer);
+        assert_eq!(found.len(), 3);
+        assert_eq!(
+            found[1],
+            SimulcastSsrc {
+                mid: "0".into(),
+                rid: "h".into(),
+                ssrc: 21,
+                rtx: 22
+            }
+        );
+        assert!(simulcast_ssrcs("v=0\r\nm=video 9 X 1\r\na=mid:0\r\na=rid:q send\r\na=rid:f send\r\n").is_empty());
+    }
 
     fn offer(directions: &[&str]) -> String {
         let mut sdp = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=ice-ufrag:abcd\r\n");

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use holoroom_protocol::StreamId;
+use holoroom_protocol::{StreamId, VideoLayer};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,8 +24,12 @@ enum Command {
         session: SessionId,
         stream: StreamId,
         offer: String,
+        layer: Option<VideoLayer>,
         reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
     },
+    SetLayer(SessionId, StreamId, VideoLayer),
+    LayersOf(SessionId, oneshot::Sender<Vec<(StreamId, VideoLayer)>>),
+    Levels(oneshot::Sender<Vec<(StreamId, f32)>>),
     Unpublish(StreamId),
     UnpublishPeer(StreamId, PeerId),
     Unsubscribe(SessionId, StreamId),
@@ -82,17 +86,49 @@ impl SfuHandle {
         answer.await.map_err(|_| SfuError::Stopped)?
     }
 
-    pub async fn subscribe(&self, session: SessionId, stream: StreamId, offer: String) -> Result<String, SfuError> {
+    /// Connects a subscriber of `stream`, its video starting at `layer` (or the layer the
+    /// session asked for last); returns the SDP answer.
+    pub async fn subscribe(
+        &self,
+        session: SessionId,
+        stream: StreamId,
+        offer: String,
+        layer: Option<VideoLayer>,
+    ) -> Result<String, SfuError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Subscribe {
                 session,
                 stream,
                 offer,
+                layer,
                 reply,
             })
             .map_err(|_| SfuError::Stopped)?;
         answer.await.map_err(|_| SfuError::Stopped)?.map(|(_, sdp)| sdp)
+    }
+
+    /// Sets the video layer `session` receives of `stream`.
+    pub fn set_layer(&self, session: SessionId, stream: StreamId, layer: VideoLayer) {
+        let _ = self.commands.send(Command::SetLayer(session, stream, layer));
+    }
+
+    /// The video layer `session` receives now of each stream it plays.
+    pub async fn layers_of(&self, session: SessionId) -> Result<Vec<(StreamId, VideoLayer)>, SfuError> {
+        let (reply, layers) = oneshot::channel();
+        self.commands
+            .send(Command::LayersOf(session, reply))
+            .map_err(|_| SfuError::Stopped)?;
+        layers.await.map_err(|_| SfuError::Stopped)
+    }
+
+    /// The smoothed sound level (0..1) of every stream with a media connection.
+    pub async fn levels(&self) -> Result<Vec<(StreamId, f32)>, SfuError> {
+        let (reply, levels) = oneshot::channel();
+        self.commands
+            .send(Command::Levels(reply))
+            .map_err(|_| SfuError::Stopped)?;
+        levels.await.map_err(|_| SfuError::Stopped)
     }
 
     pub fn unpublish(&self, stream: StreamId) {
@@ -142,8 +178,15 @@ async fn run(socket: UdpSocket, public_addr: SocketAddr, mut sfu: Sfu, mut comma
                 Some(Command::Publish { stream, offer, reply }) => {
                     let _ = reply.send(sfu.publish(Instant::now(), &stream, &offer));
                 }
-                Some(Command::Subscribe { session, stream, offer, reply }) => {
-                    let _ = reply.send(sfu.subscribe(Instant::now(), session, &stream, &offer));
+                Some(Command::Subscribe { session, stream, offer, layer, reply }) => {
+                    let _ = reply.send(sfu.subscribe(Instant::now(), session, &stream, &offer, layer));
+                }
+                Some(Command::SetLayer(session, stream, layer)) => sfu.set_layer(Instant::now(), session, &stream, layer),
+                Some(Command::LayersOf(session, reply)) => {
+                    let _ = reply.send(sfu.layers_of(session));
+                }
+                Some(Command::Levels(reply)) => {
+                    let _ = reply.send(sfu.levels());
                 }
                 Some(Command::Unpublish(stream)) => sfu.unpublish(&stream),
                 Some(Command::UnpublishPeer(stream, peer)) => sfu.unpublish_peer(&stream, peer),

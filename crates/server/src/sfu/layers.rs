@@ -1,0 +1,428 @@
+//! Which video layer each subscriber receives, and the rewriting that hides the switches.
+//!
+//! A publisher sends up to three layers of its video (simulcast, [`VideoLayer::SENT`]); each
+//! subscriber receives one of them, or none while paused. The layer is the one the subscriber
+//! asked for (the size its view shows the stream at), capped by what its downlink carries
+//! (the bandwidth estimate), and moved to the nearest layer the publisher actually sends.
+//! A switch happens only at a keyframe of the new layer, so the decoder never sees a picture
+//! that refers to another layer's frames; until that keyframe arrives the old layer goes on.
+//! Sequence numbers are rewritten by the caller; timestamps here, so that both run on
+//! without a jump across switches and pauses.
+
+use std::time::{Duration, Instant};
+
+use holoroom_protocol::VideoLayer;
+
+/// A layer not heard from for this long is taken as no longer sent (its publisher stopped
+/// encoding it, or its uplink dropped it).
+pub const LAYER_GONE_AFTER: Duration = Duration::from_millis(1000);
+
+/// How long a layer's bitrate is measured over.
+const RATE_WINDOW: Duration = Duration::from_millis(1000);
+
+/// An estimate must exceed a layer's bitrate by this factor before the layer is let through
+/// again, and fall below it (by [`FIT_FACTOR`]) before it is cut: the gap keeps a wavering
+/// estimate from flipping layers.
+const RAISE_FACTOR: f64 = 1.25;
+const FIT_FACTOR: f64 = 1.0;
+
+/// Frames of two layers captured closer together than this are the same moment.
+const SAME_MOMENT_US: i64 = 8_000;
+
+/// What sound and packet overhead take beside video, in bits per second.
+pub const AUDIO_ALLOWANCE_BPS: u64 = 48_000;
+
+/// One layer as it arrives from the publisher.
+#[derive(Debug, Default, Clone)]
+pub struct LayerIn {
+    last_packet: Option<Instant>,
+    window_start: Option<Instant>,
+    window_bytes: u64,
+    /// Bits per second over the last whole window (0 until one has passed).
+    bitrate: u64,
+}
+
+impl LayerIn {
+    pub fn on_packet(&mut self, now: Instant, bytes: usize) {
+        self.last_packet = Some(now);
+        let start = *self.window_start.get_or_insert(now);
+        self.window_bytes += bytes as u64;
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            self.bitrate = self.window_bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64;
+            self.window_start = Some(now);
+            self.window_bytes = 0;
+        }
+    }
+
+    pub fn is_sent(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|at| now.saturating_duration_since(at) < LAYER_GONE_AFTER)
+    }
+
+    pub fn bitrate(&self) -> u64 {
+        self.bitrate
+    }
+}
+
+/// Which of the three layers are being sent now.
+pub fn sent_layers(layers: &[LayerIn; 3], now: Instant) -> [bool; 3] {
+    [0, 1, 2].map(|i| layers[i].is_sent(now))
+}
+
+/// The highest layer, up to `wanted`, whose bitrate and sound fit in `estimate_bps`; a layer
+/// above `current_cap` must fit [`RAISE_FACTOR`] times over. Never below `low`: with less than
+/// the lowest layer needs, the lowest still goes (pausing is the view's choice, not the
+/// network's).
+pub fn cap_for_estimate(layers: &[LayerIn; 3], estimate_bps: u64, current_cap: VideoLayer) -> VideoLayer {
+    let mut cap = VideoLayer::Low;
+    for layer in [VideoLayer::Medium, VideoLayer::High] {
+        let Some(i) = layer.index() else { continue };
+        let need = layers[i].bitrate();
+        if need == 0 {
+            // Not measured yet (or not sent): no reason to hold it back.
+            cap = layer;
+            continue;
+        }
+        let factor = if layer > current_cap { RAISE_FACTOR } else { FIT_FACTOR };
+        if (need + AUDIO_ALLOWANCE_BPS) as f64 * factor <= estimate_bps as f64 {
+            cap = layer;
+        } else {
+            break;
+        }
+    }
+    cap
+}
+
+/// A video packet as the layer choice sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketIn {
+    /// Its layer's index in [`VideoLayer::SENT`].
+    pub layer: usize,
+    pub starts_keyframe: bool,
+    /// Its RTP timestamp.
+    pub ts_in: u32,
+    /// When its frame was captured, by the publisher's clock, in microseconds (once the
+    /// publisher's sender reports map its timestamps to that clock).
+    pub capture_us: Option<i64>,
+}
+
+/// What to do with one video packet for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward it with this timestamp; `switched` when it begins a new layer (or the first
+    /// after a pause), so the sequence numbers restart after the last written.
+    Forward { timestamp: u32, switched: bool },
+    /// Not for this subscriber.
+    Drop,
+    /// Not for this subscriber yet: it waits for a keyframe of this layer.
+    AwaitKeyframe(usize),
+}
+
+/// One subscriber's video of one stream.
+#[derive(Debug, Clone)]
+pub struct VideoOut {
+    /// What the subscriber asked for.
+    pub wanted: VideoLayer,
+    /// What its downlink allows.
+    pub cap: VideoLayer,
+    /// The layer being forwarded (None before the first keyframe and while paused).
+    pub current: Option<usize>,
+    /// Added to the publisher's timestamps of the current layer.
+    ts_offset: u32,
+    /// The last timestamp written and when.
+    last: Option<(u32, Instant)>,
+    /// When the last frame written was captured, by the publisher's clock (from its sender
+    /// reports), in microseconds.
+    last_capture: Option<i64>,
+    /// The target's keyframe showed a moment already written: the current layer stops at its
+    /// next frame, so that the target's next keyframe is a new moment.
+    holding: bool,
+    /// Layers switched so far (a pause and a resume count too).
+    pub switches: u64,
+}
+
+impl VideoOut {
+    pub fn new(wanted: VideoLayer) -> Self {
+        VideoOut {
+            wanted,
+            cap: VideoLayer::High,
+            current: None,
+            ts_offset: 0,
+            last: None,
+            last_capture: None,
+            holding: false,
+            switches: 0,
+        }
+    }
+
+    /// The layer to forward given what is sent: the asked-for layer within the cap, else the
+    /// nearest sent layer below it, else the nearest above. None when paused or nothing is sent.
+    pub fn target(&self, sent: [bool; 3]) -> Option<usize> {
+        let want = self.wanted.min(self.cap).index()?;
+        (0..=want)
+            .rev()
+            .find(|&l| sent[l])
+            .or_else(|| (want + 1..3).find(|&l| sent[l]))
+    }
+
+    /// The layer this subscriber receives or is about to, for reports.
+    pub fn layer(&self) -> VideoLayer {
+        match self.current {
+            Some(i) => VideoLayer::SENT[i],
+            None => VideoLayer::Off,
+        }
+    }
+
+    /// Decides on a packet of `layer`: whether it `starts_keyframe`, its timestamp `ts_in`, and
+    /// when it was captured by the publisher's clock (`capture_us`, once its sender reports tell).
+    pub fn on_packet(&mut self, now: Instant, packet: PacketIn, sent: [bool; 3]) -> Verdict {
+        let PacketIn {
+            layer,
+            starts_keyframe,
+            ts_in,
+            capture_us,
+        } = packet;
+        let Some(target) = self.target(sent) else {
+            if self.current.take().is_some() {
+                self.switches += 1;
+            }
+            return Verdict::Drop;
+        };
+        if target == layer && self.current != Some(layer) {
+            if !starts_keyframe {
+                return Verdict::AwaitKeyframe(layer);
+            }
+            if self.shown_already(capture_us) {
+                self.holding = true;
+                return Verdict::AwaitKeyframe(layer);
+            }
+            // The first packet of the new layer follows the last one written by the time that
+            // passed between their captures (or, before sender reports, their arrivals), so
+            // the receiver's clock sees no jump.
+            let next = match self.last {
+                Some((last_ts, at)) => {
+                    let elapsed_us = match (capture_us, self.last_capture) {
+                        (Some(new), Some(old)) => (new - old).max(0) as u128,
+                        _ => now.saturating_duration_since(at).as_micros(),
+                    };
+                    let ticks = (elapsed_us * 90 / 1000).clamp(1, u32::MAX as u128) as u32;
+                    last_ts.wrapping_add(ticks)
+                }
+                None => ts_in,
+            };
+            self.ts_offset = next.wrapping_sub(ts_in);
+            self.current = Some(layer);
+            self.switches += 1;
+            self.holding = false;
+            self.last_capture = capture_us;
+            let timestamp = self.stamp(now, ts_in);
+            return Verdict::Forward {
+                timestamp,
+                switched: true,
+            };
+        }
+        if self.current == Some(layer) {
+            // The current layer goes on until the target's keyframe arrives.
+            let new_frame = self
+                .last
+                .is_none_or(|(last_ts, _)| last_ts != ts_in.wrapping_add(self.ts_offset));
+            if new_frame {
+                if self.holding && target != layer {
+                    return Verdict::Drop;
+                }
+                self.holding = false;
+                self.last_capture = capture_us.or(self.last_capture);
+            }
+            let timestamp = self.stamp(now, ts_in);
+            return Verdict::Forward {
+                timestamp,
+                switched: false,
+            };
+        }
+        Verdict::Drop
+    }
+
+    /// Whether a keyframe of another layer shows the moment of the last frame written (the
+    /// layers of one capture arrive one after another): switching on it would show that moment
+    /// twice, so the switch waits for a later keyframe. Known from the sender reports' clock,
+    /// which the publisher sends within its first second or so; before that, a switch may
+    /// show one moment twice (arrival times cannot tell: every layer's keyframe arrives right
+    /// after another layer's frame of the same moment).
+    fn shown_already(&self, capture_us: Option<i64>) -> bool {
+        self.current.is_some()
+            && matches!((capture_us, self.last_capture), (Some(new), Some(old)) if new <= old + SAME_MOMENT_US)
+    }
+
+    fn stamp(&mut self, now: Instant, ts_in: u32) -> u32 {
+        let out = ts_in.wrapping_add(self.ts_offset);
+        self.last = Some((out, now));
+        out
+    }
+
+    /// The publisher's connection was replaced: its layers start over from keyframes, and the
+    /// timestamps go on from the last written.
+    pub fn restart(&mut self) {
+        self.current = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [bool; 3] = [true, true, true];
+
+    fn out(wanted: VideoLayer) -> VideoOut {
+        VideoOut::new(wanted)
+    }
+
+    /// A packet without a capture time (no sender report yet).
+    fn p(layer: usize, starts_keyframe: bool, ts_in: u32) -> PacketIn {
+        PacketIn {
+            layer,
+            starts_keyframe,
+            ts_in,
+            capture_us: None,
+        }
+    }
+
+    #[test]
+    fn the_target_is_the_wanted_layer_within_the_cap_and_what_is_sent() {
+        let mut v = out(VideoLayer::High);
+        assert_eq!(v.target(ALL), Some(2));
+        v.cap = VideoLayer::Medium;
+        assert_eq!(v.target(ALL), Some(1));
+        assert_eq!(v.target([true, false, true]), Some(0), "nearest below");
+        assert_eq!(v.target([false, false, true]), Some(2), "else nearest above");
+        assert_eq!(v.target([false; 3]), None);
+        v.wanted = VideoLayer::Off;
+        assert_eq!(v.target(ALL), None, "paused");
+    }
+
+    #[test]
+    fn a_switch_waits_for_a_keyframe_of_the_new_layer_and_the_old_layer_goes_on_until_then() {
+        let t0 = Instant::now();
+        let mut v = out(VideoLayer::Low);
+        assert_eq!(v.on_packet(t0, p(0, false, 100), ALL), Verdict::AwaitKeyframe(0));
+        assert!(matches!(
+            v.on_packet(t0, p(0, true, 100), ALL),
+            Verdict::Forward { switched: true, .. }
+        ));
+        v.wanted = VideoLayer::High;
+        assert!(matches!(
+            v.on_packet(t0, p(0, false, 3100), ALL),
+            Verdict::Forward { switched: false, .. }
+        ));
+        let t1 = t0 + Duration::from_millis(70);
+        assert_eq!(v.on_packet(t1, p(2, false, 90_000), ALL), Verdict::AwaitKeyframe(2));
+        assert!(matches!(
+            v.on_packet(t1, p(2, true, 93_000), ALL),
+            Verdict::Forward { switched: true, .. }
+        ));
+        assert_eq!(
+            v.on_packet(t1, p(0, false, 6100), ALL),
+            Verdict::Drop,
+            "the old layer stops"
+        );
+        assert_eq!(v.switches, 2);
+    }
+
+    #[test]
+    fn a_keyframe_of_a_moment_already_shown_does_not_switch() {
+        let t0 = Instant::now();
+        let at = |layer, key, ts, capture_us| PacketIn {
+            layer,
+            starts_keyframe: key,
+            ts_in: ts,
+            capture_us: Some(capture_us),
+        };
+        let mut v = out(VideoLayer::High);
+        assert!(matches!(
+            v.on_packet(t0, at(2, true, 0, 1_000_000), ALL),
+            Verdict::Forward { .. }
+        ));
+        v.wanted = VideoLayer::Low;
+        // The low layer's keyframe of the same capture, 20 ms later (encoded after the high one).
+        let t1 = t0 + Duration::from_millis(20);
+        assert_eq!(
+            v.on_packet(t1, at(0, true, 555, 1_000_000), ALL),
+            Verdict::AwaitKeyframe(0),
+            "the moment was shown already"
+        );
+        // The high layer stops at its next frame, so the low layer's next keyframe is new.
+        let t2 = t0 + Duration::from_millis(66);
+        assert_eq!(v.on_packet(t2, at(2, false, 6000, 1_066_000), ALL), Verdict::Drop);
+        let Verdict::Forward { timestamp, switched } = v.on_packet(t2, at(0, true, 6555, 1_066_500), ALL) else {
+            panic!("a later keyframe switches")
+        };
+        assert!(switched);
+        assert_eq!(timestamp, 5985, "66.5 ms at 90 kHz after the last frame written");
+    }
+
+    #[test]
+    fn timestamps_run_on_across_a_switch_by_the_time_that_passed() {
+        let t0 = Instant::now();
+        let mut v = out(VideoLayer::Low);
+        let Verdict::Forward { timestamp: first, .. } = v.on_packet(t0, p(0, true, 1_000_000), ALL) else {
+            panic!("the keyframe goes through")
+        };
+        assert_eq!(first, 1_000_000, "the first layer keeps its timestamps");
+        v.wanted = VideoLayer::High;
+        let later = t0 + Duration::from_millis(100);
+        // The high layer's clock has another random start.
+        let Verdict::Forward { timestamp, .. } = v.on_packet(later, p(2, true, 7), ALL) else {
+            panic!("the keyframe goes through")
+        };
+        assert_eq!(timestamp, 1_000_000 + 9000, "100 ms at 90 kHz after the last");
+        let Verdict::Forward { timestamp: next, .. } =
+            v.on_packet(later + Duration::from_millis(66), p(2, false, 7 + 6000), ALL)
+        else {
+            panic!("the layer goes on")
+        };
+        assert_eq!(next, 1_000_000 + 9000 + 6000, "then the new layer's own pace");
+    }
+
+    #[test]
+    fn a_pause_drops_everything_and_a_resume_starts_at_a_keyframe() {
+        let t0 = Instant::now();
+        let mut v = out(VideoLayer::High);
+        assert!(matches!(v.on_packet(t0, p(2, true, 0), ALL), Verdict::Forward { .. }));
+        v.wanted = VideoLayer::Off;
+        assert_eq!(v.on_packet(t0, p(2, true, 3000), ALL), Verdict::Drop);
+        assert_eq!(v.layer(), VideoLayer::Off);
+        v.wanted = VideoLayer::High;
+        assert_eq!(v.on_packet(t0, p(2, false, 6000), ALL), Verdict::AwaitKeyframe(2));
+        assert!(matches!(
+            v.on_packet(t0, p(2, true, 9000), ALL),
+            Verdict::Forward { switched: true, .. }
+        ));
+    }
+
+    #[test]
+    fn the_cap_follows_the_estimate_with_a_margin_to_climb_back() {
+        let t0 = Instant::now();
+        let mut layers: [LayerIn; 3] = Default::default();
+        for (i, bps) in [100_000u64, 300_000, 1_000_000].into_iter().enumerate() {
+            layers[i].on_packet(t0, 0);
+            layers[i].on_packet(t0 + RATE_WINDOW, (bps / 8) as usize);
+        }
+        assert_eq!(layers[1].bitrate(), 300_000);
+        assert_eq!(cap_for_estimate(&layers, 5_000_000, VideoLayer::High), VideoLayer::High);
+        assert_eq!(
+            cap_for_estimate(&layers, 1_000_000, VideoLayer::High),
+            VideoLayer::Medium
+        );
+        assert_eq!(cap_for_estimate(&layers, 50_000, VideoLayer::High), VideoLayer::Low);
+        // Enough for high, but not with the margin a climb needs.
+        assert_eq!(
+            cap_for_estimate(&layers, 1_100_000, VideoLayer::Medium),
+            VideoLayer::Medium
+        );
+        assert_eq!(cap_for_estimate(&layers, 1_100_000, VideoLayer::High), VideoLayer::High);
+        assert_eq!(
+            cap_for_estimate(&layers, 1_400_000, VideoLayer::Medium),
+            VideoLayer::High
+        );
+    }
+}
