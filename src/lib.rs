@@ -17,6 +17,7 @@
 
 pub mod audio;
 pub mod net;
+pub mod quality;
 pub mod room;
 pub mod ui;
 pub mod video;
@@ -85,6 +86,12 @@ impl Plugin for HoloroomPlugin {
         app.insert_resource(self.connection.clone())
             .insert_resource(ClearColor(Color::srgb(0.08, 0.09, 0.11)))
             .configure_sets(Startup, RoomSystems::Scene)
-            .add_plugins((HoloroomCorePlugin, room::plugin, video::plugin, ui::plugin));
+            .add_plugins((
+                HoloroomCorePlugin,
+                room::plugin,
+                video::plugin,
+                quality::plugin,
+                ui::plugin,
+            ));
     }
 }

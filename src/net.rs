@@ -59,6 +59,10 @@ impl TokenSource {
     }
 }
 
+/// Who is speaking in the room, loudest first, as the server last said (absent outside a room).
+#[derive(Resource, Debug, Clone, Default, PartialEq)]
+pub struct ActiveSpeakers(pub Vec<UserId>);
+
 /// The engine, shared by the systems that talk to it.
 #[derive(Resource, Clone)]
 pub struct EngineBridge {
@@ -280,6 +284,7 @@ fn drain_engine(
                     | RoomStateReason::ReconnectFailed => {
                         commands.remove_resource::<Me>();
                         commands.remove_resource::<Joining>();
+                        commands.remove_resource::<ActiveSpeakers>();
                     }
                     RoomStateReason::Logining | RoomStateReason::Reconnecting | RoomStateReason::Reconnected => {}
                 }
@@ -348,6 +353,9 @@ fn drain_engine(
             }
             EngineEvent::RequestFailed { request, error } => {
                 trouble.write(MediaTrouble(Problem::Request { request, error }));
+            }
+            EngineEvent::ActiveSpeakers { speakers, .. } => {
+                commands.insert_resource(ActiveSpeakers(speakers.into_iter().map(|s| s.user_id).collect()));
             }
             _ => {}
         }

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail, ensure};
 use holoroom_engine::StreamConfig;
 use holoroom_engine::bot::{Bot, BotConfig};
 use holoroom_engine::media::{CodeLayout, FrameCode, read_code_with};
-use holoroom_engine::protocol::{RoomId, StreamId, UserId, UserInfo, VideoGrant};
+use holoroom_engine::protocol::{RoomId, StreamId, UserId, UserInfo, VideoGrant, VideoLayer};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 use holoroom_testkit::{Relay, UdpRelay};
 
@@ -165,15 +165,30 @@ fn run(web_dir: PathBuf) -> Result<()> {
     // Meanwhile the bot must receive the browser's camera.
     let browser_stream = StreamId::new("web-1-cam")?;
     let deadline = Instant::now() + Duration::from_secs(150);
-    let (first, size) = loop {
+    let first = loop {
         if let Some(frame) = bot.remote(&browser_stream).and_then(|r| r.video.latest()) {
-            break (frame.clone(), (frame.frame.width, frame.frame.height));
+            break frame;
         }
         if Instant::now() > deadline {
             bail!("the bot never received the browser's camera; bot: {:?}", bot.status());
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // Chromium starts its simulcast with the lower layer while its send bandwidth estimate
+    // grows: the full picture follows within seconds.
+    let full = Instant::now();
+    let size = loop {
+        let latest = bot.remote(&browser_stream).and_then(|r| r.video.latest());
+        let size = latest.map_or((0, 0), |f| (f.frame.width, f.frame.height));
+        if size.0 >= 640 || full.elapsed() > Duration::from_secs(20) {
+            break size;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!(
+        "browser: the bot sees the camera at {size:?} {:?} after its first frame",
+        full.elapsed()
+    );
     std::thread::sleep(Duration::from_secs(3));
     // The network drops the page's connections: it must come back (Reconnected, video again)
     // and go on publishing.
@@ -269,6 +284,14 @@ fn run(web_dir: PathBuf) -> Result<()> {
     ensure!(
         codes.windows(2).all(|w| w[1] > w[0]),
         "the browser's pattern codes increase: {codes:?}"
+    );
+    // Chromium publishes simulcast (sendEncodings with the layers' RIDs): at 640x360 it sends
+    // two layers, the full picture and half of it.
+    let layers = runtime.block_on(server.layers_sent(&pattern_stream))?;
+    println!("browser: Chromium sends the layers {layers:?}");
+    ensure!(
+        layers == [VideoLayer::Medium, VideoLayer::High],
+        "Chromium's simulcast layers at the SFU: {layers:?}"
     );
     let heard = bot.remote(&pattern_stream).map_or(0, |r| r.audio.received());
     let result = finish(page, "pattern tab")?;

@@ -8,13 +8,15 @@ use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
 use holoroom::audio::{Muted, RoomAudio, SpeakingLevel};
 use holoroom::net::{EngineBridge, FeedState, JoinRoom, LeaveRoom, Me, RoomStateChanged, RoomUpdate, TokenSource};
+use holoroom::quality::{LayerReason, ViewQuality};
+use holoroom::room::ViewerCamera;
 use holoroom::room::participants::{
     AppState, LocalParticipant, Participant, Reconnecting, Seat, VideoFeed, seat_transform,
 };
 use holoroom::{HoloroomCorePlugin, net};
 use holoroom_engine::bot::{Bot, BotConfig};
 use holoroom_engine::media::FrameSlot;
-use holoroom_engine::protocol::{Pose, RoomId, RoomStateReason, StreamId, UserId, UserInfo, VideoGrant};
+use holoroom_engine::protocol::{Pose, RoomId, RoomStateReason, StreamId, UserId, UserInfo, VideoGrant, VideoLayer};
 use holoroom_engine::{Engine, EngineConfig, StreamConfig};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 
@@ -285,6 +287,96 @@ fn a_joined_app_shows_each_bot_with_live_video() {
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(bots);
+    drop(room.runtime);
+}
+
+/// A viewer's camera for measuring panels without rendering: 1280x720, the default
+/// perspective, at `eye` looking at `target`.
+fn measuring_camera(eye: Vec3, target: Vec3) -> (Camera, Transform) {
+    use bevy::camera::{CameraProjection, ComputedCameraValues, RenderTargetInfo};
+    let mut projection = PerspectiveProjection::default();
+    projection.update(1280.0, 720.0);
+    let camera = Camera {
+        computed: ComputedCameraValues {
+            clip_from_view: projection.get_clip_from_view(),
+            target_info: Some(RenderTargetInfo {
+                physical_size: UVec2::new(1280, 720),
+                scale_factor: 1.0,
+            }),
+            ..default()
+        },
+        ..default()
+    };
+    (camera, Transform::from_translation(eye).looking_at(target, Vec3::Y))
+}
+
+fn frames_and_layer(app: &mut App) -> Option<(u64, VideoLayer, LayerReason)> {
+    app.world_mut()
+        .query_filtered::<(&VideoFeed, &ViewQuality), Without<LocalParticipant>>()
+        .iter(app.world())
+        .next()
+        .map(|(feed, quality)| (feed.frames_taken, quality.layer, quality.reason))
+}
+
+#[test]
+fn a_panel_out_of_view_pauses_its_video_and_resumes_when_seen_again() {
+    let room = room();
+    let _bot = bot(&room, "bot-1");
+    // A spectator with a free camera: the view decides what it downloads.
+    let mut app = joined_app(&room, "watcher", true);
+    app.add_plugins((TransformPlugin, holoroom::quality::plugin));
+    run_until(&mut app, "the bot's video", |app| {
+        frames_and_layer(app).is_some_and(|(frames, ..)| frames > 0)
+    });
+    let bot_at = app
+        .world_mut()
+        .query::<(&Participant, &GlobalTransform)>()
+        .iter(app.world())
+        .map(|(_, place)| place.translation())
+        .next()
+        .expect("the bot's place");
+    let eye = bot_at + Vec3::new(0.0, 0.0, 3.0);
+    let camera = app
+        .world_mut()
+        .spawn((ViewerCamera, measuring_camera(eye, bot_at)))
+        .id();
+    run_until(&mut app, "the panel measured in view", |app| {
+        frames_and_layer(app)
+            .is_some_and(|(_, layer, reason)| layer != VideoLayer::Off && matches!(reason, LayerReason::Size(_)))
+    });
+
+    // Turned away: after a moment the video pauses, and no frames come.
+    let away = measuring_camera(eye, eye + Vec3::new(0.0, 0.0, 3.0));
+    app.world_mut().entity_mut(camera).insert(away);
+    run_until(&mut app, "the video paused", |app| {
+        frames_and_layer(app)
+            .is_some_and(|(_, layer, reason)| layer == VideoLayer::Off && reason == LayerReason::OutOfView)
+    });
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_millis(400) {
+        app.update();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (paused_at, ..) = frames_and_layer(&mut app).expect("the feed");
+    let hold = Instant::now();
+    while hold.elapsed() < Duration::from_secs(1) {
+        app.update();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        frames_and_layer(&mut app).map(|(frames, ..)| frames),
+        Some(paused_at),
+        "no frames while out of view"
+    );
+
+    // Turned back: the picture returns.
+    let back = measuring_camera(eye, bot_at);
+    app.world_mut().entity_mut(camera).insert(back);
+    let turned = Instant::now();
+    run_until(&mut app, "frames again", |app| {
+        frames_and_layer(app).is_some_and(|(frames, ..)| frames > paused_at)
+    });
+    println!("turned back: a picture after {:?}", turned.elapsed());
     drop(room.runtime);
 }
 

@@ -21,10 +21,12 @@ use holoroom_engine::{AudioSource, StreamQuality, VideoSource};
 
 use crate::Connection;
 use crate::audio::{AudioSettings, Muted, RoomAudio, SpeakingLevel};
+use crate::net::ActiveSpeakers;
 use crate::net::OwnStream;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::net::TokenSource;
 use crate::net::{EngineBridge, JoinRoom, LeaveRoom, Me, QualityUpdated};
+use crate::quality::ViewQuality;
 use crate::room::ViewerCamera;
 use crate::room::participants::{
     AppState, LastError, LocalParticipant, MediaChoice, Participant, Reconnecting, VideoFeed,
@@ -263,10 +265,11 @@ fn call_panel(
         &Participant,
         Option<&VideoFeed>,
         Option<&SpeakingLevel>,
+        Option<&ViewQuality>,
         Has<Muted>,
         Has<LocalParticipant>,
     )>,
-    stats: Res<Stats>,
+    (stats, speakers): (Res<Stats>, Option<Res<ActiveSpeakers>>),
     uploads: Res<UploadStats>,
     last_error: Res<LastError>,
     reconnecting: Res<Reconnecting>,
@@ -334,14 +337,19 @@ fn call_panel(
                 participants.iter().count(),
                 uploads.frames_uploaded
             ));
-            for (entity, participant, feed, level, muted, local) in &participants {
+            for (entity, participant, feed, level, quality, muted, local) in &participants {
                 let frames = feed.map_or(0, |f| f.frames_taken);
                 ui.horizontal(|ui| {
-                    let speaking = level.is_some_and(SpeakingLevel::speaking);
+                    let speaking = level.is_some_and(SpeakingLevel::speaking)
+                        || speakers.as_ref().is_some_and(|s| s.0.contains(&participant.user_id));
                     let name =
                         egui::RichText::new(format!("{}{}", participant.name, if local { " (you)" } else { "" }));
                     ui.label(if speaking { name.strong().color(SPEAKING) } else { name });
                     ui.label(format!("{frames} frames"));
+                    if let Some(quality) = quality {
+                        // The layer the view asked for, and why.
+                        ui.label(format!("{} ({})", quality.layer.name(), quality.reason));
+                    }
                     if !local {
                         let mut hear = !muted;
                         if ui.checkbox(&mut hear, "hear").changed() {

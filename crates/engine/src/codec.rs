@@ -53,9 +53,8 @@ impl EncoderSettings {
 
     /// Sensible call settings for a frame size: about 0.1 bit per pixel at 30 fps.
     pub fn for_size(width: u32, height: u32, fps: f32) -> EncoderSettings {
-        let pixels = width * height;
         EncoderSettings {
-            bitrate_bps: (pixels as f32 * fps * 0.1).clamp(40_000.0, 4_000_000.0) as u32,
+            bitrate_bps: crate::stream::video_bitrate(width, height, fps),
             fps,
             keyframe_interval: (fps * 4.0) as u32,
         }

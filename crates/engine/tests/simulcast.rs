@@ -92,6 +92,11 @@ async fn each_layer_decodes_at_its_size_and_switching_keeps_the_picture_going() 
     // The SFU tells frames of one moment apart across layers by the publisher's sender
     // reports, which come within about a second: switching starts after that.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        server.layers_sent(&stream("alice-cam")).await.expect("layers"),
+        VideoLayer::SENT,
+        "the desktop sends all three layers"
+    );
     let dropped_before = remote.receive.video().frames_dropped;
     // Every layer, then up and down twenty times.
     let mut plan = vec![VideoLayer::Low, VideoLayer::Medium, VideoLayer::High];
@@ -163,4 +168,64 @@ async fn a_paused_stream_sends_no_video_and_resumes_with_a_picture_while_sound_g
         .await
         .expect("a picture after resuming");
     println!("resume to first frame: {took:?} ({:?} since asked)", resumed.elapsed());
+}
+
+/// The next active-speakers event: the users in order, loudest first.
+async fn speakers(engine: &holoroom_engine::Engine) -> Vec<String> {
+    common::wait_for(engine, "active speakers", |e| match e {
+        holoroom_engine::EngineEvent::ActiveSpeakers { speakers, .. } => {
+            Some(speakers.iter().map(|s| s.user_id.to_string()).collect())
+        }
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loudest_tone_leads_the_active_speakers_and_the_order_follows_the_tones() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = server().await;
+    let listener = join(&server, "listener").await;
+    let mut streams = Vec::new();
+    for (user, volume) in [("quiet", 0.05), ("middle", 0.3), ("loud", 1.0)] {
+        let engine = join(&server, user).await;
+        let local = publish(
+            &engine,
+            &format!("{user}-cam"),
+            StreamConfig::test_pattern(320, 180, 5.0),
+        )
+        .await;
+        local.set_audio_volume(volume);
+        streams.push((engine, local));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut order = Vec::new();
+    while order != ["loud", "middle", "quiet"] {
+        assert!(
+            Instant::now() < deadline,
+            "the speakers by loudness; last heard {order:?}"
+        );
+        order = speakers(&listener).await;
+    }
+    // The quiet one gets loud and the loud one quiet: the order turns around.
+    streams[0].1.set_audio_volume(1.0);
+    streams[2].1.set_audio_volume(0.05);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while order != ["quiet", "middle", "loud"] {
+        assert!(
+            Instant::now() < deadline,
+            "the order follows the tones; last heard {order:?}"
+        );
+        order = speakers(&listener).await;
+    }
+    // Muted, a speaker drops out of the list.
+    streams[0].1.set_audio_muted(true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while order != ["middle", "loud"] {
+        assert!(
+            Instant::now() < deadline,
+            "a muted speaker leaves the list; last heard {order:?}"
+        );
+        order = speakers(&listener).await;
+    }
 }

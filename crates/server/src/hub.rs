@@ -181,6 +181,13 @@ impl Hub {
         self.lock().inner.rooms.snapshot()
     }
 
+    /// Tells each room who is speaking, from the streams' sound levels (when it changed).
+    pub fn announce_speakers(&self, levels: &[(holoroom_protocol::StreamId, f32)]) {
+        let mut hub = self.lock();
+        let outputs = hub.rooms().active_speakers(levels);
+        hub.deliver(None, outputs);
+    }
+
     pub fn sfu(&self) -> SfuHandle {
         self.lock().inner.sfu.clone()
     }

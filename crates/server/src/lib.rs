@@ -28,7 +28,7 @@ use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use holoroom_protocol::{MAX_MESSAGE_BYTES, RoomId, UserId, VideoGrant, WS_PATH};
+use holoroom_protocol::{MAX_MESSAGE_BYTES, RoomId, StreamId, UserId, VideoGrant, VideoLayer, WS_PATH};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -119,6 +119,7 @@ impl Server {
         if let Some(root) = web_root {
             router = router.fallback(get(move |uri: axum::http::Uri| web::serve(root.clone(), uri)));
         }
+        tokio::spawn(announce_speakers(hub.clone(), shutdown_rx.clone()));
         let mut stop = shutdown_rx;
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -172,6 +173,11 @@ impl Server {
     /// The media relay's counters.
     pub async fn media_counters(&self) -> Result<sfu::SfuCounters, sfu::SfuError> {
         self.hub.sfu().counters().await
+    }
+
+    /// The video layers (simulcast) the publisher of `stream` sends now, lowest first.
+    pub async fn layers_sent(&self, stream: &StreamId) -> Result<Vec<VideoLayer>, sfu::SfuError> {
+        self.hub.sfu().layers_sent(stream.clone()).await
     }
 
     /// Open WebSocket connections.
@@ -270,6 +276,24 @@ impl Drop for BackgroundServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// How often rooms hear who is speaking (at most; only changes are sent).
+const SPEAKERS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Reads the streams' sound levels from the SFU a few times a second and tells each room its
+/// active speakers, until shutdown.
+async fn announce_speakers(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SPEAKERS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|&down| down) => return,
+        }
+        let Ok(levels) = hub.sfu().levels().await else { return };
+        hub.announce_speakers(&levels);
     }
 }
 

@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use holoroom_protocol::{
-    ErrorBody, ErrorCode, Event, KickoutReason, Pose, PublishRequest, RoomId, StreamId, StreamInfo, UpdateType, UserId,
-    UserInfo, UserPose, VideoGrant, validate_extra_info,
+    ErrorBody, ErrorCode, Event, KickoutReason, Pose, PublishRequest, RoomId, Speaker, StreamId, StreamInfo,
+    UpdateType, UserId, UserInfo, UserPose, VideoGrant, validate_extra_info,
 };
 use serde::Serialize;
 
@@ -107,6 +107,8 @@ struct Room {
     /// Members by user ID, in a stable order.
     members: BTreeMap<UserId, Member>,
     streams: BTreeMap<StreamId, StreamInfo>,
+    /// The active speakers last announced, loudest first.
+    speakers: Vec<StreamId>,
 }
 
 impl Room {
@@ -122,6 +124,12 @@ impl Room {
         }
     }
 }
+
+/// A stream is speaking while its smoothed level (linear, 0..1) is at least this: about
+/// -40 dBov, above a quiet room's noise.
+pub const SPEAKING_LEVEL: f32 = 0.01;
+/// How many speakers an announcement lists at most.
+pub const MAX_SPEAKERS: usize = 8;
 
 /// Where a session is a member.
 #[derive(Debug, Clone)]
@@ -676,6 +684,40 @@ impl Rooms {
     }
 
     /// A read-only picture of every room, for operators and tests.
+    /// Announces each room's active speakers from the streams' sound levels: the streams above
+    /// [`SPEAKING_LEVEL`], loudest first, at most [`MAX_SPEAKERS`]; only to rooms where the
+    /// order or the set changed since the last announcement.
+    pub fn active_speakers(&mut self, levels: &[(StreamId, f32)]) -> Outputs {
+        let mut out = Outputs::default();
+        for (room_id, room) in &mut self.rooms {
+            let mut speaking: Vec<Speaker> = levels
+                .iter()
+                .filter(|(_, level)| *level >= SPEAKING_LEVEL)
+                .filter_map(|(stream_id, level)| {
+                    let info = room.streams.get(stream_id)?;
+                    Some(Speaker {
+                        stream_id: stream_id.clone(),
+                        user_id: info.user.user_id.clone(),
+                        level: *level,
+                    })
+                })
+                .collect();
+            speaking.sort_by(|a, b| b.level.total_cmp(&a.level));
+            speaking.truncate(MAX_SPEAKERS);
+            let order: Vec<StreamId> = speaking.iter().map(|s| s.stream_id.clone()).collect();
+            if order == room.speakers {
+                continue;
+            }
+            room.speakers = order;
+            let event = Event::ActiveSpeakers {
+                room_id: room_id.clone(),
+                speakers: speaking,
+            };
+            room.broadcast(&mut out, None, |_| true, &event);
+        }
+        out
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let mut rooms: Vec<RoomSnapshot> = self
             .rooms

@@ -11,6 +11,7 @@ use holoroom_protocol::timing::{FrameStage, capture_time_sei};
 use holoroom_protocol::{PublishRequest, Request, ResponseBody, StreamId};
 use rtc::media::Sample;
 use rtc::rtp::extension::HeaderExtension;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters, RtpCodecKind,
 };
@@ -74,6 +75,18 @@ fn sdes(uri: &'static str, value: &str) -> HeaderExtension {
     HeaderExtension::Custom {
         uri: uri.into(),
         extension: Box::new(SdesItem(Bytes::copy_from_slice(value.as_bytes()))),
+    }
+}
+
+/// The level of 20 ms of sound as RFC 6464 gives it: -dBov of its RMS (0 loudest, 127
+/// silence), and voice when above -50 dBov.
+fn audio_level(samples: &[f32]) -> AudioLevelExtension {
+    let power = samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32;
+    let dbov = -10.0 * power.max(1e-13).log10();
+    let level = dbov.clamp(0.0, 127.0).round() as u8;
+    AudioLevelExtension {
+        level,
+        voice: level < 50,
     }
 }
 
@@ -448,6 +461,7 @@ async fn send_audio(
     };
     let silence = vec![0f32; FRAME_SAMPLES];
     let mut recorded = Vec::with_capacity(FRAME_SAMPLES);
+    let mut scaled = Vec::with_capacity(FRAME_SAMPLES);
     let mut packet = vec![0u8; 1500];
     let period = Duration::from_millis(20);
     let mut tick = tokio::time::interval(period);
@@ -470,6 +484,14 @@ async fn send_audio(
             (None, None) => &silence[..],
         };
         let samples = if local.is_audio_muted() { &silence[..] } else { samples };
+        let volume = local.audio_volume();
+        let samples = if volume == 1.0 {
+            samples
+        } else {
+            scaled.clear();
+            scaled.extend(samples.iter().map(|s| (s * volume).clamp(-1.0, 1.0)));
+            &scaled[..]
+        };
         let len = match encoder.encode_float(samples, &mut packet) {
             Ok(len) => len,
             Err(err) => {
@@ -482,7 +504,8 @@ async fn send_audio(
             duration: period,
             ..Sample::new(Instant::now())
         };
-        if let Err(err) = track.write_sample(ssrc, pt, &sample, &[]).await {
+        let level = HeaderExtension::AudioLevel(audio_level(samples));
+        if let Err(err) = track.write_sample(ssrc, pt, &sample, &[level]).await {
             tracing::debug!(%err, "audio sample not sent");
         }
     }
@@ -492,6 +515,17 @@ async fn send_audio(
 mod tests {
     use super::*;
     use holoroom_protocol::timing::access_unit_capture_time;
+
+    #[test]
+    fn sound_levels_are_minus_dbov() {
+        assert_eq!(audio_level(&[0.0; 960]).level, 127, "silence");
+        let full: Vec<f32> = (0..960).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        assert_eq!(audio_level(&full).level, 0, "full scale");
+        let tone = Tone::new(440.0, 0.5).next_frame();
+        // A sine at half scale: RMS 0.354, -9 dBov.
+        assert_eq!(audio_level(&tone).level, 9);
+        assert!(audio_level(&tone).voice);
+    }
 
     #[test]
     fn the_capture_time_goes_after_the_parameter_sets_and_before_the_picture() {

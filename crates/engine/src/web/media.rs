@@ -8,9 +8,9 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
-use holoroom_protocol::{PlayRequest, PublishRequest, Request, ResponseBody, StreamId};
-use wasm_bindgen::JsCast;
+use holoroom_protocol::{PlayRequest, PublishRequest, Request, ResponseBody, StreamId, VideoLayer};
 use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{
     AudioContext, MediaStream, RtcIceGatheringState, RtcPeerConnection, RtcPeerConnectionState,
     RtcRtpTransceiverDirection, RtcRtpTransceiverInit, RtcSdpType, RtcSessionDescriptionInit, RtcTrackEvent,
@@ -161,9 +161,9 @@ async fn video_stats(pc: &RtcPeerConnection, publishing: bool) -> Option<VideoSt
     let report = resolve(pc.get_stats()).await.ok()?;
     let values: js_sys::Function = js_sys::Reflect::get(&report, &"values".into()).ok()?.dyn_into().ok()?;
     let iterator = values.call0(&report).ok()?;
-    let get = |entry: &wasm_bindgen::JsValue, key: &str| js_sys::Reflect::get(entry, &key.into()).ok();
-    let number = |entry: &wasm_bindgen::JsValue, key: &str| get(entry, key).and_then(|v| v.as_f64());
-    let text = |entry: &wasm_bindgen::JsValue, key: &str| get(entry, key).and_then(|v| v.as_string());
+    let get = |entry: &JsValue, key: &str| js_sys::Reflect::get(entry, &key.into()).ok();
+    let number = |entry: &JsValue, key: &str| get(entry, key).and_then(|v| v.as_f64());
+    let text = |entry: &JsValue, key: &str| get(entry, key).and_then(|v| v.as_string());
     let wanted = if publishing { "outbound-rtp" } else { "inbound-rtp" };
     let mut stats = VideoStats::default();
     for entry in js_sys::try_iter(&iterator).ok()??.flatten() {
@@ -290,6 +290,35 @@ async fn run_once<F: Future<Output = Result<(), MediaError>>>(
     link.ended(error);
 }
 
+/// The simulcast encodings a browser sends: layers of [`VideoLayer::SENT`] under their RIDs,
+/// scaled down and capped in bitrate as the desktop's encoders are. Browsers send fewer layers
+/// for smaller pictures (Chromium: three from 960x540, two from 480x270) and drop the last
+/// listed, so only the layers that will be sent are listed: the top ones.
+fn simulcast_encodings(local: &LocalStream) -> js_sys::Array {
+    let (width, height, fps) = local.video_format();
+    let layers = match width * height {
+        pixels if pixels >= 960 * 540 => &VideoLayer::SENT[..],
+        pixels if pixels >= 480 * 270 => &VideoLayer::SENT[1..],
+        _ => &VideoLayer::SENT[2..],
+    };
+    let encodings = js_sys::Array::new();
+    for &layer in layers {
+        let (Some(rid), scale) = (layer.rid(), layer.scale_down()) else {
+            continue;
+        };
+        let encoding = js_sys::Object::new();
+        let set = |key: &str, value: JsValue| {
+            let _ = js_sys::Reflect::set(&encoding, &JsValue::from_str(key), &value);
+        };
+        set("rid", JsValue::from_str(rid));
+        set("scaleResolutionDownBy", JsValue::from_f64(f64::from(scale)));
+        let bitrate = crate::stream::video_bitrate(width / scale, height / scale, fps);
+        set("maxBitrate", JsValue::from_f64(f64::from(bitrate)));
+        encodings.push(&encoding);
+    }
+    encodings
+}
+
 /// Publishes local stream `local` (its camera and microphone) as `stream_id`.
 pub(crate) async fn publish(
     signaling: Signaling,
@@ -312,6 +341,9 @@ pub(crate) async fn publish(
                 let init = RtcRtpTransceiverInit::new();
                 init.set_direction(RtcRtpTransceiverDirection::Sendonly);
                 init.set_streams(&js_sys::Array::of1(&camera));
+                if track.kind() == "video" {
+                    init.set_send_encodings(&simulcast_encodings(&local));
+                }
                 pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
             }
             if session.is_closed() {

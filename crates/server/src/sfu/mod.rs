@@ -125,8 +125,10 @@ struct Publisher {
     keyframe_requested: [Option<Instant>; 3],
     /// Per video layer: when it was last heard and its bitrate.
     layers: [LayerIn; 3],
-    /// The sound's level (0..1), smoothed over about half a second.
+    /// The sound's level (0..1), smoothed over about a quarter of a second, and when it was
+    /// last heard.
     level: f32,
+    last_audio: Option<Instant>,
 }
 
 /// Rewriting state of one forwarded track for one subscriber.
@@ -306,6 +308,7 @@ impl Sfu {
             keyframe_requested: [None; 3],
             layers: Default::default(),
             level: 0.0,
+            last_audio: None,
         });
         let id = self.add_peer(now, rtc, role);
         self.publishers.insert(stream.clone(), id);
@@ -394,12 +397,34 @@ impl Sfu {
             .collect()
     }
 
-    /// The smoothed sound level (0..1) of every stream that has sent some.
-    pub fn levels(&self) -> Vec<(StreamId, f32)> {
+    /// The video layers the publisher of `stream` sends now, lowest first.
+    pub fn layers_sent(&self, now: Instant, stream: &StreamId) -> Vec<VideoLayer> {
+        let Some(Peer {
+            role: Role::Publisher(p),
+            ..
+        }) = self.publishers.get(stream).and_then(|id| self.peers.get(id))
+        else {
+            return Vec::new();
+        };
+        let sent = layers::sent_layers(&p.layers, now);
+        VideoLayer::SENT
+            .into_iter()
+            .filter(|l| l.index().is_some_and(|i| sent[i]))
+            .collect()
+    }
+
+    /// The smoothed sound level (0..1) of every published stream: 0 for one whose sound
+    /// stopped coming (muted, or gone) over half a second ago.
+    pub fn levels(&self, now: Instant) -> Vec<(StreamId, f32)> {
         self.peers
             .values()
             .filter_map(|p| match &p.role {
-                Role::Publisher(p) => Some((p.stream.clone(), p.level)),
+                Role::Publisher(p) => {
+                    let fresh = p
+                        .last_audio
+                        .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_millis(500));
+                    Some((p.stream.clone(), if fresh { p.level } else { 0.0 }))
+                }
                 _ => None,
             })
             .collect()
@@ -642,9 +667,11 @@ impl Sfu {
                 p.keyframe_requested[layer] = None;
             }
         } else if let Some(level) = packet.header.ext_vals.audio_level {
-            // RFC 6464: the level in -dBov; smoothed per 20 ms packet over about half a second.
+            // RFC 6464: the level in -dBov; smoothed per 20 ms packet over about a quarter of a
+            // second.
             let linear = 10f32.powf(f32::from(level.min(0)) / 20.0);
             p.level += (linear - p.level) * 0.08;
+            p.last_audio = Some(now);
         }
         let sent = layers::sent_layers(&p.layers, now);
         // When the frame was captured, by the publisher's clock: its sender report maps RTP

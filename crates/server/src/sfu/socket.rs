@@ -29,6 +29,7 @@ enum Command {
     },
     SetLayer(SessionId, StreamId, VideoLayer),
     LayersOf(SessionId, oneshot::Sender<Vec<(StreamId, VideoLayer)>>),
+    LayersSent(StreamId, oneshot::Sender<Vec<VideoLayer>>),
     Levels(oneshot::Sender<Vec<(StreamId, f32)>>),
     Unpublish(StreamId),
     UnpublishPeer(StreamId, PeerId),
@@ -122,6 +123,15 @@ impl SfuHandle {
         layers.await.map_err(|_| SfuError::Stopped)
     }
 
+    /// The video layers the publisher of `stream` sends now, lowest first.
+    pub async fn layers_sent(&self, stream: StreamId) -> Result<Vec<VideoLayer>, SfuError> {
+        let (reply, layers) = oneshot::channel();
+        self.commands
+            .send(Command::LayersSent(stream, reply))
+            .map_err(|_| SfuError::Stopped)?;
+        layers.await.map_err(|_| SfuError::Stopped)
+    }
+
     /// The smoothed sound level (0..1) of every stream with a media connection.
     pub async fn levels(&self) -> Result<Vec<(StreamId, f32)>, SfuError> {
         let (reply, levels) = oneshot::channel();
@@ -185,8 +195,11 @@ async fn run(socket: UdpSocket, public_addr: SocketAddr, mut sfu: Sfu, mut comma
                 Some(Command::LayersOf(session, reply)) => {
                     let _ = reply.send(sfu.layers_of(session));
                 }
+                Some(Command::LayersSent(stream, reply)) => {
+                    let _ = reply.send(sfu.layers_sent(Instant::now(), &stream));
+                }
                 Some(Command::Levels(reply)) => {
-                    let _ = reply.send(sfu.levels());
+                    let _ = reply.send(sfu.levels(Instant::now()));
                 }
                 Some(Command::Unpublish(stream)) => sfu.unpublish(&stream),
                 Some(Command::UnpublishPeer(stream, peer)) => sfu.unpublish_peer(&stream, peer),
