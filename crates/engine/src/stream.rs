@@ -17,6 +17,10 @@ use crate::platform::Devices;
 pub enum VideoSource {
     /// The moving test pattern with a frame code.
     TestPattern,
+    /// The test pattern with a band of changing noise across it: it costs about as many bits
+    /// as a camera's picture (the plain pattern compresses to a fraction of that), for
+    /// measuring what bandwidth does.
+    BusyPattern,
     /// A camera by index, at the format it offers nearest the stream's size and rate. A missing
     /// camera falls back to the test pattern and says so.
     Camera(u32),
@@ -55,6 +59,14 @@ pub struct StreamConfig {
 
 impl StreamConfig {
     /// The test pattern at `width`x`height` and `fps`.
+    /// The busy test pattern ([`VideoSource::BusyPattern`]) and a tone.
+    pub fn busy_pattern(width: u32, height: u32, fps: f32) -> StreamConfig {
+        StreamConfig {
+            video: VideoSource::BusyPattern,
+            ..StreamConfig::test_pattern(width, height, fps)
+        }
+    }
+
     pub fn test_pattern(width: u32, height: u32, fps: f32) -> StreamConfig {
         StreamConfig {
             video: VideoSource::TestPattern,
@@ -149,6 +161,9 @@ impl LocalStream {
             return Ok(LocalStream { inner });
         }
         let mut pattern = TestPattern::new(config.width, config.height)?;
+        if config.video == VideoSource::BusyPattern {
+            pattern = pattern.with_noise();
+        }
         let mut next_clip_frame = 0usize;
         let black = VideoFrame::black(config.width, config.height)?;
         let weak = Arc::downgrade(&inner);

@@ -229,3 +229,139 @@ async fn the_loudest_tone_leads_the_active_speakers_and_the_order_follows_the_to
         order = speakers(&listener).await;
     }
 }
+
+/// Frames of `slot` seen since `seen` (sequence numbers) while watching for `window`: how many
+/// were decoded, how many the publisher sent (by frame code), and the last size.
+async fn watch_frames(slot: &FrameSlot, window: Duration) -> (u64, u64, (u32, u32)) {
+    let start = slot.latest().expect("a frame");
+    let mut last = start.clone();
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        if let Some(frame) = slot.newer_than(last.sequence) {
+            last = frame;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let code = |f: &holoroom_engine::media::SlotFrame| f.code.map_or(0, |c| c.frame_number);
+    let sent = u64::from(code(&last).saturating_sub(code(&start)));
+    (
+        last.sequence - start.sequence,
+        sent,
+        (last.frame.width, last.frame.height),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_downlink_gets_lower_layers_at_full_frame_rate_and_climbs_back() {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use holoroom_testkit::{Impairment, UdpRelay};
+
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut config = ServerConfig::new(TokenKeys::new(SigningKey::new(
+        "k1",
+        b"simulcast-test-secret-0123".to_vec(),
+    )));
+    config.media.public_ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let server = Server::bind("127.0.0.1:0", config).await.expect("server binds");
+    let advertised = server.media_addr();
+    let real = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), advertised.port());
+    let relay = UdpRelay::start(advertised, real).await.expect("relay binds");
+
+    let viewer = join(&server, "viewer").await;
+    let mut publishers = Vec::new();
+    for i in 0..4 {
+        let engine = join(&server, &format!("p{i}")).await;
+        // The busy pattern: its layers cost what a camera's would.
+        let local = publish(
+            &engine,
+            &format!("p{i}-cam"),
+            StreamConfig::busy_pattern(640, 360, 15.0),
+        )
+        .await;
+        publishers.push((engine, local));
+    }
+    let mut remotes = Vec::new();
+    for i in 0..4 {
+        let (remote, _) = play(&viewer, &format!("p{i}-cam")).await;
+        remotes.push(remote);
+    }
+    for remote in &remotes {
+        Watch::new()
+            .until_size(&remote.video, size_of(VideoLayer::High), Duration::from_secs(15))
+            .await
+            .expect("every stream at full size on a clean path");
+    }
+    // What the four need, measured at the relay: with video at full size, and sound alone
+    // (video paused). The cap leaves the sound and half of the video.
+    let rate = |seconds| {
+        let relay = &relay;
+        async move {
+            let before = relay.stats().downstream.forwarded_bytes;
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            (relay.stats().downstream.forwarded_bytes - before) as f64 * 8.0 / seconds as f64
+        }
+    };
+    let full_bps = rate(2).await;
+    for i in 0..4 {
+        viewer.set_video_layer(stream(&format!("p{i}-cam")), VideoLayer::Off);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sound_bps = rate(2).await;
+    for i in 0..4 {
+        viewer.set_video_layer(stream(&format!("p{i}-cam")), VideoLayer::High);
+    }
+    let cap = (sound_bps + (full_bps - sound_bps) / 2.0) as u64;
+    println!("full {full_bps:.0} bit/s, sound {sound_bps:.0} bit/s: capped at {cap}");
+    for remote in &remotes {
+        Watch::new()
+            .until_size(&remote.video, size_of(VideoLayer::High), Duration::from_secs(5))
+            .await
+            .expect("full size again");
+    }
+    relay.set_downstream(Impairment::clean().with_rate(cap));
+
+    // Give the estimates time to find the cap, then watch every stream at once.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let lost_before = relay.stats().downstream;
+    let watches: Vec<_> = remotes
+        .iter()
+        .map(|remote| {
+            let slot = remote.video.clone();
+            tokio::spawn(async move { watch_frames(&slot, Duration::from_secs(3)).await })
+        })
+        .collect();
+    let mut lower = 0;
+    for (i, watch) in watches.into_iter().enumerate() {
+        let (decoded, sent, size) = watch.await.expect("watched");
+        println!("capped at {cap} bit/s: p{i} decoded {decoded} of {sent} frames, at {size:?}");
+        assert!(
+            decoded as f64 >= 0.9 * sent as f64 && sent >= 30,
+            "p{i} keeps its frame rate under the cap: {decoded} of {sent}"
+        );
+        if size.1 < 360 {
+            lower += 1;
+        }
+    }
+    let during = relay.stats().downstream;
+    let dropped = (during.queue_dropped - lost_before.queue_dropped) as f64;
+    let through = (during.received - lost_before.received) as f64;
+    println!("capped: {dropped} of {through} packets dropped at the cap");
+    assert!(
+        dropped / through.max(1.0) < 0.02,
+        "loss under 2%: {dropped} of {through}"
+    );
+    assert!(lower >= 2, "streams go down a layer to fit: {lower} of 4 lower");
+
+    // The cap is lifted: every stream climbs back to the full picture.
+    relay.set_downstream(Impairment::clean());
+    let lifted = Instant::now();
+    for (i, remote) in remotes.iter().enumerate() {
+        let left = Duration::from_secs(10).saturating_sub(lifted.elapsed());
+        Watch::new()
+            .until_size(&remote.video, size_of(VideoLayer::High), left)
+            .await
+            .unwrap_or_else(|| panic!("p{i} back at full size within 10 s of the cap lifting"));
+    }
+    println!("all four at full size {:?} after the cap lifted", lifted.elapsed());
+}

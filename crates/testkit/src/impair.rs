@@ -138,6 +138,8 @@ pub struct DirectionStats {
     pub blackout_dropped: u64,
     /// Sent on.
     pub forwarded: u64,
+    /// Payload bytes sent on.
+    pub forwarded_bytes: u64,
     /// Failed to send, or to open the client's upstream socket.
     pub send_errors: u64,
 }
@@ -368,7 +370,10 @@ impl Direction {
         let sent = socket.send_to(data, dest).await;
         let mut state = self.state();
         match sent {
-            Ok(_) => state.stats.forwarded += 1,
+            Ok(n) => {
+                state.stats.forwarded += 1;
+                state.stats.forwarded_bytes += n as u64;
+            }
             Err(_) => state.stats.send_errors += 1,
         }
     }

@@ -151,6 +151,9 @@ struct Subscriber {
     session: SessionId,
     tracks: HashMap<MediaKind, TrackOut>,
     video: VideoOut,
+    /// While the downlink holds the video below the layer asked for: how many times the
+    /// desired rate was raised to probe for room, and when last.
+    probe: Option<(u64, Instant)>,
 }
 
 #[derive(Debug)]
@@ -196,6 +199,9 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     counters: SfuCounters,
 }
+
+/// How often a subscriber whose layer the downlink holds down probes for room to climb.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Where a subscriber's downlink estimate starts: enough for a 640x360 picture and sound, so
 /// a new viewer starts sharp; it falls from there if the downlink is short.
@@ -340,6 +346,7 @@ impl Sfu {
             session,
             tracks: HashMap::new(),
             video: VideoOut::new(wanted),
+            probe: None,
         });
         let id = self.add_peer(now, rtc, role);
         self.subscribers.entry(stream.clone()).or_default().push(id);
@@ -621,7 +628,7 @@ impl Sfu {
                 match item {
                     Work::Forward(from, packet) => next.extend(self.forward(now, from, packet)),
                     Work::KeyframeFor(stream, layer) => next.extend(self.request_keyframe(now, &stream, layer)),
-                    Work::Estimate(sub, estimate) => next.extend(self.on_estimate(sub, estimate)),
+                    Work::Estimate(sub, estimate) => next.extend(self.on_estimate(now, sub, estimate)),
                 }
             }
             work = next;
@@ -811,7 +818,7 @@ impl Sfu {
 
     /// A subscriber's downlink estimate: caps its layer, and asks for probing up to the layer
     /// it wants.
-    fn on_estimate(&mut self, sub: PeerId, estimate: Bitrate) -> Vec<Work> {
+    fn on_estimate(&mut self, now: Instant, sub: PeerId, estimate: Bitrate) -> Vec<Work> {
         let Some(Peer {
             role: Role::Subscriber(s),
             ..
@@ -849,8 +856,22 @@ impl Sfu {
             s.video.cap = cap;
         }
         // Probing up to the wanted layer (with room to spare) is what lets the estimate, and
-        // so the layer, climb back once the downlink has room again.
-        let desired = (desired as f64 * 1.3) as u64;
+        // so the layer, climb back once the downlink has room again. A layer held down asks
+        // for a little more every PROBE_EVERY: each rise of the desired rate sends a probe
+        // (up to twice the estimate), where sending only what fits would keep the estimate
+        // near what is sent.
+        if s.video.cap < s.video.wanted {
+            if s.probe
+                .is_none_or(|(_, at)| now.saturating_duration_since(at) >= PROBE_EVERY)
+            {
+                let step = s.probe.map_or(1, |(step, _)| step + 1);
+                s.probe = Some((step, now));
+            }
+        } else {
+            s.probe = None;
+        }
+        let nudge = s.probe.map_or(0, |(step, _)| step * 1000);
+        let desired = (desired as f64 * 1.3) as u64 + nudge;
         peer.rtc
             .bwe()
             .set_bitrate(Bitrate::bps(minimum.min(desired)), Bitrate::bps(desired));
