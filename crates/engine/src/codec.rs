@@ -61,6 +61,32 @@ impl EncoderSettings {
     }
 }
 
+/// Encodes `frames` pictures of the busy test pattern at `width`x`height` and `fps` into a
+/// simulcast clip (full, half and quarter size), each layer starting with a keyframe.
+pub fn encode_clip(width: u32, height: u32, fps: f32, frames: usize) -> Result<crate::EncodedClip, CodecError> {
+    let mut pattern = crate::media::TestPattern::new(width, height)?.with_noise();
+    let mut encoders =
+        [4u32, 2, 1].map(|scale| H264Encoder::new(EncoderSettings::for_size(width / scale, height / scale, fps)));
+    let mut layers: [Vec<Vec<u8>>; 3] = Default::default();
+    for n in 0..frames {
+        let full = pattern.next_frame(n as u64);
+        let half = full.half();
+        let quarter = half.as_ref().and_then(VideoFrame::half);
+        for (layer, picture) in [quarter.as_ref(), half.as_ref(), Some(&full)].into_iter().enumerate() {
+            let (Some(picture), Ok(encoder)) = (picture, encoders[layer].as_mut()) else {
+                continue;
+            };
+            if let Some(encoded) = encoder.encode(picture)? {
+                layers[layer].push(encoded.data);
+            }
+        }
+    }
+    for encoder in encoders {
+        encoder?;
+    }
+    Ok(crate::EncodedClip::new(width, height, fps, layers))
+}
+
 /// One encoded picture: Annex B NAL units.
 #[derive(Debug, Clone)]
 pub struct EncodedFrame {

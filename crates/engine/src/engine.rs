@@ -187,6 +187,9 @@ impl LayerChoice {
 #[derive(Debug, Clone, Default)]
 pub struct ReceiveReport {
     inner: Arc<Mutex<(ReceiveStats, AudioJitterStats)>>,
+    /// Video payload bytes received and time spent decoding (µs), by the desktop player.
+    video_bytes: Arc<std::sync::atomic::AtomicU64>,
+    decode_micros: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ReceiveReport {
@@ -200,6 +203,26 @@ impl ReceiveReport {
 
     pub fn audio(&self) -> AudioJitterStats {
         self.lock().1
+    }
+
+    /// Video payload bytes received so far.
+    pub fn video_bytes(&self) -> u64 {
+        self.video_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Time spent decoding video so far.
+    pub fn decode_time(&self) -> Duration {
+        Duration::from_micros(self.decode_micros.load(Ordering::Relaxed))
+    }
+
+    #[allow(dead_code, reason = "the browser's player keeps no receive buffers of its own")]
+    pub(crate) fn add_video_bytes(&self, bytes: usize) {
+        self.video_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    #[allow(dead_code, reason = "the browser decodes in the page")]
+    pub(crate) fn add_decode_time(&self, time: Duration) {
+        self.decode_micros.fetch_add(time.as_micros() as u64, Ordering::Relaxed);
     }
 
     #[allow(dead_code, reason = "the browser's player keeps no receive buffers of its own")]

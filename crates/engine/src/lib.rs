@@ -55,5 +55,5 @@ pub use engine::{
 };
 pub use holoroom_protocol as protocol;
 pub use platform::check_system_requirements;
-pub use stream::{AudioSource, LocalStream, StreamConfig, StreamError, VideoSource};
+pub use stream::{AudioSource, EncodedClip, LocalStream, StreamConfig, StreamError, VideoSource};
 pub use token::{TokenError, TokenRequest, TokenSource};

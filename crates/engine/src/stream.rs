@@ -28,6 +28,67 @@ pub enum VideoSource {
     File(std::path::PathBuf),
     /// Frames pushed by the app with [`LocalStream::push_frame`].
     Custom,
+    /// Video encoded ahead of time and looped as it is, at its own size and rate (for load
+    /// tests: many publishers at no encoding cost). Sent by the desktop engine only.
+    Encoded(EncodedClip),
+}
+
+/// Simulcast video encoded ahead of time: for each layer of
+/// [`VideoLayer::SENT`](holoroom_protocol::VideoLayer::SENT), H.264 access units (Annex B), the
+/// first a keyframe. Cheap to clone; clones share the units.
+#[derive(Clone)]
+pub struct EncodedClip(Arc<ClipUnits>);
+
+struct ClipUnits {
+    width: u32,
+    height: u32,
+    fps: f32,
+    layers: [Vec<Vec<u8>>; 3],
+}
+
+impl EncodedClip {
+    /// A clip of `width`x`height` (the full layer) at `fps`; each layer's units in order.
+    pub fn new(width: u32, height: u32, fps: f32, layers: [Vec<Vec<u8>>; 3]) -> EncodedClip {
+        EncodedClip(Arc::new(ClipUnits {
+            width,
+            height,
+            fps,
+            layers,
+        }))
+    }
+
+    pub fn format(&self) -> (u32, u32, f32) {
+        (self.0.width, self.0.height, self.0.fps)
+    }
+
+    /// Frames in the loop (the shortest layer's).
+    pub fn len(&self) -> usize {
+        self.0.layers.iter().map(Vec::len).min().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Access unit `frame` of layer `layer` (an index into `VideoLayer::SENT`).
+    pub fn unit(&self, layer: usize, frame: usize) -> Option<&[u8]> {
+        self.0.layers.get(layer)?.get(frame).map(Vec::as_slice)
+    }
+}
+
+impl PartialEq for EncodedClip {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for EncodedClip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedClip")
+            .field("format", &self.format())
+            .field("frames", &self.len())
+            .finish()
+    }
 }
 
 /// Where a stream's sound comes from.
@@ -58,7 +119,6 @@ pub struct StreamConfig {
 }
 
 impl StreamConfig {
-    /// The test pattern at `width`x`height` and `fps`.
     /// The busy test pattern ([`VideoSource::BusyPattern`]) and a tone.
     pub fn busy_pattern(width: u32, height: u32, fps: f32) -> StreamConfig {
         StreamConfig {
@@ -67,6 +127,7 @@ impl StreamConfig {
         }
     }
 
+    /// The test pattern at `width`x`height` and `fps`, and a tone.
     pub fn test_pattern(width: u32, height: u32, fps: f32) -> StreamConfig {
         StreamConfig {
             video: VideoSource::TestPattern,
@@ -132,6 +193,9 @@ impl LocalStream {
             config.fps = loaded.fps.clamp(1.0, 120.0);
             clip = Some(loaded.frames);
         }
+        if let VideoSource::Encoded(encoded) = &config.video {
+            (config.width, config.height, config.fps) = encoded.format();
+        }
         VideoFrame::check_size(config.width, config.height)?;
         if !(1.0..=120.0).contains(&config.fps) {
             return Err(StreamError::FrameRate(config.fps));
@@ -157,7 +221,7 @@ impl LocalStream {
             devices,
             note,
         });
-        if config.video == VideoSource::Custom || inner.devices.fills_preview() {
+        if matches!(config.video, VideoSource::Custom | VideoSource::Encoded(_)) || inner.devices.fills_preview() {
             return Ok(LocalStream { inner });
         }
         let mut pattern = TestPattern::new(config.width, config.height)?;
@@ -277,6 +341,14 @@ impl LocalStream {
     }
 
     /// Width, height and frame rate.
+    /// The pre-encoded video this stream loops, if it is [`VideoSource::Encoded`].
+    pub fn clip(&self) -> Option<&EncodedClip> {
+        match &self.inner.config.video {
+            VideoSource::Encoded(clip) => Some(clip),
+            _ => None,
+        }
+    }
+
     pub fn video_format(&self) -> (u32, u32, f32) {
         (self.inner.config.width, self.inner.config.height, self.inner.config.fps)
     }

@@ -201,6 +201,7 @@ async fn receive_video(
     // Set by the decoder when a frame would not decode: what follows needs a keyframe.
     let decode_failed = Arc::new(AtomicBool::new(false));
     let failed = decode_failed.clone();
+    let decode_report = report.clone();
     let decoder = std::thread::Builder::new().name("decode".into()).spawn(move || {
         let mut decoder = match H264Decoder::new() {
             Ok(decoder) => decoder,
@@ -210,7 +211,10 @@ async fn receive_video(
             }
         };
         for (unit, capture_us) in units_rx {
-            match decoder.decode(&unit) {
+            let started = Instant::now();
+            let decoded = decoder.decode(&unit);
+            decode_report.add_decode_time(started.elapsed());
+            match decoded {
                 Ok(Some(frame)) => {
                     if let (Some(probe), Some(capture_us)) = (&decode_probe, capture_us) {
                         probe.mark(capture_us, FrameStage::Decoded);
@@ -238,6 +242,7 @@ async fn receive_video(
         };
         if let Some(packet) = packet {
             bytes.fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+            report.add_video_bytes(packet.payload.len());
             buffer.insert(
                 Instant::now(),
                 RtpIn {

@@ -30,7 +30,7 @@ use crate::codec::{EncoderSettings, H264Encoder};
 use crate::engine::{EngineEvent, EventSink, MediaError, QUALITY_INTERVAL, StreamQuality};
 use crate::media::{FRAME_SAMPLES, SAMPLE_RATE, Tone, unix_micros};
 use crate::signaling::Signaling;
-use crate::stream::{AudioSource, LocalStream};
+use crate::stream::{AudioSource, EncodedClip, LocalStream};
 
 /// One encoded access unit of one layer on its way to the track.
 struct Unit {
@@ -75,6 +75,45 @@ fn sdes(uri: &'static str, value: &str) -> HeaderExtension {
     HeaderExtension::Custom {
         uri: uri.into(),
         extension: Box::new(SdesItem(Bytes::copy_from_slice(value.as_bytes()))),
+    }
+}
+
+/// Sends a pre-encoded clip's layers in a loop at its frame rate while `running`; a keyframe
+/// request starts the loop over (every layer's first unit is a keyframe).
+fn loop_clip(
+    clip: EncodedClip,
+    keyframes: Arc<[AtomicBool; 3]>,
+    running: Arc<AtomicBool>,
+    units: mpsc::Sender<Unit>,
+    (frames, bytes): (Arc<AtomicU64>, Arc<AtomicU64>),
+) {
+    let (_, _, fps) = clip.format();
+    let duration = Duration::from_secs_f32(1.0 / fps.max(1.0));
+    let mut next = Instant::now();
+    let mut frame = 0;
+    while running.load(Ordering::Relaxed) && !clip.is_empty() {
+        if keyframes
+            .iter()
+            .fold(false, |any, k| k.swap(false, Ordering::Relaxed) || any)
+        {
+            frame = 0;
+        }
+        for layer in (0..LAYERS.len()).rev() {
+            let Some(data) = clip.unit(layer, frame) else { continue };
+            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            let unit = Unit {
+                layer,
+                data: Bytes::copy_from_slice(data),
+                duration,
+            };
+            if units.blocking_send(unit).is_err() {
+                return;
+            }
+        }
+        frames.fetch_add(1, Ordering::Relaxed);
+        frame = (frame + 1) % clip.len();
+        next += duration;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -232,7 +271,14 @@ async fn publish(
     let frames_encoded = Arc::new(AtomicU64::new(0));
     let bytes_encoded = Arc::new(AtomicU64::new(0));
     let (units_tx, mut units_rx) = mpsc::channel::<Unit>(8);
-    {
+    if let Some(clip) = local.clip().cloned() {
+        let counters = (frames_encoded.clone(), bytes_encoded.clone());
+        let (keyframes, running) = (keyframes.clone(), running.clone());
+        std::thread::Builder::new()
+            .name(format!("clip-{stream_id}"))
+            .spawn(move || loop_clip(clip, keyframes, running, units_tx, counters))
+            .map_err(|e| MediaError::Connection(format!("can't start the clip thread: {e}")))?;
+    } else {
         let preview = local.preview().clone();
         let keyframes = keyframes.clone();
         let running = running.clone();

@@ -1,0 +1,204 @@
+//! Big rooms: what the view-driven quality saves one viewer. 25 and 49 participants publish a
+//! pre-encoded 640x360 simulcast clip (the busy test pattern, which costs what a camera
+//! picture does; encoded once, looped, so the publishers cost no encoding) through a real room
+//! server; one viewer, seated as the app seats it, plays every stream and decodes it. In the
+//! same run the viewer receives every stream at the full layer, then the layers the app's
+//! view code asks for (`holoroom::quality`: the smallest layer covering each panel as the
+//! viewer's camera shows it, nothing for panels out of view). It prints the viewer's video
+//! downlink and decode time for both, and the ratios (targets: 4x less at 25, 6x at 49, with
+//! the large panels at the full layer).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bevy::camera::{CameraProjection, ComputedCameraValues, RenderTargetInfo};
+use bevy::prelude::*;
+use holoroom::quality::{on_screen_height, wanted_layer};
+use holoroom::room::participants::seat_transform;
+use holoroom_engine::codec::encode_clip;
+use holoroom_engine::protocol::{
+    LoginConfig, RoomId, RoomStateReason, StreamId, UserId, UserInfo, VideoGrant, VideoLayer,
+};
+use holoroom_engine::{AudioSource, Engine, EngineConfig, EngineEvent, RemoteStream, StreamConfig, VideoSource};
+use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
+
+const ROOM_SIZES: [usize; 2] = [25, 49];
+const CLIP: (u32, u32, f32) = (640, 360, 15.0);
+const SETTLE: Duration = Duration::from_secs(4);
+const MEASURE: Duration = Duration::from_secs(6);
+
+fn join(server: &Server, user: &str, room: &str) -> Engine {
+    let engine = Engine::new(EngineConfig::new(server.ws_url())).expect("engine starts");
+    let user_id = UserId::new(user).expect("valid");
+    let token = server.keys().mint(VideoGrant::participant(room), &user_id, None, 3600);
+    engine.login_room(
+        RoomId::new(room).expect("valid"),
+        token,
+        UserInfo {
+            user_id,
+            user_name: user.to_uppercase(),
+        },
+        LoginConfig::default(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(EngineEvent::RoomStateChanged { reason, error, .. }) =
+            engine.events().recv_timeout(Duration::from_millis(100))
+        {
+            match reason {
+                RoomStateReason::Logined => return engine,
+                RoomStateReason::LoginFailed => panic!("{user} could not log in: {error:?}"),
+                _ => {}
+            }
+        }
+    }
+    panic!("{user} did not log in");
+}
+
+/// Where the viewer looks from.
+#[derive(Debug, Clone, Copy)]
+enum Pose {
+    /// As the app seats you: behind and above your seat, looking across the table.
+    Seated,
+    /// At your seat's eye height, turned to the neighbours on your right.
+    TurnedAside,
+}
+
+/// The viewer's camera at seat 0 in `pose`, 1280x720.
+fn viewer_camera(pose: Pose) -> (Camera, GlobalTransform) {
+    let mut projection = PerspectiveProjection::default();
+    projection.update(1280.0, 720.0);
+    let camera = Camera {
+        computed: ComputedCameraValues {
+            clip_from_view: projection.get_clip_from_view(),
+            target_info: Some(RenderTargetInfo {
+                physical_size: UVec2::new(1280, 720),
+                scale_factor: 1.0,
+            }),
+            ..default()
+        },
+        ..default()
+    };
+    let seat = seat_transform(0).translation;
+    let outward = Vec3::new(seat.x, 0.0, seat.z).normalize_or(Vec3::Z);
+    let place = match pose {
+        Pose::Seated => {
+            let eye = seat + outward * 2.2 + Vec3::Y * 1.1;
+            Transform::from_translation(eye).looking_at(Vec3::new(0.0, 1.0, 0.0), Vec3::Y)
+        }
+        Pose::TurnedAside => {
+            let eye = seat + Vec3::Y * 0.3;
+            let aside = outward.cross(Vec3::Y);
+            Transform::from_translation(eye).looking_at(eye + aside - outward * 0.3, Vec3::Y)
+        }
+    };
+    (camera, GlobalTransform::from(place))
+}
+
+/// What the viewer received and decoded over a while, summed over its streams.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    kbps: f64,
+    decode_ms_per_s: f64,
+}
+
+fn measure(remotes: &[RemoteStream]) -> Load {
+    let totals = |remotes: &[RemoteStream]| {
+        remotes.iter().fold((0u64, Duration::ZERO), |(bytes, time), r| {
+            (bytes + r.receive.video_bytes(), time + r.receive.decode_time())
+        })
+    };
+    let (bytes, time) = totals(remotes);
+    let start = Instant::now();
+    std::thread::sleep(MEASURE);
+    let (bytes_after, time_after) = totals(remotes);
+    let secs = start.elapsed().as_secs_f64();
+    Load {
+        kbps: (bytes_after - bytes) as f64 * 8.0 / 1000.0 / secs,
+        decode_ms_per_s: (time_after - time).as_secs_f64() * 1000.0 / secs,
+    }
+}
+
+fn run(runtime: &tokio::runtime::Runtime, publishers: usize, poses: &[Pose]) {
+    let server = runtime.block_on(async {
+        let config = ServerConfig::new(TokenKeys::new(SigningKey::new(
+            "k1",
+            b"swarm-bench-secret-0123".to_vec(),
+        )));
+        Server::bind("127.0.0.1:0", config).await.expect("server binds")
+    });
+    let clip = encode_clip(CLIP.0, CLIP.1, CLIP.2, 30).expect("clip encodes");
+    let room = "swarm";
+    let mut crowd = Vec::new();
+    for i in 0..publishers {
+        let engine = join(&server, &format!("p{i}"), room);
+        let local = engine
+            .create_stream(StreamConfig {
+                video: VideoSource::Encoded(clip.clone()),
+                audio: AudioSource::Silence,
+                ..StreamConfig::test_pattern(CLIP.0, CLIP.1, CLIP.2)
+            })
+            .expect("clip stream");
+        engine.start_publishing_stream(StreamId::new(format!("p{i}-cam")).expect("valid"), &local);
+        crowd.push((engine, local));
+    }
+    let viewer = join(&server, "viewer", room);
+    // Stream i's publisher sits in seat i + 1 (the viewer has seat 0).
+    let streams: Vec<StreamId> = (0..publishers)
+        .map(|i| StreamId::new(format!("p{i}-cam")).expect("valid"))
+        .collect();
+    let remotes: Vec<RemoteStream> = streams
+        .iter()
+        .map(|id| viewer.start_playing_stream(id.clone()))
+        .collect();
+    std::thread::sleep(SETTLE * 2);
+    let full = measure(&remotes);
+
+    println!("{publishers} publishers, one viewer");
+    println!(
+        "  every stream at the full layer: {:.0} kbit/s video, decoding {:.0} ms per second",
+        full.kbps, full.decode_ms_per_s
+    );
+    for &pose in poses {
+        let (camera, at) = viewer_camera(pose);
+        let mut asked = BTreeMap::new();
+        for (i, id) in streams.iter().enumerate() {
+            let place = seat_transform(i + 1).translation;
+            let on_screen = on_screen_height(&camera, &at, place);
+            let (layer, _) = wanted_layer(on_screen, CLIP.1, false, VideoLayer::High);
+            viewer.set_video_layer(id.clone(), layer);
+            *asked.entry(layer.name()).or_insert(0) += 1;
+        }
+        std::thread::sleep(SETTLE);
+        let view = measure(&remotes);
+        let mut arrived = BTreeMap::new();
+        for remote in &remotes {
+            let height = remote.video.latest().map_or(0, |f| f.frame.height);
+            *arrived.entry(height).or_insert(0) += 1;
+        }
+        println!("  {pose:?}: the view asks for {asked:?}; latest picture heights {arrived:?}");
+        println!(
+            "    {:.0} kbit/s video, decoding {:.0} ms per second: {:.1}x less downlink, {:.1}x less decoding than full",
+            view.kbps,
+            view.decode_ms_per_s,
+            full.kbps / view.kbps.max(1e-3),
+            full.decode_ms_per_s / view.decode_ms_per_s.max(1e-3)
+        );
+    }
+    drop(remotes);
+    drop(viewer);
+    drop(crowd);
+    runtime.block_on(async { drop(server) });
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    for publishers in if sizes.is_empty() { ROOM_SIZES.to_vec() } else { sizes } {
+        run(&runtime, publishers, &[Pose::Seated, Pose::TurnedAside]);
+    }
+}
