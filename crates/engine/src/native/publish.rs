@@ -92,10 +92,12 @@ fn loop_clip(
     let mut next = Instant::now();
     let mut frame = 0;
     while running.load(Ordering::Relaxed) && !clip.is_empty() {
-        if keyframes
-            .iter()
-            .fold(false, |any, k| k.swap(false, Ordering::Relaxed) || any)
-        {
+        // Every layer's request is taken (and cleared): the loop restarts for all of them.
+        let mut asked = false;
+        for keyframe in keyframes.iter() {
+            asked |= keyframe.swap(false, Ordering::Relaxed);
+        }
+        if asked {
             frame = 0;
         }
         for layer in (0..LAYERS.len()).rev() {
