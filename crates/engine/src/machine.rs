@@ -1067,6 +1067,21 @@ impl RoomMachine {
     fn server_event(&mut self, event: Event) {
         let renew = matches!(event, Event::TokenWillExpire { .. });
         let Some(room) = self.room.as_mut() else { return };
+        if let Event::VideoLayersWanted { stream_id, layers } = event {
+            // For the publication's encoder, not for the app.
+            let key = MediaKey {
+                direction: Direction::Publish,
+                stream_id,
+            };
+            if let Some(Media {
+                work: MediaWork::Publish(local),
+                ..
+            }) = room.media.get(&key)
+            {
+                local.set_layers_wanted(&layers);
+            }
+            return;
+        }
         match room.view.follow(event) {
             Followed::Report { event, kicked } => {
                 if let Some(event) = event {

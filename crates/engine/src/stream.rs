@@ -167,6 +167,9 @@ struct Inner {
     audio_muted: AtomicBool,
     /// The gain on the sound sent (`setCaptureVolume`), as f32 bits.
     audio_volume: AtomicU32,
+    /// Which simulcast layers (lowest first) someone receives, as the server last said; the
+    /// desktop engine encodes only those.
+    layers_wanted: [AtomicBool; 3],
     /// The camera and microphone, held here so that destroying the stream releases them at
     /// once (another stream may want them next).
     devices: Devices,
@@ -218,6 +221,7 @@ impl LocalStream {
             video_muted: AtomicBool::new(false),
             audio_muted: AtomicBool::new(false),
             audio_volume: AtomicU32::new(1f32.to_bits()),
+            layers_wanted: [true, true, true].map(AtomicBool::new),
             devices,
             note,
         });
@@ -328,6 +332,23 @@ impl LocalStream {
 
     pub fn audio_volume(&self) -> f32 {
         f32::from_bits(self.inner.audio_volume.load(Ordering::Relaxed))
+    }
+
+    /// Notes which simulcast layers someone receives (dynacast): the others are not encoded.
+    pub(crate) fn set_layers_wanted(&self, layers: &[holoroom_protocol::VideoLayer]) {
+        for (i, wanted) in self.inner.layers_wanted.iter().enumerate() {
+            let on = layers.iter().any(|l| l.index() == Some(i));
+            wanted.store(on, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether someone receives simulcast layer `index` (lowest first); all are, until the
+    /// server says otherwise.
+    pub fn layer_wanted(&self, index: usize) -> bool {
+        self.inner
+            .layers_wanted
+            .get(index)
+            .is_some_and(|w| w.load(Ordering::Relaxed))
     }
 
     /// What the microphone recorded, 48 kHz mono, when the source is a microphone that opened.

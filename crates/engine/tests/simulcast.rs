@@ -89,14 +89,15 @@ async fn each_layer_decodes_at_its_size_and_switching_keeps_the_picture_going() 
             .is_some(),
         "the full picture first"
     );
-    // The SFU tells frames of one moment apart across layers by the publisher's sender
-    // reports, which come within about a second: switching starts after that.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // All three layers arrive at first (layers nobody wants stop a while later).
     assert_eq!(
         server.layers_sent(&stream("alice-cam")).await.expect("layers"),
         VideoLayer::SENT,
         "the desktop sends all three layers"
     );
+    // The SFU tells frames of one moment apart across layers by the publisher's sender
+    // reports, which come within about a second: switching starts after that.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let dropped_before = remote.receive.video().frames_dropped;
     // Every layer, then up and down twenty times.
     let mut plan = vec![VideoLayer::Low, VideoLayer::Medium, VideoLayer::High];
@@ -364,4 +365,51 @@ async fn a_short_downlink_gets_lower_layers_at_full_frame_rate_and_climbs_back()
             .unwrap_or_else(|| panic!("p{i} back at full size within 10 s of the cap lifting"));
     }
     println!("all four at full size {:?} after the cap lifted", lifted.elapsed());
+}
+
+/// Waits until the SFU hears exactly `layers` of `stream_id`.
+async fn until_layers_sent(server: &Server, stream_id: &str, layers: &[VideoLayer], limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let sent = server.layers_sent(&stream(stream_id)).await.expect("layers");
+        if sent == layers {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "the publisher sends {sent:?}, not {layers:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_nobody_receives_is_not_sent_and_comes_back_when_wanted() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let server = server().await;
+    let alice = join(&server, "alice").await;
+    let bob = join(&server, "bob").await;
+    let _camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(640, 360, 15.0)).await;
+    let (remote, _) = play(&bob, "alice-cam").await;
+    let mut watch = Watch::new();
+    watch
+        .until_size(&remote.video, size_of(VideoLayer::High), Duration::from_secs(10))
+        .await
+        .expect("a picture");
+    // Bob watches the full picture only: the smaller layers stop.
+    let took = until_layers_sent(&server, "alice-cam", &[VideoLayer::High], Duration::from_secs(6)).await;
+    println!("unwanted layers stopped after {took:?}");
+    // Bob's panel gets small: the quarter layer comes back, and the full one stops.
+    bob.set_video_layer(stream("alice-cam"), VideoLayer::Low);
+    let took = watch
+        .until_size(&remote.video, size_of(VideoLayer::Low), Duration::from_secs(5))
+        .await
+        .expect("a quarter-size picture");
+    println!("a stopped layer back as a picture after {took:?}");
+    until_layers_sent(&server, "alice-cam", &[VideoLayer::Low], Duration::from_secs(6)).await;
+    // Paused: no video is sent at all; the sound goes on.
+    bob.set_video_layer(stream("alice-cam"), VideoLayer::Off);
+    until_layers_sent(&server, "alice-cam", &[], Duration::from_secs(6)).await;
+    bob.set_video_layer(stream("alice-cam"), VideoLayer::High);
+    watch
+        .until_size(&remote.video, size_of(VideoLayer::High), Duration::from_secs(5))
+        .await
+        .expect("the full picture again");
 }

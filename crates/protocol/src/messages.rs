@@ -501,6 +501,13 @@ pub enum Event {
         stream_id: StreamId,
         candidate: IceCandidate,
     },
+    /// To a publisher: the video layers of its stream that someone receives (or is about to).
+    /// The others need not be encoded; a layer that comes back needs a keyframe. Sent when the
+    /// set changes: a layer is added at once, dropped once nobody wanted it for a while.
+    VideoLayersWanted {
+        stream_id: StreamId,
+        layers: Vec<VideoLayer>,
+    },
     /// Who is speaking, loudest first: the streams of the room whose sound is above the noise
     /// floor, with their smoothed level (0 silent .. 1 full scale). Sent when the order or the
     /// set changes, at most a few times a second; an empty list when everyone went quiet.

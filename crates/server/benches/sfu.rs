@@ -333,7 +333,10 @@ fn run(relay: &mut dyn Relay, subscribers: u16) -> Outcome {
     let (mut video_seq, mut audio_seq, mut sent) = (1000u64, 1000u64, 0u64);
     let mut relay_time = Duration::ZERO;
     let media_start = now;
-    let payload = vec![0x5au8; 1200];
+    // Each video packet a whole IDR slice (NAL type 5): the SFU starts a subscriber's video at
+    // a keyframe.
+    let mut payload = vec![0x5au8; 1200];
+    payload[0] = 0x65;
     let voice = vec![0x11u8; 100];
     while now < media_start + Duration::from_secs(SECONDS) {
         now += tick;

@@ -181,6 +181,17 @@ impl Hub {
         self.lock().inner.rooms.snapshot()
     }
 
+    /// Tells the publisher of `stream_id` which of its video layers someone wants.
+    pub fn tell_publisher(&self, stream_id: &holoroom_protocol::StreamId, layers: Vec<holoroom_protocol::VideoLayer>) {
+        let mut hub = self.lock();
+        let event = Event::VideoLayersWanted {
+            stream_id: stream_id.clone(),
+            layers,
+        };
+        let outputs = hub.rooms().to_owner(stream_id, event);
+        hub.deliver(None, outputs);
+    }
+
     /// Tells each room who is speaking, from the streams' sound levels (when it changed).
     pub fn announce_speakers(&self, levels: &[(holoroom_protocol::StreamId, f32)]) {
         let mut hub = self.lock();

@@ -102,7 +102,7 @@ impl Server {
                 addr: format!("udp {media_bind}"),
                 source,
             })?;
-        let sfu = sfu::socket::SfuHandle::start(udp, config.media.public_ip, config.media.probe.clone())?;
+        let (sfu, notices) = sfu::socket::SfuHandle::start(udp, config.media.public_ip, config.media.probe.clone())?;
         tracing::info!(media = %sfu.media_addr(), "media relay listening");
         let hub = Arc::new(Hub::new(Arc::new(config), sfu));
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -120,6 +120,7 @@ impl Server {
             router = router.fallback(get(move |uri: axum::http::Uri| web::serve(root.clone(), uri)));
         }
         tokio::spawn(announce_speakers(hub.clone(), shutdown_rx.clone()));
+        tokio::spawn(pass_notices(hub.clone(), notices));
         let mut stop = shutdown_rx;
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -275,6 +276,15 @@ impl Drop for BackgroundServer {
         self.stop.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Passes what the SFU tells on to the sessions concerned, until the SFU stops.
+async fn pass_notices(hub: Arc<Hub>, mut notices: tokio::sync::mpsc::UnboundedReceiver<sfu::Notice>) {
+    while let Some(notice) = notices.recv().await {
+        match notice {
+            sfu::Notice::LayersWanted(stream_id, layers) => hub.tell_publisher(&stream_id, layers),
         }
     }
 }

@@ -684,6 +684,18 @@ impl Rooms {
     }
 
     /// A read-only picture of every room, for operators and tests.
+    /// The event for the publisher of `stream_id`, if it is connected.
+    pub fn to_owner(&self, stream_id: &StreamId, event: Event) -> Outputs {
+        let mut out = Outputs::default();
+        if let Some((room_id, user_id)) = self.stream_owners.get(stream_id)
+            && let Some(member) = self.rooms.get(room_id).and_then(|room| room.members.get(user_id))
+            && member.connected
+        {
+            out.deliveries.push((member.session, event));
+        }
+        out
+    }
+
     /// Announces each room's active speakers from the streams' sound levels: the streams above
     /// [`SPEAKING_LEVEL`], loudest first, at most [`MAX_SPEAKERS`]; only to rooms where the
     /// order or the set changed since the last announcement.

@@ -177,7 +177,7 @@ fn connected(start: Instant, subscribers: u16) -> (Instant, Sfu, Vec<Peer>, Wire
     (now, sfu, peers, wire)
 }
 
-/// Sends `count` video packets of 1000 bytes, one every 10 ms, then lets the network settle
+/// Sends `count` video packets of 1000 bytes (keyframes), one every 10 ms, then lets the network settle
 /// for a second; `drop` is the network.
 fn send_video(
     start: Instant,
@@ -189,7 +189,9 @@ fn send_video(
     drop: &mut impl FnMut(SocketAddr, SocketAddr, &[u8]) -> bool,
 ) -> Instant {
     let video = peers[0].video;
-    let payload = vec![0x5a; 1000];
+    // Each packet a whole IDR slice (NAL type 5): a subscriber's video begins at a keyframe.
+    let mut payload = vec![0x5a; 1000];
+    payload[0] = 0x65;
     for seq in 1000..1000 + count {
         for _ in 0..10 {
             now += Duration::from_millis(1);

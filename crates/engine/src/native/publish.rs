@@ -28,7 +28,7 @@ use super::peer::{self, Peer, PeerEvents};
 use super::{MediaEnv, MediaLink, TaskLink};
 use crate::codec::{EncoderSettings, H264Encoder};
 use crate::engine::{EngineEvent, EventSink, MediaError, QUALITY_INTERVAL, StreamQuality};
-use crate::media::{FRAME_SAMPLES, SAMPLE_RATE, Tone, unix_micros};
+use crate::media::{FRAME_SAMPLES, SAMPLE_RATE, Tone, VideoFrame, unix_micros};
 use crate::signaling::Signaling;
 use crate::stream::{AudioSource, EncodedClip, LocalStream};
 
@@ -37,6 +37,9 @@ struct Unit {
     layer: usize,
     data: Bytes,
     duration: Duration,
+    /// Frames of this layer not sent just before it (the layer was paused): its RTP time
+    /// moves on by as much, so that it keeps running with the capture clock.
+    skipped: u16,
 }
 
 /// The simulcast layers the desktop sends, lowest first: each picture scaled down by
@@ -78,10 +81,12 @@ fn sdes(uri: &'static str, value: &str) -> HeaderExtension {
     }
 }
 
-/// Sends a pre-encoded clip's layers in a loop at its frame rate while `running`; a keyframe
-/// request starts the loop over (every layer's first unit is a keyframe).
+/// Sends a pre-encoded clip's layers in a loop at its frame rate while `running`, those that
+/// someone receives; a keyframe request, or a layer wanted again, starts the loop over (every
+/// layer's first unit is a keyframe).
 fn loop_clip(
     clip: EncodedClip,
+    local: LocalStream,
     keyframes: Arc<[AtomicBool; 3]>,
     running: Arc<AtomicBool>,
     units: mpsc::Sender<Unit>,
@@ -91,7 +96,19 @@ fn loop_clip(
     let duration = Duration::from_secs_f32(1.0 / fps.max(1.0));
     let mut next = Instant::now();
     let mut frame = 0;
+    let mut sending = [true; 3];
+    let mut skipped = [0u16; 3];
     while running.load(Ordering::Relaxed) && !clip.is_empty() {
+        let wanted = [0, 1, 2].map(|layer| local.layer_wanted(layer));
+        if (0..3).any(|layer| wanted[layer] && !sending[layer]) {
+            frame = 0;
+        }
+        sending = wanted;
+        for layer in 0..3 {
+            if !wanted[layer] {
+                skipped[layer] = skipped[layer].saturating_add(1);
+            }
+        }
         // Every layer's request is taken (and cleared): the loop restarts for all of them.
         let mut asked = false;
         for keyframe in keyframes.iter() {
@@ -100,13 +117,14 @@ fn loop_clip(
         if asked {
             frame = 0;
         }
-        for layer in (0..LAYERS.len()).rev() {
+        for layer in (0..LAYERS.len()).rev().filter(|&layer| wanted[layer]) {
             let Some(data) = clip.unit(layer, frame) else { continue };
             bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
             let unit = Unit {
                 layer,
                 data: Bytes::copy_from_slice(data),
                 duration,
+                skipped: std::mem::take(&mut skipped[layer]),
             };
             if units.blocking_send(unit).is_err() {
                 return;
@@ -275,13 +293,14 @@ async fn publish(
     let (units_tx, mut units_rx) = mpsc::channel::<Unit>(8);
     if let Some(clip) = local.clip().cloned() {
         let counters = (frames_encoded.clone(), bytes_encoded.clone());
-        let (keyframes, running) = (keyframes.clone(), running.clone());
+        let (local, keyframes, running) = (local.clone(), keyframes.clone(), running.clone());
         std::thread::Builder::new()
             .name(format!("clip-{stream_id}"))
-            .spawn(move || loop_clip(clip, keyframes, running, units_tx, counters))
+            .spawn(move || loop_clip(clip, local, keyframes, running, units_tx, counters))
             .map_err(|e| MediaError::Connection(format!("can't start the clip thread: {e}")))?;
     } else {
         let preview = local.preview().clone();
+        let local = local.clone();
         let keyframes = keyframes.clone();
         let running = running.clone();
         let frames_encoded = frames_encoded.clone();
@@ -299,6 +318,10 @@ async fn publish(
             .name(format!("encode-{stream_id}"))
             .spawn(move || {
                 let mut seen = 0;
+                // Layers nobody receives are not encoded (dynacast); one wanted again starts
+                // with a keyframe.
+                let mut sending = [true; 3];
+                let mut skipped = [0u16; 3];
                 while running.load(Ordering::Relaxed) {
                     let Some(frame) = preview.wait_newer_than(seen, Duration::from_millis(200)) else {
                         if preview.is_closed() {
@@ -309,14 +332,21 @@ async fn publish(
                     seen = frame.sequence;
                     // The frame's capture time travels with each layer's picture, ahead of it.
                     let capture_us = unix_micros().saturating_sub(frame.at.elapsed().as_micros() as u64);
-                    let half = frame.frame.half();
-                    let quarter = half.as_ref().and_then(|half| half.half());
+                    let wanted = [0, 1, 2].map(|layer| local.layer_wanted(layer));
+                    let half = (wanted[0] || wanted[1]).then(|| frame.frame.half()).flatten();
+                    let quarter = wanted[0].then(|| half.as_ref().and_then(VideoFrame::half)).flatten();
                     let pictures = [quarter.as_ref(), half.as_ref(), Some(&frame.frame)];
                     // Highest first: the full picture is what most viewers near it see.
                     for layer in (0..LAYERS.len()).rev() {
+                        if !wanted[layer] {
+                            sending[layer] = false;
+                            skipped[layer] = skipped[layer].saturating_add(1);
+                            continue;
+                        }
                         let Some(picture) = pictures[layer] else { continue };
                         let encoder = &mut encoders[layer];
-                        if keyframes[layer].swap(false, Ordering::Relaxed) {
+                        let resumed = !std::mem::replace(&mut sending[layer], true);
+                        if keyframes[layer].swap(false, Ordering::Relaxed) || resumed {
                             encoder.request_keyframe();
                         }
                         match encoder.encode(picture) {
@@ -333,6 +363,7 @@ async fn publish(
                                     layer,
                                     data: Bytes::from(data),
                                     duration,
+                                    skipped: std::mem::take(&mut skipped[layer]),
                                 };
                                 if units_tx.blocking_send(unit).is_err() {
                                     return;
@@ -396,6 +427,7 @@ async fn publish(
                     let sample = Sample {
                         data: unit.data,
                         duration: unit.duration,
+                        prev_dropped_packets: unit.skipped,
                         ..Sample::new(Instant::now())
                     };
                     if let Err(err) = track.write_sample(layer.ssrc, pt, &sample, &layer.extensions).await {

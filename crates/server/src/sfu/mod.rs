@@ -129,7 +129,24 @@ struct Publisher {
     /// last heard.
     level: f32,
     last_audio: Option<Instant>,
+    /// The layers the publisher was last told someone wants (it starts sending all), and since
+    /// when nobody wanted each.
+    announced: [bool; 3],
+    unwanted_since: [Option<Instant>; 3],
 }
+
+/// What the SFU tells signaling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The layers of a stream that its subscribers receive or are about to, lowest first:
+    /// the publisher need not encode the others.
+    LayersWanted(StreamId, Vec<VideoLayer>),
+}
+
+/// How long nobody must want a layer before its publisher is told to stop sending it.
+const DYNACAST_HOLD: Duration = Duration::from_secs(2);
+/// How often the layers wanted are looked at between changes.
+const DYNACAST_EVERY: Duration = Duration::from_millis(250);
 
 /// Rewriting state of one forwarded track for one subscriber.
 #[derive(Debug)]
@@ -197,6 +214,9 @@ pub struct Sfu {
     /// Last peer seen at each remote address, to skip the search on most packets.
     by_source: HashMap<SocketAddr, PeerId>,
     transmits: VecDeque<Transmit>,
+    notices: VecDeque<Notice>,
+    /// When the layers wanted were last looked at.
+    dynacast_at: Option<Instant>,
     counters: SfuCounters,
 }
 
@@ -235,6 +255,8 @@ impl Sfu {
             subscribers: HashMap::new(),
             by_source: HashMap::new(),
             transmits: VecDeque::new(),
+            notices: VecDeque::new(),
+            dynacast_at: None,
             counters: SfuCounters::default(),
         })
     }
@@ -315,6 +337,8 @@ impl Sfu {
             layers: Default::default(),
             level: 0.0,
             last_audio: None,
+            announced: [true; 3],
+            unwanted_since: [None; 3],
         });
         let id = self.add_peer(now, rtc, role);
         self.publishers.insert(stream.clone(), id);
@@ -350,6 +374,7 @@ impl Sfu {
         });
         let id = self.add_peer(now, rtc, role);
         self.subscribers.entry(stream.clone()).or_default().push(id);
+        self.update_dynacast(now, true);
         Ok((id, answer))
     }
 
@@ -386,6 +411,7 @@ impl Sfu {
                 s.video.wanted = layer;
             }
         }
+        self.update_dynacast(now, true);
         if resumed {
             // The new layer begins at a keyframe: ask for it now rather than at its next packet.
             let work = vec![Work::KeyframeFor(stream.clone(), None)];
@@ -552,6 +578,7 @@ impl Sfu {
             tracing::debug!(peer = id, "media connection closed");
             self.remove_peer(id);
         }
+        self.update_dynacast(now, false);
     }
 
     /// When [`Sfu::handle_timeout`] should next run.
@@ -565,6 +592,62 @@ impl Sfu {
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// What signaling should pass on.
+    pub fn poll_notice(&mut self) -> Option<Notice> {
+        self.notices.pop_front()
+    }
+
+    /// Tells publishers which layers someone wants (dynacast): a layer is wanted when a
+    /// subscriber asks for it within what its downlink carries; it is added at once and
+    /// dropped once unwanted for [`DYNACAST_HOLD`]. Looked at every [`DYNACAST_EVERY`], or at
+    /// once when `changed`.
+    fn update_dynacast(&mut self, now: Instant, changed: bool) {
+        if !changed && self.dynacast_at.is_some_and(|at| now < at + DYNACAST_EVERY) {
+            return;
+        }
+        self.dynacast_at = Some(now);
+        for (stream, &id) in &self.publishers {
+            let mut wanted = [false; 3];
+            for sub in self.subscribers.get(stream).into_iter().flatten() {
+                if let Some(Peer {
+                    role: Role::Subscriber(s),
+                    ..
+                }) = self.peers.get(sub)
+                    && let Some(i) = s.video.wanted.min(s.video.cap).index()
+                {
+                    wanted[i] = true;
+                }
+            }
+            let Some(Peer {
+                role: Role::Publisher(p),
+                ..
+            }) = self.peers.get_mut(&id)
+            else {
+                continue;
+            };
+            let mut next = p.announced;
+            for i in 0..3 {
+                if wanted[i] {
+                    p.unwanted_since[i] = None;
+                    next[i] = true;
+                } else {
+                    let since = *p.unwanted_since[i].get_or_insert(now);
+                    if now.saturating_duration_since(since) >= DYNACAST_HOLD {
+                        next[i] = false;
+                    }
+                }
+            }
+            if next != p.announced {
+                p.announced = next;
+                let layers = VideoLayer::SENT
+                    .into_iter()
+                    .filter(|l| l.index().is_some_and(|i| next[i]));
+                self.notices
+                    .push_back(Notice::LayersWanted(stream.clone(), layers.collect()));
+            }
+        }
     }
 
     /// Polls one peer until it has nothing more, collecting transmits and the work its events cause.
@@ -846,7 +929,8 @@ impl Sfu {
         let Role::Subscriber(s) = &mut peer.role else {
             return Vec::new();
         };
-        if s.video.cap != cap {
+        let cap_changed = s.video.cap != cap;
+        if cap_changed {
             tracing::debug!(
                 peer = sub,
                 estimate = estimate.as_u64(),
@@ -875,7 +959,12 @@ impl Sfu {
         peer.rtc
             .bwe()
             .set_bitrate(Bitrate::bps(minimum.min(desired)), Bitrate::bps(desired));
-        self.drain(sub)
+        let work = self.drain(sub);
+        if cap_changed {
+            // A layer let through again must be sent again.
+            self.update_dynacast(now, true);
+        }
+        work
     }
 
     /// Asks the publisher of `stream` for a keyframe of `layer` (or of every layer some
@@ -921,9 +1010,13 @@ impl Sfu {
         let Role::Publisher(p) = &mut peer.role else {
             return Vec::new();
         };
+        let sent = layers::sent_layers(&p.layers, now);
         let mut ask = Vec::new();
         for layer in wanted {
-            if p.keyframe_requested[layer].is_some_and(|asked| now < asked + wait) {
+            // A layer not being sent cannot answer; its publisher starts it with a keyframe when
+            // it is wanted again (dynacast). Asking would only hold back the next request.
+            let silent = !sent[layer] && sent.contains(&true);
+            if silent || p.keyframe_requested[layer].is_some_and(|asked| now < asked + wait) {
                 continue;
             }
             p.keyframe_requested[layer] = Some(now);

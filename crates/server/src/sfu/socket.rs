@@ -8,7 +8,7 @@ use holoroom_protocol::{StreamId, VideoLayer};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{PeerId, Sfu, SfuConfig, SfuCounters, SfuError};
+use super::{Notice, PeerId, Sfu, SfuConfig, SfuCounters, SfuError};
 use crate::rooms::SessionId;
 
 /// The largest datagram the SFU reads.
@@ -53,12 +53,13 @@ impl std::fmt::Debug for Command {
 }
 
 impl SfuHandle {
-    /// Binds `socket` (already bound) and starts the SFU task; `public_addr` is what clients are told.
+    /// Binds `socket` (already bound) and starts the SFU task; `public_addr` is what clients are
+    /// told. What the SFU tells signaling comes out of the returned receiver.
     pub fn start(
         socket: UdpSocket,
         public_ip: Option<std::net::IpAddr>,
         probe: Option<holoroom_protocol::timing::FrameProbe>,
-    ) -> Result<SfuHandle, SfuError> {
+    ) -> Result<(SfuHandle, mpsc::UnboundedReceiver<Notice>), SfuError> {
         let local_addr = socket
             .local_addr()
             .map_err(|e| SfuError::BadAddress(SocketAddr::from(([0, 0, 0, 0], 0)), e.to_string()))?;
@@ -69,8 +70,9 @@ impl SfuHandle {
             probe,
         })?;
         let (commands, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(socket, public_addr, sfu, rx));
-        Ok(SfuHandle { commands, public_addr })
+        let (notices, notices_rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(socket, public_addr, sfu, rx, notices));
+        Ok((SfuHandle { commands, public_addr }, notices_rx))
     }
 
     /// The address clients send media to.
@@ -167,9 +169,18 @@ impl SfuHandle {
     }
 }
 
-async fn run(socket: UdpSocket, public_addr: SocketAddr, mut sfu: Sfu, mut commands: mpsc::UnboundedReceiver<Command>) {
+async fn run(
+    socket: UdpSocket,
+    public_addr: SocketAddr,
+    mut sfu: Sfu,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    notices: mpsc::UnboundedSender<Notice>,
+) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
+        while let Some(notice) = sfu.poll_notice() {
+            let _ = notices.send(notice);
+        }
         while let Some(transmit) = sfu.poll_transmit() {
             if let Err(err) = socket.send_to(&transmit.contents, transmit.destination).await {
                 tracing::debug!(%err, to = %transmit.destination, "media send failed");
