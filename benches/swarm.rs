@@ -185,13 +185,112 @@ fn run(runtime: &tokio::runtime::Runtime, publishers: usize, poses: &[Pose]) {
             full.decode_ms_per_s / view.decode_ms_per_s.max(1e-3)
         );
     }
+    // Layer switches in the full room: one stream between a quarter and the full picture,
+    // from the request to the first decoded frame of the new size.
+    let (id, remote) = (&streams[0], &remotes[0]);
+    let mut took = Vec::new();
+    for n in 0..20 {
+        let (layer, height) = if n % 2 == 0 {
+            (VideoLayer::Low, CLIP.1 / 4)
+        } else {
+            (VideoLayer::High, CLIP.1)
+        };
+        let asked = Instant::now();
+        viewer.set_video_layer(id.clone(), layer);
+        let mut seen = remote.video.latest().map_or(0, |f| f.sequence);
+        let time = loop {
+            if let Some(frame) = remote.video.wait_newer_than(seen, Duration::from_millis(100)) {
+                seen = frame.sequence;
+                if frame.frame.height.abs_diff(height) <= 1 {
+                    break Some(asked.elapsed());
+                }
+            }
+            if asked.elapsed() > Duration::from_secs(5) {
+                break None;
+            }
+        };
+        took.push(time.unwrap_or(Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    took.sort();
+    println!(
+        "  layer switch, request to first frame of the new size (20 switches): p50 {:.0} ms, p95 {:.0} ms (target p95 <= 300 ms)",
+        took[took.len() / 2].as_secs_f64() * 1000.0,
+        took[took.len() * 95 / 100].as_secs_f64() * 1000.0
+    );
     drop(remotes);
     drop(viewer);
     drop(crowd);
     runtime.block_on(async { drop(server) });
 }
 
+/// Draws the room from above: the table, every seat coloured by the layer the viewer's camera
+/// (seat 0, `pose`) asks for, and the viewer with the edges of its view. Written as a PNG.
+fn draw_view_map(seats: usize, pose: Pose, path: &std::path::Path) -> std::io::Result<()> {
+    const SIZE: usize = 520;
+    const SCALE: f32 = 24.0; // pixels per metre
+    let mut rgb = vec![245u8; SIZE * SIZE * 3];
+    let to_px = |x: f32, z: f32| (SIZE as f32 / 2.0 + x * SCALE, SIZE as f32 / 2.0 + z * SCALE);
+    let dot = |rgb: &mut [u8], (cx, cy): (f32, f32), radius: f32, colour: [u8; 3]| {
+        for y in (cy - radius).max(0.0) as usize..((cy + radius) as usize).min(SIZE - 1) {
+            for x in (cx - radius).max(0.0) as usize..((cx + radius) as usize).min(SIZE - 1) {
+                if (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2) <= radius * radius {
+                    rgb[(y * SIZE + x) * 3..(y * SIZE + x) * 3 + 3].copy_from_slice(&colour);
+                }
+            }
+        }
+    };
+    dot(
+        &mut rgb,
+        to_px(0.0, 0.0),
+        holoroom::room::seating::TABLE_RADIUS * SCALE,
+        [150, 120, 90],
+    );
+    let (camera, at) = viewer_camera(pose);
+    // The edges of the view: rays along the screen's left and right edges, on the floor.
+    let eye = at.translation();
+    let forward = at.forward().as_vec3();
+    let half_fov = PerspectiveProjection::default().fov / 2.0 * 16.0 / 9.0;
+    for side in [-1.0f32, 1.0] {
+        let flat = Vec3::new(forward.x, 0.0, forward.z).normalize_or(Vec3::Z);
+        let edge = Quat::from_rotation_y(side * half_fov) * flat;
+        for step in 0..400 {
+            let p = eye + edge * (step as f32 * 0.05);
+            dot(&mut rgb, to_px(p.x, p.z), 1.2, [70, 110, 200]);
+        }
+    }
+    for seat in 1..=seats {
+        let place = seat_transform(seat).translation;
+        let (layer, _) = wanted_layer(on_screen_height(&camera, &at, place), CLIP.1, false, VideoLayer::High);
+        let colour = match layer {
+            VideoLayer::High => [40, 160, 70],
+            VideoLayer::Medium => [230, 190, 40],
+            VideoLayer::Low => [240, 120, 40],
+            VideoLayer::Off => [170, 170, 170],
+        };
+        dot(&mut rgb, to_px(place.x, place.z), 9.0, [60, 60, 60]);
+        dot(&mut rgb, to_px(place.x, place.z), 7.5, colour);
+    }
+    let seat = seat_transform(0).translation;
+    dot(&mut rgb, to_px(seat.x, seat.z), 9.0, [40, 80, 200]);
+    dot(&mut rgb, to_px(eye.x, eye.z), 5.0, [40, 80, 200]);
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut encoder = png::Encoder::new(file, SIZE as u32, SIZE as u32);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
+    writer.write_image_data(&rgb).map_err(std::io::Error::other)?;
+    Ok(())
+}
+
 fn main() {
+    let dir = std::path::PathBuf::from(std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into()))
+        .join("test-artifacts");
+    let map = dir.join("view-quality.png");
+    match std::fs::create_dir_all(&dir).and_then(|()| draw_view_map(25, Pose::Seated, &map)) {
+        Ok(()) => println!("the seated view's layers for 25 seats, from above: {}", map.display()),
+        Err(err) => println!("the view map could not be written: {err}"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use holoroom_protocol::timing::{FrameProbe, FrameStage, rtp_capture_time};
 use holoroom_protocol::{StreamId, VideoLayer};
-use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
@@ -37,7 +36,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::rooms::SessionId;
-use layers::{LayerIn, PacketIn, Verdict, VideoOut};
+use layers::{Downlink, LayerIn, PacketIn, Verdict, VideoOut};
 
 /// Whether an H.264 RTP payload begins a keyframe: an IDR slice or a parameter set, whole,
 /// aggregated (STAP-A, any unit) or as the first fragment (FU-A). Only NAL headers are read.
@@ -168,9 +167,8 @@ struct Subscriber {
     session: SessionId,
     tracks: HashMap<MediaKind, TrackOut>,
     video: VideoOut,
-    /// While the downlink holds the video below the layer asked for: how many times the
-    /// desired rate was raised to probe for room, and when last.
-    probe: Option<(u64, Instant)>,
+    /// What the receiver reports say of the downlink, and the layer it allows.
+    downlink: Downlink,
 }
 
 #[derive(Debug)]
@@ -193,8 +191,6 @@ enum Work {
     Forward(PeerId, Box<RtpPacket>),
     /// A keyframe of a stream's layer (None: of the layers its subscribers receive or wait for).
     KeyframeFor(StreamId, Option<usize>),
-    /// A subscriber connection's new downlink estimate.
-    Estimate(PeerId, Bitrate),
 }
 
 /// The SFU state machine.
@@ -202,6 +198,7 @@ enum Work {
 pub struct Sfu {
     config: SfuConfig,
     rtc_config: RtcConfig,
+    /// Subscribers' connections also report on their receiver reports.
     subscriber_config: RtcConfig,
     peers: HashMap<PeerId, Peer>,
     next_peer: PeerId,
@@ -220,12 +217,8 @@ pub struct Sfu {
     counters: SfuCounters,
 }
 
-/// How often a subscriber whose layer the downlink holds down probes for room to climb.
-const PROBE_EVERY: Duration = Duration::from_secs(2);
-
-/// Where a subscriber's downlink estimate starts: enough for a 640x360 picture and sound, so
-/// a new viewer starts sharp; it falls from there if the downlink is short.
-const INITIAL_ESTIMATE_BPS: u64 = 1_200_000;
+/// How often a subscriber's connection reports on what its receiver reports said.
+const DOWNLINK_REPORT_EVERY: Duration = Duration::from_millis(500);
 
 fn rtc_config() -> RtcConfig {
     let mut config = Rtc::builder()
@@ -247,7 +240,7 @@ impl Sfu {
         Ok(Sfu {
             config,
             rtc_config: rtc_config(),
-            subscriber_config: rtc_config().enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS))),
+            subscriber_config: rtc_config().set_stats_interval(Some(DOWNLINK_REPORT_EVERY)),
             peers: HashMap::new(),
             next_peer: 1,
             publishers: HashMap::new(),
@@ -370,7 +363,7 @@ impl Sfu {
             session,
             tracks: HashMap::new(),
             video: VideoOut::new(wanted),
-            probe: None,
+            downlink: Downlink::default(),
         });
         let id = self.add_peer(now, rtc, role);
         self.subscribers.entry(stream.clone()).or_default().push(id);
@@ -687,9 +680,17 @@ impl Sfu {
                             work.push(Work::KeyframeFor(s.stream.clone(), None));
                         }
                     }
-                    Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-                        if matches!(peer.role, Role::Subscriber(_)) {
-                            work.push(Work::Estimate(id, estimate));
+                    Event::MediaEgressStats(stats) => {
+                        let is_video = peer.kinds.get(&stats.mid) == Some(&MediaKind::Video);
+                        if let Role::Subscriber(s) = &mut peer.role
+                            && is_video
+                            && s.downlink
+                                .on_report(stats.timestamp, stats.loss, stats.rtt, s.video.current)
+                        {
+                            tracing::debug!(peer = id, cap = ?s.downlink.cap, loss = ?stats.loss, rtt = ?stats.rtt, "the downlink caps the video layer");
+                            s.video.cap = s.downlink.cap;
+                            // A layer let through again must be sent again.
+                            self.dynacast_at = None;
                         }
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => peer.rtc.disconnect(),
@@ -711,7 +712,6 @@ impl Sfu {
                 match item {
                     Work::Forward(from, packet) => next.extend(self.forward(now, from, packet)),
                     Work::KeyframeFor(stream, layer) => next.extend(self.request_keyframe(now, &stream, layer)),
-                    Work::Estimate(sub, estimate) => next.extend(self.on_estimate(now, sub, estimate)),
                 }
             }
             work = next;
@@ -895,74 +895,6 @@ impl Sfu {
         }
         if let (Some(probe), Some(capture_us)) = (&self.config.probe, captured) {
             probe.mark(capture_us, FrameStage::SfuOut);
-        }
-        work
-    }
-
-    /// A subscriber's downlink estimate: caps its layer, and asks for probing up to the layer
-    /// it wants.
-    fn on_estimate(&mut self, now: Instant, sub: PeerId, estimate: Bitrate) -> Vec<Work> {
-        let Some(Peer {
-            role: Role::Subscriber(s),
-            ..
-        }) = self.peers.get(&sub)
-        else {
-            return Vec::new();
-        };
-        let Some(Peer {
-            role: Role::Publisher(p),
-            ..
-        }) = self.publishers.get(&s.stream).and_then(|id| self.peers.get(id))
-        else {
-            return Vec::new();
-        };
-        let cap = layers::cap_for_estimate(&p.layers, estimate.as_u64(), s.video.cap);
-        let rate = |layer: VideoLayer| {
-            layer
-                .index()
-                .map_or(0, |i| p.layers[i].bitrate() + layers::AUDIO_ALLOWANCE_BPS)
-        };
-        let (minimum, desired) = (rate(VideoLayer::Low), rate(s.video.wanted));
-        let Some(peer) = self.peers.get_mut(&sub) else {
-            return Vec::new();
-        };
-        let Role::Subscriber(s) = &mut peer.role else {
-            return Vec::new();
-        };
-        let cap_changed = s.video.cap != cap;
-        if cap_changed {
-            tracing::debug!(
-                peer = sub,
-                estimate = estimate.as_u64(),
-                ?cap,
-                "downlink caps the video layer"
-            );
-            s.video.cap = cap;
-        }
-        // Probing up to the wanted layer (with room to spare) is what lets the estimate, and
-        // so the layer, climb back once the downlink has room again. A layer held down asks
-        // for a little more every PROBE_EVERY: each rise of the desired rate sends a probe
-        // (up to twice the estimate), where sending only what fits would keep the estimate
-        // near what is sent.
-        if s.video.cap < s.video.wanted {
-            if s.probe
-                .is_none_or(|(_, at)| now.saturating_duration_since(at) >= PROBE_EVERY)
-            {
-                let step = s.probe.map_or(1, |(step, _)| step + 1);
-                s.probe = Some((step, now));
-            }
-        } else {
-            s.probe = None;
-        }
-        let nudge = s.probe.map_or(0, |(step, _)| step * 1000);
-        let desired = (desired as f64 * 1.3) as u64 + nudge;
-        peer.rtc
-            .bwe()
-            .set_bitrate(Bitrate::bps(minimum.min(desired)), Bitrate::bps(desired));
-        let work = self.drain(sub);
-        if cap_changed {
-            // A layer let through again must be sent again.
-            self.update_dynacast(now, true);
         }
         work
     }
