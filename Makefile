@@ -79,12 +79,14 @@ test: deps web tests/web/node_modules
 ## Benchmarks; each prints ratios against a baseline measured in the same run. Media and SFU
 ## build in release; the network bench (the desktop player beside Chromium's receiver through
 ## the impairment relay) and the render bench reuse the test build (dependencies optimised);
-## the render bench opens a window, so it runs under Xvfb.
+## the render bench opens a window, so it runs under Xvfb; the swarm bench (25 and 49 publishers,
+## one viewer: what the view's choice of layers saves) reuses the test build too.
 bench: deps tests/web/node_modules
 	cargo bench -p holoroom-engine --bench media
 	cargo bench --profile dev -p holoroom-engine --bench network
 	cargo bench -p holoroom-server --bench sfu
 	xvfb-run -a -s "-screen 0 1280x720x24" cargo bench --profile dev -p holoroom --bench render
+	cargo bench --profile dev -p holoroom --bench swarm
 
 lint: deps
 	cargo fmt --all -- --check

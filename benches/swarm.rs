@@ -250,7 +250,7 @@ fn draw_view_map(seats: usize, pose: Pose, path: &std::path::Path) -> std::io::R
     // The edges of the view: rays along the screen's left and right edges, on the floor.
     let eye = at.translation();
     let forward = at.forward().as_vec3();
-    let half_fov = PerspectiveProjection::default().fov / 2.0 * 16.0 / 9.0;
+    let half_fov = ((PerspectiveProjection::default().fov / 2.0).tan() * 16.0 / 9.0).atan();
     for side in [-1.0f32, 1.0] {
         let flat = Vec3::new(forward.x, 0.0, forward.z).normalize_or(Vec3::Z);
         let edge = Quat::from_rotation_y(side * half_fov) * flat;
@@ -290,6 +290,9 @@ fn main() {
     match std::fs::create_dir_all(&dir).and_then(|()| draw_view_map(25, Pose::Seated, &map)) {
         Ok(()) => println!("the seated view's layers for 25 seats, from above: {}", map.display()),
         Err(err) => println!("the view map could not be written: {err}"),
+    }
+    if std::env::args().any(|a| a == "--map-only") {
+        return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

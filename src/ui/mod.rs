@@ -347,8 +347,14 @@ fn call_panel(
                     ui.label(if speaking { name.strong().color(SPEAKING) } else { name });
                     ui.label(format!("{frames} frames"));
                     if let Some(quality) = quality {
-                        // The layer the view asked for, and why.
-                        ui.label(format!("{} ({})", quality.layer.name(), quality.reason));
+                        // The layer the view asked for and why, and what arrives (the network
+                        // may hold it lower).
+                        let arriving = feed
+                            .and_then(|f| f.slot.latest())
+                            .map(|f| format!(", receiving {}x{}", f.frame.width, f.frame.height))
+                            .unwrap_or_default();
+                        ui.label(format!("{} ({}){arriving}", quality.layer.name(), quality.reason))
+                            .on_hover_text("The video layer this panel asks for: the smallest that covers its size on your screen, none while out of view");
                     }
                     if !local {
                         let mut hear = !muted;
