@@ -349,12 +349,17 @@ fn call_panel(
                     if let Some(quality) = quality {
                         // The layer the view asked for and why, and what arrives (the network
                         // may hold it lower).
+                        // The layer in the panel's row (kept short: the window must not cover the
+                        // room); why and what arrives on hover.
                         let arriving = feed
                             .and_then(|f| f.slot.latest())
-                            .map(|f| format!(", receiving {}x{}", f.frame.width, f.frame.height))
+                            .map(|f| format!("; receiving {}x{}", f.frame.width, f.frame.height))
                             .unwrap_or_default();
-                        ui.label(format!("{} ({}){arriving}", quality.layer.name(), quality.reason))
-                            .on_hover_text("The video layer this panel asks for: the smallest that covers its size on your screen, none while out of view");
+                        ui.label(quality.layer.name()).on_hover_text(format!(
+                            "Video layer asked for: {} ({}){arriving}. The smallest that covers the panel on your screen; none while it is out of view.",
+                            quality.layer.name(),
+                            quality.reason
+                        ));
                     }
                     if !local {
                         let mut hear = !muted;
