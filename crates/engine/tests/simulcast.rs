@@ -413,3 +413,75 @@ async fn a_layer_nobody_receives_is_not_sent_and_comes_back_when_wanted() {
         .await
         .expect("the full picture again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_uplink_sends_the_layer_it_carries_and_climbs_back() {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use holoroom_testkit::{Impairment, UdpRelay};
+
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let mut config = ServerConfig::new(TokenKeys::new(SigningKey::new(
+        "k1",
+        b"simulcast-test-secret-0123".to_vec(),
+    )));
+    config.media.public_ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let server = Server::bind("127.0.0.1:0", config).await.expect("server binds");
+    let advertised = server.media_addr();
+    let real = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), advertised.port());
+    let relay = UdpRelay::start(advertised, real).await.expect("relay binds");
+    let alice = join(&server, "alice").await;
+    let bob = join(&server, "bob").await;
+    let _camera = publish(&alice, "alice-cam", StreamConfig::busy_pattern(640, 360, 15.0)).await;
+    let (remote, _) = play(&bob, "alice-cam").await;
+    Watch::new()
+        .until_size(&remote.video, size_of(VideoLayer::High), Duration::from_secs(10))
+        .await
+        .expect("the full picture");
+    // Bob watches the full picture only: once the others stop, the uplink carries that.
+    until_layers_sent(&server, "alice-cam", &[VideoLayer::High], Duration::from_secs(6)).await;
+    let before = relay.stats().upstream.forwarded_bytes;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let full_bps = (relay.stats().upstream.forwarded_bytes - before) as f64 * 8.0 / 2.0;
+    // Room for the sound and the half-size layer, not for the full picture.
+    let cap = (full_bps * 0.5) as u64;
+    relay.set_upstream(Impairment::clean().with_rate(cap));
+    let capped = Instant::now();
+    let smaller = loop {
+        let height = remote.video.latest().map_or(0, |f| f.frame.height);
+        if height > 0 && height < 360 {
+            break height;
+        }
+        // The full picture's backlog (and the resends of what the full queue dropped) drains
+        // first: pictures resume at a lower layer.
+        assert!(
+            capped.elapsed() < Duration::from_secs(20),
+            "a lower layer once the uplink is short"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "uplink capped at {cap} bit/s ({full_bps:.0} needed): {smaller} lines after {:?}",
+        capped.elapsed()
+    );
+    // The layer settles.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dropped_before = relay.stats().upstream;
+    let (decoded, sent, size) = watch_frames(&remote.video, Duration::from_secs(3)).await;
+    let during = relay.stats().upstream;
+    let dropped = (during.queue_dropped - dropped_before.queue_dropped) as f64;
+    let through = (during.received - dropped_before.received) as f64;
+    println!("capped uplink: decoded {decoded} of {sent} at {size:?}; {dropped} of {through} packets dropped");
+    assert!(decoded as f64 >= 0.9 * sent as f64 && sent >= 30, "{decoded} of {sent}");
+    assert!(
+        dropped / through.max(1.0) < 0.02,
+        "loss under 2%: {dropped} of {through}"
+    );
+    relay.set_upstream(Impairment::clean());
+    let lifted = Instant::now();
+    Watch::new()
+        .until_size(&remote.video, size_of(VideoLayer::High), Duration::from_secs(10))
+        .await
+        .expect("the full picture within 10 s of the uplink's cap lifting");
+    println!("full size again {:?} after the cap lifted", lifted.elapsed());
+}

@@ -8,6 +8,7 @@
 //! - [`timing`]: capture times carried inside the video, and stage marks for measuring.
 //! - [`token`]: the claims inside an access token.
 
+pub mod congestion;
 pub mod ids;
 pub mod messages;
 pub mod timing;

@@ -16,6 +16,7 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedP
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -66,10 +67,12 @@ pub(crate) fn opus_codec() -> RTCRtpCodec {
 
 /// Hands inbound keyframe requests (PLI, FIR) to the application, where the encoder can answer
 /// them; other inbound RTCP has done its work in the interceptors before this one and stops here.
-#[derive(Default)]
+/// On the way, takes the loss the remote's receiver reports give each of our streams: SSRC and
+/// fraction lost (of 256) per report block.
 struct KeyframeRequests {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
+    reports: mpsc::UnboundedSender<Vec<(u32, u8)>>,
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
@@ -81,6 +84,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
+            let blocks: Vec<(u32, u8)> = packets
+                .iter()
+                .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
+                .flat_map(|rr| rr.reports.iter().map(|r| (r.ssrc, r.fraction_lost)))
+                .collect();
+            if !blocks.is_empty() {
+                let _ = self.reports.send(blocks);
+            }
             let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
                 .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
@@ -122,6 +133,8 @@ pub(crate) struct PeerEvents {
     pub state: watch::Receiver<RTCPeerConnectionState>,
     pub gathered: watch::Receiver<bool>,
     pub tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+    /// Receiver reports on our streams: (SSRC, fraction lost of 256) per block.
+    pub reports: Option<mpsc::UnboundedReceiver<Vec<(u32, u8)>>>,
 }
 
 struct Handler {
@@ -212,7 +225,15 @@ pub(crate) async fn new_peer(bind: &str) -> Result<(Peer, PeerEvents), MediaErro
         .map_err(failed)?;
     let registry = Registry::new().with(Slot::NackResponder, NackResponderBuilder::new().with_size(1024).build());
     let registry = configure_twcc_receiver_only(registry, &mut media).map_err(failed)?;
-    let registry = configure_rtcp_reports(registry).with(Slot::from(14_000), KeyframeRequests::default());
+    let (reports_tx, reports) = mpsc::unbounded_channel();
+    let registry = configure_rtcp_reports(registry).with(
+        Slot::from(14_000),
+        KeyframeRequests {
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+            reports: reports_tx,
+        },
+    );
     // Checks every 20 ms instead of 200 ms: the check tick gates both nomination and the
     // first DTLS flight. More attempts keep pairs alive while the answer is on its way.
     // A path silent for 3 s is disconnected (and may come back by itself); silent 4 s more, it
@@ -253,6 +274,7 @@ pub(crate) async fn new_peer(bind: &str) -> Result<(Peer, PeerEvents), MediaErro
             state,
             gathered,
             tracks,
+            reports: Some(reports),
         },
     ))
 }

@@ -2,11 +2,12 @@
 //! the newest captured frame, and a sender task that hands access units to the track.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use holoroom_protocol::VideoLayer;
+use holoroom_protocol::congestion::CongestionCap;
 use holoroom_protocol::timing::{FrameStage, capture_time_sei};
 use holoroom_protocol::{PublishRequest, Request, ResponseBody, StreamId};
 use rtc::media::Sample;
@@ -81,12 +82,67 @@ fn sdes(uri: &'static str, value: &str) -> HeaderExtension {
     }
 }
 
+/// The layers to encode: those someone receives (dynacast) up to what the uplink carries; when
+/// a wanted layer is above that, the highest layer the uplink carries instead, so that its
+/// viewers get the best picture that gets through.
+fn layers_to_send(local: &LocalStream, uplink_cap: &AtomicUsize) -> [bool; 3] {
+    let wanted = [0, 1, 2].map(|layer| local.layer_wanted(layer));
+    within_uplink(wanted, uplink_cap.load(Ordering::Relaxed))
+}
+
+fn within_uplink(wanted: [bool; 3], cap: usize) -> [bool; 3] {
+    let mut send = [0, 1, 2].map(|layer| wanted[layer] && layer <= cap);
+    if wanted.iter().skip(cap + 1).any(|&w| w) {
+        send[cap.min(2)] = true;
+    }
+    send
+}
+
+/// Judges the uplink by the SFU's receiver reports on the video (the worst loss of the layers)
+/// and the round trip ICE measures, at each report, and sets the highest layer it carries.
+async fn judge_uplink(
+    pc: Peer,
+    ssrcs: Vec<u32>,
+    mut reports: mpsc::UnboundedReceiver<Vec<(u32, u8)>>,
+    (local, uplink_cap): (LocalStream, Arc<AtomicUsize>),
+    running: Arc<AtomicBool>,
+) {
+    let mut judge = CongestionCap::default();
+    while let Some(blocks) = reports.recv().await {
+        if !running.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(lost) = blocks
+            .iter()
+            .filter(|(ssrc, _)| ssrcs.contains(ssrc))
+            .map(|&(_, lost)| lost)
+            .max()
+        else {
+            continue;
+        };
+        let now = Instant::now();
+        let rtt = pc
+            .get_stats(now, StatsSelector::None)
+            .await
+            .candidate_pairs()
+            .filter(|p| p.nominated && p.current_round_trip_time > 0.0)
+            .map(|p| Duration::from_secs_f64(p.current_round_trip_time))
+            .next();
+        let loss = f32::from(lost) / 256.0;
+        let sending = layers_to_send(&local, &uplink_cap).iter().rposition(|&s| s);
+        if judge.on_report(now, Some(loss), rtt, sending) {
+            tracing::debug!(cap = ?judge.cap, loss, ?rtt, "the uplink caps the video layers");
+            uplink_cap.store(judge.cap.index().unwrap_or(0), Ordering::Relaxed);
+        }
+    }
+}
+
 /// Sends a pre-encoded clip's layers in a loop at its frame rate while `running`, those that
 /// someone receives; a keyframe request, or a layer wanted again, starts the loop over (every
 /// layer's first unit is a keyframe).
 fn loop_clip(
     clip: EncodedClip,
-    local: LocalStream,
+    (local, uplink_cap): (LocalStream, Arc<AtomicUsize>),
     keyframes: Arc<[AtomicBool; 3]>,
     running: Arc<AtomicBool>,
     units: mpsc::Sender<Unit>,
@@ -99,7 +155,7 @@ fn loop_clip(
     let mut sending = [true; 3];
     let mut skipped = [0u16; 3];
     while running.load(Ordering::Relaxed) && !clip.is_empty() {
-        let wanted = [0, 1, 2].map(|layer| local.layer_wanted(layer));
+        let wanted = layers_to_send(&local, &uplink_cap);
         if (0..3).any(|layer| wanted[layer] && !sending[layer]) {
             frame = 0;
         }
@@ -290,17 +346,21 @@ async fn publish(
     let keyframes: Arc<[AtomicBool; 3]> = Arc::new([true, true, true].map(AtomicBool::new));
     let frames_encoded = Arc::new(AtomicU64::new(0));
     let bytes_encoded = Arc::new(AtomicU64::new(0));
+    // The highest layer the uplink carries (an index into LAYERS), as its receiver reports tell.
+    let uplink_cap = Arc::new(AtomicUsize::new(LAYERS.len() - 1));
     let (units_tx, mut units_rx) = mpsc::channel::<Unit>(8);
     if let Some(clip) = local.clip().cloned() {
         let counters = (frames_encoded.clone(), bytes_encoded.clone());
         let (local, keyframes, running) = (local.clone(), keyframes.clone(), running.clone());
+        let uplink_cap = uplink_cap.clone();
         std::thread::Builder::new()
             .name(format!("clip-{stream_id}"))
-            .spawn(move || loop_clip(clip, local, keyframes, running, units_tx, counters))
+            .spawn(move || loop_clip(clip, (local, uplink_cap), keyframes, running, units_tx, counters))
             .map_err(|e| MediaError::Connection(format!("can't start the clip thread: {e}")))?;
     } else {
         let preview = local.preview().clone();
         let local = local.clone();
+        let uplink_cap = uplink_cap.clone();
         let keyframes = keyframes.clone();
         let running = running.clone();
         let frames_encoded = frames_encoded.clone();
@@ -332,7 +392,7 @@ async fn publish(
                     seen = frame.sequence;
                     // The frame's capture time travels with each layer's picture, ahead of it.
                     let capture_us = unix_micros().saturating_sub(frame.at.elapsed().as_micros() as u64);
-                    let wanted = [0, 1, 2].map(|layer| local.layer_wanted(layer));
+                    let wanted = layers_to_send(&local, &uplink_cap);
                     let half = (wanted[0] || wanted[1]).then(|| frame.frame.half()).flatten();
                     let quarter = wanted[0].then(|| half.as_ref().and_then(VideoFrame::half)).flatten();
                     let pictures = [quarter.as_ref(), half.as_ref(), Some(&frame.frame)];
@@ -404,10 +464,23 @@ async fn publish(
         });
     }
 
+    // The uplink: the SFU's receiver reports on the video, judged as the SFU judges downlinks.
+    if let Some(reports) = peer_events.reports.take() {
+        let judged = (local.clone(), uplink_cap.clone());
+        tokio::spawn(judge_uplink(
+            pc.clone(),
+            ssrcs.clone(),
+            reports,
+            judged,
+            running.clone(),
+        ));
+    }
+
     // The sender: writes access units and reports quality.
     let pc_for_sender = pc.clone();
     let stream = stream_id.clone();
     let sender_running = running.clone();
+    let (sent_local, sent_cap) = (local.clone(), uplink_cap.clone());
     tokio::spawn(async move {
         // Reports cover whole intervals from now: frames encoded while connecting are not counted
         // in the first, and a stalled runtime delays the next report instead of bursting.
@@ -445,11 +518,16 @@ async fn publish(
                         .filter(|p| p.nominated)
                         .map(|p| (p.current_round_trip_time * 1000.0) as f32)
                         .next();
+                    // The size of the top layer being sent (none while nobody watches).
+                    let scale = layers_to_send(&sent_local, &sent_cap)
+                        .iter()
+                        .rposition(|&s| s)
+                        .map_or(0, |top| LAYERS[top].scale_down());
                     let _ = events.send(EngineEvent::PublishQualityUpdate {
                         stream_id: stream.clone(),
                         quality: StreamQuality {
-                            width,
-                            height,
+                            width: width.checked_div(scale).unwrap_or(0),
+                            height: height.checked_div(scale).unwrap_or(0),
                             fps: (frames - last.1) as f32 / secs,
                             kbps: (bytes - last.2) as f32 * 8.0 / 1000.0 / secs,
                             rtt_ms,
@@ -595,6 +673,19 @@ async fn send_audio(
 mod tests {
     use super::*;
     use holoroom_protocol::timing::access_unit_capture_time;
+
+    #[test]
+    fn a_short_uplink_sends_the_best_layer_it_carries() {
+        assert_eq!(within_uplink([true; 3], 2), [true; 3]);
+        assert_eq!(
+            within_uplink([false, false, true], 1),
+            [false, true, false],
+            "high wanted, medium instead"
+        );
+        assert_eq!(within_uplink([true, false, true], 0), [true, false, false]);
+        assert_eq!(within_uplink([true, true, false], 1), [true, true, false]);
+        assert_eq!(within_uplink([false; 3], 0), [false; 3], "nobody watches: nothing");
+    }
 
     #[test]
     fn sound_levels_are_minus_dbov() {

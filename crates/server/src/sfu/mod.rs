@@ -36,7 +36,8 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::rooms::SessionId;
-use layers::{Downlink, LayerIn, PacketIn, Verdict, VideoOut};
+use holoroom_protocol::congestion::CongestionCap;
+use layers::{LayerIn, PacketIn, Verdict, VideoOut};
 
 /// Whether an H.264 RTP payload begins a keyframe: an IDR slice or a parameter set, whole,
 /// aggregated (STAP-A, any unit) or as the first fragment (FU-A). Only NAL headers are read.
@@ -168,7 +169,7 @@ struct Subscriber {
     tracks: HashMap<MediaKind, TrackOut>,
     video: VideoOut,
     /// What the receiver reports say of the downlink, and the layer it allows.
-    downlink: Downlink,
+    downlink: CongestionCap,
 }
 
 #[derive(Debug)]
@@ -363,7 +364,7 @@ impl Sfu {
             session,
             tracks: HashMap::new(),
             video: VideoOut::new(wanted),
-            downlink: Downlink::default(),
+            downlink: CongestionCap::default(),
         });
         let id = self.add_peer(now, rtc, role);
         self.subscribers.entry(stream.clone()).or_default().push(id);
