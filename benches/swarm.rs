@@ -11,9 +11,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bevy::camera::{CameraProjection, ComputedCameraValues, RenderTargetInfo};
 use bevy::prelude::*;
-use holoroom::quality::{on_screen_height, wanted_layer};
+use holoroom::quality::{measuring_camera, on_screen_height, wanted_layer};
 use holoroom::room::participants::seat_transform;
 use holoroom_engine::codec::encode_clip;
 use holoroom_engine::protocol::{
@@ -66,19 +65,7 @@ enum Pose {
 
 /// The viewer's camera at seat 0 in `pose`, 1280x720.
 fn viewer_camera(pose: Pose) -> (Camera, GlobalTransform) {
-    let mut projection = PerspectiveProjection::default();
-    projection.update(1280.0, 720.0);
-    let camera = Camera {
-        computed: ComputedCameraValues {
-            clip_from_view: projection.get_clip_from_view(),
-            target_info: Some(RenderTargetInfo {
-                physical_size: UVec2::new(1280, 720),
-                scale_factor: 1.0,
-            }),
-            ..default()
-        },
-        ..default()
-    };
+    let camera = measuring_camera(1280, 720);
     let seat = seat_transform(0).translation;
     let outward = Vec3::new(seat.x, 0.0, seat.z).normalize_or(Vec3::Z);
     let place = match pose {

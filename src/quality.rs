@@ -243,6 +243,26 @@ pub fn on_screen_height(camera: &Camera, camera_transform: &GlobalTransform, cen
     Some(height * physical.y / logical.y.max(1.0))
 }
 
+/// A camera that renders nothing, set up as a `width`x`height` window's camera with the default
+/// perspective would be: for measuring what a view shows without rendering it (headless apps,
+/// tests, benches).
+pub fn measuring_camera(width: u32, height: u32) -> Camera {
+    use bevy::camera::{CameraProjection, ComputedCameraValues, RenderTargetInfo};
+    let mut projection = PerspectiveProjection::default();
+    projection.update(width as f32, height as f32);
+    Camera {
+        computed: ComputedCameraValues {
+            clip_from_view: projection.get_clip_from_view(),
+            target_info: Some(RenderTargetInfo {
+                physical_size: UVec2::new(width, height),
+                scale_factor: 1.0,
+            }),
+            ..default()
+        },
+        ..default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,26 +315,9 @@ mod tests {
         );
     }
 
-    /// A 1280x720 camera with the default perspective at `eye`, looking at `target`.
     fn camera(eye: Vec3, target: Vec3) -> (Camera, GlobalTransform) {
-        use bevy::camera::{CameraProjection, ComputedCameraValues, RenderTargetInfo};
-        let mut projection = PerspectiveProjection::default();
-        projection.update(1280.0, 720.0);
-        let camera = Camera {
-            computed: ComputedCameraValues {
-                clip_from_view: projection.get_clip_from_view(),
-                target_info: Some(RenderTargetInfo {
-                    physical_size: UVec2::new(1280, 720),
-                    scale_factor: 1.0,
-                }),
-                ..default()
-            },
-            ..default()
-        };
-        (
-            camera,
-            GlobalTransform::from(Transform::from_translation(eye).looking_at(target, Vec3::Y)),
-        )
+        let place = Transform::from_translation(eye).looking_at(target, Vec3::Y);
+        (measuring_camera(1280, 720), GlobalTransform::from(place))
     }
 
     #[test]

@@ -290,23 +290,10 @@ fn a_joined_app_shows_each_bot_with_live_video() {
     drop(room.runtime);
 }
 
-/// A viewer's camera for measuring panels without rendering: 1280x720, the default
-/// perspective, at `eye` looking at `target`.
+/// A viewer's camera for measuring panels without rendering: 1280x720 at `eye` looking at
+/// `target`.
 fn measuring_camera(eye: Vec3, target: Vec3) -> (Camera, Transform) {
-    use bevy::camera::{CameraProjection, ComputedCameraValues, RenderTargetInfo};
-    let mut projection = PerspectiveProjection::default();
-    projection.update(1280.0, 720.0);
-    let camera = Camera {
-        computed: ComputedCameraValues {
-            clip_from_view: projection.get_clip_from_view(),
-            target_info: Some(RenderTargetInfo {
-                physical_size: UVec2::new(1280, 720),
-                scale_factor: 1.0,
-            }),
-            ..default()
-        },
-        ..default()
-    };
+    let camera = holoroom::quality::measuring_camera(1280, 720);
     (camera, Transform::from_translation(eye).looking_at(target, Vec3::Y))
 }
 

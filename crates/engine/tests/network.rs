@@ -6,12 +6,11 @@
 //! freezes, glass-to-glass from the capture time frames carry, the tone's continuity.
 //! The tests run one at a time: two cores are all there is.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use holoroom_engine::media::{FrameSlot, dominant_frequency, unix_micros};
 use holoroom_engine::{Engine, EngineEvent, LocalStream, PlayerState, PublisherState, RemoteStream, StreamConfig};
-use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
+use holoroom_server::Server;
 use holoroom_testkit::{Impairment, UdpRelay};
 use tokio::sync::Mutex;
 
@@ -32,15 +31,7 @@ struct Call {
 }
 
 async fn call(width: u32, height: u32) -> Call {
-    let mut config = ServerConfig::new(TokenKeys::new(SigningKey::new(
-        "k1",
-        b"network-test-secret-0123456".to_vec(),
-    )));
-    config.media.public_ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
-    let server = Server::bind("127.0.0.1:0", config).await.expect("server binds");
-    let advertised = server.media_addr();
-    let real = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), advertised.port());
-    let relay = UdpRelay::start(advertised, real).await.expect("relay binds");
+    let (server, relay) = common::server_behind_relay(b"network-test-secret-0123456").await;
     let alice = join(&server, "alice").await;
     let bob = join(&server, "bob").await;
     let camera = publish(&alice, "cam", StreamConfig::test_pattern(width, height, 30.0)).await;

@@ -77,18 +77,14 @@ impl Watch {
 async fn each_layer_decodes_at_its_size_and_switching_keeps_the_picture_going() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let server = server().await;
-    let alice = join(&server, "alice").await;
-    let bob = join(&server, "bob").await;
-    let _camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(640, 360, 15.0)).await;
-    let (remote, _) = play(&bob, "alice-cam").await;
-    let mut watch = Watch::new();
-    assert!(
-        watch
-            .until_size(&remote.video, size_of(VideoLayer::High), Duration::from_secs(10))
-            .await
-            .is_some(),
-        "the full picture first"
-    );
+    // Alice and her camera stay bound: they publish for the whole test.
+    let Pair {
+        _alice,
+        bob,
+        _camera,
+        remote,
+        mut watch,
+    } = alice_to_bob(&server).await;
     // All three layers arrive at first (layers nobody wants stop a while later).
     assert_eq!(
         server.layers_sent(&stream("alice-cam")).await.expect("layers"),
@@ -129,6 +125,34 @@ async fn each_layer_decodes_at_its_size_and_switching_keeps_the_picture_going() 
     assert!(counters.layer_switches >= 23, "{counters:?}");
 }
 
+/// Alice publishing the 640x360 pattern and Bob playing it, seen at full size.
+struct Pair {
+    _alice: holoroom_engine::Engine,
+    bob: holoroom_engine::Engine,
+    _camera: holoroom_engine::LocalStream,
+    remote: RemoteStream,
+    watch: Watch,
+}
+
+async fn alice_to_bob(server: &Server) -> Pair {
+    let alice = join(server, "alice").await;
+    let bob = join(server, "bob").await;
+    let camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(640, 360, 15.0)).await;
+    let (remote, _) = play(&bob, "alice-cam").await;
+    let mut watch = Watch::new();
+    watch
+        .until_size(&remote.video, size_of(VideoLayer::High), Duration::from_secs(10))
+        .await
+        .expect("a picture at full size");
+    Pair {
+        _alice: alice,
+        bob,
+        _camera: camera,
+        remote,
+        watch,
+    }
+}
+
 /// Video packets that reached the player so far.
 fn packets(remote: &RemoteStream) -> u64 {
     remote.receive.video().packets
@@ -138,15 +162,14 @@ fn packets(remote: &RemoteStream) -> u64 {
 async fn a_paused_stream_sends_no_video_and_resumes_with_a_picture_while_sound_goes_on() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let server = server().await;
-    let alice = join(&server, "alice").await;
-    let bob = join(&server, "bob").await;
-    let _camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(640, 360, 15.0)).await;
-    let (remote, _) = play(&bob, "alice-cam").await;
-    let mut watch = Watch::new();
-    watch
-        .until_size(&remote.video, size_of(VideoLayer::High), Duration::from_secs(10))
-        .await
-        .expect("a picture");
+    // Alice and her camera stay bound: they publish for the whole test.
+    let Pair {
+        _alice,
+        bob,
+        _camera,
+        remote,
+        mut watch,
+    } = alice_to_bob(&server).await;
 
     bob.set_video_layer(stream("alice-cam"), VideoLayer::Off);
     // What was on its way when the pause arrived may still land.
@@ -254,20 +277,10 @@ async fn watch_frames(slot: &FrameSlot, window: Duration) -> (u64, u64, (u32, u3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_downlink_gets_lower_layers_at_full_frame_rate_and_climbs_back() {
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
-    use holoroom_testkit::{Impairment, UdpRelay};
+    use holoroom_testkit::Impairment;
 
     let _serial = ONE_AT_A_TIME.lock().await;
-    let mut config = ServerConfig::new(TokenKeys::new(SigningKey::new(
-        "k1",
-        b"simulcast-test-secret-0123".to_vec(),
-    )));
-    config.media.public_ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
-    let server = Server::bind("127.0.0.1:0", config).await.expect("server binds");
-    let advertised = server.media_addr();
-    let real = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), advertised.port());
-    let relay = UdpRelay::start(advertised, real).await.expect("relay binds");
+    let (server, relay) = common::server_behind_relay(b"simulcast-test-secret-0123").await;
 
     let viewer = join(&server, "viewer").await;
     let mut publishers = Vec::new();
@@ -384,15 +397,14 @@ async fn until_layers_sent(server: &Server, stream_id: &str, layers: &[VideoLaye
 async fn a_layer_nobody_receives_is_not_sent_and_comes_back_when_wanted() {
     let _serial = ONE_AT_A_TIME.lock().await;
     let server = server().await;
-    let alice = join(&server, "alice").await;
-    let bob = join(&server, "bob").await;
-    let _camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(640, 360, 15.0)).await;
-    let (remote, _) = play(&bob, "alice-cam").await;
-    let mut watch = Watch::new();
-    watch
-        .until_size(&remote.video, size_of(VideoLayer::High), Duration::from_secs(10))
-        .await
-        .expect("a picture");
+    // Alice and her camera stay bound: they publish for the whole test.
+    let Pair {
+        _alice,
+        bob,
+        _camera,
+        remote,
+        mut watch,
+    } = alice_to_bob(&server).await;
     // Bob watches the full picture only: the smaller layers stop.
     let took = until_layers_sent(&server, "alice-cam", &[VideoLayer::High], Duration::from_secs(6)).await;
     println!("unwanted layers stopped after {took:?}");
@@ -416,20 +428,10 @@ async fn a_layer_nobody_receives_is_not_sent_and_comes_back_when_wanted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_uplink_sends_the_layer_it_carries_and_climbs_back() {
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
-    use holoroom_testkit::{Impairment, UdpRelay};
+    use holoroom_testkit::Impairment;
 
     let _serial = ONE_AT_A_TIME.lock().await;
-    let mut config = ServerConfig::new(TokenKeys::new(SigningKey::new(
-        "k1",
-        b"simulcast-test-secret-0123".to_vec(),
-    )));
-    config.media.public_ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
-    let server = Server::bind("127.0.0.1:0", config).await.expect("server binds");
-    let advertised = server.media_addr();
-    let real = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), advertised.port());
-    let relay = UdpRelay::start(advertised, real).await.expect("relay binds");
+    let (server, relay) = common::server_behind_relay(b"simulcast-test-secret-0123").await;
     let alice = join(&server, "alice").await;
     let bob = join(&server, "bob").await;
     let _camera = publish(&alice, "alice-cam", StreamConfig::busy_pattern(640, 360, 15.0)).await;

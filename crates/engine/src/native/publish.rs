@@ -82,6 +82,24 @@ fn sdes(uri: &'static str, value: &str) -> HeaderExtension {
     }
 }
 
+/// Hands one layer's access unit to the sender with the frames that layer skipped before it,
+/// and counts its bytes; false once the sender is gone.
+fn send_unit(
+    units: &mpsc::Sender<Unit>,
+    (layer, data, duration): (usize, Bytes, Duration),
+    skipped: &mut [u16; 3],
+    bytes: &AtomicU64,
+) -> bool {
+    bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+    let unit = Unit {
+        layer,
+        data,
+        duration,
+        skipped: std::mem::take(&mut skipped[layer]),
+    };
+    units.blocking_send(unit).is_ok()
+}
+
 /// The layers to encode: those someone receives (dynacast) up to what the uplink carries; when
 /// a wanted layer is above that, the highest layer the uplink carries instead, so that its
 /// viewers get the best picture that gets through.
@@ -175,14 +193,8 @@ fn loop_clip(
         }
         for layer in (0..LAYERS.len()).rev().filter(|&layer| wanted[layer]) {
             let Some(data) = clip.unit(layer, frame) else { continue };
-            bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-            let unit = Unit {
-                layer,
-                data: Bytes::copy_from_slice(data),
-                duration,
-                skipped: std::mem::take(&mut skipped[layer]),
-            };
-            if units.blocking_send(unit).is_err() {
+            let unit = (layer, Bytes::copy_from_slice(data), duration);
+            if !send_unit(&units, unit, &mut skipped, &bytes) {
                 return;
             }
         }
@@ -418,14 +430,8 @@ async fn publish(
                                     }
                                     frames_encoded.fetch_add(1, Ordering::Relaxed);
                                 }
-                                bytes_encoded.fetch_add(data.len() as u64, Ordering::Relaxed);
-                                let unit = Unit {
-                                    layer,
-                                    data: Bytes::from(data),
-                                    duration,
-                                    skipped: std::mem::take(&mut skipped[layer]),
-                                };
-                                if units_tx.blocking_send(unit).is_err() {
+                                let unit = (layer, Bytes::from(data), duration);
+                                if !send_unit(&units_tx, unit, &mut skipped, &bytes_encoded) {
                                     return;
                                 }
                             }

@@ -111,3 +111,21 @@ pub async fn first_frame(slot: &FrameSlot) -> holoroom_engine::media::SlotFrame 
         .expect("wait task")
         .expect("a decoded frame arrives")
 }
+
+/// A room server whose media address is 127.0.0.2, where an impairment relay passes every
+/// datagram on to its real socket (and impairs them as told), so every media path between
+/// engines and the SFU, both legs, both ways, goes through the relay. Signaling is direct.
+pub async fn server_behind_relay(secret: &[u8]) -> (Server, holoroom_testkit::UdpRelay) {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let mut config = holoroom_server::ServerConfig::new(holoroom_server::TokenKeys::new(
+        holoroom_server::SigningKey::new("k1", secret.to_vec()),
+    ));
+    config.media.public_ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    let server = Server::bind("127.0.0.1:0", config).await.expect("server binds");
+    let advertised = server.media_addr();
+    let real = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), advertised.port());
+    let relay = holoroom_testkit::UdpRelay::start(advertised, real)
+        .await
+        .expect("relay binds");
+    (server, relay)
+}
