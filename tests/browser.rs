@@ -189,7 +189,21 @@ fn run(web_dir: PathBuf) -> Result<()> {
         "browser: the bot sees the camera at {size:?} {:?} after its first frame",
         full.elapsed()
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // The bot watches the full picture only: the page stops sending the half-size encoding
+    // once the server says nobody receives it (dynacast).
+    let asked = Instant::now();
+    loop {
+        let layers = runtime.block_on(server.layers_sent(&browser_stream))?;
+        if layers == [VideoLayer::High] {
+            println!("browser: only the full layer is sent {:?} later", asked.elapsed());
+            break;
+        }
+        ensure!(
+            asked.elapsed() < Duration::from_secs(10),
+            "the page still sends {layers:?} while only the full layer is watched"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // The network drops the page's connections: it must come back (Reconnected, video again)
     // and go on publishing.
     let at_cut = bot

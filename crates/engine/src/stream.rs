@@ -167,8 +167,8 @@ struct Inner {
     audio_muted: AtomicBool,
     /// The gain on the sound sent (`setCaptureVolume`), as f32 bits.
     audio_volume: AtomicU32,
-    /// Which simulcast layers (lowest first) someone receives, as the server last said; the
-    /// desktop engine encodes only those.
+    /// Which simulcast layers (lowest first) someone receives, as the server last said; only
+    /// those are sent (the desktop engine encodes only those, a browser turns the others off).
     layers_wanted: [AtomicBool; 3],
     /// The camera and microphone, held here so that destroying the stream releases them at
     /// once (another stream may want them next).

@@ -142,12 +142,12 @@ async fn negotiate(
 }
 
 /// Video counters of one direction, read from the connection's statistics.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct VideoStats {
-    frames: u64,
+    /// Each video RTP stream (a simulcast layer when publishing): its RID, frames so far, size.
+    streams: Vec<(String, u64, u32, u32)>,
+    /// Bytes of all of them.
     bytes: u64,
-    width: u32,
-    height: u32,
     lost: i64,
     received: u64,
     /// What the receiving side reported lost (publishing), 0 to 1.
@@ -171,12 +171,15 @@ async fn video_stats(pc: &RtcPeerConnection, publishing: bool) -> Option<VideoSt
         if kind == wanted && text(&entry, "kind").as_deref() == Some("video") {
             let frames_key = if publishing { "framesEncoded" } else { "framesDecoded" };
             let bytes_key = if publishing { "bytesSent" } else { "bytesReceived" };
-            stats.frames = number(&entry, frames_key).unwrap_or(0.0) as u64;
-            stats.bytes = number(&entry, bytes_key).unwrap_or(0.0) as u64;
-            stats.width = number(&entry, "frameWidth").unwrap_or(0.0) as u32;
-            stats.height = number(&entry, "frameHeight").unwrap_or(0.0) as u32;
-            stats.lost = number(&entry, "packetsLost").unwrap_or(0.0) as i64;
-            stats.received = number(&entry, "packetsReceived").unwrap_or(0.0) as u64;
+            stats.streams.push((
+                text(&entry, "rid").unwrap_or_default(),
+                number(&entry, frames_key).unwrap_or(0.0) as u64,
+                number(&entry, "frameWidth").unwrap_or(0.0) as u32,
+                number(&entry, "frameHeight").unwrap_or(0.0) as u32,
+            ));
+            stats.bytes += number(&entry, bytes_key).unwrap_or(0.0) as u64;
+            stats.lost += number(&entry, "packetsLost").unwrap_or(0.0) as i64;
+            stats.received += number(&entry, "packetsReceived").unwrap_or(0.0) as u64;
         } else if publishing && kind == "remote-inbound-rtp" && text(&entry, "kind").as_deref() == Some("video") {
             stats.fraction_lost = number(&entry, "fractionLost").map(|f| f as f32);
         } else if kind == "candidate-pair" && get(&entry, "nominated").and_then(|v| v.as_bool()) == Some(true) {
@@ -234,10 +237,21 @@ async fn watch(
             let secs = ((at - then) / 1000.0).max(1e-3) as f32;
             let lost = (now.lost - before.lost).max(0) as f32;
             let received = now.received.saturating_sub(before.received) as f32;
+            // The largest stream that moved (when publishing simulcast, the top layer sent).
+            let (frames, width, height) = now
+                .streams
+                .iter()
+                .filter_map(|(rid, frames, width, height)| {
+                    let (_, then, ..) = before.streams.iter().find(|s| s.0 == *rid)?;
+                    let moved = frames.saturating_sub(*then);
+                    (moved > 0).then_some((moved, *width, *height))
+                })
+                .max_by_key(|&(_, _, height)| height)
+                .unwrap_or_default();
             let quality = StreamQuality {
-                width: now.width,
-                height: now.height,
-                fps: now.frames.saturating_sub(before.frames) as f32 / secs,
+                width,
+                height,
+                fps: frames as f32 / secs,
                 kbps: now.bytes.saturating_sub(before.bytes) as f32 * 8.0 / 1000.0 / secs,
                 rtt_ms: now.rtt_ms,
                 loss_fraction: if lost + received > 0.0 {
@@ -245,7 +259,7 @@ async fn watch(
                 } else {
                     0.0
                 },
-                frames: now.frames,
+                frames: now.streams.iter().map(|s| s.1).max().unwrap_or(0),
             };
             let event = if publishing {
                 EngineEvent::PublishQualityUpdate {
@@ -319,6 +333,56 @@ fn simulcast_encodings(local: &LocalStream) -> js_sys::Array {
     encodings
 }
 
+/// Turns the browser's simulcast encodings on and off as the server says someone receives
+/// their layers (dynacast), looking four times a second while the media connection lasts.
+async fn follow_layers_wanted(sender: JsValue, local: LocalStream, session: Rc<MediaSession>) {
+    let mut applied = None;
+    while !session.is_closed() {
+        let wanted = [0, 1, 2].map(|layer| local.layer_wanted(layer));
+        if applied != Some(wanted) {
+            match set_encodings_active(&sender, wanted).await {
+                Ok(()) => applied = Some(wanted),
+                Err(err) => tracing::debug!(%err, "the simulcast encodings could not be switched"),
+            }
+        }
+        sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// `sender.setParameters` with each encoding `active` as its layer is wanted.
+async fn set_encodings_active(sender: &JsValue, wanted: [bool; 3]) -> Result<(), String> {
+    let call = |name: &str, args: &js_sys::Array| -> Result<JsValue, String> {
+        let method: js_sys::Function = js_sys::Reflect::get(sender, &JsValue::from_str(name))
+            .map_err(describe)?
+            .dyn_into()
+            .map_err(|_| format!("the sender has no {name}"))?;
+        method.apply(sender, args).map_err(describe)
+    };
+    let parameters = call("getParameters", &js_sys::Array::new())?;
+    let encodings: js_sys::Array = js_sys::Reflect::get(&parameters, &JsValue::from_str("encodings"))
+        .map_err(describe)?
+        .dyn_into()
+        .map_err(|_| "the sender's parameters have no encodings".to_string())?;
+    for encoding in encodings.iter() {
+        let rid = js_sys::Reflect::get(&encoding, &JsValue::from_str("rid"))
+            .ok()
+            .and_then(|rid| rid.as_string())
+            .unwrap_or_default();
+        if let Some(layer) = VideoLayer::from_rid(&rid).index() {
+            js_sys::Reflect::set(
+                &encoding,
+                &JsValue::from_str("active"),
+                &JsValue::from_bool(wanted[layer]),
+            )
+            .map_err(describe)?;
+        }
+    }
+    let promise: js_sys::Promise = call("setParameters", &js_sys::Array::of1(&parameters))?
+        .dyn_into()
+        .map_err(|_| "setParameters did not return a promise".to_string())?;
+    resolve(promise).await.map(drop)
+}
+
 /// Publishes local stream `local` (its camera and microphone) as `stream_id`.
 pub(crate) async fn publish(
     signaling: Signaling,
@@ -334,6 +398,7 @@ pub(crate) async fn publish(
             let camera = local_media(local.key()).await.map_err(MediaError::Capture)?;
             let pc = new_pc()?;
             session.attach(&pc)?;
+            let mut video_sender = None;
             for track in camera.get_tracks().iter() {
                 let Ok(track) = track.dyn_into::<web_sys::MediaStreamTrack>() else {
                     continue;
@@ -344,7 +409,10 @@ pub(crate) async fn publish(
                 if track.kind() == "video" {
                     init.set_send_encodings(&simulcast_encodings(&local));
                 }
-                pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
+                let transceiver = pc.add_transceiver_with_media_stream_track_and_init(&track, &init);
+                if track.kind() == "video" {
+                    video_sender = js_sys::Reflect::get(&transceiver, &JsValue::from_str("sender")).ok();
+                }
             }
             if session.is_closed() {
                 return Err(connection_error("stopped"));
@@ -358,7 +426,11 @@ pub(crate) async fn publish(
                     media_id: Some(media_id),
                 })
             };
-            negotiate(&pc, &session, &signaling, request).await.map(drop)
+            negotiate(&pc, &session, &signaling, request).await?;
+            if let Some(sender) = video_sender {
+                wasm_bindgen_futures::spawn_local(follow_layers_wanted(sender, local.clone(), session.clone()));
+            }
+            Ok(())
         }
     };
     run_once(session, true, events, link, setup).await;
