@@ -5,8 +5,9 @@
 //! same run the viewer receives every stream at the full layer, then the layers the app's
 //! view code asks for (`holoroom::quality`: the smallest layer covering each panel as the
 //! viewer's camera shows it, nothing for panels out of view). It prints the viewer's video
-//! downlink and decode time for both, and the ratios (targets: 4x less at 25, 6x at 49, with
-//! the large panels at the full layer).
+//! downlink, decode time and packets lost, and the room server's CPU, for both, and the ratios
+//! (targets: 4x less at 25, 6x at 49, with the large panels at the full layer); then layer
+//! switch latency in the full room. `--map-only` draws the seated view's layers and stops.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -82,28 +83,95 @@ fn viewer_camera(pose: Pose) -> (Camera, GlobalTransform) {
     (camera, GlobalTransform::from(place))
 }
 
-/// What the viewer received and decoded over a while, summed over its streams.
+/// What the viewer received and decoded over a while, summed over its streams, and what the
+/// room server's threads spent.
 #[derive(Debug, Clone, Copy)]
 struct Load {
     kbps: f64,
     decode_ms_per_s: f64,
+    /// Video packets the viewer's receive buffers gave up on, of those that came.
+    lost: u64,
+    packets: u64,
+    /// The server's CPU time per second (1.0 is one core).
+    server_cpu: f64,
+}
+
+/// The room server's runtime threads.
+const SERVER_THREAD: &str = "holoroom-server";
+
+/// CPU time so far of this process's threads named `name` (Linux: /proc/self/task/*/stat).
+fn thread_cpu(name: &str) -> Duration {
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        ticks += field(14) + field(15);
+    }
+    Duration::from_secs_f64(ticks as f64 / ticks_per_second)
 }
 
 fn measure(remotes: &[RemoteStream]) -> Load {
     let totals = |remotes: &[RemoteStream]| {
-        remotes.iter().fold((0u64, Duration::ZERO), |(bytes, time), r| {
-            (bytes + r.receive.video_bytes(), time + r.receive.decode_time())
-        })
+        remotes
+            .iter()
+            .fold((0u64, Duration::ZERO, 0u64, 0u64), |(bytes, time, lost, packets), r| {
+                let video = r.receive.video();
+                (
+                    bytes + r.receive.video_bytes(),
+                    time + r.receive.decode_time(),
+                    lost + video.lost,
+                    packets + video.packets,
+                )
+            })
     };
-    let (bytes, time) = totals(remotes);
+    let (bytes, time, lost, packets) = totals(remotes);
+    let cpu = thread_cpu(SERVER_THREAD);
     let start = Instant::now();
     std::thread::sleep(MEASURE);
-    let (bytes_after, time_after) = totals(remotes);
+    let (bytes_after, time_after, lost_after, packets_after) = totals(remotes);
     let secs = start.elapsed().as_secs_f64();
     Load {
         kbps: (bytes_after - bytes) as f64 * 8.0 / 1000.0 / secs,
         decode_ms_per_s: (time_after - time).as_secs_f64() * 1000.0 / secs,
+        lost: lost_after - lost,
+        packets: packets_after - packets,
+        server_cpu: (thread_cpu(SERVER_THREAD) - cpu).as_secs_f64() / secs,
     }
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} kbit/s video, decoding {:.0} ms per second, {} of {} packets lost, server CPU {:.0}%",
+            self.kbps,
+            self.decode_ms_per_s,
+            self.lost,
+            self.packets,
+            self.server_cpu * 100.0
+        )
+    }
+}
+
+/// A runtime for the room server alone, its threads named so that their CPU time can be read.
+fn server_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(SERVER_THREAD)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 fn run(runtime: &tokio::runtime::Runtime, publishers: usize, poses: &[Pose]) {
@@ -142,10 +210,7 @@ fn run(runtime: &tokio::runtime::Runtime, publishers: usize, poses: &[Pose]) {
     let full = measure(&remotes);
 
     println!("{publishers} publishers, one viewer");
-    println!(
-        "  every stream at the full layer: {:.0} kbit/s video, decoding {:.0} ms per second",
-        full.kbps, full.decode_ms_per_s
-    );
+    println!("  every stream at the full layer: {full}");
     for &pose in poses {
         let (camera, at) = viewer_camera(pose);
         let mut asked = BTreeMap::new();
@@ -165,9 +230,7 @@ fn run(runtime: &tokio::runtime::Runtime, publishers: usize, poses: &[Pose]) {
         }
         println!("  {pose:?}: the view asks for {asked:?}; latest picture heights {arrived:?}");
         println!(
-            "    {:.0} kbit/s video, decoding {:.0} ms per second: {:.1}x less downlink, {:.1}x less decoding than full",
-            view.kbps,
-            view.decode_ms_per_s,
+            "    {view}: {:.1}x less downlink, {:.1}x less decoding than full",
             full.kbps / view.kbps.max(1e-3),
             full.decode_ms_per_s / view.decode_ms_per_s.max(1e-3)
         );
@@ -281,11 +344,7 @@ fn main() {
     if std::env::args().any(|a| a == "--map-only") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = server_runtime();
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     for publishers in if sizes.is_empty() { ROOM_SIZES.to_vec() } else { sizes } {
         run(&runtime, publishers, &[Pose::Seated, Pose::TurnedAside]);
