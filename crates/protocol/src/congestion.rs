@@ -22,6 +22,8 @@ pub struct CongestionCap {
     quiet_since: Option<Instant>,
     climb_after: Duration,
     raised_at: Option<Instant>,
+    /// The last report showed a queue building up.
+    queued: bool,
 }
 
 /// Loss (as a receiver reports it) at or above which a link counts as congested.
@@ -44,11 +46,18 @@ impl Default for CongestionCap {
             quiet_since: None,
             climb_after: CLIMB_AFTER,
             raised_at: None,
+            queued: false,
         }
     }
 }
 
 impl CongestionCap {
+    /// Whether the last report showed a queue building up on the link (resends would only
+    /// lengthen it).
+    pub fn queue_building(&self) -> bool {
+        self.queued
+    }
+
     /// Takes a report on the video (`loss` as a fraction, `rtt` when known) while `sending`
     /// the layer at that index; returns whether the cap changed.
     pub fn on_report(
@@ -62,6 +71,7 @@ impl CongestionCap {
             self.min_rtt = Some(self.min_rtt.map_or(rtt, |min| min.min(rtt)));
         }
         let queued = matches!((rtt, self.min_rtt), (Some(rtt), Some(min)) if rtt > min + QUEUE_DELAY);
+        self.queued = queued;
         let lossy = loss.is_some_and(|loss| loss >= CONGESTED_LOSS);
         let settled = self
             .last_change

@@ -17,6 +17,7 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYP
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -128,6 +129,56 @@ impl Interceptor for KeyframeRequests {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// Drops inbound NACKs while `hold` is set: on a link whose queue is building, resending what
+/// it dropped only adds to the queue (the frame they belong to is late anyway, and the receiver
+/// asks for a keyframe). Everything else passes.
+struct ResendGate {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+    hold: Arc<AtomicBool>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for ResendGate {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if self.hold.load(Ordering::Relaxed)
+            && let Packet::Rtcp(packets) = &mut msg.message.packet
+        {
+            packets.retain(|p| !p.as_any().is::<TransportLayerNack>());
+            if packets.is_empty() {
+                return Ok(());
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for ResendGate {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
 /// What a peer connection reports, as channels.
 pub(crate) struct PeerEvents {
     pub state: watch::Receiver<RTCPeerConnectionState>,
@@ -135,6 +186,8 @@ pub(crate) struct PeerEvents {
     pub tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
     /// Receiver reports on our streams: (SSRC, fraction lost of 256) per block.
     pub reports: Option<mpsc::UnboundedReceiver<Vec<(u32, u8)>>>,
+    /// Set to hold back resends (NACKs are dropped on arrival).
+    pub hold_resends: Arc<AtomicBool>,
 }
 
 struct Handler {
@@ -223,7 +276,18 @@ pub(crate) async fn new_peer(bind: &str) -> Result<(Peer, PeerEvents), MediaErro
             None,
         )
         .map_err(failed)?;
-    let registry = Registry::new().with(Slot::NackResponder, NackResponderBuilder::new().with_size(1024).build());
+    // Ahead of the responder (nearer the wire): NACKs are held back while the uplink queues.
+    let hold_resends = Arc::new(AtomicBool::new(false));
+    let registry = Registry::new()
+        .with(
+            Slot::Custom(3_500),
+            ResendGate {
+                read: VecDeque::new(),
+                write: VecDeque::new(),
+                hold: hold_resends.clone(),
+            },
+        )
+        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(1024).build());
     let registry = configure_twcc_receiver_only(registry, &mut media).map_err(failed)?;
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let registry = configure_rtcp_reports(registry).with(
@@ -275,6 +339,7 @@ pub(crate) async fn new_peer(bind: &str) -> Result<(Peer, PeerEvents), MediaErro
             gathered,
             tracks,
             reports: Some(reports),
+            hold_resends,
         },
     ))
 }

@@ -117,12 +117,13 @@ fn within_uplink(wanted: [bool; 3], cap: usize) -> [bool; 3] {
 }
 
 /// Judges the uplink by the SFU's receiver reports on the video (the worst loss of the layers)
-/// and the round trip ICE measures, at each report, and sets the highest layer it carries.
+/// and the round trip ICE measures, at each report, and sets the highest layer it carries;
+/// holds back resends while the round trip shows a queue building.
 async fn judge_uplink(
     pc: Peer,
     ssrcs: Vec<u32>,
     mut reports: mpsc::UnboundedReceiver<Vec<(u32, u8)>>,
-    (local, uplink_cap): (LocalStream, Arc<AtomicUsize>),
+    (local, uplink_cap, hold_resends): (LocalStream, Arc<AtomicUsize>, Arc<AtomicBool>),
     running: Arc<AtomicBool>,
 ) {
     let mut judge = CongestionCap::default();
@@ -152,6 +153,8 @@ async fn judge_uplink(
             tracing::debug!(cap = ?judge.cap, loss, ?rtt, "the uplink caps the video layers");
             uplink_cap.store(judge.cap.index().unwrap_or(0), Ordering::Relaxed);
         }
+        // While a queue builds, resends would only lengthen it: the SFU's NACKs wait.
+        hold_resends.store(judge.queue_building(), Ordering::Relaxed);
     }
 }
 
@@ -472,7 +475,7 @@ async fn publish(
 
     // The uplink: the SFU's receiver reports on the video, judged as the SFU judges downlinks.
     if let Some(reports) = peer_events.reports.take() {
-        let judged = (local.clone(), uplink_cap.clone());
+        let judged = (local.clone(), uplink_cap.clone(), peer_events.hold_resends.clone());
         tokio::spawn(judge_uplink(
             pc.clone(),
             ssrcs.clone(),
