@@ -48,7 +48,7 @@ trait Relay {
 
 impl Relay for Sfu {
     fn publish(&mut self, now: Instant, offer: &str) -> String {
-        Sfu::publish(self, now, &StreamId::new("cam").expect("valid"), offer)
+        Sfu::publish(self, now, &StreamId::new("cam").expect("valid"), "r/alice", offer)
             .expect("publish")
             .1
     }

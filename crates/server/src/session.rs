@@ -26,6 +26,7 @@ fn media_refused(error: SfuError) -> ErrorBody {
     let code = match error {
         SfuError::BadOffer(_) | SfuError::Rejected(_) => ErrorCode::InvalidArgument,
         SfuError::NoPublisher(_) => ErrorCode::StreamNotFound,
+        SfuError::OwnedByOther(_) => ErrorCode::StreamOwnedByOther,
         SfuError::BadAddress(..) | SfuError::Stopped => ErrorCode::Internal,
     };
     ErrorBody::new(code, error.to_string())
@@ -389,9 +390,13 @@ impl Session {
         };
         check_offer(&offer, OfferUse::Publish).map_err(|why| ErrorBody::new(ErrorCode::InvalidArgument, why))?;
         let check = self.hub.lock().rooms().check_publish(id, &publish)?;
+        let owner = match &self.in_room {
+            Some(in_room) => format!("{}/{}", in_room.room_id, in_room.user_id),
+            None => String::new(),
+        };
         let sfu = self.hub.sfu();
         let (peer, answer) = sfu
-            .publish(publish.stream_id.clone(), offer)
+            .publish(publish.stream_id.clone(), owner, offer)
             .await
             .map_err(media_refused)?;
         let events = match check {

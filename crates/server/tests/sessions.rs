@@ -414,3 +414,64 @@ async fn bursts_beyond_the_rate_limit_are_refused_then_allowed_again() {
         .await
         .expect("allowed again after a pause");
 }
+
+/// Two participants publish one stream ID with media at the same moment, again and again:
+/// one gets it, the other is refused as `stream_owned_by_other`, and the stream that is
+/// listed always has its media (a viewer can play it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_id_published_by_two_at_once_keeps_the_winners_media() {
+    use str0m::media::Direction;
+    let server = start(common::config()).await;
+    let alice = Client::join(&server, "r", "alice", true).await;
+    let bob = Client::join(&server, "r", "bob", true).await;
+    let viewer = Client::join(&server, "r", "carol", true).await;
+    let publish = |id: &str, media_id| {
+        Request::StartPublishing(holoroom_protocol::PublishRequest {
+            stream_id: common::stream(id),
+            source: Default::default(),
+            extra_info: String::new(),
+            sdp_offer: Some(offer(Direction::SendOnly)),
+            media_id: Some(media_id),
+        })
+    };
+    for trial in 0..12u64 {
+        let id = format!("shared-{trial}");
+        let (a, b) = tokio::join!(
+            alice.signaling.request(publish(&id, trial)),
+            bob.signaling.request(publish(&id, trial)),
+        );
+        let winner = if a.is_ok() { &alice } else { &bob };
+        let refusals: Vec<ErrorCode> = [a, b]
+            .into_iter()
+            .filter_map(|result| result.err())
+            .map(|error| match error {
+                SignalingError::Refused(body) => body.code,
+                other => panic!("trial {trial}: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            refusals,
+            [ErrorCode::StreamOwnedByOther],
+            "trial {trial}: one publisher wins, the other is told the stream is someone else's"
+        );
+        let play = Request::StartPlaying(holoroom_protocol::PlayRequest {
+            stream_id: common::stream(&id),
+            video_layer: None,
+            sdp_offer: Some(offer(Direction::RecvOnly)),
+            media_id: Some(100 + trial),
+        });
+        let played = viewer.signaling.request(play).await;
+        assert!(
+            matches!(
+                played,
+                Ok(ResponseBody::Playing {
+                    sdp_answer: Some(_),
+                    ..
+                })
+            ),
+            "trial {trial}: the listed stream has its media: {played:?}"
+        );
+        // Withdrawn, so that the per-user stream limit does not end the trials.
+        winner.stop_publishing(&id).await.expect("withdrawn");
+    }
+}

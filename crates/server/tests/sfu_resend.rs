@@ -142,7 +142,7 @@ fn connected(start: Instant, subscribers: u16) -> (Instant, Sfu, Vec<Peer>, Wire
     let stream = StreamId::new("cam").expect("valid");
     let mut wire = Wire::new();
     let (mut publisher, offer, pending) = Peer::new(now, 6000, Direction::SendOnly);
-    let (_, answer) = sfu.publish(now, &stream, &offer).expect("publish");
+    let (_, answer) = sfu.publish(now, &stream, "r/alice", &offer).expect("publish");
     publisher
         .rtc
         .sdp_api()

@@ -76,6 +76,8 @@ pub enum SfuError {
     Rejected(String),
     #[error("stream {0} has no media here yet")]
     NoPublisher(StreamId),
+    #[error("stream {0} is published by someone else")]
+    OwnedByOther(StreamId),
     #[error("the media address {0} cannot be advertised: {1}")]
     BadAddress(SocketAddr, String),
     #[error("the SFU is not running")]
@@ -121,6 +123,8 @@ pub struct SfuCounters {
 #[derive(Debug)]
 struct Publisher {
     stream: StreamId,
+    /// Who publishes it (the room and user): only they may replace its connection.
+    owner: String,
     /// Per video layer: when a keyframe was asked for that has not passed through yet.
     keyframe_requested: [Option<Instant>; 3],
     /// Per video layer: when it was last heard and its bitrate.
@@ -293,10 +297,26 @@ impl Sfu {
         id
     }
 
-    /// Accepts a publisher's offer for `stream` and returns the new connection and the answer.
-    /// A second offer for the same stream (a reconnecting publisher) replaces the first
+    /// Accepts `owner`'s offer to publish `stream` and returns the new connection and the
+    /// answer. A second offer from the same owner (a reconnecting publisher) replaces the first
     /// connection; its subscribers stay, and their sequence numbers continue without a jump.
-    pub fn publish(&mut self, now: Instant, stream: &StreamId, offer: &str) -> Result<(PeerId, String), SfuError> {
+    /// Another owner's offer for a stream that has a connection is refused: two publishers
+    /// racing for one stream ID cannot take each other's media.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        stream: &StreamId,
+        owner: &str,
+        offer: &str,
+    ) -> Result<(PeerId, String), SfuError> {
+        if let Some(Peer {
+            role: Role::Publisher(current),
+            ..
+        }) = self.publishers.get(stream).and_then(|id| self.peers.get(id))
+            && current.owner != owner
+        {
+            return Err(SfuError::OwnedByOther(stream.clone()));
+        }
         let (mut rtc, answer) = self.new_rtc(now, offer, &self.rtc_config)?;
         for layer in offer::simulcast_ssrcs(offer) {
             let mid = Mid::from(layer.mid.as_str());
@@ -327,6 +347,7 @@ impl Sfu {
         }
         let role = Role::Publisher(Publisher {
             stream: stream.clone(),
+            owner: owner.to_owned(),
             keyframe_requested: [None; 3],
             layers: Default::default(),
             level: 0.0,

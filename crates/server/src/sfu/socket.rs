@@ -17,6 +17,7 @@ const MAX_DATAGRAM: usize = 2048;
 enum Command {
     Publish {
         stream: StreamId,
+        owner: String,
         offer: String,
         reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
     },
@@ -80,11 +81,17 @@ impl SfuHandle {
         self.public_addr
     }
 
-    /// Connects a publisher; returns its connection's ID and the SDP answer.
-    pub async fn publish(&self, stream: StreamId, offer: String) -> Result<(PeerId, String), SfuError> {
+    /// Connects `owner`'s publisher of `stream` (refused while another owner's connection
+    /// publishes it); returns its connection's ID and the SDP answer.
+    pub async fn publish(&self, stream: StreamId, owner: String, offer: String) -> Result<(PeerId, String), SfuError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Publish { stream, offer, reply })
+            .send(Command::Publish {
+                stream,
+                owner,
+                offer,
+                reply,
+            })
             .map_err(|_| SfuError::Stopped)?;
         answer.await.map_err(|_| SfuError::Stopped)?
     }
@@ -196,8 +203,8 @@ async fn run(
             () = tokio::time::sleep_until(deadline) => sfu.handle_timeout(Instant::now()),
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::Publish { stream, offer, reply }) => {
-                    let _ = reply.send(sfu.publish(Instant::now(), &stream, &offer));
+                Some(Command::Publish { stream, owner, offer, reply }) => {
+                    let _ = reply.send(sfu.publish(Instant::now(), &stream, &owner, &offer));
                 }
                 Some(Command::Subscribe { session, stream, offer, layer, reply }) => {
                     let _ = reply.send(sfu.subscribe(Instant::now(), session, &stream, &offer, layer));
