@@ -410,12 +410,19 @@ struct DevicePicker<'w> {
 }
 
 impl DevicePicker<'_> {
+    /// Shows the choices. Resources are written only when the person changes something: a
+    /// write marks them changed, and a changed choice replaces your stream.
     fn show(&mut self, ui: &mut egui::Ui) {
         device_picker(ui, &mut self.devices, &mut self.choice, &mut self.audio);
     }
 }
 
-fn device_picker(ui: &mut egui::Ui, devices: &mut DeviceList, choice: &mut MediaChoice, audio: &mut AudioSettings) {
+fn device_picker(
+    ui: &mut egui::Ui,
+    devices: &mut ResMut<DeviceList>,
+    choice: &mut ResMut<MediaChoice>,
+    audio: &mut ResMut<AudioSettings>,
+) {
     let camera_name = |video: &VideoSource| match video {
         VideoSource::Camera(index) => devices
             .cameras
@@ -471,7 +478,7 @@ fn device_picker(ui: &mut egui::Ui, devices: &mut DeviceList, choice: &mut Media
         audio.output_device = speaker;
     }
     if ui.button("Refresh devices").clicked() {
-        *devices = DeviceList::scan();
+        **devices = DeviceList::scan();
     }
 }
 
@@ -561,4 +568,41 @@ fn name_tags(
             });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the stream choice was marked changed in each frame.
+    #[derive(Resource, Default)]
+    struct ChoiceChanges(Vec<bool>);
+
+    fn draw_picker(mut picker: DevicePicker) {
+        let ctx = egui::Context::default();
+        let mut output = ctx.run_ui(egui::RawInput::default(), |ui| picker.show(ui));
+        // Nothing renders here: the font atlas the frame made is let go.
+        output.textures_delta.clear();
+    }
+
+    fn note_changes(choice: Res<MediaChoice>, mut changes: ResMut<ChoiceChanges>) {
+        changes.0.push(choice.is_changed());
+    }
+
+    #[test]
+    fn an_open_device_picker_changes_nothing_until_something_is_picked() {
+        let mut app = App::new();
+        app.init_resource::<DeviceList>()
+            .init_resource::<MediaChoice>()
+            .init_resource::<AudioSettings>()
+            .init_resource::<ChoiceChanges>()
+            .add_systems(Update, (draw_picker, note_changes).chain());
+        for _ in 0..5 {
+            app.update();
+        }
+        let changes = &app.world().resource::<ChoiceChanges>().0;
+        // The first frame sees the resource added; after that, drawing the picker every frame
+        // must not mark the choice changed (each change replaces your stream).
+        assert_eq!(changes[1..], [false; 4], "{changes:?}");
+    }
 }
