@@ -259,6 +259,9 @@ pub fn main() -> Result<()> {
         note,
     };
 
+    // Ctrl-C ends the app, also when it was started with SIGINT ignored (a script's background
+    // job): Bevy's own handler stands aside then.
+    let interrupted = Interrupted(holoroom_engine::bot::interrupted().context("can't watch for Ctrl-C")?);
     App::new()
         .add_plugins(DefaultPlugins.set(WindowPlugin {
             primary_window: Some(Window {
@@ -278,8 +281,22 @@ pub fn main() -> Result<()> {
             tokens,
         })
         .add_plugins(HoloroomPlugin { connection })
+        .insert_resource(interrupted)
+        .add_systems(Update, exit_when_interrupted)
         .run();
     // The app and its engine are gone: the room server can stop.
     drop(embedded_server);
     Ok(())
+}
+
+/// Turns true when the process is interrupted (Ctrl-C).
+#[derive(Resource)]
+struct Interrupted(Arc<std::sync::atomic::AtomicBool>);
+
+/// Ends the app once interrupted.
+fn exit_when_interrupted(interrupted: Res<Interrupted>, mut exit: MessageWriter<AppExit>) {
+    if interrupted.0.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!("interrupted: closing");
+        exit.write(AppExit::Success);
+    }
 }
