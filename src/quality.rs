@@ -63,7 +63,8 @@ pub struct ViewQuality {
     pub reason: LayerReason,
     /// What the view wants that is lower than `layer`, and since when (seconds).
     pending: Option<(VideoLayer, LayerReason, f32)>,
-    /// The tallest picture decoded so far times the layer it came at: the stream's full height.
+    /// The tallest picture decoded so far (the full layer's height once it has been seen; 0
+    /// before any).
     full_height: u32,
 }
 
@@ -73,7 +74,7 @@ impl Default for ViewQuality {
             layer: VideoLayer::High,
             reason: LayerReason::Starting,
             pending: None,
-            full_height: ASSUMED_FULL_HEIGHT,
+            full_height: 0,
         }
     }
 }
@@ -132,11 +133,18 @@ impl ViewQuality {
         Some(wanted)
     }
 
-    /// Notes a decoded picture's height, received while `layer` was asked for.
+    /// Notes a decoded picture's height. The tallest seen is taken as the full picture: a
+    /// lower layer, or a picture from before a switch, never lowers it.
     fn saw_height(&mut self, height: u32) {
-        // The picture is at most the asked layer; at full size it is the stream's full height.
-        if self.layer == VideoLayer::High || height > self.full_height {
-            self.full_height = height.max(16);
+        self.full_height = self.full_height.max(height);
+    }
+
+    /// The stream's full height as far as known.
+    fn full_height(&self) -> u32 {
+        if self.full_height == 0 {
+            ASSUMED_FULL_HEIGHT
+        } else {
+            self.full_height
         }
     }
 }
@@ -194,7 +202,7 @@ fn choose_layers(
         }
         let on_screen = on_screen_height(camera, camera_transform, place.translation());
         let speaking = loud.contains(&participant.user_id);
-        let (wanted, reason) = wanted_layer(on_screen, quality.full_height, speaking, quality.layer);
+        let (wanted, reason) = wanted_layer(on_screen, quality.full_height(), speaking, quality.layer);
         if let Some(layer) = quality.update(now, wanted, reason) {
             bridge.engine.set_video_layer(stream_id.clone(), layer);
         }

@@ -375,6 +375,8 @@ fn apply_room_updates(
                     Some(entity) => entity,
                     None => spawn(&mut commands, &mut present, &stream.user),
                 };
+                // A new playback starts at the full layer: the view decides again.
+                commands.entity(entity).remove::<crate::quality::ViewQuality>();
                 commands.entity(entity).insert((
                     VideoFeed::new(Some(stream.stream_id.clone()), remote.video),
                     PlayedAudio {
@@ -391,7 +393,9 @@ fn apply_room_updates(
                 }
                 if let Some(at) = feeds.iter().position(|(_, id)| *id == stream.stream_id) {
                     let (entity, _) = feeds.swap_remove(at);
-                    commands.entity(entity).remove::<(VideoFeed, PlayedAudio)>();
+                    commands
+                        .entity(entity)
+                        .remove::<(VideoFeed, PlayedAudio, crate::quality::ViewQuality)>();
                 }
             }
             RoomUpdate::Moved { user_id, pose } => {

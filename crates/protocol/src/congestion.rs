@@ -16,7 +16,10 @@ use crate::VideoLayer;
 #[derive(Debug, Clone)]
 pub struct CongestionCap {
     pub cap: VideoLayer,
+    /// The best round trip of this window and the one before (windows of [`RTT_WINDOW`]), and
+    /// this window's best and start: the baseline follows a route that changed.
     min_rtt: Option<Duration>,
+    window_min: Option<(Duration, Instant)>,
     congested_reports: u32,
     last_change: Option<Instant>,
     quiet_since: Option<Instant>,
@@ -30,6 +33,8 @@ pub struct CongestionCap {
 pub const CONGESTED_LOSS: f32 = 0.10;
 /// How far the round trip may grow past the best seen before a link counts as congested.
 pub const QUEUE_DELAY: Duration = Duration::from_millis(150);
+/// How long a window of round trips is; the baseline is the best of the last one or two.
+const RTT_WINDOW: Duration = Duration::from_secs(30);
 /// The first wait before a layer is tried again, and the longest.
 const CLIMB_AFTER: Duration = Duration::from_secs(2);
 const CLIMB_AFTER_MAX: Duration = Duration::from_secs(30);
@@ -41,6 +46,7 @@ impl Default for CongestionCap {
         CongestionCap {
             cap: VideoLayer::High,
             min_rtt: None,
+            window_min: None,
             congested_reports: 0,
             last_change: None,
             quiet_since: None,
@@ -68,7 +74,15 @@ impl CongestionCap {
         sending: Option<usize>,
     ) -> bool {
         if let Some(rtt) = rtt {
-            self.min_rtt = Some(self.min_rtt.map_or(rtt, |min| min.min(rtt)));
+            let (best, since) = self.window_min.unwrap_or((rtt, now));
+            if now.saturating_duration_since(since) >= RTT_WINDOW {
+                // A window ends: its best, with the new window's, is the baseline from now.
+                self.min_rtt = Some(best.min(rtt));
+                self.window_min = Some((rtt, now));
+            } else {
+                self.window_min = Some((best.min(rtt), since));
+                self.min_rtt = Some(self.min_rtt.map_or(rtt, |min| min.min(rtt)));
+            }
         }
         let queued = matches!((rtt, self.min_rtt), (Some(rtt), Some(min)) if rtt > min + QUEUE_DELAY);
         self.queued = queued;
@@ -163,5 +177,21 @@ mod tests {
             "2 s is not enough now"
         );
         assert!(link.on_report(at(14_600), Some(0.0), rtt(50), Some(1)));
+    }
+
+    #[test]
+    fn a_round_trip_that_stays_longer_becomes_the_new_baseline() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut link = CongestionCap::default();
+        link.on_report(at(0), Some(0.0), Some(Duration::from_millis(20)), Some(2));
+        // The route changes: 300 ms from now on. At first that reads as a queue...
+        link.on_report(at(1), Some(0.0), Some(Duration::from_millis(300)), Some(2));
+        assert!(link.queue_building());
+        // ...but two windows on, 300 ms is the baseline and nothing is queued.
+        for s in (2..=70).step_by(2) {
+            link.on_report(at(s), Some(0.0), Some(Duration::from_millis(300)), Some(2));
+        }
+        assert!(!link.queue_building(), "the baseline moved with the route");
     }
 }

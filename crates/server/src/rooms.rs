@@ -683,7 +683,6 @@ impl Rooms {
         Ok(out)
     }
 
-    /// A read-only picture of every room, for operators and tests.
     /// The event for the publisher of `stream_id`, if it is connected.
     pub fn to_owner(&self, stream_id: &StreamId, event: Event) -> Outputs {
         let mut out = Outputs::default();
@@ -730,6 +729,7 @@ impl Rooms {
         out
     }
 
+    /// A read-only picture of every room, for operators and tests.
     pub fn snapshot(&self) -> Snapshot {
         let mut rooms: Vec<RoomSnapshot> = self
             .rooms

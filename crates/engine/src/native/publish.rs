@@ -38,9 +38,6 @@ struct Unit {
     layer: usize,
     data: Bytes,
     duration: Duration,
-    /// Frames of this layer not sent just before it (the layer was paused): its RTP time
-    /// moves on by as much, so that it keeps running with the capture clock.
-    skipped: u16,
 }
 
 /// The simulcast layers the desktop sends, lowest first: each picture scaled down by
@@ -82,22 +79,13 @@ fn sdes(uri: &'static str, value: &str) -> HeaderExtension {
     }
 }
 
-/// Hands one layer's access unit to the sender with the frames that layer skipped before it,
-/// and counts its bytes; false once the sender is gone.
-fn send_unit(
-    units: &mpsc::Sender<Unit>,
-    (layer, data, duration): (usize, Bytes, Duration),
-    skipped: &mut [u16; 3],
-    bytes: &AtomicU64,
-) -> bool {
+/// Hands one layer's access unit to the sender and counts its bytes; false once the sender is
+/// gone. (A layer that was paused resumes with its RTP time where it stopped: skipping time
+/// in webrtc-rs skips sequence numbers too, which reads as loss. The SFU tells a mapping made
+/// stale by a pause from a real one.)
+fn send_unit(units: &mpsc::Sender<Unit>, (layer, data, duration): (usize, Bytes, Duration), bytes: &AtomicU64) -> bool {
     bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-    let unit = Unit {
-        layer,
-        data,
-        duration,
-        skipped: std::mem::take(&mut skipped[layer]),
-    };
-    units.blocking_send(unit).is_ok()
+    units.blocking_send(Unit { layer, data, duration }).is_ok()
 }
 
 /// The layers to encode: those someone receives (dynacast) up to what the uplink carries; when
@@ -174,18 +162,12 @@ fn loop_clip(
     let mut next = Instant::now();
     let mut frame = 0;
     let mut sending = [true; 3];
-    let mut skipped = [0u16; 3];
     while running.load(Ordering::Relaxed) && !clip.is_empty() {
         let wanted = layers_to_send(&local, &uplink_cap);
         if (0..3).any(|layer| wanted[layer] && !sending[layer]) {
             frame = 0;
         }
         sending = wanted;
-        for layer in 0..3 {
-            if !wanted[layer] {
-                skipped[layer] = skipped[layer].saturating_add(1);
-            }
-        }
         // Every layer's request is taken (and cleared): the loop restarts for all of them.
         let mut asked = false;
         for keyframe in keyframes.iter() {
@@ -197,7 +179,7 @@ fn loop_clip(
         for layer in (0..LAYERS.len()).rev().filter(|&layer| wanted[layer]) {
             let Some(data) = clip.unit(layer, frame) else { continue };
             let unit = (layer, Bytes::copy_from_slice(data), duration);
-            if !send_unit(&units, unit, &mut skipped, &bytes) {
+            if !send_unit(&units, unit, &bytes) {
                 return;
             }
         }
@@ -293,6 +275,9 @@ async fn publish(
     link: TaskLink,
 ) -> Result<(), MediaError> {
     let TaskLink { events, running, probe } = link;
+    // A new media connection starts with every layer, as the SFU expects of a new publisher;
+    // it says again which it wants.
+    local.set_layers_wanted(&VideoLayer::SENT);
     let (track, sender, ssrcs) = add_track(pc, stream_id, RtpCodecKind::Video, peer::h264_codec()).await?;
     let audio_source = local.audio();
     let audio = if audio_source == AudioSource::Off {
@@ -396,7 +381,6 @@ async fn publish(
                 // Layers nobody receives are not encoded (dynacast); one wanted again starts
                 // with a keyframe.
                 let mut sending = [true; 3];
-                let mut skipped = [0u16; 3];
                 while running.load(Ordering::Relaxed) {
                     let Some(frame) = preview.wait_newer_than(seen, Duration::from_millis(200)) else {
                         if preview.is_closed() {
@@ -415,7 +399,6 @@ async fn publish(
                     for layer in (0..LAYERS.len()).rev() {
                         if !wanted[layer] {
                             sending[layer] = false;
-                            skipped[layer] = skipped[layer].saturating_add(1);
                             continue;
                         }
                         let Some(picture) = pictures[layer] else { continue };
@@ -434,7 +417,7 @@ async fn publish(
                                     frames_encoded.fetch_add(1, Ordering::Relaxed);
                                 }
                                 let unit = (layer, Bytes::from(data), duration);
-                                if !send_unit(&units_tx, unit, &mut skipped, &bytes_encoded) {
+                                if !send_unit(&units_tx, unit, &bytes_encoded) {
                                     return;
                                 }
                             }
@@ -509,7 +492,6 @@ async fn publish(
                     let sample = Sample {
                         data: unit.data,
                         duration: unit.duration,
-                        prev_dropped_packets: unit.skipped,
                         ..Sample::new(Instant::now())
                     };
                     if let Err(err) = track.write_sample(layer.ssrc, pt, &sample, &layer.extensions).await {

@@ -396,6 +396,9 @@ pub(crate) async fn publish(
         let session = session.clone();
         async move {
             let camera = local_media(local.key()).await.map_err(MediaError::Capture)?;
+            // A new media connection starts with every layer, as the SFU expects of a new
+            // publisher; it says again which it wants.
+            local.set_layers_wanted(&VideoLayer::SENT);
             let pc = new_pc()?;
             session.attach(&pc)?;
             let mut video_sender = None;

@@ -3,7 +3,8 @@
 //! A publisher sends up to three layers of its video (simulcast, [`VideoLayer::SENT`]); each
 //! subscriber receives one of them, or none while paused. The layer is the one the subscriber
 //! asked for (the size its view shows the stream at), capped by what its downlink carries
-//! (the bandwidth estimate), and moved to the nearest layer the publisher actually sends.
+//! (its receiver reports, judged by `holoroom_protocol::congestion::CongestionCap`), and
+//! moved to the nearest layer the publisher actually sends.
 //! A switch happens only at a keyframe of the new layer, so the decoder never sees a picture
 //! that refers to another layer's frames; until that keyframe arrives the old layer goes on.
 //! Sequence numbers are rewritten by the caller; timestamps here, so that both run on
@@ -22,6 +23,10 @@ const RATE_WINDOW: Duration = Duration::from_millis(1000);
 
 /// Frames of two layers captured closer together than this are the same moment.
 const SAME_MOMENT_US: i64 = 8_000;
+/// A keyframe that the sender reports place this far before the last frame written cannot
+/// be of that moment: its layer's RTP clock stood still while the layer was paused, and its
+/// mapping is stale until the next sender report.
+const STALE_US: i64 = 500_000;
 
 /// One layer as it arrives from the publisher.
 #[derive(Debug, Default, Clone)]
@@ -169,8 +174,9 @@ impl VideoOut {
             // the receiver's clock sees no jump.
             let next = match self.last {
                 Some((last_ts, at)) => {
+                    // By the capture clock while it is plausible, else by arrival.
                     let elapsed_us = match (capture_us, self.last_capture) {
-                        (Some(new), Some(old)) => (new - old).max(0) as u128,
+                        (Some(new), Some(old)) if (0..=5_000_000).contains(&(new - old)) => (new - old) as u128,
                         _ => now.saturating_duration_since(at).as_micros(),
                     };
                     let ticks = (elapsed_us * 90 / 1000).clamp(1, u32::MAX as u128) as u32;
@@ -196,6 +202,10 @@ impl VideoOut {
                 .is_none_or(|(last_ts, _)| last_ts != ts_in.wrapping_add(self.ts_offset));
             if new_frame {
                 if self.holding && target != layer {
+                    // The old layer stops here: should the target turn back to it, it starts
+                    // again at a keyframe, as any switch does.
+                    self.current = None;
+                    self.holding = false;
                     return Verdict::Drop;
                 }
                 self.holding = false;
@@ -218,7 +228,10 @@ impl VideoOut {
     /// after another layer's frame of the same moment).
     fn shown_already(&self, capture_us: Option<i64>) -> bool {
         self.current.is_some()
-            && matches!((capture_us, self.last_capture), (Some(new), Some(old)) if new <= old + SAME_MOMENT_US)
+            && matches!(
+                (capture_us, self.last_capture),
+                (Some(new), Some(old)) if new <= old + SAME_MOMENT_US && new >= old - STALE_US
+            )
     }
 
     fn stamp(&mut self, now: Instant, ts_in: u32) -> u32 {
@@ -348,6 +361,63 @@ mod tests {
             panic!("the layer goes on")
         };
         assert_eq!(next, 1_000_000 + 9000 + 6000, "then the new layer's own pace");
+    }
+
+    #[test]
+    fn a_layer_back_from_a_pause_switches_though_its_clock_mapping_is_stale() {
+        let t0 = Instant::now();
+        let at = |layer, key, ts, capture_us| PacketIn {
+            layer,
+            starts_keyframe: key,
+            ts_in: ts,
+            capture_us: Some(capture_us),
+        };
+        let mut v = out(VideoLayer::High);
+        assert!(matches!(
+            v.on_packet(t0, at(2, true, 0, 10_000_000), ALL),
+            Verdict::Forward { .. }
+        ));
+        v.wanted = VideoLayer::Low;
+        // The quarter layer was paused for 3 s: its sender report maps it 3 s into the past.
+        let later = t0 + Duration::from_millis(66);
+        let Verdict::Forward { timestamp, switched } = v.on_packet(later, at(0, true, 500, 7_000_000), ALL) else {
+            panic!("a stale mapping is no reason to wait")
+        };
+        assert!(switched);
+        assert_eq!(timestamp, 66 * 90, "timed by arrival instead");
+    }
+
+    #[test]
+    fn a_held_layer_asked_for_again_restarts_at_a_keyframe() {
+        let t0 = Instant::now();
+        let at = |layer, key, ts, capture_us| PacketIn {
+            layer,
+            starts_keyframe: key,
+            ts_in: ts,
+            capture_us: Some(capture_us),
+        };
+        let mut v = out(VideoLayer::High);
+        assert!(matches!(
+            v.on_packet(t0, at(2, true, 0, 1_000_000), ALL),
+            Verdict::Forward { .. }
+        ));
+        v.wanted = VideoLayer::Low;
+        // The low keyframe of the moment shown: hold the high layer at its next frame.
+        assert_eq!(
+            v.on_packet(t0, at(0, true, 9, 1_000_000), ALL),
+            Verdict::AwaitKeyframe(0)
+        );
+        assert_eq!(v.on_packet(t0, at(2, false, 6000, 1_066_000), ALL), Verdict::Drop);
+        // Asked for the high layer again: it lost a frame, so it starts at a keyframe.
+        v.wanted = VideoLayer::High;
+        assert_eq!(
+            v.on_packet(t0, at(2, false, 12_000, 1_133_000), ALL),
+            Verdict::AwaitKeyframe(2)
+        );
+        assert!(matches!(
+            v.on_packet(t0, at(2, true, 18_000, 1_200_000), ALL),
+            Verdict::Forward { switched: true, .. }
+        ));
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //! seen passing through, for at most [`SfuConfig::keyframe_interval`]) further requests share
 //! it instead of asking again.
 //!
-//! Each subscriber connection estimates its downlink from transport-wide congestion control
-//! feedback (str0m's BWE); the estimate caps the layer, and the desired bitrate it is given
-//! (the asked-for layer's) makes it probe for room to climb back.
+//! Each subscriber's downlink is judged from its receiver reports (loss, a growing round trip)
+//! by `holoroom_protocol::congestion::CongestionCap`, which caps its layer. Publishers are told
+//! which layers someone receives (dynacast).
 //!
 //! This module touches no socket and no clock: the shell in `socket.rs` passes in datagrams
 //! and the time, and sends out what [`Sfu::poll_transmit`] returns.
@@ -129,6 +129,8 @@ struct Publisher {
     keyframe_requested: [Option<Instant>; 3],
     /// Per video layer: when it was last heard and its bitrate.
     layers: [LayerIn; 3],
+    /// The layers it has sent at all (those it can send when asked).
+    ever_sent: [bool; 3],
     /// The sound's level (0..1), smoothed over about a quarter of a second, and when it was
     /// last heard.
     level: f32,
@@ -208,7 +210,8 @@ pub struct Sfu {
     peers: HashMap<PeerId, Peer>,
     next_peer: PeerId,
     publishers: HashMap<StreamId, PeerId>,
-    /// The video layer each session asked for, per stream; kept across its media connections.
+    /// The video layer each session asked for, per stream, while it plays it (a new play
+    /// request names its layer again).
     wanted: HashMap<(SessionId, StreamId), VideoLayer>,
     /// Subscribers of each stream. Kept while the stream's publisher connection is replaced or
     /// reconnects; only [`Sfu::unpublish`] ends it.
@@ -350,6 +353,7 @@ impl Sfu {
             owner: owner.to_owned(),
             keyframe_requested: [None; 3],
             layers: Default::default(),
+            ever_sent: [false; 3],
             level: 0.0,
             last_audio: None,
             announced: [true; 3],
@@ -411,7 +415,8 @@ impl Sfu {
         }
     }
 
-    /// Sets the video layer `session` receives of `stream`, now and in its later connections.
+    /// Sets the video layer `session` receives of `stream`, in its connection now and in one
+    /// set up again while it plays.
     pub fn set_layer(&mut self, now: Instant, session: SessionId, stream: &StreamId, layer: VideoLayer) {
         self.wanted.insert((session, stream.clone()), layer);
         let mut resumed = false;
@@ -624,13 +629,22 @@ impl Sfu {
         }
         self.dynacast_at = Some(now);
         for (stream, &id) in &self.publishers {
+            // A layer the publisher has never sent (a browser sends fewer below 960x540, a small
+            // picture has no quarter) cannot be wanted: its subscribers get the nearest it has.
+            let has = match self.peers.get(&id) {
+                Some(Peer {
+                    role: Role::Publisher(p),
+                    ..
+                }) if p.ever_sent.contains(&true) => p.ever_sent,
+                _ => [true; 3],
+            };
             let mut wanted = [false; 3];
             for sub in self.subscribers.get(stream).into_iter().flatten() {
                 if let Some(Peer {
                     role: Role::Subscriber(s),
                     ..
                 }) = self.peers.get(sub)
-                    && let Some(i) = s.video.wanted.min(s.video.cap).index()
+                    && let Some(i) = s.video.target(has)
                 {
                     wanted[i] = true;
                 }
@@ -775,6 +789,7 @@ impl Sfu {
         let keyframe = video && starts_keyframe(&packet.payload);
         if video {
             p.layers[layer].on_packet(now, packet.payload.len() + 12);
+            p.ever_sent[layer] = true;
             if keyframe {
                 p.keyframe_requested[layer] = None;
             }
