@@ -76,15 +76,8 @@ impl Watch {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_layer_decodes_at_its_size_and_switching_keeps_the_picture_going() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let server = server().await;
-    // Alice and her camera stay bound: they publish for the whole test.
-    let Pair {
-        _alice,
-        bob,
-        _camera,
-        remote,
-        mut watch,
-    } = alice_to_bob(&server).await;
+    let mut call = alice_to_bob().await;
+    let (server, bob, remote, watch) = (&call.server, &call.bob, &call.remote, &mut call.watch);
     // All three layers arrive at first (layers nobody wants stop a while later).
     assert_eq!(
         server.layers_sent(&stream("alice-cam")).await.expect("layers"),
@@ -127,6 +120,7 @@ async fn each_layer_decodes_at_its_size_and_switching_keeps_the_picture_going() 
 
 /// Alice publishing the 640x360 pattern and Bob playing it, seen at full size.
 struct Pair {
+    server: Server,
     _alice: holoroom_engine::Engine,
     bob: holoroom_engine::Engine,
     _camera: holoroom_engine::LocalStream,
@@ -134,9 +128,10 @@ struct Pair {
     watch: Watch,
 }
 
-async fn alice_to_bob(server: &Server) -> Pair {
-    let alice = join(server, "alice").await;
-    let bob = join(server, "bob").await;
+async fn alice_to_bob() -> Pair {
+    let server = server().await;
+    let alice = join(&server, "alice").await;
+    let bob = join(&server, "bob").await;
     let camera = publish(&alice, "alice-cam", StreamConfig::test_pattern(640, 360, 15.0)).await;
     let (remote, _) = play(&bob, "alice-cam").await;
     let mut watch = Watch::new();
@@ -145,6 +140,7 @@ async fn alice_to_bob(server: &Server) -> Pair {
         .await
         .expect("a picture at full size");
     Pair {
+        server,
         _alice: alice,
         bob,
         _camera: camera,
@@ -161,23 +157,16 @@ fn packets(remote: &RemoteStream) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_stream_sends_no_video_and_resumes_with_a_picture_while_sound_goes_on() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let server = server().await;
-    // Alice and her camera stay bound: they publish for the whole test.
-    let Pair {
-        _alice,
-        bob,
-        _camera,
-        remote,
-        mut watch,
-    } = alice_to_bob(&server).await;
+    let mut call = alice_to_bob().await;
+    let (bob, remote, watch) = (&call.bob, &call.remote, &mut call.watch);
 
     bob.set_video_layer(stream("alice-cam"), VideoLayer::Off);
     // What was on its way when the pause arrived may still land.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (video_before, frames_before) = (packets(&remote), remote.video.count());
+    let (video_before, frames_before) = (packets(remote), remote.video.count());
     let _ = remote.audio.take(remote.audio.len());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(packets(&remote), video_before, "no video packets while paused");
+    assert_eq!(packets(remote), video_before, "no video packets while paused");
     assert_eq!(remote.video.count(), frames_before, "no frames while paused");
     assert!(
         remote.audio.len() >= 24_000,
@@ -396,17 +385,10 @@ async fn until_layers_sent(server: &Server, stream_id: &str, layers: &[VideoLaye
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layer_nobody_receives_is_not_sent_and_comes_back_when_wanted() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let server = server().await;
-    // Alice and her camera stay bound: they publish for the whole test.
-    let Pair {
-        _alice,
-        bob,
-        _camera,
-        remote,
-        mut watch,
-    } = alice_to_bob(&server).await;
+    let mut call = alice_to_bob().await;
+    let (server, bob, remote, watch) = (&call.server, &call.bob, &call.remote, &mut call.watch);
     // Bob watches the full picture only: the smaller layers stop.
-    let took = until_layers_sent(&server, "alice-cam", &[VideoLayer::High], Duration::from_secs(6)).await;
+    let took = until_layers_sent(server, "alice-cam", &[VideoLayer::High], Duration::from_secs(6)).await;
     println!("unwanted layers stopped after {took:?}");
     // Bob's panel gets small: the quarter layer comes back, and the full one stops.
     bob.set_video_layer(stream("alice-cam"), VideoLayer::Low);
@@ -415,10 +397,10 @@ async fn a_layer_nobody_receives_is_not_sent_and_comes_back_when_wanted() {
         .await
         .expect("a quarter-size picture");
     println!("a stopped layer back as a picture after {took:?}");
-    until_layers_sent(&server, "alice-cam", &[VideoLayer::Low], Duration::from_secs(6)).await;
+    until_layers_sent(server, "alice-cam", &[VideoLayer::Low], Duration::from_secs(6)).await;
     // Paused: no video is sent at all; the sound goes on.
     bob.set_video_layer(stream("alice-cam"), VideoLayer::Off);
-    until_layers_sent(&server, "alice-cam", &[], Duration::from_secs(6)).await;
+    until_layers_sent(server, "alice-cam", &[], Duration::from_secs(6)).await;
     bob.set_video_layer(stream("alice-cam"), VideoLayer::High);
     watch
         .until_size(&remote.video, size_of(VideoLayer::High), Duration::from_secs(5))

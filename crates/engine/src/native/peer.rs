@@ -66,17 +66,25 @@ pub(crate) fn opus_codec() -> RTCRtpCodec {
     }
 }
 
-/// Hands inbound keyframe requests (PLI, FIR) to the application, where the encoder can answer
-/// them; other inbound RTCP has done its work in the interceptors before this one and stops here.
-/// On the way, takes the loss the remote's receiver reports give each of our streams: SSRC and
-/// fraction lost (of 256) per report block.
-struct KeyframeRequests {
+/// An interceptor that shows each inbound RTCP compound to `inspect`, which may change it and
+/// says whether it goes on towards the application end of the chain; all else passes.
+struct RtcpTap<F> {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
-    reports: mpsc::UnboundedSender<Vec<(u32, u8)>>,
+    inspect: F,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+impl<F: FnMut(&mut TaggedPacket) -> bool> RtcpTap<F> {
+    fn new(inspect: F) -> Self {
+        RtcpTap {
+            read: VecDeque::new(),
+            write: VecDeque::new(),
+            inspect,
+        }
+    }
+}
+
+impl<F: FnMut(&mut TaggedPacket) -> bool> Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap<F> {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -84,25 +92,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let blocks: Vec<(u32, u8)> = packets
-                .iter()
-                .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
-                .flat_map(|rr| rr.reports.iter().map(|r| (r.ssrc, r.fraction_lost)))
-                .collect();
-            if !blocks.is_empty() {
-                let _ = self.reports.send(blocks);
-            }
-            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
-                .iter()
-                .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
-                .cloned()
-                .collect();
-            if requests.is_empty() {
-                return Ok(());
-            }
-            msg.message.packet = Packet::Rtcp(requests);
-            msg.message.add(Attribute::DeliverToApplication);
+        if matches!(msg.message.packet, Packet::Rtcp(_)) && !(self.inspect)(&mut msg) {
+            return Ok(());
         }
         self.read.push_back(msg);
         Ok(())
@@ -122,61 +113,59 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     }
 }
 
-impl Interceptor for KeyframeRequests {
+impl<F: FnMut(&mut TaggedPacket) -> bool + Send + Sync> Interceptor for RtcpTap<F> {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Hands inbound keyframe requests (PLI, FIR) to the application, where the encoder can answer
+/// them; other inbound RTCP has done its work in the interceptors before this one and stops here.
+/// On the way, takes the loss the remote's receiver reports give each of our streams: SSRC and
+/// fraction lost (of 256) per report block.
+fn keyframe_requests(
+    reports: mpsc::UnboundedSender<Vec<(u32, u8)>>,
+) -> impl FnMut(&mut TaggedPacket) -> bool + Send + Sync + use<> {
+    move |msg| {
+        let Packet::Rtcp(packets) = &msg.message.packet else {
+            return true;
+        };
+        let blocks: Vec<(u32, u8)> = packets
+            .iter()
+            .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
+            .flat_map(|rr| rr.reports.iter().map(|r| (r.ssrc, r.fraction_lost)))
+            .collect();
+        if !blocks.is_empty() {
+            let _ = reports.send(blocks);
+        }
+        let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+            .iter()
+            .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
+            .cloned()
+            .collect();
+        if requests.is_empty() {
+            return false;
+        }
+        msg.message.packet = Packet::Rtcp(requests);
+        msg.message.add(Attribute::DeliverToApplication);
+        true
+    }
 }
 
 /// Drops inbound NACKs while `hold` is set: on a link whose queue is building, resending what
 /// it dropped only adds to the queue (the frame they belong to is late anyway, and the receiver
 /// asks for a keyframe). Everything else passes.
-struct ResendGate {
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
-    hold: Arc<AtomicBool>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for ResendGate {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = webrtc::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if self.hold.load(Ordering::Relaxed)
+fn resend_gate(hold: Arc<AtomicBool>) -> impl FnMut(&mut TaggedPacket) -> bool + Send + Sync + use<> {
+    move |msg| {
+        if hold.load(Ordering::Relaxed)
             && let Packet::Rtcp(packets) = &mut msg.message.packet
         {
             packets.retain(|p| !p.as_any().is::<TransportLayerNack>());
-            if packets.is_empty() {
-                return Ok(());
-            }
+            return !packets.is_empty();
         }
-        self.read.push_back(msg);
-        Ok(())
+        true
     }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for ResendGate {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// What a peer connection reports, as channels.
@@ -279,25 +268,12 @@ pub(crate) async fn new_peer(bind: &str) -> Result<(Peer, PeerEvents), MediaErro
     // Ahead of the responder (nearer the wire): NACKs are held back while the uplink queues.
     let hold_resends = Arc::new(AtomicBool::new(false));
     let registry = Registry::new()
-        .with(
-            Slot::Custom(3_500),
-            ResendGate {
-                read: VecDeque::new(),
-                write: VecDeque::new(),
-                hold: hold_resends.clone(),
-            },
-        )
+        .with(Slot::Custom(3_500), RtcpTap::new(resend_gate(hold_resends.clone())))
         .with(Slot::NackResponder, NackResponderBuilder::new().with_size(1024).build());
     let registry = configure_twcc_receiver_only(registry, &mut media).map_err(failed)?;
     let (reports_tx, reports) = mpsc::unbounded_channel();
-    let registry = configure_rtcp_reports(registry).with(
-        Slot::from(14_000),
-        KeyframeRequests {
-            read: VecDeque::new(),
-            write: VecDeque::new(),
-            reports: reports_tx,
-        },
-    );
+    let registry =
+        configure_rtcp_reports(registry).with(Slot::from(14_000), RtcpTap::new(keyframe_requests(reports_tx)));
     // Checks every 20 ms instead of 200 ms: the check tick gates both nomination and the
     // first DTLS flight. More attempts keep pairs alive while the answer is on its way.
     // A path silent for 3 s is disconnected (and may come back by itself); silent 4 s more, it

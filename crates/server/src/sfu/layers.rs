@@ -257,6 +257,28 @@ mod tests {
         VideoOut::new(wanted)
     }
 
+    /// A subscriber that got the high layer's keyframe (captured at `capture_us`) and now
+    /// wants the low layer.
+    fn high_then_low_wanted(t0: Instant, capture_us: i64) -> VideoOut {
+        let mut v = out(VideoLayer::High);
+        assert!(matches!(
+            v.on_packet(t0, at(2, true, 0, capture_us), ALL),
+            Verdict::Forward { .. }
+        ));
+        v.wanted = VideoLayer::Low;
+        v
+    }
+
+    /// A packet whose sender report places its capture at `capture_us`.
+    fn at(layer: usize, starts_keyframe: bool, ts_in: u32, capture_us: i64) -> PacketIn {
+        PacketIn {
+            layer,
+            starts_keyframe,
+            ts_in,
+            capture_us: Some(capture_us),
+        }
+    }
+
     /// A packet without a capture time (no sender report yet).
     fn p(layer: usize, starts_keyframe: bool, ts_in: u32) -> PacketIn {
         PacketIn {
@@ -311,18 +333,7 @@ mod tests {
     #[test]
     fn a_keyframe_of_a_moment_already_shown_does_not_switch() {
         let t0 = Instant::now();
-        let at = |layer, key, ts, capture_us| PacketIn {
-            layer,
-            starts_keyframe: key,
-            ts_in: ts,
-            capture_us: Some(capture_us),
-        };
-        let mut v = out(VideoLayer::High);
-        assert!(matches!(
-            v.on_packet(t0, at(2, true, 0, 1_000_000), ALL),
-            Verdict::Forward { .. }
-        ));
-        v.wanted = VideoLayer::Low;
+        let mut v = high_then_low_wanted(t0, 1_000_000);
         // The low layer's keyframe of the same capture, 20 ms later (encoded after the high one).
         let t1 = t0 + Duration::from_millis(20);
         assert_eq!(
@@ -366,18 +377,7 @@ mod tests {
     #[test]
     fn a_layer_back_from_a_pause_switches_though_its_clock_mapping_is_stale() {
         let t0 = Instant::now();
-        let at = |layer, key, ts, capture_us| PacketIn {
-            layer,
-            starts_keyframe: key,
-            ts_in: ts,
-            capture_us: Some(capture_us),
-        };
-        let mut v = out(VideoLayer::High);
-        assert!(matches!(
-            v.on_packet(t0, at(2, true, 0, 10_000_000), ALL),
-            Verdict::Forward { .. }
-        ));
-        v.wanted = VideoLayer::Low;
+        let mut v = high_then_low_wanted(t0, 10_000_000);
         // The quarter layer was paused for 3 s: its sender report maps it 3 s into the past.
         let later = t0 + Duration::from_millis(66);
         let Verdict::Forward { timestamp, switched } = v.on_packet(later, at(0, true, 500, 7_000_000), ALL) else {
@@ -390,18 +390,7 @@ mod tests {
     #[test]
     fn a_held_layer_asked_for_again_restarts_at_a_keyframe() {
         let t0 = Instant::now();
-        let at = |layer, key, ts, capture_us| PacketIn {
-            layer,
-            starts_keyframe: key,
-            ts_in: ts,
-            capture_us: Some(capture_us),
-        };
-        let mut v = out(VideoLayer::High);
-        assert!(matches!(
-            v.on_packet(t0, at(2, true, 0, 1_000_000), ALL),
-            Verdict::Forward { .. }
-        ));
-        v.wanted = VideoLayer::Low;
+        let mut v = high_then_low_wanted(t0, 1_000_000);
         // The low keyframe of the moment shown: hold the high layer at its next frame.
         assert_eq!(
             v.on_packet(t0, at(0, true, 9, 1_000_000), ALL),
