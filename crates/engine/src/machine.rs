@@ -1325,6 +1325,14 @@ mod tests {
         }
 
         /// Logs in with a fixed token and answers the connection; returns the connection.
+        /// The signaling connection drops (the machine starts reconnecting).
+        fn drop_connection(&mut self, connection: ConnectionId) -> Vec<Action> {
+            self.input(Input::Closed {
+                connection,
+                reason: "reset".into(),
+            })
+        }
+
         fn logged_in(&mut self, streams: &[&str]) -> ConnectionId {
             let actions = self.command(Command::Login {
                 room_id: room(),
@@ -1461,11 +1469,7 @@ mod tests {
         let mut h = Harness::new();
         let connection = h.logged_in(&[]);
         assert_eq!(sends(&h.command(Command::SetPose(pose(5.0)))).len(), 1);
-        let attempt = connects(&h.input(Input::Closed {
-            connection,
-            reason: "reset".into(),
-        }))
-        .expect("attempt");
+        let attempt = connects(&h.drop_connection(connection)).expect("attempt");
         let back = h.input(Input::Connected {
             connection: attempt,
             result: Ok(response("s2", &[])),
@@ -1482,11 +1486,7 @@ mod tests {
     fn a_reconnect_that_lands_after_logout_is_logged_out() {
         let mut h = Harness::new();
         let connection = h.logged_in(&[]);
-        let attempt = connects(&h.input(Input::Closed {
-            connection,
-            reason: "reset".into(),
-        }))
-        .expect("attempt");
+        let attempt = connects(&h.drop_connection(connection)).expect("attempt");
         let out = h.command(Command::Logout);
         assert!(matches!(
             events(&out)[..],
@@ -1666,10 +1666,7 @@ mod tests {
         h.command(Command::StartPlaying(stream("cam"), RemoteStream::default()));
         let gone_slot = RemoteStream::default();
         h.command(Command::StartPlaying(stream("gone"), gone_slot.clone()));
-        let dropped = h.input(Input::Closed {
-            connection,
-            reason: "reset".into(),
-        });
+        let dropped = h.drop_connection(connection);
         assert_eq!(stopped(&dropped).len(), 3, "every media connection stops");
         assert_eq!(
             publisher_states(&dropped),
@@ -1708,10 +1705,7 @@ mod tests {
     fn reconnect_backs_off_and_gives_up_or_stops_at_a_refusal() {
         let mut h = Harness::new();
         let connection = h.logged_in(&[]);
-        let dropped = h.input(Input::Closed {
-            connection,
-            reason: "reset".into(),
-        });
+        let dropped = h.drop_connection(connection);
         let mut attempt = connects(&dropped).expect("attempt");
         let mut reasons = Vec::new();
         let mut retries = Vec::new();
@@ -1754,11 +1748,7 @@ mod tests {
 
         let mut h = Harness::new();
         let connection = h.logged_in(&[]);
-        let attempt = connects(&h.input(Input::Closed {
-            connection,
-            reason: "reset".into(),
-        }))
-        .expect("attempt");
+        let attempt = connects(&h.drop_connection(connection)).expect("attempt");
         let refused = h.input(Input::Connected {
             connection: attempt,
             result: Err(RoomError::Refused(ErrorBody::new(ErrorCode::PermissionDenied, "no"))),
@@ -1786,11 +1776,7 @@ mod tests {
             connection,
             result: Ok(response("s1", &[])),
         });
-        let attempt = connects(&h.input(Input::Closed {
-            connection,
-            reason: "reset".into(),
-        }))
-        .expect("attempt");
+        let attempt = connects(&h.drop_connection(connection)).expect("attempt");
         let expired = h.input(Input::Connected {
             connection: attempt,
             result: Err(RoomError::Refused(ErrorBody::new(ErrorCode::TokenExpired, "expired"))),

@@ -17,7 +17,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, HtmlVideoElement, MediaStream, MediaStreamConstraints};
 
-use super::util::{describe, hidden_element, resolve, sleep, window};
+use super::util::{Interval, describe, hidden_element, resolve, sleep, window};
 use crate::media::convert::rgba_to_i420;
 use crate::media::{AudioBuffer, ColorMatrix, FrameSlot, VideoFrame, read_frame_code};
 use crate::stream::{AudioSource, CameraFrame, Pace, StreamConfig, TrackKind, VideoSource};
@@ -26,8 +26,7 @@ use crate::stream::{AudioSource, CameraFrame, Pace, StreamConfig, TrackKind, Vid
 pub(crate) struct VideoTap {
     video: HtmlVideoElement,
     canvas: HtmlCanvasElement,
-    interval: i32,
-    _tick: Closure<dyn FnMut()>,
+    _tick: Interval,
 }
 
 impl VideoTap {
@@ -55,7 +54,8 @@ impl VideoTap {
             .map_err(|_| "not a 2D canvas")?;
         let tick = {
             let (video, canvas) = (video.clone(), canvas.clone());
-            Closure::<dyn FnMut()>::new(move || {
+            let period = Duration::from_secs_f32(1.0 / fps.clamp(1.0, 60.0));
+            Interval::start(period, move || {
                 // Even sizes only: I420 halves both.
                 let (width, height) = (video.video_width() & !1, video.video_height() & !1);
                 if video.ready_state() < 2 || width < 16 || height < 16 {
@@ -75,19 +75,11 @@ impl VideoTap {
                     let code = read_frame_code(&frame);
                     slot.put(frame, code);
                 }
-            })
+            })?
         };
-        let interval = window()
-            .ok_or("no page")?
-            .set_interval_with_callback_and_timeout_and_arguments_0(
-                tick.as_ref().unchecked_ref(),
-                (1000.0 / fps.clamp(1.0, 60.0)) as i32,
-            )
-            .map_err(describe)?;
         Ok(VideoTap {
             video,
             canvas,
-            interval,
             _tick: tick,
         })
     }
@@ -95,9 +87,6 @@ impl VideoTap {
 
 impl Drop for VideoTap {
     fn drop(&mut self) {
-        if let Some(window) = window() {
-            window.clear_interval_with_handle(self.interval);
-        }
         self.video.set_src_object(None);
         self.video.remove();
         self.canvas.remove();

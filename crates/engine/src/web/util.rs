@@ -44,3 +44,31 @@ pub(crate) fn hidden_element<T: JsCast>(tag: &str) -> Option<T> {
     document.body()?.append_child(&element).ok()?;
     element.dyn_into::<T>().ok()
 }
+
+/// A page timer calling `tick` every `period` (a `setInterval`) until dropped.
+pub(crate) struct Interval {
+    handle: i32,
+    _tick: wasm_bindgen::closure::Closure<dyn FnMut()>,
+}
+
+impl Interval {
+    pub fn start(period: Duration, tick: impl FnMut() + 'static) -> Result<Interval, String> {
+        let tick = wasm_bindgen::closure::Closure::<dyn FnMut()>::new(tick);
+        let handle = window()
+            .ok_or("no page")?
+            .set_interval_with_callback_and_timeout_and_arguments_0(
+                tick.as_ref().unchecked_ref(),
+                period.as_millis().clamp(1, i32::MAX as u128) as i32,
+            )
+            .map_err(describe)?;
+        Ok(Interval { handle, _tick: tick })
+    }
+}
+
+impl Drop for Interval {
+    fn drop(&mut self) {
+        if let Some(window) = window() {
+            window.clear_interval_with_handle(self.handle);
+        }
+    }
+}

@@ -12,7 +12,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AudioContext, AudioWorkletNode, AudioWorkletNodeOptions, MediaStream, MessageEvent};
 
 use super::media::audio_context;
-use super::util::{describe, hidden_element, window};
+use super::util::{Interval, describe, hidden_element};
 use crate::media::{AudioBuffer, Mixer, SAMPLE_RATE};
 
 /// The processors, loaded into the page's audio context once.
@@ -157,8 +157,7 @@ const TICK: Duration = Duration::from_millis(20);
 /// The room's mix playing through the page's output.
 pub(crate) struct MixOutput {
     node: AudioWorkletNode,
-    interval: i32,
-    _tick: Closure<dyn FnMut()>,
+    _tick: Interval,
 }
 
 impl MixOutput {
@@ -176,7 +175,7 @@ impl MixOutput {
         let mut mixed = Vec::new();
         let tick = {
             let context = context.clone();
-            Closure::<dyn FnMut()>::new(move || {
+            Interval::start(TICK, move || {
                 // The audio clock says how much has played; keep the mix a little ahead of it.
                 let played = (context.current_time() * rate) as u64;
                 let wanted = played + (AHEAD.as_secs_f64() * rate) as u64;
@@ -192,28 +191,14 @@ impl MixOutput {
                 let block = js_sys::Float32Array::from(mixed.as_slice());
                 let _ = port.post_message_with_transferable(&block, &js_sys::Array::of1(&block.buffer()));
                 rendered = Some(wanted);
-            })
+            })?
         };
-        let interval = window()
-            .ok_or("no page")?
-            .set_interval_with_callback_and_timeout_and_arguments_0(
-                tick.as_ref().unchecked_ref(),
-                TICK.as_millis() as i32,
-            )
-            .map_err(describe)?;
-        Ok(MixOutput {
-            node,
-            interval,
-            _tick: tick,
-        })
+        Ok(MixOutput { node, _tick: tick })
     }
 }
 
 impl Drop for MixOutput {
     fn drop(&mut self) {
-        if let Some(window) = window() {
-            window.clear_interval_with_handle(self.interval);
-        }
         let _ = self.node.disconnect();
     }
 }

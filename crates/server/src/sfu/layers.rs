@@ -18,9 +18,6 @@ use holoroom_protocol::VideoLayer;
 /// encoding it, or its uplink dropped it).
 pub const LAYER_GONE_AFTER: Duration = Duration::from_millis(1000);
 
-/// How long a layer's bitrate is measured over.
-const RATE_WINDOW: Duration = Duration::from_millis(1000);
-
 /// Frames of two layers captured closer together than this are the same moment.
 const SAME_MOMENT_US: i64 = 8_000;
 /// A keyframe that the sender reports place this far before the last frame written cannot
@@ -28,27 +25,15 @@ const SAME_MOMENT_US: i64 = 8_000;
 /// mapping is stale until the next sender report.
 const STALE_US: i64 = 500_000;
 
-/// One layer as it arrives from the publisher.
+/// One layer as it arrives from the publisher: when it was last heard.
 #[derive(Debug, Default, Clone)]
 pub struct LayerIn {
     last_packet: Option<Instant>,
-    window_start: Option<Instant>,
-    window_bytes: u64,
-    /// Bits per second over the last whole window (0 until one has passed).
-    bitrate: u64,
 }
 
 impl LayerIn {
-    pub fn on_packet(&mut self, now: Instant, bytes: usize) {
+    pub fn on_packet(&mut self, now: Instant) {
         self.last_packet = Some(now);
-        let start = *self.window_start.get_or_insert(now);
-        self.window_bytes += bytes as u64;
-        let elapsed = now.saturating_duration_since(start);
-        if elapsed >= RATE_WINDOW {
-            self.bitrate = self.window_bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64;
-            self.window_start = Some(now);
-            self.window_bytes = 0;
-        }
     }
 
     pub fn is_sent(&self, now: Instant) -> bool {
@@ -56,8 +41,9 @@ impl LayerIn {
             .is_some_and(|at| now.saturating_duration_since(at) < LAYER_GONE_AFTER)
     }
 
-    pub fn bitrate(&self) -> u64 {
-        self.bitrate
+    /// Whether the publisher has sent this layer at all (so it can send it when asked).
+    pub fn ever_sent(&self) -> bool {
+        self.last_packet.is_some()
     }
 }
 

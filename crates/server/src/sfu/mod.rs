@@ -127,10 +127,8 @@ struct Publisher {
     owner: String,
     /// Per video layer: when a keyframe was asked for that has not passed through yet.
     keyframe_requested: [Option<Instant>; 3],
-    /// Per video layer: when it was last heard and its bitrate.
+    /// Per video layer: when it was last heard.
     layers: [LayerIn; 3],
-    /// The layers it has sent at all (those it can send when asked).
-    ever_sent: [bool; 3],
     /// The sound's level (0..1), smoothed over about a quarter of a second, and when it was
     /// last heard.
     level: f32,
@@ -353,7 +351,6 @@ impl Sfu {
             owner: owner.to_owned(),
             keyframe_requested: [None; 3],
             layers: Default::default(),
-            ever_sent: [false; 3],
             level: 0.0,
             last_audio: None,
             announced: [true; 3],
@@ -437,17 +434,6 @@ impl Sfu {
             let work = vec![Work::KeyframeFor(stream.clone(), None)];
             self.run(now, work);
         }
-    }
-
-    /// The video layer each subscriber of `session` receives now, per stream.
-    pub fn layers_of(&self, session: SessionId) -> Vec<(StreamId, VideoLayer)> {
-        self.peers
-            .values()
-            .filter_map(|p| match &p.role {
-                Role::Subscriber(s) if s.session == session => Some((s.stream.clone(), s.video.layer())),
-                _ => None,
-            })
-            .collect()
     }
 
     /// The video layers the publisher of `stream` sends now, lowest first.
@@ -635,7 +621,7 @@ impl Sfu {
                 Some(Peer {
                     role: Role::Publisher(p),
                     ..
-                }) if p.ever_sent.contains(&true) => p.ever_sent,
+                }) if p.layers.iter().any(LayerIn::ever_sent) => [0, 1, 2].map(|i| p.layers[i].ever_sent()),
                 _ => [true; 3],
             };
             let mut wanted = [false; 3];
@@ -788,8 +774,7 @@ impl Sfu {
             .unwrap_or(2);
         let keyframe = video && starts_keyframe(&packet.payload);
         if video {
-            p.layers[layer].on_packet(now, packet.payload.len() + 12);
-            p.ever_sent[layer] = true;
+            p.layers[layer].on_packet(now);
             if keyframe {
                 p.keyframe_requested[layer] = None;
             }
@@ -803,7 +788,8 @@ impl Sfu {
         let sent = layers::sent_layers(&p.layers, now);
         // When the frame was captured, by the publisher's clock: its sender report maps RTP
         // time to that clock (the layers' RTP clocks start apart; this one they share).
-        let capture_us = packet.last_sender_info.as_ref().and_then(|sr| {
+        let sender_info = packet.last_sender_info.as_ref().filter(|_| video);
+        let capture_us = sender_info.and_then(|sr| {
             let ntp_us = sr.ntp_time.duration_since(std::time::UNIX_EPOCH).ok()?.as_micros() as i64;
             let ticks = i64::from(packet.header.timestamp.wrapping_sub(sr.rtp_time.numer() as u32) as i32);
             Some(ntp_us + ticks * 1_000_000 / 90_000)

@@ -29,7 +29,6 @@ enum Command {
         reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
     },
     SetLayer(SessionId, StreamId, VideoLayer),
-    LayersOf(SessionId, oneshot::Sender<Vec<(StreamId, VideoLayer)>>),
     LayersSent(StreamId, oneshot::Sender<Vec<VideoLayer>>),
     Levels(oneshot::Sender<Vec<(StreamId, f32)>>),
     Unpublish(StreamId),
@@ -123,15 +122,6 @@ impl SfuHandle {
         let _ = self.commands.send(Command::SetLayer(session, stream, layer));
     }
 
-    /// The video layer `session` receives now of each stream it plays.
-    pub async fn layers_of(&self, session: SessionId) -> Result<Vec<(StreamId, VideoLayer)>, SfuError> {
-        let (reply, layers) = oneshot::channel();
-        self.commands
-            .send(Command::LayersOf(session, reply))
-            .map_err(|_| SfuError::Stopped)?;
-        layers.await.map_err(|_| SfuError::Stopped)
-    }
-
     /// The video layers the publisher of `stream` sends now, lowest first.
     pub async fn layers_sent(&self, stream: StreamId) -> Result<Vec<VideoLayer>, SfuError> {
         let (reply, layers) = oneshot::channel();
@@ -210,9 +200,6 @@ async fn run(
                     let _ = reply.send(sfu.subscribe(Instant::now(), session, &stream, &offer, layer));
                 }
                 Some(Command::SetLayer(session, stream, layer)) => sfu.set_layer(Instant::now(), session, &stream, layer),
-                Some(Command::LayersOf(session, reply)) => {
-                    let _ = reply.send(sfu.layers_of(session));
-                }
                 Some(Command::LayersSent(stream, reply)) => {
                     let _ = reply.send(sfu.layers_sent(Instant::now(), &stream));
                 }
