@@ -19,11 +19,7 @@ use common::{WAIT, first_frame, join, join_as, logged_in, play, publish, stream,
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 async fn server() -> Server {
-    let config = ServerConfig::new(TokenKeys::new(SigningKey::new(
-        "k1",
-        b"media-test-secret-0123456".to_vec(),
-    )));
-    Server::bind("127.0.0.1:0", config).await.expect("server binds")
+    common::server(b"media-test-secret-0123456").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use holoroom_engine::media::FrameSlot;
 use holoroom_engine::protocol::VideoLayer;
 use holoroom_engine::{RemoteStream, StreamConfig};
-use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
+use holoroom_server::Server;
 use tokio::sync::Mutex;
 
 mod common;
@@ -17,11 +17,7 @@ use common::{join, play, publish, stream};
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 async fn server() -> Server {
-    let config = ServerConfig::new(TokenKeys::new(SigningKey::new(
-        "k1",
-        b"simulcast-test-secret-0123".to_vec(),
-    )));
-    Server::bind("127.0.0.1:0", config).await.expect("server binds")
+    common::server(b"simulcast-test-secret-0123").await
 }
 
 /// The picture size of each layer of a 640x360 stream.

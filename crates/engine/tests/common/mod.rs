@@ -112,14 +112,25 @@ pub async fn first_frame(slot: &FrameSlot) -> holoroom_engine::media::SlotFrame 
         .expect("a decoded frame arrives")
 }
 
+/// A server's configuration with one signing key of `secret`.
+pub fn config(secret: &[u8]) -> holoroom_server::ServerConfig {
+    holoroom_server::ServerConfig::new(holoroom_server::TokenKeys::new(holoroom_server::SigningKey::new(
+        "k1",
+        secret.to_vec(),
+    )))
+}
+
+/// A room server on loopback with one signing key of `secret`.
+pub async fn server(secret: &[u8]) -> Server {
+    Server::bind("127.0.0.1:0", config(secret)).await.expect("server binds")
+}
+
 /// A room server whose media address is 127.0.0.2, where an impairment relay passes every
 /// datagram on to its real socket (and impairs them as told), so every media path between
 /// engines and the SFU, both legs, both ways, goes through the relay. Signaling is direct.
 pub async fn server_behind_relay(secret: &[u8]) -> (Server, holoroom_testkit::UdpRelay) {
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-    let mut config = holoroom_server::ServerConfig::new(holoroom_server::TokenKeys::new(
-        holoroom_server::SigningKey::new("k1", secret.to_vec()),
-    ));
+    let mut config = config(secret);
     config.media.public_ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
     let server = Server::bind("127.0.0.1:0", config).await.expect("server binds");
     let advertised = server.media_addr();
