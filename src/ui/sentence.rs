@@ -29,7 +29,6 @@ pub fn sentence(problem: &Problem) -> String {
                 "Your session ended because your access token expired and could not be renewed. Join again.".into()
             }
             KickoutReason::Admin => "A room admin removed you from the room.".into(),
-            KickoutReason::ServerShutdown => "The room server shut down. Join again once it is back.".into(),
         },
         Problem::BadId(why) => format!("That name can't be used in a room: {why}. Pick another."),
         Problem::Publish { error, .. } => media("Your video", error),

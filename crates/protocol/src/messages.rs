@@ -35,13 +35,14 @@ pub const MAX_EXTRA_INFO_BYTES: usize = 4096;
 
 /// WebSocket close codes the server uses.
 pub mod close_code {
-    /// The server is shutting down.
-    pub const GOING_AWAY: u16 = 1001;
+    /// The server is restarting (or stopping): reconnect, and keep trying for a while.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// A binary frame arrived; the protocol is text only.
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// A text frame that is not UTF-8.
     pub const INVALID_DATA: u16 = 1007;
-    /// Policy: no login in time, Origin not allowed, kicked out, or too many messages.
+    /// Policy: no login in time, Origin not allowed, kicked out, too many messages, or too many
+    /// connections from one address.
     pub const POLICY: u16 = 1008;
     /// A message larger than [`super::MAX_MESSAGE_BYTES`].
     pub const MESSAGE_TOO_BIG: u16 = 1009;
@@ -564,8 +565,6 @@ pub enum KickoutReason {
     TokenExpired,
     /// A room admin removed the user.
     Admin,
-    /// The server is shutting down.
-    ServerShutdown,
 }
 
 /// A message that could not be read as a [`ClientMessage`].

@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::auth::TokenKeys;
+use crate::http::AddressLimits;
 use crate::rooms::Limits;
 
 /// Everything a [`crate::Server`] needs besides its listener.
@@ -18,6 +19,10 @@ pub struct ServerConfig {
     pub reconnect_grace: Duration,
     /// Close sockets that have not logged in within this time.
     pub login_timeout: Duration,
+    /// Close HTTP connections whose request headers have not all arrived within this time.
+    pub header_timeout: Duration,
+    /// Connections and failed logins allowed per remote address.
+    pub per_address: AddressLimits,
     /// Send TokenWillExpire this long before a token expires.
     pub token_expiry_warning: Duration,
     /// Requests per second a connection may sustain, and the burst above it.
@@ -65,6 +70,8 @@ impl ServerConfig {
             web_root: None,
             reconnect_grace: Duration::from_secs(10),
             login_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            per_address: AddressLimits::default(),
             token_expiry_warning: Duration::from_secs(30),
             rate_per_second: 50.0,
             rate_burst: 100.0,

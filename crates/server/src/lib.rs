@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+mod http;
 mod hub;
 pub mod rooms;
 mod session;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{Extension, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -37,6 +38,7 @@ use tokio::task::JoinHandle;
 pub use auth::{SigningKey, TokenError, TokenKeys};
 pub use clock::Clock;
 pub use config::ServerConfig;
+pub use http::AddressLimits;
 pub use rooms::{Limits, Snapshot};
 
 use crate::hub::Hub;
@@ -46,8 +48,6 @@ use crate::hub::Hub;
 pub enum ServerError {
     #[error("can't listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
-    #[error("server stopped with an error: {0}")]
-    Serve(std::io::Error),
     #[error("server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("can't start the media relay: {0}")]
@@ -58,12 +58,14 @@ pub enum ServerError {
     Ended,
 }
 
-/// How long a graceful shutdown waits for sessions to close.
+/// How long a graceful shutdown waits for sessions to close; connections still open then are
+/// closed.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct AppState {
     hub: Arc<Hub>,
+    addresses: Arc<http::Addresses>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -73,7 +75,8 @@ pub struct Server {
     addr: SocketAddr,
     hub: Arc<Hub>,
     shutdown: watch::Sender<bool>,
-    task: JoinHandle<std::io::Result<()>>,
+    hard_stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<()>,
 }
 
 impl Server {
@@ -106,8 +109,10 @@ impl Server {
         tracing::info!(media = %sfu.media_addr(), "media relay listening");
         let hub = Arc::new(Hub::new(Arc::new(config), sfu));
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let addresses = http::Addresses::new(hub.config.per_address);
         let state = AppState {
             hub: hub.clone(),
+            addresses: addresses.clone(),
             shutdown: shutdown_rx.clone(),
         };
         let web_root = state.hub.config.web_root.clone();
@@ -121,19 +126,24 @@ impl Server {
         }
         tokio::spawn(announce_speakers(hub.clone(), shutdown_rx.clone()));
         tokio::spawn(pass_notices(hub.clone(), notices));
-        let mut stop = shutdown_rx;
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|&down| down).await;
-                })
-                .await
-        });
+        let serving = http::Serving {
+            header_timeout: hub.config.header_timeout,
+        };
+        let (hard_stop, hard_stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(http::serve(
+            listener,
+            router,
+            addresses,
+            serving,
+            shutdown_rx,
+            hard_stopped,
+        ));
         tracing::info!(%addr, "room server listening");
         Ok(Server {
             addr,
             hub,
             shutdown,
+            hard_stop,
             task,
         })
     }
@@ -186,8 +196,8 @@ impl Server {
         self.hub.session_count()
     }
 
-    /// Kicks every member out (Kickout ServerShutdown), closes every socket with 1001,
-    /// waits up to 5 s for them, then stops listening.
+    /// Stops listening, closes every session's socket with 1012 (service restart: clients come
+    /// back on their own), waits up to 5 s for them, then closes whatever is still open.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
@@ -204,7 +214,8 @@ impl Server {
                 break;
             }
         }
-        self.task.await?.map_err(ServerError::Serve)
+        let _ = self.hard_stop.send(());
+        Ok(self.task.await?)
     }
 }
 
@@ -307,7 +318,17 @@ async fn announce_speakers(hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn websocket(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+async fn websocket(
+    State(state): State<AppState>,
+    Extension(peer): Extension<http::Peer>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !peer.place.served() {
+        let cap = state.addresses.connection_cap();
+        tracing::debug!(addr = %peer.addr, cap, "too many connections from one address; refused");
+        return upgrade.on_upgrade(move |socket| session::refuse(socket, cap));
+    }
     let allowed = &state.hub.config.allowed_origins;
     if let Some(origin) = headers.get(header::ORIGIN)
         && !allowed.is_empty()
@@ -323,7 +344,7 @@ async fn websocket(State(state): State<AppState>, headers: HeaderMap, upgrade: W
         // anything larger fails the socket outright.
         .max_message_size(16 * MAX_MESSAGE_BYTES)
         .max_frame_size(16 * MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| session::run(socket, state.hub, state.shutdown))
+        .on_upgrade(move |socket| session::run(socket, peer, state.addresses, state.hub, state.shutdown))
 }
 
 #[derive(Deserialize)]

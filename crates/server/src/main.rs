@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use holoroom_protocol::{RoomId, UserId, VideoGrant};
 use holoroom_server::auth::parse_key;
-use holoroom_server::{Limits, Server, ServerConfig, SigningKey, TokenKeys};
+use holoroom_server::{AddressLimits, Limits, Server, ServerConfig, SigningKey, TokenKeys};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -89,6 +89,15 @@ struct ServeArgs {
     /// Browser origins allowed to connect (repeat); none allows any.
     #[arg(long = "allow-origin", env = "HOLOROOM_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
+    /// Close HTTP connections whose request headers have not all arrived in this time.
+    #[arg(long, env = "HOLOROOM_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Connections one address may have open at once; more are refused with a reason.
+    #[arg(long, env = "HOLOROOM_MAX_CONNECTIONS_PER_IP", default_value_t = AddressLimits::default().connections)]
+    max_connections_per_ip: usize,
+    /// Failed logins one address may make per minute before its logins are refused for a while.
+    #[arg(long, env = "HOLOROOM_MAX_LOGIN_FAILURES_PER_IP", default_value_t = AddressLimits::default().login_failures_per_minute)]
+    max_login_failures_per_ip: u32,
     #[arg(long, env = "HOLOROOM_MAX_ROOMS", default_value_t = Limits::default().max_rooms)]
     max_rooms: usize,
     #[arg(long, env = "HOLOROOM_MAX_USERS_PER_ROOM", default_value_t = Limits::default().max_users_per_room)]
@@ -184,6 +193,11 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.web_root = args.web_root;
     config.reconnect_grace = args.reconnect_grace;
     config.login_timeout = args.login_timeout;
+    config.header_timeout = args.header_timeout;
+    config.per_address = AddressLimits {
+        connections: args.max_connections_per_ip,
+        login_failures_per_minute: args.max_login_failures_per_ip,
+    };
     config.allowed_origins = args.allowed_origins;
     if args.media_listen.ip().is_unspecified() && args.public_ip.is_none() {
         bail!(

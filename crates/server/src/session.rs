@@ -16,6 +16,7 @@ use holoroom_protocol::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::http::{Addresses, Peer};
 use crate::hub::{Hub, ToSession};
 use crate::rooms::{Identity, PublishCheck, SessionId};
 use crate::sfu::SfuError;
@@ -114,6 +115,9 @@ enum Exit {
 struct Session {
     id: SessionId,
     hub: Arc<Hub>,
+    /// Where the connection comes from; it holds the connection's place in its address's count.
+    peer: Peer,
+    addresses: Arc<Addresses>,
     socket: WebSocket,
     seq: u64,
     in_room: Option<InRoom>,
@@ -129,13 +133,31 @@ fn is_invalid_utf8(err: &axum::Error) -> bool {
     err.to_string().contains("UTF-8")
 }
 
+/// Closes a connection over its address's cap, saying why.
+pub(crate) async fn refuse(mut socket: WebSocket, cap: usize) {
+    let reason = format!("too many connections from this address (at most {cap}); close some and try again");
+    let frame = CloseFrame {
+        code: close_code::POLICY,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+}
+
 /// Runs one connection to its end.
-pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    socket: WebSocket,
+    peer: Peer,
+    addresses: Arc<Addresses>,
+    hub: Arc<Hub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let registration = hub.register();
     let config = hub.config.clone();
     let mut session = Session {
         id: registration.id,
         hub: hub.clone(),
+        peer,
+        addresses,
         socket,
         seq: 0,
         in_room: None,
@@ -191,7 +213,7 @@ pub(crate) async fn run(socket: WebSocket, hub: Arc<Hub>, mut shutdown: watch::R
             () = tokio::time::sleep_until(login_deadline) => Err(Exit::Close(close_code::POLICY, "no login in time")),
             () = clock.sleep_until(warn_at) => session.warn_expiry().await,
             () = clock.sleep_until(expire_at) => session.expire().await,
-            _ = shutdown.changed() => session.shut_down().await,
+            _ = shutdown.changed() => session.shut_down(),
             _ = ping.tick() => {
                 if session.last_heard.elapsed() > SILENCE_LIMIT {
                     tracing::debug!(session = session.id, "silent too long; dropping");
@@ -528,8 +550,16 @@ impl Session {
                 "this session is already in a room; log out first",
             ));
         }
-        let (identity, expires_at) =
-            self.identify(&login.token, &login.room_id, &login.user.user_id, &login.user.user_name)?;
+        let ip = self.peer.addr.ip();
+        if !self.addresses.may_log_in(ip) {
+            return Err(ErrorBody::new(
+                ErrorCode::RateLimited,
+                "too many failed logins from this address; wait a minute before trying again",
+            ));
+        }
+        let (identity, expires_at) = self
+            .identify(&login.token, &login.room_id, &login.user.user_id, &login.user.user_name)
+            .inspect_err(|_| self.addresses.login_failed(ip))?;
         let spectator = identity.grant.hidden;
         let user = identity.user.clone();
         let resume = login
@@ -640,14 +670,9 @@ impl Session {
         Err(Exit::Close(close_code::POLICY, "token expired"))
     }
 
-    async fn shut_down(&mut self) -> Result<(), Exit> {
-        let id = self.id;
-        {
-            let mut hub = self.hub.lock();
-            let outputs = hub.rooms().kick(id, KickoutReason::ServerShutdown);
-            hub.deliver(Some(id), outputs);
-        }
-        self.kicked(KickoutReason::ServerShutdown).await?;
-        Err(Exit::Close(close_code::GOING_AWAY, "server shutting down"))
+    /// The server is stopping: the member stays listed (the room is not told it left) and
+    /// the socket closes with 1012, so the client reconnects to the server that comes back.
+    fn shut_down(&self) -> Result<(), Exit> {
+        Err(Exit::Close(close_code::SERVICE_RESTART, "server restarting; reconnect"))
     }
 }

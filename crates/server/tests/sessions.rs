@@ -326,15 +326,153 @@ async fn sockets_that_never_log_in_are_closed() {
 }
 
 #[tokio::test]
-async fn shutdown_kicks_everyone_and_closes_with_going_away() {
+async fn shutdown_tells_everyone_to_come_back_instead_of_ending_their_call() {
     let server = start(common::config()).await;
     let mut alice = Client::join(&server, "r", "alice", true).await;
     tokio::time::timeout(WAIT, server.shutdown())
         .await
         .expect("shutdown is quick")
         .expect("clean shutdown");
-    assert_eq!(kickout(&alice.next_event().await), Some(KickoutReason::ServerShutdown));
-    assert_eq!(alice.closed().await, Some(close_code::GOING_AWAY));
+    assert_eq!(alice.closed().await, Some(close_code::SERVICE_RESTART));
+    assert!(
+        alice.seen.iter().all(|(_, event)| kickout(event).is_none()),
+        "no kickout: the client is to reconnect, {:?}",
+        alice.seen
+    );
+}
+
+/// A raw TCP connection that sent `sent` and then nothing more.
+async fn half_open(server: &holoroom_server::Server, sent: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("connects");
+    tcp.write_all(sent.as_bytes()).await.expect("writes");
+    tcp
+}
+
+/// Whether the server closed `tcp` within `within` (it reads end of stream, or a reset).
+async fn closed_by_server(tcp: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // An error answer (408) may come first.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+const PARTIAL_UPGRADE: &str = "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n";
+
+#[tokio::test]
+async fn half_open_handshakes_time_out() {
+    let mut config = common::config();
+    config.header_timeout = Duration::from_millis(300);
+    let server = start(config).await;
+    let mut slow_headers = half_open(&server, PARTIAL_UPGRADE).await;
+    let mut silent = half_open(&server, "").await;
+    assert!(
+        closed_by_server(&mut slow_headers, WAIT).await,
+        "headers that stop coming"
+    );
+    assert!(
+        closed_by_server(&mut silent, WAIT).await,
+        "a connection that never says anything"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_half_open_connections_by_its_deadline() {
+    let mut config = common::config();
+    config.header_timeout = Duration::from_secs(600);
+    let server = start(config).await;
+    let alice = Client::join(&server, "r", "alice", true).await;
+    let mut stuck = Vec::new();
+    for _ in 0..20 {
+        stuck.push(half_open(&server, PARTIAL_UPGRADE).await);
+    }
+    // The sessions' wait (5 s) is the longest it may take.
+    tokio::time::timeout(Duration::from_secs(8), server.shutdown())
+        .await
+        .expect("shutdown finishes despite connections stuck in their handshake")
+        .expect("clean shutdown");
+    for tcp in &mut stuck {
+        assert!(closed_by_server(tcp, WAIT).await, "a stuck connection was closed");
+    }
+    drop(alice);
+}
+
+#[tokio::test]
+async fn connections_over_an_addresss_cap_are_refused_with_a_reason() {
+    let mut config = common::config();
+    config.per_address.connections = 4;
+    let server = start(config).await;
+    let mut alice = Client::join(&server, "r", "alice", true).await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(Client::connect(&server).await);
+    }
+    for attempt in 0..20 {
+        let (mut socket, _) = tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .expect("the upgrade is answered");
+        let close = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut socket))
+            .await
+            .expect("closed at once");
+        match close {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), close_code::POLICY, "attempt {attempt}");
+                assert!(frame.reason.contains("too many connections"), "{}", frame.reason);
+            }
+            other => panic!("attempt {attempt}: expected a close frame, got {other:?}"),
+        }
+    }
+    // The member's session is untouched, and a place comes back when a connection closes.
+    let mut bob = others.pop().expect("a connection");
+    bob.login_with("r", "bob", token(&server, "r", "bob"), true)
+        .await
+        .expect("bob logs in");
+    assert!(matches!(
+        alice.next_event().await,
+        Event::RoomUserUpdate {
+            update: UpdateType::Add,
+            ..
+        }
+    ));
+    drop(others);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let carol = Client::join(&server, "r", "carol", true).await;
+    assert!(matches!(bob.next_event().await, Event::RoomUserUpdate { .. }));
+    drop(carol);
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_address() {
+    let mut config = common::config();
+    config.per_address.login_failures_per_minute = 3;
+    let server = start(config).await;
+    let forged = "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl".to_owned();
+    for _ in 0..3 {
+        let mut client = Client::connect(&server).await;
+        let refusal = client.login_with("r", "mallory", forged.clone(), true).await;
+        assert!(matches!(refusal, Err(SignalingError::Refused(body)) if body.code == ErrorCode::TokenInvalid));
+    }
+    // Now even a good token from this address waits.
+    let mut client = Client::connect(&server).await;
+    let refusal = client
+        .login_with("r", "mallory", token(&server, "r", "mallory"), true)
+        .await;
+    match refusal {
+        Err(SignalingError::Refused(body)) => {
+            assert_eq!(body.code, ErrorCode::RateLimited);
+            assert!(body.message.contains("failed logins"), "{}", body.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 #[test]
