@@ -27,7 +27,9 @@ fn start_server(listen: &str) -> Child {
         .expect("the server starts");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("the server says where it listens");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the server says where it listens");
     assert!(line.starts_with("Holoroom server on"), "{line}");
     child
 }

@@ -118,6 +118,9 @@ pub struct SfuCounters {
     pub layer_switches: u64,
     pub publishers: usize,
     pub subscribers: usize,
+    /// Remote addresses the relay knows media to come from (learnt only from datagrams that a
+    /// media connection accepts).
+    pub sources: usize,
 }
 
 #[derive(Debug)]
@@ -264,6 +267,7 @@ impl Sfu {
         SfuCounters {
             publishers: self.publishers.len(),
             subscribers: self.peers.len() - self.publishers.len(),
+            sources: self.by_source.len(),
             ..self.counters
         }
     }
