@@ -20,7 +20,7 @@ WEB_DIR := $(CARGO_TARGET_DIR)/www
 RUSTUP_WASM = rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown
 WASM_CARGO = if $(RUSTUP_WASM); then cargo $(1); else RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 /usr/bin/cargo $(1) -Z build-std=std,panic_abort; fi
 
-.PHONY: deps run server bots web test bench lint fmt
+.PHONY: deps run server bots web test bench fuzz lint fmt
 
 deps:
 	@missing=""; for p in $(APT_BUILD) $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -87,6 +87,24 @@ bench: deps tests/web/node_modules
 	cargo bench -p holoroom-server --bench sfu
 	xvfb-run -a -s "-screen 0 1280x720x24" cargo bench --profile dev -p holoroom --bench render
 	cargo bench --profile dev -p holoroom --bench swarm
+
+## Fuzzing: each target in fuzz/ (libFuzzer with AddressSanitizer, on the stable toolchain) for
+## FUZZ_SECONDS, starting from its kept inputs (crates/fuzzing/regressions/<target>, replayed by
+## `make test`); a crash stops the run and leaves its input in fuzz/artifacts/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := signaling token offer capture_time h264_receive y4m camera sfu
+CARGO_FUZZ := $(TOOLS)/bin/cargo-fuzz
+fuzz: deps $(CARGO_FUZZ)
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$target crates/fuzzing/regressions/$$target; \
+		echo "== $$target ($(FUZZ_SECONDS) s)"; \
+		RUSTC_BOOTSTRAP=1 PATH=$(TOOLS)/bin:$$PATH cargo fuzz run --fuzz-dir fuzz -O $$target \
+			fuzz/corpus/$$target crates/fuzzing/regressions/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=4096 -print_final_stats=1 || exit 1; \
+	done
+
+$(CARGO_FUZZ):
+	cargo install cargo-fuzz --locked --version 0.13.2 --root $(TOOLS)
 
 lint: deps
 	cargo fmt --all -- --check

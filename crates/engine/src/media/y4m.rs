@@ -1,6 +1,6 @@
 //! YUV4MPEG2 (`.y4m`) files: 4:2:0 frames one after another, a simple source of real video.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use super::frame::VideoFrame;
@@ -27,15 +27,23 @@ impl Y4mClip {
     /// Reads a 4:2:0 Y4M file (colour space `420`, `420jpeg`, `420paldv`, `420mpeg2`, or unspecified).
     pub fn open(path: &Path) -> Result<Y4mClip, Y4mError> {
         let name = path.display().to_string();
-        let io = |source| Y4mError::Io {
+        let file = std::fs::File::open(path).map_err(|source| Y4mError::Io {
             path: name.clone(),
+            source,
+        })?;
+        Self::read(&name, BufReader::new(file))
+    }
+
+    /// Reads a clip from `reader`; `name` says where it came from in errors.
+    pub fn read(name: &str, mut reader: impl BufRead) -> Result<Y4mClip, Y4mError> {
+        let io = |source| Y4mError::Io {
+            path: name.to_owned(),
             source,
         };
         let format = |reason: String| Y4mError::Format {
-            path: name.clone(),
+            path: name.to_owned(),
             reason,
         };
-        let mut reader = BufReader::new(std::fs::File::open(path).map_err(io)?);
         let mut header = String::new();
         reader.read_line(&mut header).map_err(io)?;
         let mut tokens = header.split_whitespace();

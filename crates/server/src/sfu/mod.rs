@@ -18,6 +18,7 @@
 //! This module touches no socket and no clock: the shell in `socket.rs` passes in datagrams
 //! and the time, and sends out what [`Sfu::poll_transmit`] returns.
 
+mod keepalive;
 pub mod layers;
 pub mod offer;
 pub mod socket;
@@ -41,7 +42,7 @@ use layers::{LayerIn, PacketIn, Verdict, VideoOut};
 
 /// Whether an H.264 RTP payload begins a keyframe: an IDR slice or a parameter set, whole,
 /// aggregated (STAP-A, any unit) or as the first fragment (FU-A). Only NAL headers are read.
-fn starts_keyframe(payload: &[u8]) -> bool {
+pub fn starts_keyframe(payload: &[u8]) -> bool {
     let is_key = |nal_type: u8| matches!(nal_type, 5 | 7);
     match payload.first().map(|b| b & 0x1f) {
         Some(24) => {
@@ -192,6 +193,7 @@ struct Peer {
     /// Each m-line's kind, from MediaAdded.
     kinds: HashMap<Mid, MediaKind>,
     timeout: Instant,
+    keepalive: Option<keepalive::Keepalive>,
 }
 
 /// Work that one peer's output causes on others.
@@ -229,16 +231,49 @@ pub struct Sfu {
 /// How often a subscriber's connection reports on what its receiver reports said.
 const DOWNLINK_REPORT_EVERY: Duration = Duration::from_millis(500);
 
+/// The payload type a subscriber's connection sends a publisher's codec as, among those it
+/// negotiated: the same codec; or for H.264, one of the same profile (Baseline and
+/// Constrained Baseline share one: encoders' Baseline streams use none of the tools only
+/// Baseline has) and packetization mode.
+fn out_payload_type(codecs: &str0m::format::CodecConfig, negotiated: &[Pt], params: PayloadParams) -> Option<Pt> {
+    if let Some(same) = codecs.match_params(params)
+        && negotiated.contains(&same.pt())
+    {
+        return Some(same.pt());
+    }
+    let spec = params.spec();
+    let profile_idc = |id: Option<u32>| id.map(|id| id >> 16);
+    if spec.codec != str0m::format::Codec::H264 {
+        return None;
+    }
+    codecs
+        .params()
+        .iter()
+        .filter(|p| negotiated.contains(&p.pt()))
+        .find(|p| {
+            let out = p.spec();
+            out.codec == str0m::format::Codec::H264
+                && profile_idc(out.format.profile_level_id) == profile_idc(spec.format.profile_level_id)
+                && out.format.packetization_mode == spec.format.packetization_mode
+        })
+        .map(|p| p.pt())
+}
+
 fn rtc_config() -> RtcConfig {
     let mut config = Rtc::builder()
         .set_ice_lite(true)
         .clear_codecs()
         .enable_opus(true, false)
         .set_rtp_mode(true);
-    // Constrained Baseline, packetization-mode 1, with RTX so NACKed packets are resent.
-    config
-        .codec_config()
-        .add_h264(Pt::from(108), Some(Pt::from(109)), true, 0x42e01f);
+    // H.264 with packetization-mode 1, with RTX so NACKed packets are resent: Constrained
+    // Baseline first (what is chosen when an offer has several), then Baseline (forwarded to
+    // Constrained Baseline receivers: encoders' Baseline streams use none of the tools only
+    // Baseline has) and Main (forwarded to receivers that take Main).
+    for (pt, rtx, profile_level_id) in [(108, 109, 0x42e01f), (104, 105, 0x42001f), (106, 107, 0x4d001f)] {
+        config
+            .codec_config()
+            .add_h264(Pt::from(pt), Some(Pt::from(rtx)), true, profile_level_id);
+    }
     config
 }
 
@@ -281,11 +316,14 @@ impl Sfu {
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
-            .map_err(|e| SfuError::Rejected(e.to_string()))?;
-        Ok((rtc, answer.to_sdp_string()))
+            .map_err(|e| SfuError::Rejected(e.to_string()))?
+            .to_sdp_string();
+        offer::check_answer(&answer).map_err(SfuError::Rejected)?;
+        Ok((rtc, offer::finish_answer(&answer)))
     }
 
-    fn add_peer(&mut self, now: Instant, rtc: Rtc, role: Role) -> PeerId {
+    /// Adds a connection made from `offer`, answered with `answer`.
+    fn add_peer(&mut self, now: Instant, rtc: Rtc, role: Role, offer: &str, answer: &str) -> PeerId {
         let id = self.next_peer;
         self.next_peer += 1;
         self.peers.insert(
@@ -295,6 +333,7 @@ impl Sfu {
                 role,
                 kinds: HashMap::new(),
                 timeout: now,
+                keepalive: keepalive::Keepalive::new(offer, answer),
             },
         );
         let work = self.drain(id);
@@ -360,7 +399,7 @@ impl Sfu {
             announced: [true; 3],
             unwanted_since: [None; 3],
         });
-        let id = self.add_peer(now, rtc, role);
+        let id = self.add_peer(now, rtc, role, offer, &answer);
         self.publishers.insert(stream.clone(), id);
         tracing::debug!(%stream, peer = id, "publisher connected");
         Ok((id, answer))
@@ -392,7 +431,7 @@ impl Sfu {
             video: VideoOut::new(wanted),
             downlink: CongestionCap::default(),
         });
-        let id = self.add_peer(now, rtc, role);
+        let id = self.add_peer(now, rtc, role, offer, &answer);
         self.subscribers.entry(stream.clone()).or_default().push(id);
         self.update_dynacast(now, true);
         Ok((id, answer))
@@ -553,6 +592,23 @@ impl Sfu {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        // A peer that is heard is there: its connection gets the binding request it may not send.
+        if let Some(request) = peer.keepalive.as_mut().and_then(|k| k.heard(now, data))
+            && let Ok(contents) = request.as_slice().try_into()
+        {
+            let refresh = Input::Receive(
+                now,
+                Receive {
+                    proto: Protocol::Udp,
+                    source,
+                    destination,
+                    contents,
+                },
+            );
+            if let Err(err) = peer.rtc.handle_input(refresh) {
+                tracing::debug!(peer = id, %err, "keepalive refused");
+            }
+        }
         if let Err(err) = peer.rtc.handle_input(input) {
             tracing::debug!(peer = id, %err, "media input refused");
         }
@@ -702,6 +758,11 @@ impl Sfu {
                         }
                     }
                     Event::KeyframeRequest(_) | Event::Connected => {
+                        if matches!(event, Event::Connected)
+                            && let Some(keepalive) = &mut peer.keepalive
+                        {
+                            keepalive.connected();
+                        }
                         if let Role::Subscriber(s) = &peer.role {
                             work.push(Work::KeyframeFor(s.stream.clone(), None));
                         }
@@ -877,7 +938,12 @@ impl Sfu {
             let out_pt = match track.pt {
                 Some((pt_in, pt_out)) if pt_in == packet.header.payload_type => pt_out,
                 _ => {
-                    let Some(pt_out) = peer.rtc.codec_config().match_params(params).map(|p| p.pt()) else {
+                    let negotiated = peer
+                        .rtc
+                        .media(track.mid)
+                        .map(|m| m.remote_pts().to_vec())
+                        .unwrap_or_default();
+                    let Some(pt_out) = out_payload_type(peer.rtc.codec_config(), &negotiated, params) else {
                         continue;
                     };
                     track.pt = Some((packet.header.payload_type, pt_out));

@@ -135,6 +135,85 @@ pub fn check_offer(offer: &str, usage: OfferUse) -> Result<(), String> {
     Ok(())
 }
 
+/// What the relay forwards, for refusals.
+pub const SERVED_MEDIA: &str =
+    "H.264 (constrained baseline, baseline or main profile, packetization-mode 1) video and Opus audio";
+
+/// Checks the relay's `answer` to an offer: every media section the offer made must have been
+/// taken (a section answered with port 0 has no codec the relay forwards). The error is a
+/// sentence for the client naming what was refused and what the relay takes.
+pub fn check_answer(answer: &str) -> Result<(), String> {
+    let mut refused = Vec::new();
+    let mut sections = 0;
+    for line in answer.lines().map(str::trim_end) {
+        if let Some(media) = line.strip_prefix("m=") {
+            sections += 1;
+            let mut words = media.split_whitespace();
+            if let (Some(kind), Some("0")) = (words.next(), words.next()) {
+                refused.push(kind.to_owned());
+            }
+        }
+    }
+    if sections == 0 {
+        return Err("the offer has no media sections the relay can take".into());
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the offer's {} has no codec this server forwards; it takes {SERVED_MEDIA}",
+            refused.join(" and ")
+        ))
+    }
+}
+
+/// Makes the relay's answer one that strict stacks accept: its host candidate in every media
+/// section that is taken, each followed by `a=end-of-candidates` (the relay gathers nothing
+/// more), and no `a=ice-options:trickle` (trickled candidates are refused).
+pub fn finish_answer(answer: &str) -> String {
+    let candidates: Vec<&str> = answer
+        .lines()
+        .map(str::trim_end)
+        .filter(|line| line.starts_with("a=candidate:"))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut out = String::with_capacity(answer.len() + 256);
+    let mut taken = false;
+    let finish_section = |out: &mut String, taken: bool| {
+        if taken {
+            for candidate in &candidates {
+                out.push_str(candidate);
+                out.push_str("\r\n");
+            }
+            out.push_str("a=end-of-candidates\r\n");
+        }
+    };
+    let mut in_media = false;
+    for line in answer.lines().map(str::trim_end) {
+        if line.is_empty()
+            || line == "a=ice-options:trickle"
+            || line == "a=end-of-candidates"
+            || line.starts_with("a=candidate:")
+        {
+            continue;
+        }
+        if let Some(media) = line.strip_prefix("m=") {
+            if in_media {
+                finish_section(&mut out, taken);
+            }
+            in_media = true;
+            taken = media.split_whitespace().nth(1) != Some("0");
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if in_media {
+        finish_section(&mut out, taken);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +279,33 @@ mod tests {
                 .unwrap_err()
                 .contains("fingerprint")
         );
+    }
+
+    const ANSWER: &str = "v=0\r\na=ice-lite\r\nm=video 9 UDP/TLS/RTP/SAVPF 108\r\na=mid:0\r\n\
+        a=ice-options:trickle\r\na=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\na=sendonly\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=ice-options:trickle\r\na=recvonly\r\n\
+        m=video 0 UDP/TLS/RTP/SAVPF 0\r\na=mid:2\r\n";
+
+    #[test]
+    fn answers_carry_the_candidate_in_every_taken_section_and_no_trickle() {
+        let finished = finish_answer(ANSWER);
+        let sections: Vec<&str> = finished.split("m=").skip(1).collect();
+        assert_eq!(sections.len(), 3);
+        for taken in &sections[..2] {
+            assert_eq!(taken.matches("a=candidate:").count(), 1, "{taken}");
+            assert!(taken.ends_with("a=end-of-candidates\r\n"), "{taken}");
+        }
+        assert!(!sections[2].contains("candidate"), "a refused section gets none");
+        assert!(!finished.contains("trickle"));
+        assert!(finished.starts_with("v=0\r\na=ice-lite\r\n"));
+        assert_eq!(finish_answer(&finished), finished, "finishing twice changes nothing");
+    }
+
+    #[test]
+    fn an_answer_that_refuses_a_section_is_refused_with_what_the_relay_takes() {
+        let why = check_answer(ANSWER).unwrap_err();
+        assert!(why.contains("video") && why.contains("H.264"), "{why}");
+        assert_eq!(check_answer(&ANSWER.replace("m=video 0", "m=video 9")), Ok(()));
+        assert!(check_answer("v=0\r\n").is_err());
     }
 }
