@@ -378,6 +378,11 @@ async fn dev_token(State(state): State<AppState>, Query(query): Query<DevTokenQu
         Ok(None) => auth::guest_user_id(),
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
+    if let Some(name) = &query.name
+        && let Err(why) = holoroom_protocol::validate_user_name(name)
+    {
+        return (StatusCode::BAD_REQUEST, why).into_response();
+    }
     let grant = if query.spectator {
         VideoGrant::spectator(room_id.as_str())
     } else {
