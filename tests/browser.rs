@@ -7,6 +7,8 @@
 //! cuts: the page comes back (Reconnected) and goes on publishing and playing. Then the media
 //! path (an impairment relay) goes dark for 12 s with signaling up: the page and the bot set
 //! their media up again by themselves and the pictures are back within 3 s of its return.
+//! Then the server restarts on the same addresses: the page and the bot come back by
+//! themselves, publishing and playing.
 //! A tab that sends the test pattern and a tone instead of a camera is decoded by the bot
 //! with its frame codes increasing.
 //!
@@ -118,17 +120,18 @@ fn run(web_dir: PathBuf) -> Result<()> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let server = runtime.block_on(async {
+    let config = || {
         let mut config = ServerConfig::new(TokenKeys::new(SigningKey::new(
             "k1",
             b"browser-test-secret-012".to_vec(),
         )));
         config.dev_tokens = true;
-        config.web_root = Some(web_dir);
+        config.web_root = Some(web_dir.clone());
         // Media goes to 127.0.0.2, where an impairment relay passes it on (or not).
         config.media.public_ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
-        Server::bind("127.0.0.1:0", config).await
-    })?;
+        config
+    };
+    let server = runtime.block_on(Server::bind("127.0.0.1:0", config()))?;
     let advertised = server.media_addr();
     let media = runtime.block_on(UdpRelay::start(
         advertised,
@@ -160,7 +163,7 @@ fn run(web_dir: PathBuf) -> Result<()> {
         &shot,
         r#"{"participants":2,"liveFeeds":1,"code":true,"speaking":1,"quality":"1/1"}"#,
         12,
-        Some(r#"{"participants":2,"liveFeeds":1,"reconnects":1}"#),
+        Some(r#"{"participants":2,"liveFeeds":1,"reconnects":2}"#),
     )?;
     // Meanwhile the bot must receive the browser's camera.
     let browser_stream = StreamId::new("web-1-cam")?;
@@ -246,6 +249,38 @@ fn run(web_dir: PathBuf) -> Result<()> {
     println!(
         "browser: camera back at the bot {:?} after a 12 s media blackout",
         back.elapsed()
+    );
+    // The server restarts (stopped gracefully, then started again on the same addresses): it
+    // tells the page and the bot to come back, and they log in again, republish and play again
+    // by themselves (the page's driver waits for its second reconnect and the bot's video).
+    let addr = server.local_addr();
+    let media_port = server.media_addr().port();
+    let at_restart = bot
+        .remote(&browser_stream)
+        .and_then(|r| r.video.latest())
+        .map_or(0, |f| f.sequence);
+    runtime.block_on(server.shutdown())?;
+    let server = runtime.block_on(async {
+        let mut config = config();
+        config.media.bind = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), media_port);
+        Server::bind(&addr.to_string(), config).await
+    })?;
+    let restarted = Instant::now();
+    while bot
+        .remote(&browser_stream)
+        .and_then(|r| r.video.latest())
+        .is_none_or(|f| f.sequence <= at_restart + 5)
+    {
+        ensure!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "the browser's camera is not back at the bot 10 s after the server restarted; bot: {:?}",
+            bot.status()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "browser: camera back at the bot {:?} after the server restarted",
+        restarted.elapsed()
     );
     let result = finish(page, "participant tab")?;
     println!("browser: participant tab {result}");

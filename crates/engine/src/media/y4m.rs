@@ -5,6 +5,9 @@ use std::path::Path;
 
 use super::frame::VideoFrame;
 
+/// Frame rates above this in a header are not believed (the default 30 is used instead).
+const MAX_FPS: f32 = 240.0;
+
 /// Why a Y4M file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum Y4mError {
@@ -52,15 +55,19 @@ impl Y4mClip {
         }
         let (mut width, mut height, mut fps) = (0u32, 0u32, 30.0f32);
         for token in tokens {
-            let (tag, value) = token.split_at(1);
-            match tag {
+            // The tag is the first character, whatever it is (a byte split could cut one).
+            let mut chars = token.chars();
+            let tag = chars.next().map(String::from).unwrap_or_default();
+            let value = chars.as_str();
+            match tag.as_str() {
                 "W" => width = value.parse().map_err(|_| format(format!("bad width {value:?}")))?,
                 "H" => height = value.parse().map_err(|_| format(format!("bad height {value:?}")))?,
                 "F" => {
                     let (n, d) = value.split_once(':').unwrap_or((value, "1"));
                     let (n, d): (f32, f32) = (n.parse().unwrap_or(30.0), d.parse().unwrap_or(1.0));
-                    if n > 0.0 && d > 0.0 {
-                        fps = n / d;
+                    let rate = n / d;
+                    if rate.is_finite() && rate > 0.0 && rate <= MAX_FPS {
+                        fps = rate;
                     }
                 }
                 "C" if !value.starts_with("420") => {
@@ -138,5 +145,21 @@ mod tests {
             Err(Y4mError::Io { .. })
         ));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn odd_headers_are_errors_or_defaults_never_panics() {
+        let frame = |header: &str| {
+            let mut bytes = header.as_bytes().to_vec();
+            bytes.extend_from_slice(b"\nFRAME\n");
+            bytes.extend_from_slice(&[0x80; 16 * 16 * 3 / 2]);
+            bytes
+        };
+        // A tag that is not one byte long (found by fuzzing: it used to split inside it).
+        assert!(Y4mClip::read("t", &frame("YUV4MPEG2 W16 H16 \u{3f9}:EmG2")[..]).is_ok());
+        let clip = Y4mClip::read("t", &frame("YUV4MPEG2 W16 H16 F1000000000:1")[..]).expect("reads");
+        assert_eq!(clip.fps, 30.0, "an unbelievable rate falls back to the default");
+        let clip = Y4mClip::read("t", &frame("YUV4MPEG2 W16 H16 F30000:1001")[..]).expect("reads");
+        assert!((clip.fps - 29.97).abs() < 0.01);
     }
 }
