@@ -197,7 +197,8 @@ impl Server {
     }
 
     /// Stops listening, closes every session's socket with 1012 (service restart: clients come
-    /// back on their own), waits up to 5 s for them, then closes whatever is still open.
+    /// back on their own), waits up to 5 s for them, then closes whatever is still open, and
+    /// the media relay's socket.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
@@ -215,7 +216,9 @@ impl Server {
             }
         }
         let _ = self.hard_stop.send(());
-        Ok(self.task.await?)
+        self.task.await?;
+        self.hub.sfu().stop().await;
+        Ok(())
     }
 }
 

@@ -328,12 +328,16 @@ async fn sockets_that_never_log_in_are_closed() {
 #[tokio::test]
 async fn shutdown_tells_everyone_to_come_back_instead_of_ending_their_call() {
     let server = start(common::config()).await;
+    let (addr, media) = (server.local_addr(), server.media_addr());
     let mut alice = Client::join(&server, "r", "alice", true).await;
     tokio::time::timeout(WAIT, server.shutdown())
         .await
         .expect("shutdown is quick")
         .expect("clean shutdown");
     assert_eq!(alice.closed().await, Some(close_code::SERVICE_RESTART));
+    // Both ports are free again, for the server that comes back.
+    assert!(std::net::TcpListener::bind(addr).is_ok(), "{addr} is free");
+    assert!(std::net::UdpSocket::bind(media).is_ok(), "{media} is free");
     assert!(
         alice.seen.iter().all(|(_, event)| kickout(event).is_none()),
         "no kickout: the client is to reconnect, {:?}",

@@ -36,6 +36,8 @@ enum Command {
     Unsubscribe(SessionId, StreamId),
     DropSession(SessionId),
     Counters(oneshot::Sender<SfuCounters>),
+    /// Close the socket and end the task (the server is stopping); answered once it is closed.
+    Stop(oneshot::Sender<()>),
 }
 
 /// Signaling's handle on the running SFU. Cheap to clone.
@@ -157,6 +159,15 @@ impl SfuHandle {
         let _ = self.commands.send(Command::DropSession(session));
     }
 
+    /// Ends the relay: its socket closes (so the port can be bound again) and every media
+    /// connection with it. Returns once the socket is closed.
+    pub async fn stop(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.commands.send(Command::Stop(done)).is_ok() {
+            let _ = closed.await;
+        }
+    }
+
     pub async fn counters(&self) -> Result<SfuCounters, SfuError> {
         let (reply, counters) = oneshot::channel();
         self.commands
@@ -193,6 +204,11 @@ async fn run(
             () = tokio::time::sleep_until(deadline) => sfu.handle_timeout(Instant::now()),
             command = commands.recv() => match command {
                 None => return,
+                Some(Command::Stop(done)) => {
+                    drop(socket);
+                    let _ = done.send(());
+                    return;
+                }
                 Some(Command::Publish { stream, owner, offer, reply }) => {
                     let _ = reply.send(sfu.publish(Instant::now(), &stream, &owner, &offer));
                 }
