@@ -196,7 +196,7 @@ fn run(web_dir: PathBuf) -> Result<()> {
     // once the server says nobody receives it (dynacast).
     let asked = Instant::now();
     loop {
-        let layers = runtime.block_on(server.layers_sent(&browser_stream))?;
+        let layers = runtime.block_on(server.layers_sent(&RoomId::new("demo")?, &browser_stream))?;
         if layers == [VideoLayer::High] {
             println!("browser: only the full layer is sent {:?} later", asked.elapsed());
             break;
@@ -336,7 +336,7 @@ fn run(web_dir: PathBuf) -> Result<()> {
     );
     // Chromium publishes simulcast (sendEncodings with the layers' RIDs): at 640x360 it sends
     // two layers, the full picture and half of it.
-    let layers = runtime.block_on(server.layers_sent(&pattern_stream))?;
+    let layers = runtime.block_on(server.layers_sent(&RoomId::new("demo")?, &pattern_stream))?;
     println!("browser: Chromium sends the layers {layers:?}");
     ensure!(
         layers == [VideoLayer::Medium, VideoLayer::High],

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use holoroom_engine::media::FrameSlot;
-use holoroom_engine::protocol::VideoLayer;
+use holoroom_engine::protocol::{RoomId, VideoLayer};
 use holoroom_engine::{RemoteStream, StreamConfig};
 use holoroom_server::Server;
 use tokio::sync::Mutex;
@@ -76,7 +76,10 @@ async fn each_layer_decodes_at_its_size_and_switching_keeps_the_picture_going() 
     let (server, bob, remote, watch) = (&call.server, &call.bob, &call.remote, &mut call.watch);
     // All three layers arrive at first (layers nobody wants stop a while later).
     assert_eq!(
-        server.layers_sent(&stream("alice-cam")).await.expect("layers"),
+        server
+            .layers_sent(&RoomId::new("r").expect("valid"), &stream("alice-cam"))
+            .await
+            .expect("layers"),
         VideoLayer::SENT,
         "the desktop sends all three layers"
     );
@@ -369,7 +372,10 @@ async fn a_short_downlink_gets_lower_layers_at_full_frame_rate_and_climbs_back()
 async fn until_layers_sent(server: &Server, stream_id: &str, layers: &[VideoLayer], limit: Duration) -> Duration {
     let start = Instant::now();
     loop {
-        let sent = server.layers_sent(&stream(stream_id)).await.expect("layers");
+        let sent = server
+            .layers_sent(&RoomId::new("r").expect("valid"), &stream(stream_id))
+            .await
+            .expect("layers");
         if sent == layers {
             return start.elapsed();
         }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use holoroom_engine::codec::H264Decoder;
 use holoroom_engine::devices::camera;
 use holoroom_engine::media::{ReceiveOutput, RtpIn, VideoReceiveBuffer, Y4mClip};
-use holoroom_protocol::{ClientMessage, ServerMessage, StreamId, VideoGrant, timing};
+use holoroom_protocol::{ClientMessage, RoomId, ServerMessage, StreamId, VideoGrant, timing};
+use holoroom_server::rooms::RoomStream;
 use holoroom_server::sfu::offer::{OfferUse, check_offer};
 use holoroom_server::sfu::{Sfu, SfuConfig, starts_keyframe};
 use holoroom_server::{SigningKey, TokenKeys};
@@ -193,7 +194,10 @@ pub fn sfu(data: &[u8]) {
     }) else {
         return;
     };
-    let stream = StreamId::new("fuzz-cam").expect("valid");
+    let stream = RoomStream::new(
+        &RoomId::new("r").expect("valid"),
+        &StreamId::new("fuzz-cam").expect("valid"),
+    );
     let publisher = client_offer(start, ([127, 0, 0, 2], 5000).into(), str0m::media::Direction::SendOnly);
     let subscriber = client_offer(start, ([127, 0, 0, 3], 5000).into(), str0m::media::Direction::RecvOnly);
     let (Some((pub_addr, pub_offer, pub_ufrag)), Some((sub_addr, sub_offer, _))) = (publisher, subscriber) else {

@@ -10,7 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use holoroom_protocol::StreamId;
+use holoroom_protocol::{RoomId, StreamId};
+use holoroom_server::rooms::RoomStream;
 use holoroom_server::sfu::{Sfu, SfuConfig};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid, Pt};
@@ -46,16 +47,17 @@ trait Relay {
     fn transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)>;
 }
 
+/// The one stream of the bench's room.
+fn cam() -> RoomStream {
+    RoomStream::new(&RoomId::new("r").expect("valid"), &StreamId::new("cam").expect("valid"))
+}
+
 impl Relay for Sfu {
     fn publish(&mut self, now: Instant, offer: &str) -> String {
-        Sfu::publish(self, now, &StreamId::new("cam").expect("valid"), "r/alice", offer)
-            .expect("publish")
-            .1
+        Sfu::publish(self, now, &cam(), "r/alice", offer).expect("publish").1
     }
     fn subscribe(&mut self, now: Instant, n: u64, offer: &str) -> String {
-        Sfu::subscribe(self, now, n, &StreamId::new("cam").expect("valid"), offer, None)
-            .expect("subscribe")
-            .1
+        Sfu::subscribe(self, now, n, &cam(), offer, None).expect("subscribe").1
     }
     fn receive(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         self.handle_receive(now, from, RELAY, data);

@@ -12,7 +12,7 @@ use holoroom_protocol::{ErrorBody, Event, KickoutReason};
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::ServerConfig;
-use crate::rooms::{Outputs, Rooms, SessionId, Snapshot};
+use crate::rooms::{Outputs, RoomStream, Rooms, SessionId, Snapshot};
 use crate::sfu::socket::SfuHandle;
 
 /// What the hub sends a session.
@@ -181,19 +181,19 @@ impl Hub {
         self.lock().inner.rooms.snapshot()
     }
 
-    /// Tells the publisher of `stream_id` which of its video layers someone wants.
-    pub fn tell_publisher(&self, stream_id: &holoroom_protocol::StreamId, layers: Vec<holoroom_protocol::VideoLayer>) {
+    /// Tells the publisher of `stream` which of its video layers someone wants.
+    pub fn tell_publisher(&self, stream: &RoomStream, layers: Vec<holoroom_protocol::VideoLayer>) {
         let mut hub = self.lock();
         let event = Event::VideoLayersWanted {
-            stream_id: stream_id.clone(),
+            stream_id: stream.stream.clone(),
             layers,
         };
-        let outputs = hub.rooms().to_owner(stream_id, event);
+        let outputs = hub.rooms().to_owner(stream, event);
         hub.deliver(None, outputs);
     }
 
     /// Tells each room who is speaking, from the streams' sound levels (when it changed).
-    pub fn announce_speakers(&self, levels: &[(holoroom_protocol::StreamId, f32)]) {
+    pub fn announce_speakers(&self, levels: &[(RoomStream, f32)]) {
         let mut hub = self.lock();
         let outputs = hub.rooms().active_speakers(levels);
         hub.deliver(None, outputs);

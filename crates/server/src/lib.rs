@@ -186,9 +186,9 @@ impl Server {
         self.hub.sfu().counters().await
     }
 
-    /// The video layers (simulcast) the publisher of `stream` sends now, lowest first.
-    pub async fn layers_sent(&self, stream: &StreamId) -> Result<Vec<VideoLayer>, sfu::SfuError> {
-        self.hub.sfu().layers_sent(stream.clone()).await
+    /// The video layers (simulcast) the publisher of `stream` in `room` sends now, lowest first.
+    pub async fn layers_sent(&self, room: &RoomId, stream: &StreamId) -> Result<Vec<VideoLayer>, sfu::SfuError> {
+        self.hub.sfu().layers_sent(rooms::RoomStream::new(room, stream)).await
     }
 
     /// Open WebSocket connections.

@@ -58,7 +58,30 @@ pub struct Outputs {
     /// Sessions that lost their membership and must be told why.
     pub kicks: Vec<(SessionId, KickoutReason)>,
     /// Streams no longer listed, whose media must stop.
-    pub unpublished: Vec<StreamId>,
+    pub unpublished: Vec<RoomStream>,
+}
+
+/// A stream as the server's media knows it: stream IDs are unique within their room, so the
+/// same ID in two rooms is two streams.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomStream {
+    pub room: RoomId,
+    pub stream: StreamId,
+}
+
+impl RoomStream {
+    pub fn new(room: &RoomId, stream: &StreamId) -> RoomStream {
+        RoomStream {
+            room: room.clone(),
+            stream: stream.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for RoomStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} in room {}", self.stream, self.room)
+    }
 }
 
 /// Whether a publish request is for a new stream or one the user already publishes.
@@ -147,8 +170,6 @@ pub struct Rooms {
     users: HashMap<UserId, RoomId>,
     /// Which room and user each logged-in session is.
     seats: HashMap<SessionId, Seat>,
-    /// Owner of every listed stream ID across the server.
-    stream_owners: HashMap<StreamId, (RoomId, UserId)>,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
@@ -360,8 +381,7 @@ impl Rooms {
         let mut deleted = Vec::with_capacity(owned.len());
         for stream_id in owned {
             if let Some(info) = room.streams.remove(&stream_id) {
-                self.stream_owners.remove(&stream_id);
-                out.unpublished.push(stream_id);
+                out.unpublished.push(RoomStream::new(room_id, &stream_id));
                 deleted.push(info);
             }
         }
@@ -491,8 +511,9 @@ impl Rooms {
             ));
         }
         validate_extra_info(&req.extra_info).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
-        if let Some((room, owner)) = self.stream_owners.get(&req.stream_id) {
-            return if owner == &seat.user_id && room == &seat.room_id {
+        let room = &self.rooms[&seat.room_id];
+        if let Some(listed) = room.streams.get(&req.stream_id) {
+            return if listed.user.user_id == seat.user_id {
                 Ok(PublishCheck::AlreadyMine)
             } else {
                 Err(err(
@@ -501,7 +522,6 @@ impl Rooms {
                 ))
             };
         }
-        let room = &self.rooms[&seat.room_id];
         if room.streams.len() >= self.limits.max_streams_per_room {
             return Err(err(
                 ErrorCode::TooManyStreams,
@@ -536,8 +556,6 @@ impl Rooms {
         };
         let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
         room.streams.insert(req.stream_id.clone(), info.clone());
-        self.stream_owners
-            .insert(req.stream_id.clone(), (seat.room_id.clone(), seat.user_id.clone()));
         let mut out = Outputs::default();
         let event = Event::RoomStreamUpdate {
             room_id: seat.room_id.clone(),
@@ -550,9 +568,9 @@ impl Rooms {
 
     /// Looks up a stream the session owns.
     fn own_stream(&self, seat: &Seat, stream_id: &StreamId) -> Result<(), ErrorBody> {
-        match self.stream_owners.get(stream_id) {
-            Some((room, owner)) if room == &seat.room_id && owner == &seat.user_id => Ok(()),
-            Some((room, _)) if room == &seat.room_id => Err(err(
+        match self.rooms[&seat.room_id].streams.get(stream_id) {
+            Some(listed) if listed.user.user_id == seat.user_id => Ok(()),
+            Some(_) => Err(err(
                 ErrorCode::StreamOwnedByOther,
                 format!("stream {stream_id} is published by someone else"),
             )),
@@ -568,12 +586,11 @@ impl Rooms {
         self.own_stream(&seat, stream_id)?;
         let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
         let info = room.streams.remove(stream_id).expect("owned streams are listed");
-        self.stream_owners.remove(stream_id);
         for m in room.members.values_mut() {
             m.playing.remove(stream_id);
         }
         let mut out = Outputs::default();
-        out.unpublished.push(stream_id.clone());
+        out.unpublished.push(RoomStream::new(&seat.room_id, stream_id));
         let event = Event::RoomStreamUpdate {
             room_id: seat.room_id.clone(),
             update: UpdateType::Delete,
@@ -683,11 +700,12 @@ impl Rooms {
         Ok(out)
     }
 
-    /// The event for the publisher of `stream_id`, if it is connected.
-    pub fn to_owner(&self, stream_id: &StreamId, event: Event) -> Outputs {
+    /// The event for the publisher of `stream`, if it is connected.
+    pub fn to_owner(&self, stream: &RoomStream, event: Event) -> Outputs {
         let mut out = Outputs::default();
-        if let Some((room_id, user_id)) = self.stream_owners.get(stream_id)
-            && let Some(member) = self.rooms.get(room_id).and_then(|room| room.members.get(user_id))
+        if let Some(room) = self.rooms.get(&stream.room)
+            && let Some(listed) = room.streams.get(&stream.stream)
+            && let Some(member) = room.members.get(&listed.user.user_id)
             && member.connected
         {
             out.deliveries.push((member.session, event));
@@ -698,16 +716,16 @@ impl Rooms {
     /// Announces each room's active speakers from the streams' sound levels: the streams above
     /// [`SPEAKING_LEVEL`], loudest first, at most [`MAX_SPEAKERS`]; only to rooms where the
     /// order or the set changed since the last announcement.
-    pub fn active_speakers(&mut self, levels: &[(StreamId, f32)]) -> Outputs {
+    pub fn active_speakers(&mut self, levels: &[(RoomStream, f32)]) -> Outputs {
         let mut out = Outputs::default();
         for (room_id, room) in &mut self.rooms {
             let mut speaking: Vec<Speaker> = levels
                 .iter()
-                .filter(|(_, level)| *level >= SPEAKING_LEVEL)
-                .filter_map(|(stream_id, level)| {
-                    let info = room.streams.get(stream_id)?;
+                .filter(|(stream, level)| *level >= SPEAKING_LEVEL && stream.room == *room_id)
+                .filter_map(|(stream, level)| {
+                    let info = room.streams.get(&stream.stream)?;
                     Some(Speaker {
-                        stream_id: stream_id.clone(),
+                        stream_id: stream.stream.clone(),
                         user_id: info.user.user_id.clone(),
                         level: *level,
                     })

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::http::{Addresses, Peer};
 use crate::hub::{Hub, ToSession};
-use crate::rooms::{Identity, PublishCheck, SessionId};
+use crate::rooms::{Identity, PublishCheck, RoomStream, SessionId};
 use crate::sfu::SfuError;
 use crate::sfu::offer::{OfferUse, check_offer};
 
@@ -351,8 +351,10 @@ impl Session {
             }
             Request::StopPlaying { stream_id, .. } => {
                 let stopped = self.hub.lock().rooms().stop_playing(id, &stream_id);
-                if stopped.is_ok() {
-                    self.hub.sfu().unsubscribe(id, stream_id);
+                if stopped.is_ok()
+                    && let Some(stream) = self.room_stream(&stream_id)
+                {
+                    self.hub.sfu().unsubscribe(id, stream);
                 }
                 stopped.map(|()| (ResponseBody::Ack, Vec::new()))
             }
@@ -368,7 +370,9 @@ impl Session {
             Request::SetVideoLayer { stream_id, layer } => {
                 let playing = self.hub.lock().rooms().check_playing(id, &stream_id);
                 playing.map(|()| {
-                    self.hub.sfu().set_layer(id, stream_id, layer);
+                    if let Some(stream) = self.room_stream(&stream_id) {
+                        self.hub.sfu().set_layer(id, stream, layer);
+                    }
                     (ResponseBody::Ack, Vec::new())
                 })
             }
@@ -377,6 +381,13 @@ impl Session {
             Ok((body, events)) => (Ok(body), events),
             Err(error) => (Err(error), Vec::new()),
         }
+    }
+
+    /// `stream_id` of this session's room, as the media relay knows it.
+    fn room_stream(&self, stream_id: &StreamId) -> Option<RoomStream> {
+        self.in_room
+            .as_ref()
+            .map(|in_room| RoomStream::new(&in_room.room_id, stream_id))
     }
 
     /// Records the media connection (`media_id`) a start set up, when it did.
@@ -412,15 +423,13 @@ impl Session {
         };
         check_offer(&offer, OfferUse::Publish).map_err(|why| ErrorBody::new(ErrorCode::InvalidArgument, why))?;
         let check = self.hub.lock().rooms().check_publish(id, &publish)?;
-        let owner = match &self.in_room {
-            Some(in_room) => format!("{}/{}", in_room.room_id, in_room.user_id),
-            None => String::new(),
+        let Some(in_room) = &self.in_room else {
+            return Err(ErrorBody::new(ErrorCode::NotLoggedIn, "log into a room first"));
         };
+        let owner = format!("{}/{}", in_room.room_id, in_room.user_id);
+        let stream = RoomStream::new(&in_room.room_id, &publish.stream_id);
         let sfu = self.hub.sfu();
-        let (peer, answer) = sfu
-            .publish(publish.stream_id.clone(), owner, offer)
-            .await
-            .map_err(media_refused)?;
+        let (peer, answer) = sfu.publish(stream.clone(), owner, offer).await.map_err(media_refused)?;
         let events = match check {
             PublishCheck::AlreadyMine => Vec::new(),
             PublishCheck::New => {
@@ -431,7 +440,7 @@ impl Session {
                 match listed {
                     Ok(((), events)) => events,
                     Err(error) => {
-                        sfu.unpublish_peer(publish.stream_id, peer);
+                        sfu.unpublish_peer(stream, peer);
                         return Err(error);
                     }
                 }
@@ -456,12 +465,14 @@ impl Session {
         let stream = match (started, &play.sdp_offer) {
             (Ok(stream), _) => stream,
             (Err(e), Some(_)) if e.code == ErrorCode::AlreadyPlaying => {
-                self.hub.sfu().unsubscribe(id, play.stream_id.clone());
+                if let Some(stream) = self.room_stream(&play.stream_id) {
+                    self.hub.sfu().unsubscribe(id, stream);
+                }
                 self.hub.lock().rooms().stream_info(id, &play.stream_id)?
             }
             (Err(e), _) => return Err(e),
         };
-        let Some(offer) = play.sdp_offer else {
+        let (Some(offer), Some(key)) = (play.sdp_offer, self.room_stream(&play.stream_id)) else {
             return Ok((
                 ResponseBody::Playing {
                     stream,
@@ -470,12 +481,7 @@ impl Session {
                 Vec::new(),
             ));
         };
-        match self
-            .hub
-            .sfu()
-            .subscribe(id, play.stream_id.clone(), offer, play.video_layer)
-            .await
-        {
+        match self.hub.sfu().subscribe(id, key, offer, play.video_layer).await {
             Ok(answer) => Ok((
                 ResponseBody::Playing {
                     stream,

@@ -237,3 +237,26 @@ async fn a_baseline_h264_publisher_of_another_stack_is_seen_by_a_desktop_viewer(
     drop(bot);
     publisher.abort();
 }
+
+#[tokio::test]
+async fn the_same_stream_id_in_two_rooms_is_two_streams() {
+    let server = start(common::config()).await;
+    let ann = Client::join(&server, "a", "ann", true).await;
+    let bob = Client::join(&server, "b", "bob", true).await;
+    let cat = Client::join(&server, "a", "cat", true).await;
+    let addr: SocketAddr = ([127, 0, 0, 1], 5000).into();
+    let h264 = || offer(client(Some((Codec::H264, 0x42e01f)), true), addr, true, true).1;
+    for who in [&ann, &bob] {
+        publish(who, "team-cam", h264())
+            .await
+            .expect("each room has its own team-cam, media and all");
+    }
+    let rooms = server.snapshot().rooms;
+    assert_eq!(rooms.len(), 2);
+    assert!(rooms.iter().all(|r| r.streams.len() == 1), "{rooms:?}");
+    // Within a room the ID stays its publisher's.
+    match publish(&cat, "team-cam", h264()).await {
+        Err(SignalingError::Refused(body)) => assert_eq!(body.code, ErrorCode::StreamOwnedByOther),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

@@ -139,7 +139,10 @@ fn connected(start: Instant, subscribers: u16) -> (Instant, Sfu, Vec<Peer>, Wire
         probe: None,
     })
     .expect("sfu");
-    let stream = StreamId::new("cam").expect("valid");
+    let stream = holoroom_server::rooms::RoomStream::new(
+        &holoroom_protocol::RoomId::new("r").expect("valid"),
+        &StreamId::new("cam").expect("valid"),
+    );
     let mut wire = Wire::new();
     let (mut publisher, offer, pending) = Peer::new(now, 6000, Direction::SendOnly);
     let (_, answer) = sfu.publish(now, &stream, "r/alice", &offer).expect("publish");

@@ -160,7 +160,10 @@ mod tests {
         let mut api = client.sdp_api();
         api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         let (offer, pending) = api.apply().expect("an offer");
-        let stream = holoroom_protocol::StreamId::new("cam").expect("valid");
+        let stream = crate::rooms::RoomStream::new(
+            &holoroom_protocol::RoomId::new("r").expect("valid"),
+            &holoroom_protocol::StreamId::new("cam").expect("valid"),
+        );
         let (_, answer) = sfu
             .publish(start, &stream, "r/u", &offer.to_sdp_string())
             .expect("published");

@@ -27,8 +27,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use holoroom_protocol::VideoLayer;
 use holoroom_protocol::timing::{FrameProbe, FrameStage, rtp_capture_time};
-use holoroom_protocol::{StreamId, VideoLayer};
 use str0m::change::SdpOffer;
 use str0m::format::PayloadParams;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Pt};
@@ -36,7 +36,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
-use crate::rooms::SessionId;
+use crate::rooms::{RoomStream, SessionId};
 use holoroom_protocol::congestion::CongestionCap;
 use layers::{LayerIn, PacketIn, Verdict, VideoOut};
 
@@ -76,9 +76,9 @@ pub enum SfuError {
     #[error("the SDP offer cannot be answered: {0}")]
     Rejected(String),
     #[error("stream {0} has no media here yet")]
-    NoPublisher(StreamId),
+    NoPublisher(RoomStream),
     #[error("stream {0} is published by someone else")]
-    OwnedByOther(StreamId),
+    OwnedByOther(RoomStream),
     #[error("the media address {0} cannot be advertised: {1}")]
     BadAddress(SocketAddr, String),
     #[error("the SFU is not running")]
@@ -126,7 +126,7 @@ pub struct SfuCounters {
 
 #[derive(Debug)]
 struct Publisher {
-    stream: StreamId,
+    stream: RoomStream,
     /// Who publishes it (the room and user): only they may replace its connection.
     owner: String,
     /// Per video layer: when a keyframe was asked for that has not passed through yet.
@@ -148,7 +148,7 @@ struct Publisher {
 pub enum Notice {
     /// The layers of a stream that its subscribers receive or are about to, lowest first:
     /// the publisher need not encode the others.
-    LayersWanted(StreamId, Vec<VideoLayer>),
+    LayersWanted(RoomStream, Vec<VideoLayer>),
 }
 
 /// How long nobody must want a layer before its publisher is told to stop sending it.
@@ -172,7 +172,7 @@ struct TrackOut {
 
 #[derive(Debug)]
 struct Subscriber {
-    stream: StreamId,
+    stream: RoomStream,
     session: SessionId,
     tracks: HashMap<MediaKind, TrackOut>,
     video: VideoOut,
@@ -200,7 +200,7 @@ struct Peer {
 enum Work {
     Forward(PeerId, Box<RtpPacket>),
     /// A keyframe of a stream's layer (None: of the layers its subscribers receive or wait for).
-    KeyframeFor(StreamId, Option<usize>),
+    KeyframeFor(RoomStream, Option<usize>),
 }
 
 /// The SFU state machine.
@@ -212,13 +212,13 @@ pub struct Sfu {
     subscriber_config: RtcConfig,
     peers: HashMap<PeerId, Peer>,
     next_peer: PeerId,
-    publishers: HashMap<StreamId, PeerId>,
+    publishers: HashMap<RoomStream, PeerId>,
     /// The video layer each session asked for, per stream, while it plays it (a new play
     /// request names its layer again).
-    wanted: HashMap<(SessionId, StreamId), VideoLayer>,
+    wanted: HashMap<(SessionId, RoomStream), VideoLayer>,
     /// Subscribers of each stream. Kept while the stream's publisher connection is replaced or
     /// reconnects; only [`Sfu::unpublish`] ends it.
-    subscribers: HashMap<StreamId, Vec<PeerId>>,
+    subscribers: HashMap<RoomStream, Vec<PeerId>>,
     /// Last peer seen at each remote address, to skip the search on most packets.
     by_source: HashMap<SocketAddr, PeerId>,
     transmits: VecDeque<Transmit>,
@@ -349,7 +349,7 @@ impl Sfu {
     pub fn publish(
         &mut self,
         now: Instant,
-        stream: &StreamId,
+        stream: &RoomStream,
         owner: &str,
         offer: &str,
     ) -> Result<(PeerId, String), SfuError> {
@@ -411,7 +411,7 @@ impl Sfu {
         &mut self,
         now: Instant,
         session: SessionId,
-        stream: &StreamId,
+        stream: &RoomStream,
         offer: &str,
         layer: Option<VideoLayer>,
     ) -> Result<(PeerId, String), SfuError> {
@@ -438,7 +438,7 @@ impl Sfu {
     }
 
     /// Drops the publisher of `stream` and every subscriber to it (the stream is no longer listed).
-    pub fn unpublish(&mut self, stream: &StreamId) {
+    pub fn unpublish(&mut self, stream: &RoomStream) {
         if let Some(id) = self.publishers.remove(stream) {
             self.remove_peer(id);
         }
@@ -449,7 +449,7 @@ impl Sfu {
 
     /// Drops one publisher connection if it is still the one for `stream` (undoing a publish
     /// whose listing failed, without touching a newer connection).
-    pub fn unpublish_peer(&mut self, stream: &StreamId, peer: PeerId) {
+    pub fn unpublish_peer(&mut self, stream: &RoomStream, peer: PeerId) {
         if self.publishers.get(stream) == Some(&peer) {
             self.unpublish(stream);
         }
@@ -457,7 +457,7 @@ impl Sfu {
 
     /// Sets the video layer `session` receives of `stream`, in its connection now and in one
     /// set up again while it plays.
-    pub fn set_layer(&mut self, now: Instant, session: SessionId, stream: &StreamId, layer: VideoLayer) {
+    pub fn set_layer(&mut self, now: Instant, session: SessionId, stream: &RoomStream, layer: VideoLayer) {
         self.wanted.insert((session, stream.clone()), layer);
         let mut resumed = false;
         for sub in self.subscribers.get(stream).into_iter().flatten() {
@@ -480,7 +480,7 @@ impl Sfu {
     }
 
     /// The video layers the publisher of `stream` sends now, lowest first.
-    pub fn layers_sent(&self, now: Instant, stream: &StreamId) -> Vec<VideoLayer> {
+    pub fn layers_sent(&self, now: Instant, stream: &RoomStream) -> Vec<VideoLayer> {
         let Some(Peer {
             role: Role::Publisher(p),
             ..
@@ -497,7 +497,7 @@ impl Sfu {
 
     /// The smoothed sound level (0..1) of every published stream: 0 for one whose sound
     /// stopped coming (muted, or gone) over half a second ago.
-    pub fn levels(&self, now: Instant) -> Vec<(StreamId, f32)> {
+    pub fn levels(&self, now: Instant) -> Vec<(RoomStream, f32)> {
         self.peers
             .values()
             .filter_map(|p| match &p.role {
@@ -513,7 +513,7 @@ impl Sfu {
     }
 
     /// Drops `session`'s subscription to `stream`.
-    pub fn unsubscribe(&mut self, session: SessionId, stream: &StreamId) {
+    pub fn unsubscribe(&mut self, session: SessionId, stream: &RoomStream) {
         self.wanted.remove(&(session, stream.clone()));
         let ids: Vec<PeerId> = self
             .peers
@@ -994,7 +994,7 @@ impl Sfu {
 
     /// Asks the publisher of `stream` for a keyframe of `layer` (or of every layer some
     /// subscriber receives or waits for), unless one asked for is still on its way.
-    fn request_keyframe(&mut self, now: Instant, stream: &StreamId, layer: Option<usize>) -> Vec<Work> {
+    fn request_keyframe(&mut self, now: Instant, stream: &RoomStream, layer: Option<usize>) -> Vec<Work> {
         let Some(&id) = self.publishers.get(stream) else {
             return Vec::new();
         };

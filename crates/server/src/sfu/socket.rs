@@ -4,36 +4,36 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use holoroom_protocol::{StreamId, VideoLayer};
+use holoroom_protocol::VideoLayer;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Notice, PeerId, Sfu, SfuConfig, SfuCounters, SfuError};
-use crate::rooms::SessionId;
+use crate::rooms::{RoomStream, SessionId};
 
 /// The largest datagram the SFU reads.
 const MAX_DATAGRAM: usize = 2048;
 
 enum Command {
     Publish {
-        stream: StreamId,
+        stream: RoomStream,
         owner: String,
         offer: String,
         reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
     },
     Subscribe {
         session: SessionId,
-        stream: StreamId,
+        stream: RoomStream,
         offer: String,
         layer: Option<VideoLayer>,
         reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
     },
-    SetLayer(SessionId, StreamId, VideoLayer),
-    LayersSent(StreamId, oneshot::Sender<Vec<VideoLayer>>),
-    Levels(oneshot::Sender<Vec<(StreamId, f32)>>),
-    Unpublish(StreamId),
-    UnpublishPeer(StreamId, PeerId),
-    Unsubscribe(SessionId, StreamId),
+    SetLayer(SessionId, RoomStream, VideoLayer),
+    LayersSent(RoomStream, oneshot::Sender<Vec<VideoLayer>>),
+    Levels(oneshot::Sender<Vec<(RoomStream, f32)>>),
+    Unpublish(RoomStream),
+    UnpublishPeer(RoomStream, PeerId),
+    Unsubscribe(SessionId, RoomStream),
     DropSession(SessionId),
     Counters(oneshot::Sender<SfuCounters>),
     /// Close the socket and end the task (the server is stopping); answered once it is closed.
@@ -84,7 +84,12 @@ impl SfuHandle {
 
     /// Connects `owner`'s publisher of `stream` (refused while another owner's connection
     /// publishes it); returns its connection's ID and the SDP answer.
-    pub async fn publish(&self, stream: StreamId, owner: String, offer: String) -> Result<(PeerId, String), SfuError> {
+    pub async fn publish(
+        &self,
+        stream: RoomStream,
+        owner: String,
+        offer: String,
+    ) -> Result<(PeerId, String), SfuError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Publish {
@@ -102,7 +107,7 @@ impl SfuHandle {
     pub async fn subscribe(
         &self,
         session: SessionId,
-        stream: StreamId,
+        stream: RoomStream,
         offer: String,
         layer: Option<VideoLayer>,
     ) -> Result<String, SfuError> {
@@ -120,12 +125,12 @@ impl SfuHandle {
     }
 
     /// Sets the video layer `session` receives of `stream`.
-    pub fn set_layer(&self, session: SessionId, stream: StreamId, layer: VideoLayer) {
+    pub fn set_layer(&self, session: SessionId, stream: RoomStream, layer: VideoLayer) {
         let _ = self.commands.send(Command::SetLayer(session, stream, layer));
     }
 
     /// The video layers the publisher of `stream` sends now, lowest first.
-    pub async fn layers_sent(&self, stream: StreamId) -> Result<Vec<VideoLayer>, SfuError> {
+    pub async fn layers_sent(&self, stream: RoomStream) -> Result<Vec<VideoLayer>, SfuError> {
         let (reply, layers) = oneshot::channel();
         self.commands
             .send(Command::LayersSent(stream, reply))
@@ -134,7 +139,7 @@ impl SfuHandle {
     }
 
     /// The smoothed sound level (0..1) of every stream with a media connection.
-    pub async fn levels(&self) -> Result<Vec<(StreamId, f32)>, SfuError> {
+    pub async fn levels(&self) -> Result<Vec<(RoomStream, f32)>, SfuError> {
         let (reply, levels) = oneshot::channel();
         self.commands
             .send(Command::Levels(reply))
@@ -142,16 +147,16 @@ impl SfuHandle {
         levels.await.map_err(|_| SfuError::Stopped)
     }
 
-    pub fn unpublish(&self, stream: StreamId) {
+    pub fn unpublish(&self, stream: RoomStream) {
         let _ = self.commands.send(Command::Unpublish(stream));
     }
 
     /// Drops a publisher connection if it is still the one for `stream`.
-    pub fn unpublish_peer(&self, stream: StreamId, peer: PeerId) {
+    pub fn unpublish_peer(&self, stream: RoomStream, peer: PeerId) {
         let _ = self.commands.send(Command::UnpublishPeer(stream, peer));
     }
 
-    pub fn unsubscribe(&self, session: SessionId, stream: StreamId) {
+    pub fn unsubscribe(&self, session: SessionId, stream: RoomStream) {
         let _ = self.commands.send(Command::Unsubscribe(session, stream));
     }
 
