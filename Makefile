@@ -20,7 +20,7 @@ WEB_DIR := $(CARGO_TARGET_DIR)/www
 RUSTUP_WASM = rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown
 WASM_CARGO = if $(RUSTUP_WASM); then cargo $(1); else RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 /usr/bin/cargo $(1) -Z build-std=std,panic_abort; fi
 
-.PHONY: deps run server bots web test bench fuzz lint fmt
+.PHONY: deps run server bots web test bench fuzz chaos lint fmt
 
 deps:
 	@missing=""; for p in $(APT_BUILD) $(APT_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -87,6 +87,13 @@ bench: deps tests/web/node_modules
 	cargo bench -p holoroom-server --bench sfu
 	xvfb-run -a -s "-screen 0 1280x720x24" cargo bench --profile dev -p holoroom --bench render
 	cargo bench --profile dev -p holoroom --bench swarm
+
+## Chaos and soak: up to 20 bots joining, leaving, publishing and playing at random through the
+## impairment relay (2% loss, jitter, blackouts) against a server process, then the same with the
+## server killed every 30 s; CHAOS_SECONDS per part. Reuses the test build.
+CHAOS_SECONDS ?= 120
+chaos: deps
+	cargo bench --profile dev -p holoroom-server --bench chaos -- --seconds $(CHAOS_SECONDS) --bots 20 --restart-every 30
 
 ## Fuzzing: each target in fuzz/ (libFuzzer with AddressSanitizer, on the stable toolchain) for
 ## FUZZ_SECONDS, starting from its kept inputs (crates/fuzzing/regressions/<target>, replayed by

@@ -25,8 +25,9 @@ use holoroom_testkit::{Impairment, UdpRelay};
 const SECRET: &str = "chaos-bench-secret-0123456789";
 /// The relay's address; the server tells clients to send media here.
 const RELAY_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-/// A participant is judged only once it has been in the room this long, and only when nothing
-/// has changed (joins, leaves, restarts) for this long: until then, being incomplete is normal.
+/// A member is judged, and judged by others, only once it has been in the room this long, and
+/// only when no blackout or restart happened for this long: until then, being incomplete is
+/// normal.
 const SETTLE: Duration = Duration::from_secs(8);
 
 struct Options {
@@ -116,7 +117,7 @@ fn bot(url: &str, name: &str) -> Bot {
             user_name: name.to_uppercase(),
         },
         token: TokenSource::Fixed(token),
-        publish: Some(StreamConfig::test_pattern(160, 96, 10.0)),
+        publish: Some(StreamConfig::test_pattern(320, 180, 10.0)),
     })
     .expect("bot starts")
 }
@@ -125,8 +126,9 @@ fn bot(url: &str, name: &str) -> Bot {
 struct Member {
     bot: Bot,
     since: Instant,
-    /// The newest frame number it had from each stream, and when that changed.
-    frames: BTreeMap<StreamId, (u32, Instant)>,
+    /// How many frames it had decoded from each stream, and when that last changed (None: not
+    /// since it was first seen, or since the last server kill).
+    frames: BTreeMap<StreamId, (u64, Option<Instant>)>,
 }
 
 #[derive(Default)]
@@ -143,6 +145,8 @@ struct Tally {
     samples: usize,
     recoveries: Vec<Duration>,
     unrecovered: usize,
+    /// How long the server that ran at the end had been running.
+    last_start: Duration,
 }
 
 fn run(options: &Options, restarts: bool, seed: u64) -> (Tally, (u64, usize), (u64, usize)) {
@@ -175,7 +179,7 @@ fn run(options: &Options, restarts: bool, seed: u64) -> (Tally, (u64, usize), (u
         members.insert(n, member(&url, n));
         tally.joins += 1;
     }
-    let mut last_change = Instant::now();
+    let mut last_disruption = Instant::now();
     let start = Instant::now();
     let end = start + Duration::from_secs(options.seconds);
     let mut first = None;
@@ -194,14 +198,23 @@ fn run(options: &Options, restarts: bool, seed: u64) -> (Tally, (u64, usize), (u
             let _ = server.child.kill();
             let _ = server.child.wait();
             std::thread::sleep(Duration::from_millis(500 + dice.below(1500)));
+            // Frames decoded until now (what was on its way) do not count as media being back.
+            for m in members.values_mut() {
+                let status = m.bot.status();
+                for (stream, received) in &status.received {
+                    m.frames.insert(stream.clone(), (received.frames, None));
+                }
+            }
             server = start_server(&listen, media);
             tally.restarts += 1;
             waiting_since = Some(server.started);
-            last_change = Instant::now();
+            last_disruption = Instant::now();
             next_restart = Instant::now() + Duration::from_secs(options.restart_every.max(1));
             continue;
         }
-        if now >= next_action {
+        // While media comes back after a kill, nothing else happens, so the time measured is
+        // the restart's alone.
+        if now >= next_action && waiting_since.is_none() {
             next_action = now + Duration::from_millis(1000 + dice.below(3000));
             match dice.below(10) {
                 0..=3 if members.len() < options.bots => {
@@ -222,12 +235,17 @@ fn run(options: &Options, restarts: bool, seed: u64) -> (Tally, (u64, usize), (u
                 7 => {
                     relay.blackout_for(Duration::from_millis(500 + dice.below(2500)));
                     tally.blackouts += 1;
+                    last_disruption = now;
                 }
                 _ => {}
             }
-            last_change = now;
         }
-        observe(&mut members, &mut tally, now, now.duration_since(last_change) >= SETTLE);
+        observe(
+            &mut members,
+            &mut tally,
+            now,
+            now.duration_since(last_disruption) >= SETTLE,
+        );
         if first.is_none() && now.duration_since(start) >= SETTLE {
             first = Some(footprint(server.child.id()));
         }
@@ -236,12 +254,20 @@ fn run(options: &Options, restarts: bool, seed: u64) -> (Tally, (u64, usize), (u
         {
             tally.recoveries.push(now.duration_since(since));
             waiting_since = None;
+            last_disruption = now;
         } else if waiting_since.is_some_and(|since| now.duration_since(since) > Duration::from_secs(20)) {
             tally.unrecovered += 1;
             waiting_since = None;
+            last_disruption = now;
+        }
+    }
+    if std::env::var_os("CHAOS_DEBUG").is_some() {
+        for m in members.values() {
+            eprintln!("{:?}", m.bot.status());
         }
     }
     let last = footprint(server.child.id());
+    tally.last_start = server.started.elapsed();
     if matches!(server.child.try_wait(), Ok(Some(_))) {
         eprintln!("the server died by itself");
     }
@@ -274,33 +300,43 @@ fn recovered(members: &BTreeMap<usize, Member>) -> bool {
             let fresh = m
                 .frames
                 .get(cam)
-                .is_some_and(|(_, at)| at.elapsed() < Duration::from_millis(500));
+                .and_then(|(_, at)| *at)
+                .is_some_and(|at| at.elapsed() < Duration::from_millis(500));
             fresh && status.received.contains_key(cam)
         })
     })
 }
 
-fn observe(members: &mut BTreeMap<usize, Member>, tally: &mut Tally, now: Instant, settled: bool) {
-    let present: BTreeSet<String> = members.keys().map(|n| format!("bot{n:02}")).collect();
+fn observe(members: &mut BTreeMap<usize, Member>, tally: &mut Tally, now: Instant, quiet: bool) {
+    // Those every settled member must list and see.
+    let present: BTreeSet<String> = members
+        .iter()
+        .filter(|(_, m)| now.duration_since(m.since) >= SETTLE)
+        .map(|(n, _)| format!("bot{n:02}"))
+        .collect();
     for (n, m) in members.iter_mut() {
         let status = m.bot.status();
         for (stream, received) in &status.received {
-            if let Some(number) = received.last_frame_number {
-                let entry = m.frames.entry(stream.clone()).or_insert((number, now));
-                if entry.0 != number {
-                    *entry = (number, now);
-                }
+            // Frames decoded so far (a stream played again counts from zero: any change is news).
+            let count = received.frames;
+            if count == 0 {
+                continue;
+            }
+            let entry = m.frames.entry(stream.clone()).or_insert((count, None));
+            if entry.0 != count {
+                *entry = (count, Some(now));
             }
         }
-        if !settled || now.duration_since(m.since) < SETTLE {
-            continue;
-        }
-        tally.samples += 1;
+        // Nobody is ever listed twice, settled or not.
         let listed: Vec<&String> = status.users.iter().collect();
         let unique: BTreeSet<&String> = listed.iter().copied().collect();
         if unique.len() != listed.len() {
             tally.duplicated += 1;
         }
+        if !quiet || now.duration_since(m.since) < SETTLE {
+            continue;
+        }
+        tally.samples += 1;
         let me = format!("bot{n:02}");
         if present.iter().any(|p| *p != me && !unique.contains(p)) {
             tally.missing_user += 1;
@@ -315,7 +351,8 @@ fn observe(members: &mut BTreeMap<usize, Member>, tally: &mut Tally, now: Instan
             let cam = StreamId::new(format!("{p}-cam")).expect("valid");
             m.frames
                 .get(&cam)
-                .is_none_or(|(_, at)| now.duration_since(*at) > Duration::from_secs(5))
+                .and_then(|(_, at)| *at)
+                .is_none_or(|at| now.duration_since(at) > Duration::from_secs(5))
         });
         if stale {
             tally.stale_stream += 1;
@@ -357,7 +394,7 @@ fn main() {
             tally.joins, tally.leaves, tally.blackouts, tally.restarts
         );
         println!(
-            "settled observations: {} (every 250 ms per member in the room for {} s, nothing changed for {} s)",
+            "settled observations: {} (every 250 ms, each member in the room for {} s, judged on those in for as long, {} s after any blackout or the room's recovery from a kill)",
             tally.samples,
             SETTLE.as_secs(),
             SETTLE.as_secs()
@@ -372,14 +409,23 @@ fn main() {
             rate(tally.stale_stream),
             tally.left_room
         );
-        println!(
-            "server: {} MiB and {} descriptors after {} s, {} MiB and {} at the end",
-            first.0 / 1024,
-            first.1,
-            SETTLE.as_secs(),
-            last.0 / 1024,
-            last.1
-        );
+        if restarts {
+            println!(
+                "server: {} MiB and {} descriptors at the end ({} s after its last start)",
+                last.0 / 1024,
+                last.1,
+                tally.last_start.as_secs()
+            );
+        } else {
+            println!(
+                "server: {} MiB and {} descriptors after {} s, {} MiB and {} at the end",
+                first.0 / 1024,
+                first.1,
+                SETTLE.as_secs(),
+                last.0 / 1024,
+                last.1
+            );
+        }
         if restarts {
             println!(
                 "media back everywhere after a kill: p50 {:?}, p95 {:?} ({} kills, {} not back within 20 s)",
@@ -388,6 +434,12 @@ fn main() {
                 tally.recoveries.len(),
                 tally.unrecovered
             );
+            let each: Vec<String> = tally
+                .recoveries
+                .iter()
+                .map(|d| format!("{:.1} s", d.as_secs_f64()))
+                .collect();
+            println!("  each: {}", each.join(", "));
         }
     }
     println!("\npanics in the bots' process: {}", panics.load(Ordering::Relaxed));

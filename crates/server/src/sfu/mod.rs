@@ -186,6 +186,16 @@ enum Role {
     Subscriber(Subscriber),
 }
 
+impl Role {
+    /// The stream a connection publishes or plays.
+    fn stream(&self) -> &RoomStream {
+        match self {
+            Role::Publisher(p) => &p.stream,
+            Role::Subscriber(s) => &s.stream,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Peer {
     rtc: Rtc,
@@ -780,11 +790,15 @@ impl Sfu {
                             self.dynacast_at = None;
                         }
                     }
-                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => peer.rtc.disconnect(),
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        tracing::info!(peer = id, stream = %peer.role.stream(), "media connection silent; closing it");
+                        peer.rtc.disconnect();
+                    }
                     _ => {}
                 },
                 Err(err) => {
-                    tracing::debug!(peer = id, %err, "media connection failed");
+                    // A failed handshake (DTLS: a certificate it cannot use, say) or a broken peer.
+                    tracing::warn!(peer = id, stream = %peer.role.stream(), %err, "media connection failed");
                     peer.rtc.disconnect();
                     break;
                 }
