@@ -255,10 +255,6 @@ fn run(web_dir: PathBuf) -> Result<()> {
     // by themselves (the page's driver waits for its second reconnect and the bot's video).
     let addr = server.local_addr();
     let media_port = server.media_addr().port();
-    let at_restart = bot
-        .remote(&browser_stream)
-        .and_then(|r| r.video.latest())
-        .map_or(0, |f| f.sequence);
     runtime.block_on(server.shutdown())?;
     let server = runtime.block_on(async {
         let mut config = config();
@@ -266,11 +262,18 @@ fn run(web_dir: PathBuf) -> Result<()> {
         Server::bind(&addr.to_string(), config).await
     })?;
     let restarted = Instant::now();
-    while bot
-        .remote(&browser_stream)
-        .and_then(|r| r.video.latest())
-        .is_none_or(|f| f.sequence <= at_restart + 5)
-    {
+    // Frames decoded from now on are the new server's; the bot may play the stream afresh
+    // (its count then starts again).
+    let decoded = || bot.remote(&browser_stream).map_or(0, |r| r.video.count());
+    let mut base = decoded();
+    loop {
+        let now = decoded();
+        if now < base {
+            base = 0;
+        }
+        if now >= base + 5 {
+            break;
+        }
         ensure!(
             restarted.elapsed() < Duration::from_secs(10),
             "the browser's camera is not back at the bot 10 s after the server restarted; bot: {:?}",
