@@ -5,7 +5,7 @@
 //! the server's memory and descriptors at the start and end, and how long media took to
 //! come back after each restart.
 //!
-//! `cargo bench -p holoroom-server --bench chaos -- [--seconds 120] [--bots 20] [--restart-every 30]`
+//! `cargo bench -p holoroom-server --bench chaos -- [--seconds 120] [--bots 20] [--restart-every 30] [--loss-percent 2]`
 //! (each part runs for `--seconds`; the restarts happen in the second).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +34,8 @@ struct Options {
     seconds: u64,
     bots: usize,
     restart_every: u64,
+    /// Random loss on each leg through the relay, in percent.
+    loss_percent: u64,
 }
 
 fn options() -> Options {
@@ -41,6 +43,7 @@ fn options() -> Options {
         seconds: 120,
         bots: 20,
         restart_every: 30,
+        loss_percent: 2,
     };
     let args: Vec<String> = std::env::args().collect();
     for pair in args.windows(2) {
@@ -49,6 +52,7 @@ fn options() -> Options {
             ("--seconds", Some(v)) => options.seconds = v,
             ("--bots", Some(v)) => options.bots = v as usize,
             ("--restart-every", Some(v)) => options.restart_every = v,
+            ("--loss-percent", Some(v)) => options.loss_percent = v,
             _ => {}
         }
     }
@@ -168,7 +172,7 @@ fn run(options: &Options, restarts: bool, seed: u64) -> (Tally, (u64, usize), (u
         .expect("relay");
     let impaired = Impairment::delay(Duration::from_millis(20))
         .with_jitter(Duration::from_millis(10))
-        .with_loss(0.02);
+        .with_loss(options.loss_percent as f64 / 100.0);
     relay.set(impaired);
 
     let mut server = start_server(&listen, media);
@@ -374,6 +378,12 @@ fn main() {
         return;
     }
     let options = options();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let panics = Arc::new(AtomicUsize::new(0));
     let counted = panics.clone();
     let default_hook = std::panic::take_hook();
@@ -382,8 +392,8 @@ fn main() {
         default_hook(info);
     }));
     println!(
-        "chaos: {} bots at most, {} s per part, loss 2%, 20 ms ± 10 ms, random blackouts (0.5-3 s)",
-        options.bots, options.seconds
+        "chaos: {} bots at most, {} s per part, loss {}%, 20 ms ± 10 ms, random blackouts (0.5-3 s)",
+        options.bots, options.seconds, options.loss_percent
     );
     for (part, restarts) in [("churn", false), ("churn + server kills", true)] {
         let (tally, first, last) = run(&options, restarts, 0x00c0_ffee_u64 + u64::from(restarts));
