@@ -435,7 +435,7 @@ impl EngineEvent {
             },
             Event::PoseUpdate { room_id, user_id, pose } => EngineEvent::PoseUpdate { room_id, user_id, pose },
             Event::ActiveSpeakers { room_id, speakers } => EngineEvent::ActiveSpeakers { room_id, speakers },
-            Event::Trickle { .. } | Event::VideoLayersWanted { .. } => return None,
+            Event::Trickle { .. } | Event::VideoLayersWanted { .. } | Event::PublishFailed { .. } => return None,
         })
     }
 }

@@ -1067,6 +1067,12 @@ impl RoomMachine {
     fn server_event(&mut self, event: Event) {
         let renew = matches!(event, Event::TokenWillExpire { .. });
         let Some(room) = self.room.as_mut() else { return };
+        if let Event::PublishFailed { stream_id, message } = event {
+            // This side sees its own connection fail too, and sets it up again (which lists
+            // the stream again); the server's reason is worth a line in the log.
+            tracing::warn!(stream = %stream_id, %message, "the server gave up on a publication's media connection");
+            return;
+        }
         if let Event::VideoLayersWanted { stream_id, layers } = event {
             // For the publication's encoder, not for the app.
             let key = MediaKey {

@@ -190,6 +190,7 @@ pub fn sfu(data: &[u8]) {
     let Ok(mut sfu) = Sfu::new(SfuConfig {
         public_addr: public,
         keyframe_interval: Duration::from_millis(500),
+        connect_deadline: Duration::from_secs(15),
         probe: None,
     }) else {
         return;

@@ -509,6 +509,13 @@ pub enum Event {
         stream_id: StreamId,
         layers: Vec<VideoLayer>,
     },
+    /// To a publisher: the media connection of its stream never came up at the server (its
+    /// handshake failed, or nothing arrived in time), so the stream is no longer listed; the
+    /// message says why. Publishing again sets it up afresh.
+    PublishFailed {
+        stream_id: StreamId,
+        message: String,
+    },
     /// Who is speaking, loudest first: the streams of the room whose sound is above the noise
     /// floor, with their smoothed level (0 silent .. 1 full scale). Sent when the order or the
     /// set changes, at most a few times a second; an empty list when everyone went quiet.

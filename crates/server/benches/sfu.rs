@@ -404,6 +404,7 @@ fn main() {
         let mut sfu = Sfu::new(SfuConfig {
             public_addr: RELAY,
             keyframe_interval: Duration::from_millis(500),
+            connect_deadline: Duration::from_secs(15),
             probe: None,
         })
         .expect("SFU");

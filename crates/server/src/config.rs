@@ -49,6 +49,9 @@ pub struct MediaConfig {
     pub public_ip: Option<IpAddr>,
     /// Marks video frames passing the SFU (benchmarks); None normally.
     pub probe: Option<holoroom_protocol::timing::FrameProbe>,
+    /// A media connection not up this long after its offer is closed; a publication's is
+    /// unlisted and its publisher told (`publish_failed`).
+    pub connect_deadline: Duration,
 }
 
 impl Default for MediaConfig {
@@ -57,6 +60,7 @@ impl Default for MediaConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_ip: None,
             probe: None,
+            connect_deadline: Duration::from_secs(15),
         }
     }
 }

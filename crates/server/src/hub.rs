@@ -192,6 +192,20 @@ impl Hub {
         hub.deliver(None, outputs);
     }
 
+    /// A publication's media connection never came up: its publisher is told why and the
+    /// stream is unlisted.
+    pub fn publish_failed(&self, stream: &RoomStream, message: String) {
+        let mut hub = self.lock();
+        let event = Event::PublishFailed {
+            stream_id: stream.stream.clone(),
+            message,
+        };
+        let told = hub.rooms().to_owner(stream, event);
+        hub.deliver(None, told);
+        let unlisted = hub.rooms().unlist(stream);
+        hub.deliver(None, unlisted);
+    }
+
     /// Tells each room who is speaking, from the streams' sound levels (when it changed).
     pub fn announce_speakers(&self, levels: &[(RoomStream, f32)]) {
         let mut hub = self.lock();

@@ -105,7 +105,12 @@ impl Server {
                 addr: format!("udp {media_bind}"),
                 source,
             })?;
-        let (sfu, notices) = sfu::socket::SfuHandle::start(udp, config.media.public_ip, config.media.probe.clone())?;
+        let (sfu, notices) = sfu::socket::SfuHandle::start(
+            udp,
+            config.media.public_ip,
+            config.media.probe.clone(),
+            config.media.connect_deadline,
+        )?;
         tracing::info!(media = %sfu.media_addr(), "media relay listening");
         let hub = Arc::new(Hub::new(Arc::new(config), sfu));
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -299,6 +304,7 @@ async fn pass_notices(hub: Arc<Hub>, mut notices: tokio::sync::mpsc::UnboundedRe
     while let Some(notice) = notices.recv().await {
         match notice {
             sfu::Notice::LayersWanted(stream_id, layers) => hub.tell_publisher(&stream_id, layers),
+            sfu::Notice::PublishFailed(stream, why) => hub.publish_failed(&stream, why),
         }
     }
 }

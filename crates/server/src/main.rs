@@ -208,7 +208,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.media = holoroom_server::config::MediaConfig {
         bind: args.media_listen,
         public_ip: args.public_ip,
-        probe: None,
+        ..Default::default()
     };
     config.limits = Limits {
         max_rooms: args.max_rooms,

@@ -700,6 +700,29 @@ impl Rooms {
         Ok(out)
     }
 
+    /// Withdraws `stream` whoever publishes it (its media never came up): the room hears
+    /// DELETE, its players stop playing it.
+    pub fn unlist(&mut self, stream: &RoomStream) -> Outputs {
+        let mut out = Outputs::default();
+        let Some(room) = self.rooms.get_mut(&stream.room) else {
+            return out;
+        };
+        let Some(info) = room.streams.remove(&stream.stream) else {
+            return out;
+        };
+        for m in room.members.values_mut() {
+            m.playing.remove(&stream.stream);
+        }
+        out.unpublished.push(stream.clone());
+        let event = Event::RoomStreamUpdate {
+            room_id: stream.room.clone(),
+            update: UpdateType::Delete,
+            streams: vec![info.clone()],
+        };
+        room.broadcast(&mut out, Some(&info.user.user_id), |_| true, &event);
+        out
+    }
+
     /// The event for the publisher of `stream`, if it is connected.
     pub fn to_owner(&self, stream: &RoomStream, event: Event) -> Outputs {
         let mut out = Outputs::default();

@@ -13,7 +13,7 @@ use holoroom_engine::bot::{Bot, BotConfig};
 use holoroom_engine::codec::{EncoderSettings, H264Encoder};
 use holoroom_engine::media::TestPattern;
 use holoroom_engine::protocol::{
-    ErrorCode, Event, PublishRequest, Request, ResponseBody, RoomId, StreamSource, UserId, UserInfo,
+    ErrorCode, Event, PublishRequest, Request, ResponseBody, RoomId, StreamSource, UpdateType, UserId, UserInfo,
 };
 use holoroom_engine::signaling::SignalingError;
 use str0m::change::SdpAnswer;
@@ -259,4 +259,55 @@ async fn the_same_stream_id_in_two_rooms_is_two_streams() {
         Err(SignalingError::Refused(body)) => assert_eq!(body.code, ErrorCode::StreamOwnedByOther),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+/// The first event `pick` takes, skipping others.
+async fn until<T>(client: &mut Client, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    loop {
+        if let Some(found) = pick(&client.next_event().await) {
+            return found;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_publication_whose_media_never_comes_up_is_unlisted_and_its_publisher_told() {
+    let mut config = common::config();
+    config.media.connect_deadline = Duration::from_millis(800);
+    let server = start(config).await;
+    let mut gw = Client::join(&server, "r", "gateway", true).await;
+    let mut watcher = Client::join(&server, "r", "watcher", true).await;
+    // An offer whose client never runs: no ICE, no DTLS.
+    let addr: SocketAddr = ([127, 0, 0, 1], 5000).into();
+    let (_silent, sdp, ..) = offer(client(Some((Codec::H264, 0x42e01f)), true), addr, true, true);
+    publish(&gw, "gateway-cam", sdp).await.expect("the offer is answered");
+    until(&mut watcher, |e| {
+        matches!(
+            e,
+            Event::RoomStreamUpdate {
+                update: UpdateType::Add,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    let why = until(&mut gw, |e| match e {
+        Event::PublishFailed { stream_id, message } if stream_id.as_str() == "gateway-cam" => Some(message.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(why.contains("no media connection"), "{why}");
+    until(&mut watcher, |e| {
+        matches!(
+            e,
+            Event::RoomStreamUpdate {
+                update: UpdateType::Delete,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    assert!(server.snapshot().rooms.iter().all(|r| r.streams.is_empty()), "unlisted");
 }

@@ -136,6 +136,7 @@ fn connected(start: Instant, subscribers: u16) -> (Instant, Sfu, Vec<Peer>, Wire
     let mut sfu = Sfu::new(SfuConfig {
         public_addr: SFU,
         keyframe_interval: Duration::from_millis(500),
+        connect_deadline: Duration::from_secs(15),
         probe: None,
     })
     .expect("sfu");

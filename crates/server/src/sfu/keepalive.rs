@@ -152,6 +152,7 @@ mod tests {
         let mut sfu = Sfu::new(SfuConfig {
             public_addr: relay,
             keyframe_interval: Duration::from_millis(500),
+            connect_deadline: Duration::from_secs(15),
             probe: None,
         })
         .expect("relay");

@@ -100,6 +100,8 @@ pub struct SfuConfig {
     /// Marks video frames (by the capture time they carry) as they come in and go out; for
     /// measuring, None normally.
     pub probe: Option<FrameProbe>,
+    /// A media connection not up (ICE and DTLS) this long after its offer is closed.
+    pub connect_deadline: Duration,
 }
 
 /// A datagram to send.
@@ -149,6 +151,8 @@ pub enum Notice {
     /// The layers of a stream that its subscribers receive or are about to, lowest first:
     /// the publisher need not encode the others.
     LayersWanted(RoomStream, Vec<VideoLayer>),
+    /// A publisher's media connection closed without ever coming up, and why.
+    PublishFailed(RoomStream, String),
 }
 
 /// How long nobody must want a layer before its publisher is told to stop sending it.
@@ -204,6 +208,11 @@ struct Peer {
     kinds: HashMap<Mid, MediaKind>,
     timeout: Instant,
     keepalive: Option<keepalive::Keepalive>,
+    /// When the offer was answered, and whether the connection has come up since.
+    created: Instant,
+    connected: bool,
+    /// Why it failed, when it did.
+    failure: Option<String>,
 }
 
 /// Work that one peer's output causes on others.
@@ -344,6 +353,9 @@ impl Sfu {
                 kinds: HashMap::new(),
                 timeout: now,
                 keepalive: keepalive::Keepalive::new(offer, answer),
+                created: now,
+                connected: false,
+                failure: None,
             },
         );
         let work = self.drain(id);
@@ -644,6 +656,15 @@ impl Sfu {
             }
         }
         self.run(now, work);
+        let deadline = self.config.connect_deadline;
+        for (id, peer) in &mut self.peers {
+            if !peer.connected && now.saturating_duration_since(peer.created) >= deadline && peer.rtc.is_alive() {
+                let why = format!("no media connection within {} s of the offer", deadline.as_secs_f32());
+                tracing::warn!(peer = id, stream = %peer.role.stream(), "{why}");
+                peer.failure.get_or_insert(why);
+                peer.rtc.disconnect();
+            }
+        }
         let dead: Vec<PeerId> = self
             .peers
             .iter()
@@ -652,6 +673,17 @@ impl Sfu {
             .collect();
         for id in dead {
             tracing::debug!(peer = id, "media connection closed");
+            if let Some(Peer {
+                role: Role::Publisher(p),
+                connected: false,
+                failure,
+                ..
+            }) = self.peers.get(&id)
+                && self.publishers.get(&p.stream) == Some(&id)
+            {
+                let why = failure.clone().unwrap_or_else(|| "the media connection closed".into());
+                self.notices.push_back(Notice::PublishFailed(p.stream.clone(), why));
+            }
             self.remove_peer(id);
         }
         self.update_dynacast(now, false);
@@ -662,6 +694,9 @@ impl Sfu {
         let mut next = now + Duration::from_secs(1);
         for peer in self.peers.values() {
             next = next.min(peer.timeout);
+            if !peer.connected {
+                next = next.min(peer.created + self.config.connect_deadline);
+            }
         }
         next
     }
@@ -768,10 +803,11 @@ impl Sfu {
                         }
                     }
                     Event::KeyframeRequest(_) | Event::Connected => {
-                        if matches!(event, Event::Connected)
-                            && let Some(keepalive) = &mut peer.keepalive
-                        {
-                            keepalive.connected();
+                        if matches!(event, Event::Connected) {
+                            peer.connected = true;
+                            if let Some(keepalive) = &mut peer.keepalive {
+                                keepalive.connected();
+                            }
                         }
                         if let Role::Subscriber(s) = &peer.role {
                             work.push(Work::KeyframeFor(s.stream.clone(), None));
@@ -799,6 +835,7 @@ impl Sfu {
                 Err(err) => {
                     // A failed handshake (DTLS: a certificate it cannot use, say) or a broken peer.
                     tracing::warn!(peer = id, stream = %peer.role.stream(), %err, "media connection failed");
+                    peer.failure.get_or_insert_with(|| err.to_string());
                     peer.rtc.disconnect();
                     break;
                 }

@@ -61,6 +61,7 @@ impl SfuHandle {
         socket: UdpSocket,
         public_ip: Option<std::net::IpAddr>,
         probe: Option<holoroom_protocol::timing::FrameProbe>,
+        connect_deadline: std::time::Duration,
     ) -> Result<(SfuHandle, mpsc::UnboundedReceiver<Notice>), SfuError> {
         let local_addr = socket
             .local_addr()
@@ -70,6 +71,7 @@ impl SfuHandle {
             public_addr,
             keyframe_interval: std::time::Duration::from_millis(1000),
             probe,
+            connect_deadline,
         })?;
         let (commands, rx) = mpsc::unbounded_channel();
         let (notices, notices_rx) = mpsc::unbounded_channel();
