@@ -311,7 +311,7 @@ fn run(web_dir: PathBuf) -> Result<()> {
         &format!("{http}/?room=demo&user=web-2&name=Pattern&video=pattern&join=1"),
         &artifact("browser-pattern.png"),
         r#"{"participants":1,"liveFeeds":1,"quality":"1/1"}"#,
-        4,
+        12,
         None,
     )?;
     let pattern_stream = StreamId::new("web-2-cam")?;
@@ -338,9 +338,20 @@ fn run(web_dir: PathBuf) -> Result<()> {
         "the browser's pattern codes increase: {codes:?}"
     );
     // Chromium publishes simulcast (sendEncodings with the layers' RIDs): at 640x360 it sends
-    // two layers, the full picture and half of it.
-    let layers = runtime.block_on(server.layers_sent(&RoomId::new("demo")?, &pattern_stream))?;
-    println!("browser: Chromium sends the layers {layers:?}");
+    // two layers, the full picture and half of it (the full one once its send bandwidth
+    // estimate has grown, which can take a few seconds).
+    let asked = Instant::now();
+    let layers = loop {
+        let layers = runtime.block_on(server.layers_sent(&RoomId::new("demo")?, &pattern_stream))?;
+        if layers == [VideoLayer::Medium, VideoLayer::High] || asked.elapsed() > Duration::from_secs(15) {
+            break layers;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!(
+        "browser: Chromium sends the layers {layers:?} ({:?} after its first codes)",
+        asked.elapsed()
+    );
     ensure!(
         layers == [VideoLayer::Medium, VideoLayer::High],
         "Chromium's simulcast layers at the SFU: {layers:?}"

@@ -250,6 +250,21 @@ pub struct Sfu {
 /// How often a subscriber's connection reports on what its receiver reports said.
 const DOWNLINK_REPORT_EVERY: Duration = Duration::from_millis(500);
 
+/// A datagram received from `source` as str0m's input; None for one it cannot take (empty or
+/// too large).
+fn udp_input<'a>(now: Instant, source: SocketAddr, destination: SocketAddr, data: &'a [u8]) -> Option<Input<'a>> {
+    let contents = data.try_into().ok()?;
+    Some(Input::Receive(
+        now,
+        Receive {
+            proto: Protocol::Udp,
+            source,
+            destination,
+            contents,
+        },
+    ))
+}
+
 /// The payload type a subscriber's connection sends a publisher's codec as, among those it
 /// negotiated: the same codec; or for H.264, one of the same profile (Baseline and
 /// Constrained Baseline share one: encoders' Baseline streams use none of the tools only
@@ -585,18 +600,9 @@ impl Sfu {
 
     /// Feeds one received datagram.
     pub fn handle_receive(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
-        let Ok(contents) = data.try_into() else {
+        let Some(input) = udp_input(now, source, destination, data) else {
             return;
         };
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination,
-                contents,
-            },
-        );
         let cached = self
             .by_source
             .get(&source)
@@ -616,17 +622,8 @@ impl Sfu {
         };
         // A peer that is heard is there: its connection gets the binding request it may not send.
         if let Some(request) = peer.keepalive.as_mut().and_then(|k| k.heard(now, data))
-            && let Ok(contents) = request.as_slice().try_into()
+            && let Some(refresh) = udp_input(now, source, destination, &request)
         {
-            let refresh = Input::Receive(
-                now,
-                Receive {
-                    proto: Protocol::Udp,
-                    source,
-                    destination,
-                    contents,
-                },
-            );
             if let Err(err) = peer.rtc.handle_input(refresh) {
                 tracing::debug!(peer = id, %err, "keepalive refused");
             }
