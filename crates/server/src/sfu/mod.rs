@@ -623,10 +623,9 @@ impl Sfu {
         // A peer that is heard is there: its connection gets the binding request it may not send.
         if let Some(request) = peer.keepalive.as_mut().and_then(|k| k.heard(now, data))
             && let Some(refresh) = udp_input(now, source, destination, &request)
+            && let Err(err) = peer.rtc.handle_input(refresh)
         {
-            if let Err(err) = peer.rtc.handle_input(refresh) {
-                tracing::debug!(peer = id, %err, "keepalive refused");
-            }
+            tracing::debug!(peer = id, %err, "keepalive refused");
         }
         if let Err(err) = peer.rtc.handle_input(input) {
             tracing::debug!(peer = id, %err, "media input refused");
