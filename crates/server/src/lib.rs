@@ -127,7 +127,9 @@ impl Server {
             .route("/v1/dev/token", get(dev_token))
             .with_state(state);
         if let Some(root) = web_root {
-            router = router.fallback(get(move |uri: axum::http::Uri| web::serve(root.clone(), uri)));
+            router = router.fallback(get(move |uri: axum::http::Uri, headers: HeaderMap| {
+                web::serve(root.clone(), uri, headers)
+            }));
         }
         tokio::spawn(announce_speakers(hub.clone(), shutdown_rx.clone()));
         tokio::spawn(pass_notices(hub.clone(), notices));

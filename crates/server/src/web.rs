@@ -1,10 +1,15 @@
 //! The browser app's files, served at `/` from a directory (what `make web` builds), so that
 //! opening the server's address joins a room. Only regular, non-hidden files that really are
 //! under that directory (links followed) are served; anything else is 404.
+//!
+//! A file with a gzipped copy beside it (`x.wasm.gz`, which `make web` writes) is sent
+//! compressed to browsers that accept gzip. Every answer carries an ETag from the file's size and
+//! time and `Cache-Control: no-cache`, so a browser keeps the 60 MB app and only asks whether
+//! it changed (304 when it did not).
 
 use std::path::{Component, Path, PathBuf};
 
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 /// The file under `root` that `uri` names (`/` is `index.html`), if the path stays inside
@@ -39,17 +44,78 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
+/// Whether the request says it takes gzip.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let refused = parts.any(|p| p.replace(' ', "") == "q=0");
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+/// A file to send: its bytes, whether they are gzipped, and its ETag.
+struct Found {
+    bytes: Vec<u8>,
+    gzipped: bool,
+    etag: String,
+}
+
+/// Reads `path` (or its gzipped copy, when `gzip` and one exists) if it is a file under `root`.
+fn read(root: &Path, path: &Path, gzip: bool) -> Option<Found> {
+    let real = inside(root, path)?;
+    let compressed = gzip
+        .then(|| inside(root, &PathBuf::from(format!("{}.gz", path.display()))))
+        .flatten();
+    let (file, gzipped) = match compressed {
+        Some(gz) => (gz, true),
+        None => (real, false),
+    };
+    let meta = std::fs::metadata(&file).ok()?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let etag = format!("\"{:x}-{modified:x}{}\"", meta.len(), if gzipped { "-gz" } else { "" });
+    let bytes = std::fs::read(&file).ok()?;
+    Some(Found { bytes, gzipped, etag })
+}
+
 /// Answers a GET for a file of the web app.
-pub async fn serve(root: PathBuf, uri: Uri) -> Response {
+pub async fn serve(root: PathBuf, uri: Uri, headers: HeaderMap) -> Response {
     let Some(path) = resolve(&root, &uri) else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
     let kind = content_type(&path);
-    let read = move || inside(&root, &path).map(std::fs::read);
-    match tokio::task::spawn_blocking(read).await {
-        Ok(Some(Ok(bytes))) => ([(header::CONTENT_TYPE, kind)], bytes).into_response(),
-        _ => (StatusCode::NOT_FOUND, "not found").into_response(),
+    let gzip = accepts_gzip(&headers);
+    let found = tokio::task::spawn_blocking(move || read(&root, &path, gzip)).await;
+    let Ok(Some(found)) = found else {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    let mut response = if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|tags| tags.as_bytes() == found.etag.as_bytes())
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(header::CONTENT_TYPE, kind)], found.bytes).into_response()
+    };
+    let out = response.headers_mut();
+    if let Ok(etag) = HeaderValue::from_str(&found.etag) {
+        out.insert(header::ETAG, etag);
     }
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if found.gzipped {
+        out.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
 }
 
 #[cfg(test)]
@@ -74,6 +140,16 @@ mod tests {
         assert_eq!(resolve(root, &uri("//etc/passwd")), Some(root.join("etc/passwd")));
         assert_eq!(resolve(root, &uri("/.git/config")), None, "nothing hidden");
         assert_eq!(content_type(Path::new("a.wasm")), "application/wasm");
+        let accept = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(value));
+            accepts_gzip(&headers)
+        };
+        assert!(accept("gzip, deflate, br"));
+        assert!(accept("br;q=1.0, GZIP;q=0.5"));
+        assert!(!accept("gzip;q=0, br"));
+        assert!(!accept("identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
     #[test]
