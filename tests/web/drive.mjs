@@ -27,6 +27,8 @@ const state = () => {
     speaking: n('data-holoroom-speaking'),
     quality: b.getAttribute('data-holoroom-quality') || '',
     reconnects: n('data-holoroom-reconnects'),
+    // The page's loading indicator, which must be gone once the app runs.
+    loading: document.getElementById('loading') !== null,
   };
 };
 
@@ -34,6 +36,7 @@ const ready = ({ wait }) => {
   const b = document.body;
   const n = (name) => Number(b.getAttribute(name) || 0);
   return b.getAttribute('data-holoroom-state') === 'InCall'
+    && document.getElementById('loading') === null
     && n('data-holoroom-participants') >= (wait.participants || 0)
     && n('data-holoroom-live-feeds') >= (wait.liveFeeds || 0)
     && n('data-holoroom-frames') >= (wait.frames || 0)
