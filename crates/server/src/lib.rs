@@ -222,8 +222,15 @@ impl Server {
                 break;
             }
         }
-        let _ = self.hard_stop.send(());
-        self.task.await?;
+        // HTTP answers being written (the app's download, say) get the rest of the wait.
+        let mut task = self.task;
+        match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(joined) => joined?,
+            Err(_) => {
+                let _ = self.hard_stop.send(());
+                task.await?;
+            }
+        }
         self.hub.sfu().stop().await;
         Ok(())
     }
@@ -306,7 +313,14 @@ async fn pass_notices(hub: Arc<Hub>, mut notices: tokio::sync::mpsc::UnboundedRe
     while let Some(notice) = notices.recv().await {
         match notice {
             sfu::Notice::LayersWanted(stream_id, layers) => hub.tell_publisher(&stream_id, layers),
-            sfu::Notice::PublishFailed(stream, why) => hub.publish_failed(&stream, why),
+            sfu::Notice::PublishFailed(stream, peer, why) => {
+                // Unless a new connection took the stream over meanwhile (a republish).
+                if matches!(hub.sfu().publisher(stream.clone()).await, Ok(None)) {
+                    hub.publish_failed(&stream, why);
+                } else {
+                    tracing::debug!(%stream, peer, "a failed connection was replaced; the stream stays");
+                }
+            }
         }
     }
 }

@@ -59,31 +59,46 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-/// A file to send: its bytes, whether they are gzipped, and its ETag.
+/// A file to send: its bytes (none when the browser's copy is current), whether they are
+/// gzipped, and its ETag.
 struct Found {
-    bytes: Vec<u8>,
+    bytes: Option<Vec<u8>>,
     gzipped: bool,
     etag: String,
 }
 
-/// Reads `path` (or its gzipped copy, when `gzip` and one exists) if it is a file under `root`.
-fn read(root: &Path, path: &Path, gzip: bool) -> Option<Found> {
-    let real = inside(root, path)?;
-    let compressed = gzip
-        .then(|| inside(root, &PathBuf::from(format!("{}.gz", path.display()))))
-        .flatten();
-    let (file, gzipped) = match compressed {
-        Some(gz) => (gz, true),
-        None => (real, false),
-    };
-    let meta = std::fs::metadata(&file).ok()?;
-    let modified = meta
-        .modified()
+fn modified_nanos(meta: &std::fs::Metadata) -> u128 {
+    meta.modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    let etag = format!("\"{:x}-{modified:x}{}\"", meta.len(), if gzipped { "-gz" } else { "" });
-    let bytes = std::fs::read(&file).ok()?;
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Reads `path` (or its gzipped copy, when `gzip` and one at least as new exists) if it is a
+/// file under `root`; not at all when its ETag is `cached`.
+fn read(root: &Path, path: &Path, gzip: bool, cached: Option<&[u8]>) -> Option<Found> {
+    let real = inside(root, path)?;
+    let original = std::fs::metadata(&real).ok()?;
+    let compressed = gzip
+        .then(|| inside(root, &PathBuf::from(format!("{}.gz", path.display()))))
+        .flatten()
+        .and_then(|gz| Some((std::fs::metadata(&gz).ok()?, gz)))
+        .filter(|(meta, _)| modified_nanos(meta) >= modified_nanos(&original));
+    let (file, meta, gzipped) = match compressed {
+        Some((meta, gz)) => (gz, meta, true),
+        None => (real, original, false),
+    };
+    let etag = format!(
+        "\"{:x}-{:x}{}\"",
+        meta.len(),
+        modified_nanos(&meta),
+        if gzipped { "-gz" } else { "" }
+    );
+    let bytes = if cached == Some(etag.as_bytes()) {
+        None
+    } else {
+        Some(std::fs::read(&file).ok()?)
+    };
     Some(Found { bytes, gzipped, etag })
 }
 
@@ -94,17 +109,14 @@ pub async fn serve(root: PathBuf, uri: Uri, headers: HeaderMap) -> Response {
     };
     let kind = content_type(&path);
     let gzip = accepts_gzip(&headers);
-    let found = tokio::task::spawn_blocking(move || read(&root, &path, gzip)).await;
+    let cached = headers.get(header::IF_NONE_MATCH).map(|v| v.as_bytes().to_vec());
+    let found = tokio::task::spawn_blocking(move || read(&root, &path, gzip, cached.as_deref())).await;
     let Ok(Some(found)) = found else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
-    let mut response = if headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|tags| tags.as_bytes() == found.etag.as_bytes())
-    {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        ([(header::CONTENT_TYPE, kind)], found.bytes).into_response()
+    let mut response = match found.bytes {
+        Some(bytes) => ([(header::CONTENT_TYPE, kind)], bytes).into_response(),
+        None => StatusCode::NOT_MODIFIED.into_response(),
     };
     let out = response.headers_mut();
     if let Ok(etag) = HeaderValue::from_str(&found.etag) {

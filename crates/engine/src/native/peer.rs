@@ -41,9 +41,10 @@ const ICE_FAILED_AFTER: Duration = Duration::from_secs(4);
 
 /// How long ICE gathering and connecting may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the secure (DTLS) handshake may take once ICE has a path: a few of its
-/// retransmissions on a lossy path; a handshake still unfinished then has stalled (seen at 2%
-/// loss: a few in every few hundred), and the connection is set up afresh.
+/// How long the secure (DTLS) handshake may take once ICE has a path (at least; four times
+/// what ICE took when that is longer): a few of its retransmissions on a lossy path; a
+/// handshake still unfinished then has stalled (seen at 2% loss: a few in every few hundred),
+/// and the connection is set up afresh.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(crate) fn h264_codec() -> RTCRtpCodec {
@@ -372,12 +373,15 @@ pub(crate) async fn wait_connected(events: &mut PeerEvents) -> Result<(), MediaE
     let outcome = tokio::time::timeout(CONNECT_TIMEOUT, async move {
         // The path first (ICE), then the secure handshake on it, which gets less time: on a
         // lossy path a handshake sometimes stalls for good, and a fresh connection does better.
-        // None: the handshake stalled.
+        // None: the handshake stalled. A path whose checks took long (a long round trip) gives
+        // the handshake, a few round trips, longer too.
+        let started = tokio::time::Instant::now();
         tokio::select! {
             done = state.wait_for(finished) => return done.map(|s| Some(*s)),
             _ = ice.wait_for(path_up) => {}
         }
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, state.wait_for(finished)).await {
+        let limit = HANDSHAKE_TIMEOUT.max(started.elapsed() * 4);
+        match tokio::time::timeout(limit, state.wait_for(finished)).await {
             Ok(done) => done.map(|s| Some(*s)),
             Err(_) => Ok(None),
         }

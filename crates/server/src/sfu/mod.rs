@@ -152,7 +152,7 @@ pub enum Notice {
     /// the publisher need not encode the others.
     LayersWanted(RoomStream, Vec<VideoLayer>),
     /// A publisher's media connection closed without ever coming up, and why.
-    PublishFailed(RoomStream, String),
+    PublishFailed(RoomStream, PeerId, String),
 }
 
 /// How long nobody must want a layer before its publisher is told to stop sending it.
@@ -516,6 +516,11 @@ impl Sfu {
         }
     }
 
+    /// The connection publishing `stream` now, if any.
+    pub fn publisher(&self, stream: &RoomStream) -> Option<PeerId> {
+        self.publishers.get(stream).copied()
+    }
+
     /// The video layers the publisher of `stream` sends now, lowest first.
     pub fn layers_sent(&self, now: Instant, stream: &RoomStream) -> Vec<VideoLayer> {
         let Some(Peer {
@@ -678,7 +683,7 @@ impl Sfu {
                 && self.publishers.get(&p.stream) == Some(&id)
             {
                 let why = failure.clone().unwrap_or_else(|| "the media connection closed".into());
-                self.notices.push_back(Notice::PublishFailed(p.stream.clone(), why));
+                self.notices.push_back(Notice::PublishFailed(p.stream.clone(), id, why));
             }
             self.remove_peer(id);
         }

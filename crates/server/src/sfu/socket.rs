@@ -30,6 +30,7 @@ enum Command {
     },
     SetLayer(SessionId, RoomStream, VideoLayer),
     LayersSent(RoomStream, oneshot::Sender<Vec<VideoLayer>>),
+    Publisher(RoomStream, oneshot::Sender<Option<PeerId>>),
     Levels(oneshot::Sender<Vec<(RoomStream, f32)>>),
     Unpublish(RoomStream),
     UnpublishPeer(RoomStream, PeerId),
@@ -132,6 +133,15 @@ impl SfuHandle {
     }
 
     /// The video layers the publisher of `stream` sends now, lowest first.
+    /// The connection publishing `stream` now, if any.
+    pub async fn publisher(&self, stream: RoomStream) -> Result<Option<PeerId>, SfuError> {
+        let (reply, publisher) = oneshot::channel();
+        self.commands
+            .send(Command::Publisher(stream, reply))
+            .map_err(|_| SfuError::Stopped)?;
+        publisher.await.map_err(|_| SfuError::Stopped)
+    }
+
     pub async fn layers_sent(&self, stream: RoomStream) -> Result<Vec<VideoLayer>, SfuError> {
         let (reply, layers) = oneshot::channel();
         self.commands
@@ -223,6 +233,9 @@ async fn run(
                     let _ = reply.send(sfu.subscribe(Instant::now(), session, &stream, &offer, layer));
                 }
                 Some(Command::SetLayer(session, stream, layer)) => sfu.set_layer(Instant::now(), session, &stream, layer),
+                Some(Command::Publisher(stream, reply)) => {
+                    let _ = reply.send(sfu.publisher(&stream));
+                }
                 Some(Command::LayersSent(stream, reply)) => {
                     let _ = reply.send(sfu.layers_sent(Instant::now(), &stream));
                 }
