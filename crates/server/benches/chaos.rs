@@ -9,18 +9,18 @@
 //! (each part runs for `--seconds`; the restarts happen in the second).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use holoroom_engine::bot::{Bot, BotConfig};
-use holoroom_engine::protocol::{RoomId, RoomStateReason, StreamId, UserId, UserInfo, VideoGrant};
-use holoroom_engine::{StreamConfig, TokenSource};
-use holoroom_server::{SigningKey, TokenKeys};
+use holoroom_engine::bot::Bot;
+use holoroom_engine::protocol::{RoomStateReason, StreamId};
 use holoroom_testkit::{Impairment, UdpRelay};
+
+#[path = "../tests/common/process.rs"]
+mod process;
 
 const SECRET: &str = "chaos-bench-secret-0123456789";
 /// The relay's address; the server tells clients to send media here.
@@ -77,22 +77,11 @@ struct ServerProcess {
 }
 
 fn start_server(listen: &str, media: SocketAddr) -> ServerProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holoroom-server"))
-        .args(["serve", "--listen", listen, "--media-listen", &media.to_string()])
-        .args(["--public-ip", &RELAY_IP.to_string()])
-        .env("HOLOROOM_SECRET", SECRET)
-        .env("HOLOROOM_MAX_CONNECTIONS_PER_IP", "200")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the server says where it listens");
+    let (media, relay) = (media.to_string(), RELAY_IP.to_string());
+    let args = ["--media-listen", media.as_str(), "--public-ip", relay.as_str()];
+    let env = [("HOLOROOM_MAX_CONNECTIONS_PER_IP", "200"), ("RUST_LOG", "error")];
     ServerProcess {
-        child,
+        child: process::start_server(listen, SECRET, &args, &env),
         started: Instant::now(),
     }
 }
@@ -110,20 +99,7 @@ fn footprint(pid: u32) -> (u64, usize) {
 }
 
 fn bot(url: &str, name: &str) -> Bot {
-    let keys = TokenKeys::new(SigningKey::new("k1", SECRET.as_bytes().to_vec()));
-    let user_id = UserId::new(name).expect("valid");
-    let token = keys.mint(VideoGrant::participant("chaos"), &user_id, None, 7200);
-    Bot::start(BotConfig {
-        server_url: url.to_owned(),
-        room_id: RoomId::new("chaos").expect("valid"),
-        user: UserInfo {
-            user_id,
-            user_name: name.to_uppercase(),
-        },
-        token: TokenSource::Fixed(token),
-        publish: Some(StreamConfig::test_pattern(320, 180, 10.0)),
-    })
-    .expect("bot starts")
+    process::bot(url, SECRET, "chaos", name, 10.0)
 }
 
 /// One bot in the room and what the run has seen of it.
@@ -263,11 +239,6 @@ fn run(options: &Options, restarts: bool, seed: u64) -> (Tally, (u64, usize), (u
             tally.unrecovered += 1;
             waiting_since = None;
             last_disruption = now;
-        }
-    }
-    if std::env::var_os("CHAOS_DEBUG").is_some() {
-        for m in members.values() {
-            eprintln!("{:?}", m.bot.status());
         }
     }
     let last = footprint(server.child.id());

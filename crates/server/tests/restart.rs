@@ -4,51 +4,29 @@
 //! at once, logs in again by itself, republishes under the same stream ID and sees the other
 //! two's live frames again, and no observer ever lists a user twice.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use holoroom_engine::bot::{Bot, BotConfig, BotStatus};
-use holoroom_engine::protocol::{RoomId, RoomStateReason, StreamId, UserId, UserInfo, VideoGrant};
-use holoroom_engine::{StreamConfig, TokenSource};
-use holoroom_server::{SigningKey, TokenKeys};
+use holoroom_engine::bot::{Bot, BotStatus};
+use holoroom_engine::protocol::{RoomStateReason, StreamId};
+
+#[path = "common/process.rs"]
+mod process;
 
 const SECRET: &str = "restart-test-secret-0123456789";
 const BOTS: [&str; 3] = ["ann", "ben", "cat"];
 
-/// A room server process on `listen`, once it says it listens.
 fn start_server(listen: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holoroom-server"))
-        .args(["serve", "--listen", listen, "--media-listen", "127.0.0.1:0"])
-        .env("HOLOROOM_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the server starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the server says where it listens");
-    assert!(line.starts_with("Holoroom server on"), "{line}");
-    child
+    process::start_server(
+        listen,
+        SECRET,
+        &["--media-listen", "127.0.0.1:0"],
+        &[("RUST_LOG", "warn")],
+    )
 }
 
 fn bot(url: &str, name: &str) -> Bot {
-    let keys = TokenKeys::new(SigningKey::new("k1", SECRET.as_bytes().to_vec()));
-    let user_id = UserId::new(name).expect("valid");
-    let token = keys.mint(VideoGrant::participant("r"), &user_id, None, 3600);
-    Bot::start(BotConfig {
-        server_url: url.to_owned(),
-        room_id: RoomId::new("r").expect("valid"),
-        user: UserInfo {
-            user_id,
-            user_name: name.to_uppercase(),
-        },
-        token: TokenSource::Fixed(token),
-        publish: Some(StreamConfig::test_pattern(320, 180, 15.0)),
-    })
-    .expect("bot starts")
+    process::bot(url, SECRET, "r", name, 15.0)
 }
 
 fn cam(name: &str) -> StreamId {

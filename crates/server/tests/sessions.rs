@@ -618,43 +618,24 @@ async fn a_stream_id_published_by_two_at_once_keeps_the_winners_media() {
     }
 }
 
-/// A GET over a plain TCP connection: the status code and the body.
-async fn http_get(server: &holoroom_server::Server, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(server.local_addr())
-        .await
-        .expect("connects");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.expect("writes");
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).await.expect("reads");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test]
 async fn dev_tokens_come_only_from_a_dev_server_and_only_for_names_it_accepts() {
     let server = start(common::config()).await;
-    let (status, body) = http_get(&server, "/v1/dev/token?room=r&user=u").await;
+    let (status, _, body) = common::http_get(&server, "/v1/dev/token?room=r&user=u", "").await;
+    let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 404);
     assert!(body.contains("--dev"), "{body}");
 
     let mut config = common::config();
     config.dev_tokens = true;
     let server = start(config).await;
-    let (status, body) = http_get(&server, "/v1/dev/token?room=r&user=u&name=Ann").await;
+    let (status, _, body) = common::http_get(&server, "/v1/dev/token?room=r&user=u&name=Ann", "").await;
+    let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"token\""), "{body}");
     // A name no login would accept (here a control character) gets no token.
-    let (status, body) = http_get(&server, "/v1/dev/token?room=r&user=u&name=A%01nn").await;
+    let (status, _, body) = common::http_get(&server, "/v1/dev/token?room=r&user=u&name=A%01nn", "").await;
+    let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("control character"), "{body}");
 }

@@ -201,3 +201,20 @@ impl Client {
         }
     }
 }
+
+/// A GET over a plain TCP connection with extra header lines (each ending in CRLF): the
+/// status code, the response's header lines (lowercased) and its body.
+pub async fn http_get(server: &Server, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("connects");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("writes");
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).await.expect("reads");
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head, response[split..].to_vec())
+}
