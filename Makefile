@@ -4,11 +4,16 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/holoroom-target
 
-# Build: ALSA (cpal), bindgen (camera), NASM (openh264 SIMD), Opus, Wayland and xkbcommon (winit).
-APT_BUILD := pkg-config libasound2-dev libclang-dev nasm libopus-dev libwayland-dev libxkbcommon-dev
+# Build: ALSA (cpal), bindgen (camera), NASM (openh264 SIMD), Opus, OpenSSL (the relay's DTLS),
+# Wayland and xkbcommon (winit).
+APT_BUILD := pkg-config libasound2-dev libclang-dev nasm libopus-dev libssl-dev libwayland-dev libxkbcommon-dev
 # Tests: a virtual display and Mesa's software Vulkan for the window test; Chromium and Node
-# (playwright-core drives the browser) for the browser test.
-APT_TEST := xvfb xauth mesa-vulkan-drivers libvulkan1 chromium
+# (playwright-core drives the browser) for the browser test; GStreamer's webrtcbin with x264,
+# libav and Python bindings for the test with another WebRTC stack.
+APT_TEST := xvfb xauth mesa-vulkan-drivers libvulkan1 chromium \
+	python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1 \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
+	gstreamer1.0-libav gstreamer1.0-nice
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # wasm-bindgen's CLI must match the wasm-bindgen crate in Cargo.lock.
 WASM_BINDGEN_VERSION := 0.2.130

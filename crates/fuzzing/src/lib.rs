@@ -195,6 +195,7 @@ pub fn sfu(data: &[u8]) {
         public_addr: public,
         keyframe_interval: Duration::from_millis(500),
         connect_deadline: Duration::from_secs(15),
+        dtls: Default::default(),
         probe: None,
     }) else {
         return;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use holoroom_protocol::{RoomId, StreamId};
 use holoroom_server::rooms::RoomStream;
+use holoroom_server::sfu::dtls::DtlsStack;
 use holoroom_server::sfu::{Sfu, SfuConfig};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid, Pt};
@@ -271,9 +272,12 @@ struct Outcome {
     sent: u64,
     received: u64,
     relay_time: Duration,
+    /// The relay's time while everyone connected (ICE and DTLS).
+    connect_time: Duration,
 }
 
-fn run(relay: &mut dyn Relay, subscribers: u16) -> Outcome {
+/// Connects a publisher and `subscribers`, then runs `seconds` of media.
+fn run(relay: &mut dyn Relay, subscribers: u16, seconds: u64) -> Outcome {
     let start = Instant::now();
     let mut now = start;
     let mut wire = VecDeque::new();
@@ -317,10 +321,11 @@ fn run(relay: &mut dyn Relay, subscribers: u16) -> Outcome {
     };
     // Connect everyone.
     let deadline = now + Duration::from_secs(10);
+    let mut connect_time = Duration::ZERO;
     while !clients.iter().all(|c| c.rtc.is_connected()) {
         assert!(now < deadline, "clients did not connect");
         now += tick;
-        step(now, relay, &mut clients, &mut wire);
+        connect_time += step(now, relay, &mut clients, &mut wire);
     }
     for _ in 0..200 {
         now += tick;
@@ -340,7 +345,7 @@ fn run(relay: &mut dyn Relay, subscribers: u16) -> Outcome {
     let mut payload = vec![0x5au8; 1200];
     payload[0] = 0x65;
     let voice = vec![0x11u8; 100];
-    while now < media_start + Duration::from_secs(SECONDS) {
+    while now < media_start + Duration::from_secs(seconds) {
         now += tick;
         let ms = now.duration_since(media_start).as_millis() as u64;
         if ms.is_multiple_of(33) {
@@ -391,7 +396,19 @@ fn run(relay: &mut dyn Relay, subscribers: u16) -> Outcome {
         sent,
         received,
         relay_time,
+        connect_time,
     }
+}
+
+fn sfu(dtls: DtlsStack) -> Sfu {
+    Sfu::new(SfuConfig {
+        public_addr: RELAY,
+        keyframe_interval: Duration::from_millis(500),
+        connect_deadline: Duration::from_secs(15),
+        dtls,
+        probe: None,
+    })
+    .expect("SFU")
 }
 
 fn main() {
@@ -401,19 +418,12 @@ fn main() {
     );
     for subscribers in [10u16, 50, 200] {
         let start = Instant::now();
-        let mut sfu = Sfu::new(SfuConfig {
-            public_addr: RELAY,
-            keyframe_interval: Duration::from_millis(500),
-            connect_deadline: Duration::from_secs(15),
-            probe: None,
-        })
-        .expect("SFU");
-        let ours = run(&mut sfu, subscribers);
+        let ours = run(&mut sfu(DtlsStack::default()), subscribers, SECONDS);
         let mut bare = Bare {
             peers: Vec::new(),
             out: VecDeque::new(),
         };
-        let baseline = run(&mut bare, subscribers);
+        let baseline = run(&mut bare, subscribers, SECONDS);
         let rate = |o: &Outcome| o.received as f64 / o.relay_time.as_secs_f64();
         let loss = |o: &Outcome| 1.0 - o.received as f64 / (o.sent as f64 * f64::from(subscribers));
         println!(
@@ -427,4 +437,19 @@ fn main() {
             start.elapsed().as_secs_f64()
         );
     }
+
+    // The handshake on OpenSSL (RSA and ECDSA peers) against str0m's built-in DTLS (ECDSA
+    // peers only), in the same run: the relay's CPU time while 100 connections come up.
+    println!("\n# Connection setup (ICE and DTLS), relay CPU time per connection\n");
+    println!("connections | OpenSSL us/connection | built-in us/connection | ratio");
+    let connections = 100u16;
+    let openssl = run(&mut sfu(DtlsStack::OpenSsl), connections - 1, 0).connect_time;
+    let builtin = run(&mut sfu(DtlsStack::Builtin), connections - 1, 0).connect_time;
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(connections);
+    println!(
+        "{connections} | {:.0} | {:.0} | {:.2}x",
+        per(openssl),
+        per(builtin),
+        openssl.as_secs_f64() / builtin.as_secs_f64()
+    );
 }

@@ -12,9 +12,7 @@ use holoroom_engine::TokenSource;
 use holoroom_engine::bot::{Bot, BotConfig};
 use holoroom_engine::codec::{EncoderSettings, H264Encoder};
 use holoroom_engine::media::TestPattern;
-use holoroom_engine::protocol::{
-    ErrorCode, Event, PublishRequest, Request, ResponseBody, RoomId, StreamSource, UpdateType, UserId, UserInfo,
-};
+use holoroom_engine::protocol::{ErrorCode, Event, ResponseBody, RoomId, UpdateType, UserId, UserInfo};
 use holoroom_engine::signaling::SignalingError;
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
@@ -57,19 +55,6 @@ fn offer(
     (rtc, offer.to_sdp_string(), pending, mid)
 }
 
-async fn publish(client: &Client, stream_id: &str, sdp: String) -> Result<ResponseBody, SignalingError> {
-    client
-        .signaling
-        .request(Request::StartPublishing(PublishRequest {
-            stream_id: stream(stream_id),
-            source: StreamSource::Custom,
-            extra_info: String::new(),
-            sdp_offer: Some(sdp),
-            media_id: None,
-        }))
-        .await
-}
-
 #[tokio::test]
 async fn offers_the_relay_cannot_serve_are_refused_and_nothing_is_listed() {
     let server = start(common::config()).await;
@@ -85,7 +70,7 @@ async fn offers_the_relay_cannot_serve_are_refused_and_nothing_is_listed() {
         ("VP8 and Opus", vp8_and_opus),
         ("no media", no_media),
     ] {
-        match publish(&gw, "gateway-cam", sdp).await {
+        match gw.publish_offer("gateway-cam", sdp).await {
             Err(SignalingError::Refused(body)) => {
                 assert_eq!(body.code, ErrorCode::InvalidArgument, "{what}: {}", body.message);
                 if what != "no media" {
@@ -106,7 +91,10 @@ async fn offers_the_relay_cannot_serve_are_refused_and_nothing_is_listed() {
 
     // Audio alone is something the relay forwards.
     let (_, opus, ..) = offer(client(None, true), addr, false, true);
-    let answer = publish(&gw, "gateway-mic", opus).await.expect("audio only is taken");
+    let answer = gw
+        .publish_offer("gateway-mic", opus)
+        .await
+        .expect("audio only is taken");
     assert!(matches!(answer, ResponseBody::Publishing { sdp_answer: Some(_) }));
     let listed = watcher.next_event().await;
     assert!(matches!(listed, Event::RoomStreamUpdate { .. }), "{listed:?}");
@@ -183,7 +171,11 @@ async fn a_baseline_h264_publisher_of_another_stack_is_seen_by_a_desktop_viewer(
     let addr = socket.local_addr().expect("address");
     let (mut rtc, sdp, pending, mid) = offer(client(Some((Codec::H264, 0x42001f)), false), addr, true, false);
     assert!(sdp.contains("profile-level-id=42001f"), "{sdp}");
-    let answer = match publish(&gw, "gateway-cam", sdp).await.expect("Baseline H.264 is taken") {
+    let answer = match gw
+        .publish_offer("gateway-cam", sdp)
+        .await
+        .expect("Baseline H.264 is taken")
+    {
         ResponseBody::Publishing {
             sdp_answer: Some(answer),
         } => answer,
@@ -247,7 +239,7 @@ async fn the_same_stream_id_in_two_rooms_is_two_streams() {
     let addr: SocketAddr = ([127, 0, 0, 1], 5000).into();
     let h264 = || offer(client(Some((Codec::H264, 0x42e01f)), true), addr, true, true).1;
     for who in [&ann, &bob] {
-        publish(who, "team-cam", h264())
+        who.publish_offer("team-cam", h264())
             .await
             .expect("each room has its own team-cam, media and all");
     }
@@ -255,7 +247,7 @@ async fn the_same_stream_id_in_two_rooms_is_two_streams() {
     assert_eq!(rooms.len(), 2);
     assert!(rooms.iter().all(|r| r.streams.len() == 1), "{rooms:?}");
     // Within a room the ID stays its publisher's.
-    match publish(&cat, "team-cam", h264()).await {
+    match cat.publish_offer("team-cam", h264()).await {
         Err(SignalingError::Refused(body)) => assert_eq!(body.code, ErrorCode::StreamOwnedByOther),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -280,7 +272,9 @@ async fn a_publication_whose_media_never_comes_up_is_unlisted_and_its_publisher_
     // An offer whose client never runs: no ICE, no DTLS.
     let addr: SocketAddr = ([127, 0, 0, 1], 5000).into();
     let (_silent, sdp, ..) = offer(client(Some((Codec::H264, 0x42e01f)), true), addr, true, true);
-    publish(&gw, "gateway-cam", sdp).await.expect("the offer is answered");
+    gw.publish_offer("gateway-cam", sdp)
+        .await
+        .expect("the offer is answered");
     until(&mut watcher, |e| {
         matches!(
             e,

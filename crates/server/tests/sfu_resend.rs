@@ -137,6 +137,7 @@ fn connected(start: Instant, subscribers: u16) -> (Instant, Sfu, Vec<Peer>, Wire
         public_addr: SFU,
         keyframe_interval: Duration::from_millis(500),
         connect_deadline: Duration::from_secs(15),
+        dtls: Default::default(),
         probe: None,
     })
     .expect("sfu");

@@ -153,6 +153,7 @@ mod tests {
             public_addr: relay,
             keyframe_interval: Duration::from_millis(500),
             connect_deadline: Duration::from_secs(15),
+            dtls: Default::default(),
             probe: None,
         })
         .expect("relay");

@@ -18,6 +18,7 @@
 //! This module touches no socket and no clock: the shell in `socket.rs` passes in datagrams
 //! and the time, and sends out what [`Sfu::poll_transmit`] returns.
 
+pub mod dtls;
 mod keepalive;
 pub mod layers;
 pub mod offer;
@@ -102,6 +103,8 @@ pub struct SfuConfig {
     pub probe: Option<FrameProbe>,
     /// A media connection not up (ICE and DTLS) this long after its offer is closed.
     pub connect_deadline: Duration,
+    /// The DTLS implementation of every connection (OpenSSL: RSA and ECDSA peers).
+    pub dtls: dtls::DtlsStack,
 }
 
 /// A datagram to send.
@@ -293,8 +296,9 @@ fn out_payload_type(codecs: &str0m::format::CodecConfig, negotiated: &[Pt], para
         .map(|p| p.pt())
 }
 
-fn rtc_config() -> RtcConfig {
+fn rtc_config(dtls: dtls::DtlsStack) -> RtcConfig {
     let mut config = Rtc::builder()
+        .set_crypto_provider(dtls.provider())
         .set_ice_lite(true)
         .clear_codecs()
         .enable_opus(true, false)
@@ -315,10 +319,11 @@ impl Sfu {
     pub fn new(config: SfuConfig) -> Result<Sfu, SfuError> {
         Candidate::host(config.public_addr, "udp")
             .map_err(|e| SfuError::BadAddress(config.public_addr, e.to_string()))?;
+        let dtls = config.dtls;
         Ok(Sfu {
             config,
-            rtc_config: rtc_config(),
-            subscriber_config: rtc_config().set_stats_interval(Some(DOWNLINK_REPORT_EVERY)),
+            rtc_config: rtc_config(dtls),
+            subscriber_config: rtc_config(dtls).set_stats_interval(Some(DOWNLINK_REPORT_EVERY)),
             peers: HashMap::new(),
             next_peer: 1,
             publishers: HashMap::new(),

@@ -73,6 +73,7 @@ impl SfuHandle {
             keyframe_interval: std::time::Duration::from_millis(1000),
             probe,
             connect_deadline,
+            dtls: super::dtls::DtlsStack::default(),
         })?;
         let (commands, rx) = mpsc::unbounded_channel();
         let (notices, notices_rx) = mpsc::unbounded_channel();

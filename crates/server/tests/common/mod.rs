@@ -128,6 +128,19 @@ impl Client {
             .await
     }
 
+    /// Publishes `stream_id` with an SDP offer made elsewhere (another WebRTC stack's).
+    pub async fn publish_offer(&self, stream_id: &str, sdp: String) -> Result<ResponseBody, SignalingError> {
+        self.signaling
+            .request(Request::StartPublishing(PublishRequest {
+                stream_id: stream(stream_id),
+                source: StreamSource::Custom,
+                extra_info: String::new(),
+                sdp_offer: Some(sdp),
+                media_id: None,
+            }))
+            .await
+    }
+
     pub async fn stop_publishing(&self, stream_id: &str) -> Result<ResponseBody, SignalingError> {
         self.stop_publishing_media(stream_id, None).await
     }
