@@ -29,6 +29,10 @@ impl SpeakingLevel {
 #[derive(Component, Debug, Default, Clone, Copy)]
 pub struct Muted;
 
+/// How loud this listener wants the participant, 0..=2 (1 when absent; nobody else is affected).
+#[derive(Component, Debug, Clone, Copy, PartialEq)]
+pub struct Volume(pub f32);
+
 /// Which sound card plays the room; `None` is the system's default.
 #[derive(Resource, Debug, Default, Clone, PartialEq)]
 pub struct AudioSettings {
@@ -125,7 +129,14 @@ fn place_voices(
     audio: Option<Res<RoomAudio>>,
     local: Query<&Transform, With<LocalParticipant>>,
     camera: Query<&Transform, (With<ViewerCamera>, Without<LocalParticipant>)>,
-    mut voices: Query<(Entity, &PlayedAudio, &Transform, Has<Muted>, Option<&mut SpeakingLevel>)>,
+    mut voices: Query<(
+        Entity,
+        &PlayedAudio,
+        &Transform,
+        Has<Muted>,
+        Option<&Volume>,
+        Option<&mut SpeakingLevel>,
+    )>,
     mut placements: Local<Vec<Placement>>,
 ) {
     let Some(audio) = audio else {
@@ -134,7 +145,7 @@ fn place_voices(
     let (ear, right) = listener(local.single().ok(), camera.single().ok());
     let count = voices.iter().count();
     placements.resize_with(count, Placement::default);
-    for (placement, (_, voice, transform, muted, _)) in placements.iter_mut().zip(&voices) {
+    for (placement, (_, voice, transform, muted, volume, _)) in placements.iter_mut().zip(&voices) {
         let key = voice.stream_id.as_str();
         if placement.key != key {
             placement.key.clear();
@@ -144,11 +155,16 @@ fn place_voices(
         if !placement.buffer.same_as(&voice.buffer) {
             placement.buffer = voice.buffer.clone();
         }
-        placement.gains = spatial_gains(ear, right, transform.translation.to_array());
+        let gains = spatial_gains(ear, right, transform.translation.to_array());
+        let volume = volume.map_or(1.0, |v| v.0.clamp(0.0, 2.0));
+        placement.gains = holoroom_engine::media::Gains {
+            left: gains.left * volume,
+            right: gains.right * volume,
+        };
         placement.muted = muted;
     }
     audio.mixer().sync(&mut placements);
-    for (placement, (entity, _, _, _, level)) in placements.iter().zip(&mut voices) {
+    for (placement, (entity, _, _, _, _, level)) in placements.iter().zip(&mut voices) {
         let now = SpeakingLevel(placement.level);
         match level {
             Some(mut level) => {

@@ -6,7 +6,8 @@
 //! - [`room`]: the scene, the pure seating function, participants as entities and their feeds.
 //! - [`audio`]: spatial audio: each voice placed by its entity relative to the listener.
 //! - [`video`]: YUV materials: a feed's newest frame into three R8 plane images.
-//! - [`ui`]: the egui overlay: login, in-call controls, participant list, stats.
+//! - [`ui`]: the egui overlay: the login card, the call bar and its drawers, name plates.
+//! - [`settings`]: what is remembered between runs (file or local storage).
 //!
 //! Architecture Invariant: only this crate knows Bevy, and its systems never block on the
 //! network: they read channels and latest-frame slots.
@@ -19,6 +20,7 @@ pub mod audio;
 pub mod net;
 pub mod quality;
 pub mod room;
+pub mod settings;
 pub mod ui;
 pub mod video;
 

@@ -24,8 +24,11 @@ use crate::room::participants::{LocalParticipant, Participant, VideoFeed};
 /// The YUV shader, compiled into the binary so native and web builds use the same source.
 const YUV_SHADER: Handle<Shader> = uuid_handle!("4f5b0d8e-6a4b-4c1e-9a57-3c0e1b7d2a91");
 
-/// Panel size in metres (16:9).
-pub const PANEL_SIZE: Vec2 = Vec2::new(1.6, 0.9);
+/// Panel size in metres (16:9): narrower than the closest two seats are apart
+/// ([`crate::room::seating::MIN_SPACING`]), so turned any way two panels never meet.
+pub const PANEL_SIZE: Vec2 = Vec2::new(1.1, 0.619);
+/// The frame around a remote panel, each side, in metres.
+pub const FRAME_WIDTH: f32 = 0.05;
 
 #[derive(ShaderType, Debug, Clone, Copy, Default)]
 pub struct YuvParams {
@@ -124,13 +127,14 @@ pub struct FaceViewer;
 /// in the corner of your view.
 fn give_panels(
     mut commands: Commands,
-    new: Query<(Entity, Has<LocalParticipant>), Added<Participant>>,
+    new: Query<(Entity, &Participant, Has<LocalParticipant>), Added<Participant>>,
     camera: Query<Entity, With<ViewerCamera>>,
     mut meshes: ResMut<Assets<Mesh>>,
     mut materials: ResMut<Assets<YuvMaterial>>,
+    mut frames: ResMut<Assets<StandardMaterial>>,
     mut images: ResMut<Assets<Image>>,
 ) {
-    for (entity, local) in &new {
+    for (entity, participant, local) in &new {
         let material = materials.add(YuvMaterial {
             y: plane(&mut images, 16, 16),
             u: plane(&mut images, 8, 8),
@@ -143,9 +147,9 @@ fn give_panels(
             .id();
         match (local, camera.single()) {
             (true, Ok(camera)) => {
-                // Self-view: bottom right, a quarter size, always facing the camera.
+                // Self-view: small, bottom right above the call bar, always facing the camera.
                 commands.entity(view).insert((
-                    Transform::from_xyz(0.62, -0.34, -1.3).with_scale(Vec3::splat(0.28)),
+                    Transform::from_xyz(0.58, -0.28, -1.3).with_scale(Vec3::splat(0.26)),
                     SelfView(entity),
                 ));
                 commands.entity(camera).add_child(view);
@@ -153,6 +157,26 @@ fn give_panels(
             _ => {
                 commands.entity(view).insert((Transform::default(), FaceViewer));
                 commands.entity(entity).add_child(view);
+                // A frame behind the screen, in the participant's colour (it glows while they
+                // speak: `room::presence`).
+                let material = frames.add(StandardMaterial {
+                    base_color: crate::room::presence::frame_colour(participant.user_id.as_str()),
+                    unlit: true,
+                    ..default()
+                });
+                let size = PANEL_SIZE + Vec2::splat(2.0 * FRAME_WIDTH);
+                commands.spawn((
+                    Name::new("Screen frame"),
+                    Mesh3d(meshes.add(Rectangle::new(size.x, size.y))),
+                    MeshMaterial3d(material.clone()),
+                    Transform::from_xyz(0.0, 0.0, -0.01),
+                    crate::room::presence::ScreenFrame {
+                        participant: entity,
+                        material,
+                        speaking: false,
+                    },
+                    ChildOf(view),
+                ));
             }
         }
         commands.entity(entity).insert(Panel { material, size: (0, 0) });

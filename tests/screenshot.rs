@@ -1,6 +1,16 @@
-//! The real app window (under Xvfb with Mesa's software Vulkan) joins a room with two pattern
-//! bots, takes a screenshot, keeps it as a PNG, and reads a bot's frame code back from the
-//! screenshot's pixels: the video really is on the entity.
+//! The real app window (under Xvfb with Mesa's software Vulkan), screen by screen, checked by
+//! its pixels and kept as PNGs (`$CARGO_TARGET_DIR/test-artifacts/`, where the README's
+//! pictures come from):
+//!
+//! 1. `login-card.png`: the login card, centred, with its join button.
+//! 2. `room-6.png`: a room of six from your seat (four bots with the test pattern, one whose
+//!    camera is off, you): every video's frame code reads back from the screen, no two video
+//!    rectangles overlap, every participant has a name plate, the camera-off one shows their
+//!    initials on their colour.
+//! 3. `room-focus.png`: one participant focused: their screen fills far more of the view and
+//!    its frame code reads back.
+//! 4. `room-overview.png`: the room from above with the participants drawer open.
+//! 5. `room-strip.png`: join, room, focus and overview side by side.
 //!
 //! Runs without the test harness so the window's event loop owns the main thread; `make test`
 //! runs it under `xvfb-run`.
@@ -14,8 +24,10 @@ use bevy::render::render_resource::TextureFormat;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_disk};
 use bevy::winit::{UpdateMode, WinitSettings};
 use holoroom::net::{EngineBridge, JoinRoom, MintToken, TokenSource};
-use holoroom::room::ViewerCamera;
 use holoroom::room::participants::{AppState, LocalParticipant, Participant};
+use holoroom::room::presence::avatar_colour;
+use holoroom::room::{ViewMode, ViewerCamera};
+use holoroom::ui::CallUi;
 use holoroom::video::{FaceViewer, PANEL_SIZE, Panel};
 use holoroom::{Connection, HoloroomPlugin};
 use holoroom_engine::bot::{Bot, BotConfig};
@@ -24,51 +36,121 @@ use holoroom_engine::protocol::{RoomId, UserId, UserInfo, VideoGrant};
 use holoroom_engine::{Engine, EngineConfig, StreamConfig};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 
+const WINDOW: (u32, u32) = (1280, 720);
 const BOT_VIDEO: (u32, u32) = (640, 360);
-const GIVE_UP: Duration = Duration::from_secs(60);
+/// Bots that publish the test pattern; one more joins with its camera off.
+const PATTERN_BOTS: [&str; 4] = ["ada", "grace", "alan", "edsger"];
+const CAMERA_OFF: &str = "barbara";
+const GIVE_UP: Duration = Duration::from_secs(90);
+/// Frames for the camera to ease into a new view (about a second under software rendering).
+const SETTLE_FRAMES: u32 = 45;
 
-/// Where the screenshot is kept.
-fn artifact() -> PathBuf {
+fn artifact(name: &str) -> PathBuf {
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
         .join("test-artifacts");
     let _ = std::fs::create_dir_all(&dir);
-    dir.join("room-screenshot.png")
+    dir.join(name)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Login,
+    Room,
+    Focus,
+    Overview,
+    Done,
+}
+
+impl Stage {
+    fn file(self) -> &'static str {
+        match self {
+            Stage::Login => "login-card.png",
+            Stage::Room => "room-6.png",
+            Stage::Focus => "room-focus.png",
+            Stage::Overview => "room-overview.png",
+            Stage::Done => "",
+        }
+    }
+}
+
+/// Where things were on screen when a shot was asked for.
+#[derive(Clone)]
+struct Scene {
+    camera: Camera,
+    camera_transform: GlobalTransform,
+    /// Each remote participant: user ID, their screen's transform, the video's size on it.
+    screens: Vec<(String, Mat4, (u32, u32))>,
 }
 
 #[derive(Resource)]
 struct Check {
     started: Instant,
-    joined: bool,
-    ready_frames: u32,
-    shots: u32,
+    stage: Stage,
+    /// Frames since the stage's view was asked for.
+    frames: u32,
+    /// Shots of the current stage taken (a shot may be retried while video settles).
+    tries: u32,
+    waiting: bool,
     captured: Arc<Mutex<Option<Image>>>,
-    /// The camera has stepped up to a bot's panel, as a person would to look closer.
-    zoomed: bool,
-    /// Where each remote panel's corners were when the screenshot was asked for.
-    geometry: Vec<(String, Mat4)>,
-    camera: Option<(Camera, GlobalTransform)>,
-    found: Arc<Mutex<Option<(String, FrameCode)>>>,
+    scene: Option<Scene>,
+    kept: Vec<Image>,
+    /// bot-1's screen width on screen in the room view, for the focus check.
+    room_width: f32,
+}
+
+fn rgb_at(image: &Image, x: f32, y: f32) -> [u8; 3] {
+    let (w, h) = (image.width() as i64, image.height() as i64);
+    let (x, y) = ((x.round() as i64).clamp(0, w - 1), (y.round() as i64).clamp(0, h - 1));
+    let Some(data) = &image.data else { return [0; 3] };
+    let i = ((y * w + x) * 4) as usize;
+    match image.texture_descriptor.format {
+        TextureFormat::Bgra8Unorm | TextureFormat::Bgra8UnormSrgb => [data[i + 2], data[i + 1], data[i]],
+        _ => [data[i], data[i + 1], data[i + 2]],
+    }
 }
 
 fn luma_at(image: &Image, x: f32, y: f32) -> u8 {
-    let (w, h) = (image.width() as i64, image.height() as i64);
-    let (x, y) = ((x.round() as i64).clamp(0, w - 1), (y.round() as i64).clamp(0, h - 1));
-    let Some(data) = &image.data else { return 0 };
-    let i = ((y * w + x) * 4) as usize;
-    let (r, g, b) = match image.texture_descriptor.format {
-        TextureFormat::Bgra8Unorm | TextureFormat::Bgra8UnormSrgb => (data[i + 2], data[i + 1], data[i]),
-        _ => (data[i], data[i + 1], data[i + 2]),
-    };
+    let [r, g, b] = rgb_at(image, x, y);
     (0.299 * f32::from(r) + 0.587 * f32::from(g) + 0.114 * f32::from(b)) as u8
 }
 
-/// Reads a frame code off a panel in the screenshot: each frame pixel is mapped through the
-/// panel's transform and the camera to a screen pixel.
-fn read_panel(image: &Image, panel: Mat4, camera: &Camera, camera_transform: &GlobalTransform) -> Option<FrameCode> {
-    let layout = CodeLayout::for_size(BOT_VIDEO.0, BOT_VIDEO.1)?;
-    let (fw, fh) = (BOT_VIDEO.0 as f32, BOT_VIDEO.1 as f32);
+fn close(a: [u8; 3], b: [u8; 3], tolerance: i32) -> bool {
+    a.iter()
+        .zip(b)
+        .all(|(x, y)| (i32::from(*x) - i32::from(y)).abs() <= tolerance)
+}
+
+fn srgb8(colour: Color) -> [u8; 3] {
+    let c = colour.to_srgba();
+    [(c.red * 255.0) as u8, (c.green * 255.0) as u8, (c.blue * 255.0) as u8]
+}
+
+/// A point on a screen (panel coordinates in metres from its centre) on the screenshot.
+fn on_screen(scene: &Scene, screen: Mat4, local: Vec3) -> Option<Vec2> {
+    scene
+        .camera
+        .world_to_viewport(&scene.camera_transform, screen.transform_point3(local))
+        .ok()
+}
+
+/// The screen's rectangle on the screenshot (min, max).
+fn screen_rect(scene: &Scene, screen: Mat4) -> Option<(Vec2, Vec2)> {
+    let (hx, hy) = (PANEL_SIZE.x / 2.0, PANEL_SIZE.y / 2.0);
+    let corners =
+        [(-hx, -hy), (hx, -hy), (hx, hy), (-hx, hy)].map(|(x, y)| on_screen(scene, screen, Vec3::new(x, y, 0.0)));
+    let corners: Vec<Vec2> = corners.into_iter().collect::<Option<_>>()?;
+    let min = corners.iter().copied().reduce(Vec2::min)?;
+    let max = corners.iter().copied().reduce(Vec2::max)?;
+    Some((min, max))
+}
+
+/// Reads a frame code off a screen: each frame pixel is mapped through the screen's transform
+/// and the camera to a screenshot pixel.
+fn read_screen(image: &Image, scene: &Scene, screen: Mat4, size: (u32, u32)) -> Option<FrameCode> {
+    let layout = CodeLayout::for_size(size.0, size.1)?;
+    let (fw, fh) = (size.0 as f32, size.1 as f32);
     read_code_with(
         |x, y| {
             let local = Vec3::new(
@@ -76,14 +158,64 @@ fn read_panel(image: &Image, panel: Mat4, camera: &Camera, camera_transform: &Gl
                 (0.5 - y as f32 / fh) * PANEL_SIZE.y,
                 0.0,
             );
-            let world = panel.transform_point3(local);
-            match camera.world_to_viewport(camera_transform, world) {
-                Ok(p) => luma_at(image, p.x, p.y),
-                Err(_) => 0,
-            }
+            on_screen(scene, screen, local).map_or(0, |p| luma_at(image, p.x, p.y))
         },
         layout,
     )
+}
+
+/// Name plate colours (speaking, video arriving, none yet), over the room.
+const PLATES: [[u8; 3]; 3] = [[30, 110, 190], [25, 95, 55], [0, 0, 0]];
+
+/// Whether a name plate is drawn just under a screen.
+fn has_plate(image: &Image, scene: &Scene, screen: Mat4) -> bool {
+    let Some(bottom) = on_screen(scene, screen, Vec3::new(0.0, -PANEL_SIZE.y / 2.0, 0.0)) else {
+        return false;
+    };
+    (4..40).step_by(2).any(|dy| {
+        let pixel = rgb_at(image, bottom.x, bottom.y + dy as f32);
+        PLATES.iter().any(|plate| close(pixel, *plate, 40))
+    })
+}
+
+/// What the room shot must show; a list of what is missing (empty when all is there).
+fn judge_room(image: &Image, scene: &Scene, check: &mut Check) -> Vec<String> {
+    let mut missing = Vec::new();
+    let rects: Vec<(String, (Vec2, Vec2))> = scene
+        .screens
+        .iter()
+        .filter_map(|(who, screen, _)| Some((who.clone(), screen_rect(scene, *screen)?)))
+        .collect();
+    for (i, (a, ra)) in rects.iter().enumerate() {
+        for (b, rb) in &rects[i + 1..] {
+            let overlap = ra.0.x < rb.1.x && rb.0.x < ra.1.x && ra.0.y < rb.1.y && rb.0.y < ra.1.y;
+            assert!(
+                !overlap,
+                "the screens of {a} ({ra:?}) and {b} ({rb:?}) overlap on screen"
+            );
+        }
+    }
+    for (who, screen, size) in &scene.screens {
+        if !has_plate(image, scene, *screen) {
+            missing.push(format!("{who}'s name plate"));
+        }
+        if who == CAMERA_OFF {
+            let centre = on_screen(scene, *screen, Vec3::ZERO).unwrap_or_default();
+            let pixel = rgb_at(image, centre.x, centre.y - 12.0);
+            let colour = srgb8(avatar_colour(who));
+            if !close(pixel, colour, 24) {
+                missing.push(format!("{who}'s initials on {colour:?} (saw {pixel:?})"));
+            }
+        } else if read_screen(image, scene, *screen, *size).is_none() {
+            missing.push(format!("{who}'s frame code"));
+        }
+        if who == PATTERN_BOTS[0]
+            && let Some((min, max)) = screen_rect(scene, *screen)
+        {
+            check.room_width = max.x - min.x;
+        }
+    }
+    missing
 }
 
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
@@ -93,98 +225,197 @@ fn drive(
     state: Res<State<AppState>>,
     mut joins: MessageWriter<JoinRoom>,
     mut exit: MessageWriter<AppExit>,
-    remote: Query<(&Participant, &Panel), Without<LocalParticipant>>,
-    panels: Query<(&ChildOf, &GlobalTransform), With<FaceViewer>>,
-    participants: Query<&Participant>,
+    remote: Query<(Entity, &Participant, Option<&Panel>), Without<LocalParticipant>>,
+    screens: Query<(&ChildOf, &GlobalTransform), With<FaceViewer>>,
     camera: Query<(&Camera, &GlobalTransform), With<ViewerCamera>>,
-    mut camera_place: Query<&mut Transform, With<ViewerCamera>>,
-    places: Query<(&Participant, &GlobalTransform), Without<LocalParticipant>>,
+    (mut view, mut call_ui): (ResMut<ViewMode>, ResMut<CallUi>),
 ) {
     if check.started.elapsed() > GIVE_UP {
-        eprintln!("screenshot: gave up after {GIVE_UP:?}");
+        eprintln!("screenshot: gave up after {GIVE_UP:?} at {:?}", check.stage);
         exit.write(AppExit::error());
         return;
     }
-    if !check.joined {
-        joins.write(JoinRoom {
-            room: "demo".into(),
-            user: "viewer".into(),
-            name: "Viewer".into(),
-            spectate: false,
-        });
-        check.joined = true;
-        return;
-    }
-    if let Some(found) = check.found.lock().map(|f| f.clone()).unwrap_or(None) {
-        println!(
-            "screenshot: read frame {} of {} from the screen; PNG kept at {}",
-            found.1.frame_number,
-            found.0,
-            artifact().display()
-        );
-        println!("1 passed, 0 failed");
-        exit.write(AppExit::Success);
-        return;
-    }
+    check.frames += 1;
+
+    // A shot came back: judge it.
     let image = check.captured.lock().ok().and_then(|mut c| c.take());
     if let Some(image) = image {
-        let (cam, cam_transform) = check.camera.clone().expect("camera kept with the shot");
-        for (who, panel) in &check.geometry {
-            if let Some(code) = read_panel(&image, *panel, &cam, &cam_transform) {
-                if let Ok(mut found) = check.found.lock() {
-                    *found = Some((who.clone(), code));
+        check.waiting = false;
+        let scene = check.scene.clone().expect("scene kept with the shot");
+        let missing = match check.stage {
+            Stage::Login => {
+                // The card is in the middle: its join button's colour is there.
+                let accent = srgb8(Color::srgb_u8(46, 118, 214));
+                let (w, h) = (image.width() as f32, image.height() as f32);
+                let found = (0..60).any(|i| {
+                    let y = h * (0.3 + 0.6 * i as f32 / 60.0);
+                    close(rgb_at(&image, w / 2.0, y), accent, 30)
+                });
+                if found {
+                    Vec::new()
+                } else {
+                    vec!["the join button in the middle".to_owned()]
                 }
-                return;
             }
+            Stage::Room => judge_room(&image, &scene, &mut check),
+            Stage::Focus => {
+                let (who, screen, size) = &scene.screens[0];
+                let mut missing = Vec::new();
+                if read_screen(&image, &scene, *screen, *size).is_none() {
+                    missing.push(format!("{who}'s frame code when focused"));
+                }
+                let width = screen_rect(&scene, *screen).map_or(0.0, |(min, max)| max.x - min.x);
+                if width < 2.5 * check.room_width {
+                    missing.push(format!("{who}'s screen {width} px wide (was {})", check.room_width));
+                }
+                missing
+            }
+            Stage::Overview => {
+                // The drawer: an even patch of panel at the right edge.
+                let (w, h) = (image.width() as f32, image.height() as f32);
+                let base = rgb_at(&image, w - 20.0, h * 0.6);
+                let even = (0..10).all(|i| close(rgb_at(&image, w - 20.0 - i as f32, h * 0.6 + i as f32), base, 3));
+                if even {
+                    Vec::new()
+                } else {
+                    vec!["the participants drawer".to_owned()]
+                }
+            }
+            Stage::Done => Vec::new(),
+        };
+        if !missing.is_empty() {
+            eprintln!(
+                "screenshot {:?} try {}: missing {}",
+                check.stage,
+                check.tries,
+                missing.join(", ")
+            );
+            check.frames = SETTLE_FRAMES / 2;
+            return;
         }
-        eprintln!("screenshot {}: no frame code readable yet", check.shots);
-        check.ready_frames = 0;
-    }
-    let live = remote.iter().filter(|(_, panel)| panel.size == BOT_VIDEO).count();
-    if *state.get() != AppState::InCall || live < 2 {
+        println!(
+            "screenshot {:?}: ok, kept at {}",
+            check.stage,
+            artifact(check.stage.file()).display()
+        );
+        check.kept.push(image);
+        check.tries = 0;
+        check.frames = 0;
+        check.stage = match check.stage {
+            Stage::Login => {
+                joins.write(JoinRoom {
+                    room: "demo".into(),
+                    user: "viewer".into(),
+                    name: "Viewer".into(),
+                    spectate: false,
+                });
+                Stage::Room
+            }
+            Stage::Room => {
+                if let Some((entity, ..)) = remote.iter().find(|(_, p, _)| p.user_id.as_str() == PATTERN_BOTS[0]) {
+                    view.focus(entity);
+                }
+                Stage::Focus
+            }
+            Stage::Focus => {
+                view.toggle_overview();
+                call_ui.participants = true;
+                Stage::Overview
+            }
+            Stage::Overview | Stage::Done => {
+                write_strip(&check.kept);
+                println!("1 passed, 0 failed");
+                exit.write(AppExit::Success);
+                Stage::Done
+            }
+        };
         return;
     }
-    // Step up to bot-1's panel so its frame code is large enough to read on screen.
-    if !check.zoomed {
-        let target = places.iter().find(|(p, _)| p.user_id.as_str() == "bot-1");
-        if let (Some((_, place)), Ok(mut eye)) = (target, camera_place.single_mut()) {
-            let centre = place.translation();
-            let back = (eye.translation - centre).with_y(0.0).normalize_or(Vec3::Z);
-            // Look a little to the panel's left so it stands clear of the overlay on the left.
-            let left = back.cross(Vec3::Y).normalize_or(Vec3::X);
-            let at = centre + left * 1.0;
-            *eye = Transform::from_translation(centre + back * 2.6 + Vec3::Y * 0.15).looking_at(at, Vec3::Y);
-            check.zoomed = true;
-            check.ready_frames = 0;
-        }
+    if check.waiting || check.stage == Stage::Done {
         return;
     }
-    // Let a few frames render with video on both panels, then take the shot.
-    check.ready_frames += 1;
-    if check.ready_frames != 8 || check.shots >= 5 {
+
+    // Is the stage's view ready?
+    let ready = match check.stage {
+        Stage::Login => *state.get() == AppState::Login,
+        _ => {
+            let live = remote
+                .iter()
+                .filter(|(_, _, panel)| panel.is_some_and(|p| p.size.0 > 0))
+                .count();
+            *state.get() == AppState::InCall && live == PATTERN_BOTS.len() && remote.iter().count() == 5
+        }
+    };
+    if !ready {
+        check.frames = 0;
+        return;
+    }
+    if check.frames < SETTLE_FRAMES {
+        return;
+    }
+    if check.tries >= 6 {
+        eprintln!(
+            "screenshot {:?}: still missing after {} shots",
+            check.stage, check.tries
+        );
+        exit.write(AppExit::error());
         return;
     }
     let Ok((cam, cam_transform)) = camera.single() else {
         return;
     };
-    check.camera = Some((cam.clone(), *cam_transform));
-    check.geometry = panels
+    // The focused participant first.
+    let mut found: Vec<(String, Mat4, (u32, u32))> = screens
         .iter()
         .filter_map(|(child_of, transform)| {
-            let who = participants.get(child_of.parent()).ok()?;
-            Some((who.user_id.to_string(), transform.to_matrix()))
+            let (_, who, panel) = remote.get(child_of.parent()).ok()?;
+            Some((
+                who.user_id.to_string(),
+                transform.to_matrix(),
+                panel.map_or((0, 0), |p| p.size),
+            ))
         })
         .collect();
-    check.shots += 1;
+    found.sort_by_key(|(who, ..)| who != PATTERN_BOTS[0]);
+    check.scene = Some(Scene {
+        camera: cam.clone(),
+        camera_transform: *cam_transform,
+        screens: found,
+    });
+    check.tries += 1;
+    check.waiting = true;
     let captured = check.captured.clone();
     commands
         .spawn(Screenshot::primary_window())
-        .observe(save_to_disk(artifact()))
+        .observe(save_to_disk(artifact(check.stage.file())))
         .observe(move |shot: On<ScreenshotCaptured>| {
             if let Ok(mut slot) = captured.lock() {
                 *slot = Some(shot.image.clone());
             }
         });
+}
+
+/// The kept shots at half size, side by side.
+fn write_strip(shots: &[Image]) {
+    let (w, h) = (WINDOW.0 as usize / 2, WINDOW.1 as usize / 2);
+    let mut strip = vec![0u8; w * shots.len() * h * 3];
+    for (n, shot) in shots.iter().enumerate() {
+        for y in 0..h {
+            for x in 0..w {
+                let pixel = rgb_at(shot, (x * 2) as f32, (y * 2) as f32);
+                let at = (y * w * shots.len() + n * w + x) * 3;
+                strip[at..at + 3].copy_from_slice(&pixel);
+            }
+        }
+    }
+    let path = artifact("room-strip.png");
+    let Ok(file) = std::fs::File::create(&path) else { return };
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), (w * shots.len()) as u32, h as u32);
+    encoder.set_color(png::ColorType::Rgb);
+    if let Ok(mut writer) = encoder.write_header() {
+        let _ = writer.write_image_data(&strip);
+    }
+    println!("screenshot strip kept at {}", path.display());
 }
 
 fn main() -> AppExit {
@@ -213,19 +444,25 @@ fn main() -> AppExit {
             3600,
         ))
     });
-    let bots: Vec<Bot> = ["bot-1", "bot-2"]
+    let capitalised = |id: &str| {
+        let mut name = id.to_owned();
+        name[..1].make_ascii_uppercase();
+        name
+    };
+    let bots: Vec<Bot> = PATTERN_BOTS
         .iter()
-        .map(|id| {
-            let user_id = UserId::new(*id).expect("valid");
+        .map(|id| (id, true))
+        .chain([(&CAMERA_OFF, false)])
+        .map(|(id, camera)| {
             Bot::start(BotConfig {
                 server_url: server.ws_url(),
                 room_id: RoomId::new("demo").expect("valid"),
                 token: mint("demo", id, id, false).expect("token").into(),
                 user: UserInfo {
-                    user_id,
-                    user_name: id.to_uppercase(),
+                    user_id: UserId::new(*id).expect("valid"),
+                    user_name: capitalised(id),
                 },
-                publish: Some(StreamConfig::test_pattern(BOT_VIDEO.0, BOT_VIDEO.1, 15.0)),
+                publish: camera.then(|| StreamConfig::test_pattern(BOT_VIDEO.0, BOT_VIDEO.1, 15.0)),
             })
             .expect("bot starts")
         })
@@ -236,7 +473,7 @@ fn main() -> AppExit {
         .add_plugins(DefaultPlugins.set(WindowPlugin {
             primary_window: Some(Window {
                 title: "Holoroom screenshot test".into(),
-                resolution: (960, 540).into(),
+                resolution: WINDOW.into(),
                 ..default()
             }),
             ..default()
@@ -262,14 +499,14 @@ fn main() -> AppExit {
         })
         .insert_resource(Check {
             started: Instant::now(),
-            joined: false,
-            zoomed: false,
-            ready_frames: 0,
-            shots: 0,
+            stage: Stage::Login,
+            frames: 0,
+            tries: 0,
+            waiting: false,
             captured: Arc::default(),
-            geometry: Vec::new(),
-            camera: None,
-            found: Arc::default(),
+            scene: None,
+            kept: Vec::new(),
+            room_width: 0.0,
         })
         .add_systems(Update, drive)
         .run();

@@ -1,6 +1,9 @@
-//! The room itself: floor, table, empty seats, lights and the viewer's camera.
+//! The room itself: the furnished lounge ([`scenery`]), the seated figures ([`presence`]),
+//! and the viewer's camera.
 
 pub mod participants;
+pub mod presence;
+pub mod scenery;
 pub mod seating;
 
 use bevy::core_pipeline::tonemapping::Tonemapping;
@@ -21,12 +24,55 @@ pub struct SeatMarker(pub usize);
 
 /// Where the overview camera stands before joining (and for spectators).
 const OVERVIEW: Vec3 = Vec3::new(0.0, 4.5, 8.5);
+/// Where the top-down view looks from.
+const ABOVE: Vec3 = Vec3::new(0.0, 10.5, 2.5);
+
+/// How a seated viewer looks at the room; the camera eases to each.
+#[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ViewMode {
+    /// From just behind your seat, everyone at the table in view.
+    #[default]
+    Seat,
+    /// The whole room from above.
+    Overview,
+    /// Close to one participant's screen (which then asks for their best layer by its size).
+    Focus(Entity),
+}
+
+impl ViewMode {
+    pub fn toggle_overview(&mut self) {
+        *self = if *self == ViewMode::Overview {
+            ViewMode::Seat
+        } else {
+            ViewMode::Overview
+        };
+    }
+
+    pub fn is_overview(&self) -> bool {
+        *self == ViewMode::Overview
+    }
+
+    /// Focuses `participant`, or goes back to the seat when they are focused already.
+    pub fn focus(&mut self, participant: Entity) {
+        *self = if *self == ViewMode::Focus(participant) {
+            ViewMode::Seat
+        } else {
+            ViewMode::Focus(participant)
+        };
+    }
+}
 
 pub fn plugin(app: &mut App) {
-    app.add_systems(Startup, spawn_room.in_set(RoomSystems::Scene))
+    app.init_resource::<scenery::RoomLook>()
+        .init_resource::<ViewMode>()
+        .add_systems(
+            Startup,
+            (scenery::spawn_scenery, spawn_camera).in_set(RoomSystems::Scene),
+        )
+        .add_plugins(presence::plugin)
         .add_systems(
             Update,
-            (sit_viewer, free_camera, walk)
+            (sit_viewer, free_camera, walk, focus_keys, glide)
                 .chain()
                 .in_set(RoomSystems::Participants),
         );
@@ -38,16 +84,16 @@ fn sit_viewer(
     seated: Query<&Transform, (Added<participants::LocalParticipant>, Without<ViewerCamera>)>,
     mut left: RemovedComponents<participants::LocalParticipant>,
     mut camera: Query<&mut Transform, With<ViewerCamera>>,
+    mut mode: ResMut<ViewMode>,
 ) {
     let Ok(mut camera) = camera.single_mut() else {
         return;
     };
     for seat in &seated {
-        let outward = Vec3::new(seat.translation.x, 0.0, seat.translation.z).normalize_or(Vec3::Z);
-        camera.translation = seat.translation + outward * 2.2 + Vec3::Y * 1.1;
-        camera.look_at(Vec3::new(0.0, 1.0, 0.0), Vec3::Y);
+        *camera = view_from(ViewMode::Seat, seat, None);
     }
     if left.read().count() > 0 {
+        *mode = ViewMode::Seat;
         *camera = Transform::from_translation(OVERVIEW).looking_at(Vec3::new(0.0, 0.8, 0.0), Vec3::Y);
     }
 }
@@ -102,15 +148,15 @@ fn free_camera(
 pub const WALK_RADIUS: f32 = 6.0;
 
 /// Seated participants walk: WASD on the floor relative to where the camera looks, Q/E turn.
-/// The camera follows from behind. Others see the move through the pose the engine sends.
+/// The camera follows from behind ([`glide`]). Others see the move through the pose the engine sends.
 fn walk(
     time: Res<Time>,
     keys: Res<ButtonInput<KeyCode>>,
     mut egui: bevy_egui::EguiContexts,
     mut me: Query<(&participants::Seat, &mut Transform), (With<participants::LocalParticipant>, Without<ViewerCamera>)>,
-    mut camera: Query<&mut Transform, With<ViewerCamera>>,
+    camera: Query<&Transform, With<ViewerCamera>>,
 ) {
-    let (Ok((seat, mut me)), Ok(mut camera)) = (me.single_mut(), camera.single_mut()) else {
+    let (Ok((seat, mut me)), Ok(camera)) = (me.single_mut(), camera.single()) else {
         return;
     };
     if let Ok(ctx) = egui.ctx_mut()
@@ -140,79 +186,113 @@ fn walk(
         let home = participants::seat_transform(seat.0).translation;
         let wanted = me.translation + step.normalize_or_zero() * 2.0 * dt;
         let offset = (wanted - home).clamp_length_max(WALK_RADIUS);
-        let moved = home + offset - me.translation;
-        me.translation += moved;
-        camera.translation += moved;
+        me.translation = home + offset;
     }
     if turn != 0.0 {
-        let rotation = Quat::from_rotation_y(turn * 1.5 * dt);
-        let around = me.translation;
-        camera.rotate_around(around, rotation);
         me.rotate_y(turn * 1.5 * dt);
     }
 }
 
-fn spawn_room(
-    mut commands: Commands,
-    mut meshes: ResMut<Assets<Mesh>>,
-    mut materials: ResMut<Assets<StandardMaterial>>,
-) {
-    let floor = materials.add(StandardMaterial {
-        base_color: Color::srgb(0.22, 0.24, 0.28),
-        unlit: true,
-        ..default()
-    });
-    commands.spawn((
-        Name::new("Floor"),
-        Mesh3d(meshes.add(Plane3d::default().mesh().size(30.0, 30.0))),
-        MeshMaterial3d(floor),
-        Transform::default(),
-    ));
-
-    let wood = materials.add(StandardMaterial {
-        base_color: Color::srgb(0.45, 0.32, 0.22),
-        perceptual_roughness: 0.8,
-        ..default()
-    });
-    commands.spawn((
-        Name::new("Table"),
-        Mesh3d(meshes.add(Cylinder::new(seating::TABLE_RADIUS, 0.08))),
-        MeshMaterial3d(wood),
-        Transform::from_xyz(0.0, 0.75, 0.0),
-    ));
-
-    let seat_mesh = meshes.add(Circle::new(0.35));
-    let seat_material = materials.add(StandardMaterial {
-        base_color: Color::srgb(0.35, 0.55, 0.75),
-        unlit: true,
-        ..default()
-    });
-    for index in 0..VISIBLE_SEATS {
-        let seat = seating::seat(index);
-        commands.spawn((
-            Name::new(format!("Seat {index}")),
-            SeatMarker(index),
-            Mesh3d(seat_mesh.clone()),
-            MeshMaterial3d(seat_material.clone()),
-            Transform::from_xyz(seat.x, 0.01, seat.z)
-                .with_rotation(Quat::from_rotation_x(-std::f32::consts::FRAC_PI_2)),
-        ));
+/// Where the camera of a seated viewer at `me` looks from in `mode`.
+fn view_from(mode: ViewMode, me: &Transform, focused: Option<&GlobalTransform>) -> Transform {
+    // Behind and above you, looking across the table the way you face.
+    let ahead = (me.rotation * Vec3::Z).with_y(0.0).normalize_or(Vec3::NEG_Z);
+    let reach = Vec3::new(me.translation.x, 0.0, me.translation.z).length().max(1.0);
+    let seat = Transform::from_translation(me.translation - ahead * 2.2 + Vec3::Y * 1.1)
+        .looking_at((me.translation + ahead * reach).with_y(1.0), Vec3::Y);
+    match (mode, focused) {
+        (ViewMode::Seat, _) | (ViewMode::Focus(_), None) => seat,
+        (ViewMode::Overview, _) => Transform::from_translation(ABOVE).looking_at(Vec3::ZERO, Vec3::Y),
+        (ViewMode::Focus(_), Some(them)) => {
+            // In front of their screen, on the side you sit.
+            let screen = them.translation();
+            let towards_you = (seat.translation - screen).with_y(0.0).normalize_or(Vec3::Z);
+            Transform::from_translation(screen + towards_you * 1.7 + Vec3::Y * 0.1).looking_at(screen, Vec3::Y)
+        }
     }
+}
 
-    commands.spawn((
-        Name::new("Sun"),
-        DirectionalLight {
-            illuminance: 6_000.0,
-            ..default()
-        },
-        Transform::from_xyz(4.0, 8.0, 3.0).looking_at(Vec3::ZERO, Vec3::Y),
-    ));
+/// F focuses the participant nearest the middle of your view (F again, or Escape, goes back).
+fn focus_keys(
+    keys: Res<ButtonInput<KeyCode>>,
+    mut egui: bevy_egui::EguiContexts,
+    mut mode: ResMut<ViewMode>,
+    camera: Query<(&Camera, &GlobalTransform), With<ViewerCamera>>,
+    others: Query<
+        (Entity, &GlobalTransform),
+        (With<participants::Participant>, Without<participants::LocalParticipant>),
+    >,
+) {
+    if let Ok(ctx) = egui.ctx_mut()
+        && ctx.egui_wants_keyboard_input()
+    {
+        return;
+    }
+    if keys.just_pressed(KeyCode::Escape) {
+        *mode = ViewMode::Seat;
+    }
+    if !keys.just_pressed(KeyCode::KeyF) {
+        return;
+    }
+    if matches!(*mode, ViewMode::Focus(_)) {
+        *mode = ViewMode::Seat;
+        return;
+    }
+    let Ok((camera, at)) = camera.single() else {
+        return;
+    };
+    let nearest = others
+        .iter()
+        .filter_map(|(entity, place)| {
+            let ndc = camera.world_to_ndc(at, place.translation())?;
+            (ndc.z > 0.0).then_some((entity, ndc.truncate().length()))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((entity, _)) = nearest {
+        *mode = ViewMode::Focus(entity);
+    }
+}
 
+/// Eases a seated viewer's camera towards where their view mode puts it.
+fn glide(
+    time: Res<Time>,
+    mut mode: ResMut<ViewMode>,
+    me: Query<&Transform, (With<participants::LocalParticipant>, Without<ViewerCamera>)>,
+    others: Query<&GlobalTransform, With<participants::Participant>>,
+    mut camera: Query<&mut Transform, With<ViewerCamera>>,
+) {
+    let (Ok(me), Ok(mut camera)) = (me.single(), camera.single_mut()) else {
+        return;
+    };
+    let focused = match *mode {
+        ViewMode::Focus(entity) => {
+            let found = others.get(entity).ok();
+            if found.is_none() {
+                *mode = ViewMode::Seat; // they left
+            }
+            found
+        }
+        _ => None,
+    };
+    let target = view_from(*mode, me, focused);
+    // About 95% of the way in half a second, at any frame rate.
+    let k = 1.0 - (-6.0 * time.delta_secs()).exp();
+    camera.translation = camera.translation.lerp(target.translation, k);
+    camera.rotation = camera.rotation.slerp(target.rotation, k);
+}
+
+fn spawn_camera(mut commands: Commands) {
     // Software rasterizers pay per shaded pixel: no MSAA, no tonemapping pass.
     commands.spawn((
         Name::new("Viewer"),
         ViewerCamera,
         Camera3d::default(),
+        // A little narrower than the default 45 degrees: from your seat the table fills the
+        // view and faces across it are larger.
+        Projection::Perspective(PerspectiveProjection {
+            fov: 36f32.to_radians(),
+            ..default()
+        }),
         Msaa::Off,
         Tonemapping::None,
         Transform::from_translation(OVERVIEW).looking_at(Vec3::new(0.0, 0.8, 0.0), Vec3::Y),

@@ -29,8 +29,9 @@ pub struct LastError(pub Option<Problem>);
 #[derive(Resource, Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reconnecting(pub bool);
 
-/// A person in the room.
+/// A person in the room (an entity with a place in it: their screen and figure hang off it).
 #[derive(Component, Debug, Clone)]
+#[require(Transform, Visibility)]
 pub struct Participant {
     pub user_id: UserId,
     pub name: String,

@@ -62,6 +62,11 @@ fn fill_order(nth: usize, capacity: usize) -> usize {
     }
 }
 
+/// How many seats the ring nearest the table holds (each gets a chair).
+pub fn seats_in_first_ring() -> usize {
+    seats_in_ring(FIRST_RING_RADIUS)
+}
+
 /// The place of seat `index`.
 pub fn seat(index: usize) -> Seat {
     let (ring, nth, capacity) = ring_of(index);

@@ -1,11 +1,13 @@
-//! The egui overlay: the login form (prefilled) with device choice, connecting and error states,
-//! and in call: end call, microphone and camera switches, devices, participant list (speaking,
-//! hear or mute each), stats, demo participants, and a name tag over every panel.
+//! The egui overlay: the login card (prefilled from last time) with your camera's preview and
+//! devices; in call, the call bar (microphone, camera, devices, participants, connection,
+//! overview, leave) with its drawers, one line of status, and a name plate under every screen
+//! (initials in the participant's colour while there is no picture).
 
 use std::collections::BTreeMap;
 
 pub mod preview;
 mod sentence;
+pub mod theme;
 
 pub use sentence::{sentence, worth_retrying};
 
@@ -25,7 +27,7 @@ use crate::net::ActiveSpeakers;
 use crate::net::OwnStream;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::net::TokenSource;
-use crate::net::{EngineBridge, JoinRoom, LeaveRoom, Me, QualityUpdated};
+use crate::net::{EngineBridge, JoinRoom, LeaveRoom, Me, Problem, QualityUpdated};
 use crate::quality::ViewQuality;
 use crate::room::ViewerCamera;
 use crate::room::participants::{
@@ -107,10 +109,24 @@ pub type DemoBot = Bot;
 #[cfg(target_arch = "wasm32")]
 pub type DemoBot = ();
 
+/// The part of the screen the room shows through (not under the call bar or a drawer).
+#[derive(Resource, Debug, Clone, Copy, Default)]
+pub struct RoomRect(pub Option<egui::Rect>);
+
+/// Which of the call bar's drawers and windows are open.
+#[derive(Resource, Debug, Default)]
+pub struct CallUi {
+    pub participants: bool,
+    pub connection: bool,
+    pub devices: bool,
+}
+
 pub fn plugin(app: &mut App) {
     app.add_plugins(EguiPlugin::default())
         .init_resource::<Stats>()
         .init_resource::<DemoBots>()
+        .init_resource::<CallUi>()
+        .init_resource::<RoomRect>()
         .insert_resource(Requirements(None))
         .insert_resource(DeviceList::scan())
         .add_systems(Startup, (prefill, start_requirements_check))
@@ -120,18 +136,89 @@ pub fn plugin(app: &mut App) {
                 collect_stats,
                 (preview::keep_preview, preview::update_preview).chain(),
                 finish_requirements_check,
+                window_title,
             ),
         )
-        .add_systems(EguiPrimaryContextPass, (login_panel, call_panel, name_tags));
+        .add_systems(
+            EguiPrimaryContextPass,
+            (theme::apply, login_card, call_bar, name_plates).chain(),
+        );
 }
 
-fn prefill(mut commands: Commands, connection: Res<Connection>) {
+/// The form starts from what was used last time (see [`crate::settings`]), else from how the
+/// app was started.
+fn prefill(
+    mut commands: Commands,
+    connection: Res<Connection>,
+    devices: Res<DeviceList>,
+    mut choice: ResMut<MediaChoice>,
+    mut audio: ResMut<AudioSettings>,
+) {
+    let remembered = crate::settings::Settings::load();
     commands.insert_resource(LoginForm {
-        room: connection.room.clone(),
-        user: connection.user.clone(),
-        name: connection.name.clone(),
+        room: remembered.room.clone().unwrap_or_else(|| connection.room.clone()),
+        user: remembered.user.clone().unwrap_or_else(|| connection.user.clone()),
+        name: remembered.name.clone().unwrap_or_else(|| connection.name.clone()),
         spectate: connection.spectate,
     });
+    // Devices by name: indices change as devices come and go.
+    if let Some(camera) = remembered
+        .camera
+        .as_ref()
+        .and_then(|name| devices.cameras.iter().find(|c| &c.name == name))
+    {
+        choice.video = VideoSource::Camera(camera.index);
+    }
+    if let Some(microphone) = remembered
+        .microphone
+        .as_ref()
+        .filter(|name| devices.microphones.contains(name))
+    {
+        choice.microphone = Some(microphone.clone());
+    }
+    if let Some(speaker) = remembered.speaker.filter(|name| devices.speakers.contains(name)) {
+        audio.output_device = Some(speaker);
+    }
+}
+
+/// Remembers the form and the devices for next time.
+fn remember(form: &LoginForm, devices: &DeviceList, choice: &MediaChoice, audio: &AudioSettings) {
+    let camera = match &choice.video {
+        VideoSource::Camera(index) => devices
+            .cameras
+            .iter()
+            .find(|c| c.index == *index)
+            .map(|c| c.name.clone()),
+        _ => None,
+    };
+    let settings = crate::settings::Settings {
+        room: Some(form.room.clone()),
+        user: Some(form.user.clone()),
+        name: Some(form.name.clone()),
+        camera,
+        microphone: choice.microphone.clone(),
+        speaker: audio.output_device.clone(),
+    };
+    if let Err(error) = settings.save() {
+        warn!("{error}");
+    }
+}
+
+/// The window's title says which room you are in.
+fn window_title(
+    me: Option<Res<Me>>,
+    state: Res<State<AppState>>,
+    mut windows: Query<&mut Window, With<bevy::window::PrimaryWindow>>,
+) {
+    let title = match (&me, state.get()) {
+        (Some(me), AppState::InCall) => format!("{} · Holoroom", me.room_id),
+        _ => "Holoroom".to_owned(),
+    };
+    for mut window in &mut windows {
+        if window.title != title {
+            window.title.clone_from(&title);
+        }
+    }
 }
 
 fn collect_stats(mut updates: MessageReader<QualityUpdated>, mut stats: ResMut<Stats>) {
@@ -142,7 +229,9 @@ fn collect_stats(mut updates: MessageReader<QualityUpdated>, mut stats: ResMut<S
     }
 }
 
-fn login_panel(
+/// The login screen: a card in the middle with room and name, your camera's preview, devices,
+/// and a join button that says what is under way; problems as sentences.
+fn login_card(
     mut contexts: EguiContexts,
     state: Res<State<AppState>>,
     connection: Res<Connection>,
@@ -165,96 +254,123 @@ fn login_panel(
         p.texture()
             .unwrap_or_else(|| contexts.add_image(bevy_egui::EguiTextureHandle::Strong(p.image().clone())))
     });
-    egui::Window::new("Holoroom")
-        .anchor(egui::Align2::LEFT_TOP, [12.0, 12.0])
+    let ctx = contexts.ctx_mut()?;
+    let width = (ctx.content_rect().width() - 32.0).clamp(280.0, 420.0);
+    egui::Window::new("Join a room")
+        .title_bar(false)
+        .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
         .resizable(false)
-        .show(contexts.ctx_mut()?, |ui| {
-            egui::Grid::new("login").num_columns(2).show(ui, |ui| {
-                ui.label("Room server");
-                ui.monospace(&connection.server_url);
-                ui.end_row();
-                ui.label("Room");
-                ui.text_edit_singleline(&mut form.room);
-                ui.end_row();
-                ui.label("User ID");
-                ui.text_edit_singleline(&mut form.user);
-                ui.end_row();
-                ui.label("Name");
-                ui.text_edit_singleline(&mut form.name);
-                ui.end_row();
-                ui.label("Role");
-                ui.checkbox(&mut form.spectate, "Spectator (hidden, free camera)");
-                ui.end_row();
+        .collapsible(false)
+        .fixed_size([width, 0.0])
+        .show(ctx, |ui| {
+            ui.vertical_centered(|ui| {
+                ui.heading("Holoroom");
+                ui.label(egui::RichText::new("Sit down at the table with the people in your room.").weak());
             });
-            if let Some(note) = &connection.note {
-                ui.label(note);
-            }
-            ui.separator();
-            ui.collapsing("Devices", |ui| picker.show(ui));
+            ui.add_space(8.0);
+            egui::Grid::new("login")
+                .num_columns(2)
+                .spacing([12.0, 8.0])
+                .show(ui, |ui| {
+                    ui.label("Room");
+                    ui.add(egui::TextEdit::singleline(&mut form.room).desired_width(f32::INFINITY));
+                    ui.end_row();
+                    ui.label("Your name");
+                    ui.add(egui::TextEdit::singleline(&mut form.name).desired_width(f32::INFINITY));
+                    ui.end_row();
+                });
+            ui.collapsing("More", |ui| {
+                egui::Grid::new("login-more").num_columns(2).show(ui, |ui| {
+                    ui.label("User ID");
+                    ui.text_edit_singleline(&mut form.user);
+                    ui.end_row();
+                    ui.label("Room server");
+                    ui.monospace(&connection.server_url);
+                    ui.end_row();
+                });
+                ui.checkbox(&mut form.spectate, "Join as a spectator (unseen, free camera)");
+                if let Some(note) = &connection.note {
+                    ui.label(note);
+                }
+            });
             if !form.spectate
                 && let Some(preview) = preview.as_mut()
                 && let Some(texture) = preview_texture
             {
-                ui.horizontal(|ui| {
-                    preview.show(ui, texture);
-                    if let Some(note) = preview.note() {
-                        ui.label(note);
-                    }
-                });
+                ui.add_space(4.0);
+                ui.vertical_centered(|ui| preview.show(ui, texture));
             }
-            ui.collapsing("Device check", |ui| {
-                let Some(check) = &requirements.0 else {
-                    ui.horizontal(|ui| {
-                        ui.spinner();
-                        ui.label("Checking devices…");
-                    });
-                    return;
-                };
-                for (what, result) in [
-                    ("WebRTC", &check.webrtc),
-                    ("Camera", &check.camera),
-                    ("Microphone", &check.microphone),
-                    ("Screen sharing", &check.screen_capture),
+            ui.collapsing("Camera, microphone and speaker", |ui| picker.show(ui));
+            // Device problems, each said once and kindly, the detail on hover.
+            let preview_note = preview.as_ref().and_then(|p| p.note()).map(str::to_owned);
+            if let Some(check) = &requirements.0 {
+                let camera = check.camera.as_ref().err().cloned().or_else(|| preview_note.clone());
+                for (problem, friendly) in [
+                    (check.webrtc.as_ref().err().cloned(), "WebRTC is not available here"),
+                    (camera, "No camera found: others will see a test pattern"),
+                    (
+                        check.microphone.as_ref().err().cloned(),
+                        "No microphone: others will hear silence",
+                    ),
                 ] {
-                    match result {
-                        Ok(()) => ui.label(format!("{what}: ready")),
-                        Err(why) => ui.label(format!("{what}: {why}")),
-                    };
+                    if let Some(detail) = problem {
+                        notice(ui, friendly, &detail.to_string());
+                    }
                 }
-                ui.label(format!(
-                    "Codecs: {} / {}",
-                    check.video_codecs.join(", "),
-                    check.audio_codecs.join(", ")
-                ));
-            });
-            if connecting {
-                ui.horizontal(|ui| {
-                    ui.spinner();
-                    ui.label("Joining…");
-                });
-            } else {
-                let label = if last_error.0.as_ref().is_some_and(worth_retrying) {
-                    "Retry"
-                } else {
-                    "Join"
-                };
-                if ui.button(label).clicked() {
-                    joins.write(JoinRoom {
-                        room: form.room.clone(),
-                        user: form.user.clone(),
-                        name: form.name.clone(),
-                        spectate: form.spectate,
-                    });
-                }
+            } else if let Some(note) = &preview_note {
+                notice(ui, "Your camera shows a stand-in", note);
             }
+            ui.add_space(8.0);
+            ui.vertical_centered_justified(|ui| {
+                if connecting {
+                    ui.add_enabled_ui(false, |ui| {
+                        ui.horizontal(|ui| {
+                            ui.spinner();
+                            ui.label("Connecting to the room…");
+                        });
+                    });
+                } else {
+                    let label = if last_error.0.as_ref().is_some_and(worth_retrying) {
+                        "Try again"
+                    } else if form.spectate {
+                        "Watch"
+                    } else {
+                        "Join"
+                    };
+                    let join = ui.add(
+                        egui::Button::new(egui::RichText::new(label).size(17.0).strong())
+                            .fill(theme::ACCENT)
+                            .min_size(egui::vec2(0.0, 36.0)),
+                    );
+                    if join.clicked() || ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                        remember(&form, &picker.devices, &picker.choice, &picker.audio);
+                        joins.write(JoinRoom {
+                            room: form.room.clone(),
+                            user: form.user.clone(),
+                            name: form.name.clone(),
+                            spectate: form.spectate,
+                        });
+                    }
+                }
+            });
             if let Some(error) = &last_error.0 {
-                ui.colored_label(egui::Color32::from_rgb(240, 120, 100), sentence(error));
+                ui.add_space(4.0);
+                ui.colored_label(theme::ERROR, sentence(error));
             }
         });
     Ok(())
 }
 
-fn call_panel(
+/// A problem said once, kindly; the technical detail on hover.
+fn notice(ui: &mut egui::Ui, friendly: &str, detail: &str) {
+    ui.label(egui::RichText::new(format!("⚠ {friendly}")).color(theme::WARNING))
+        .on_hover_text(detail);
+}
+
+/// The call bar at the bottom (microphone, camera, devices, participants, connection,
+/// overview, leave; each with a tooltip and a key), the drawers it opens, and one line of
+/// status.
+fn call_bar(
     mut contexts: EguiContexts,
     state: Res<State<AppState>>,
     connection: Res<Connection>,
@@ -266,135 +382,307 @@ fn call_panel(
         Option<&VideoFeed>,
         Option<&SpeakingLevel>,
         Option<&ViewQuality>,
+        Option<&crate::audio::Volume>,
         Has<Muted>,
         Has<LocalParticipant>,
     )>,
     (stats, speakers): (Res<Stats>, Option<Res<ActiveSpeakers>>),
     uploads: Res<UploadStats>,
-    last_error: Res<LastError>,
-    reconnecting: Res<Reconnecting>,
-    own: Option<Res<OwnStream>>,
-    room_audio: Option<Res<RoomAudio>>,
+    (last_error, reconnecting): (Res<LastError>, Res<Reconnecting>),
+    (own, room_audio): (Option<Res<OwnStream>>, Option<Res<RoomAudio>>),
+    (mut open, mut room_rect): (ResMut<CallUi>, ResMut<RoomRect>),
+    mut view: ResMut<crate::room::ViewMode>,
     mut picker: DevicePicker,
     mut bots: ResMut<DemoBots>,
     mut leave: MessageWriter<LeaveRoom>,
     mut commands: Commands,
 ) -> Result {
     if *state.get() != AppState::InCall {
+        room_rect.0 = None;
         return Ok(());
     }
-    egui::Window::new("In call")
-        .anchor(egui::Align2::LEFT_TOP, [12.0, 12.0])
+    let ctx = contexts.ctx_mut()?;
+    // Panels take their room from this, and what is left is the room's.
+    let mut root = egui::Ui::new(
+        ctx.clone(),
+        "call".into(),
+        egui::UiBuilder::new()
+            .layer_id(egui::LayerId::background())
+            .max_rect(ctx.viewport_rect()),
+    );
+    let typing = ctx.egui_wants_keyboard_input();
+    let key = |k: egui::Key| !typing && ctx.input(|i| i.key_pressed(k));
+    let microphone_on = own.as_ref().is_some_and(|o| !o.local.is_audio_muted());
+    let camera_on = own.as_ref().is_some_and(|o| !o.local.is_video_muted());
+    let mut toggle_microphone = key(egui::Key::M);
+    let mut toggle_camera = key(egui::Key::V);
+    if key(egui::Key::P) {
+        open.participants = !open.participants;
+    }
+    if key(egui::Key::I) {
+        open.connection = !open.connection;
+    }
+    if key(egui::Key::O) {
+        view.toggle_overview();
+    }
+    let count = participants.iter().count();
+    let mut leaving = false;
+
+    egui::Panel::bottom("call-bar")
         .resizable(false)
-        .show(contexts.ctx_mut()?, |ui| {
-            if let Some(me) = &me {
-                ui.label(format!(
-                    "{} in room {}{}",
-                    me.user.user_name,
-                    me.room_id,
-                    if me.spectator { " (spectator)" } else { "" }
-                ));
-            }
-            if reconnecting.0 {
-                ui.horizontal(|ui| {
+        .frame(egui::Frame::side_top_panel(&ctx.global_style()).inner_margin(egui::Margin::symmetric(12, 8)))
+        .show(&mut root, |ui| {
+            ui.horizontal(|ui| {
+                if let Some(me) = &me {
+                    ui.label(egui::RichText::new(me.room_id.as_str()).strong())
+                        .on_hover_text(format!("You are {} in room {}", me.user.user_name, me.room_id));
+                    ui.label(egui::RichText::new(format!("· {count} here")).weak());
+                    if me.spectator {
+                        ui.label(egui::RichText::new("· watching").weak());
+                    }
+                }
+                if reconnecting.0 {
                     ui.spinner();
-                    ui.colored_label(egui::Color32::from_rgb(240, 180, 100), "Reconnecting…");
-                });
-            }
-            if ui.button("End call").clicked() {
-                leave.write(LeaveRoom);
-                bots.leave_all();
-            }
-            // Demo participants run in this process, beside an embedded server (not in a browser).
-            #[cfg(target_arch = "wasm32")]
-            let _ = (&connection, &bridge);
-            #[cfg(not(target_arch = "wasm32"))]
-            if connection.embedded
-                && let (Some(me), Some(bridge)) = (&me, &bridge)
-                && ui.button("Add demo participants").clicked()
-            {
-                add_demo_bots(&mut bots, &connection, bridge, &me.room_id);
-            }
-            if let Some(own) = &own {
-                ui.horizontal(|ui| {
-                    let mut microphone = !own.local.is_audio_muted();
-                    if ui.checkbox(&mut microphone, "Microphone").changed() {
-                        own.local.set_audio_muted(!microphone);
+                    ui.colored_label(theme::WARNING, "Reconnecting…");
+                }
+                let notes: Vec<&str> = own
+                    .as_ref()
+                    .and_then(|o| o.local.note())
+                    .into_iter()
+                    .chain(room_audio.as_ref().and_then(|a| a.note()))
+                    .collect();
+                if let Some(first) = notes.first() {
+                    let friendly = if notes.iter().any(|n| n.to_lowercase().contains("camera")) {
+                        "No camera: others see a test pattern. Choose a camera"
+                    } else {
+                        first.split_once(". ").map_or(*first, |(s, _)| s)
+                    };
+                    if ui
+                        .link(egui::RichText::new(format!("⚠ {friendly}")).color(theme::WARNING))
+                        .on_hover_text(notes.join("\n"))
+                        .clicked()
+                    {
+                        open.devices = true;
                     }
-                    let mut camera = !own.local.is_video_muted();
-                    if ui.checkbox(&mut camera, "Camera").changed() {
-                        own.local.set_video_muted(!camera);
+                }
+                // A stand-in for a device is said once, by the notice above.
+                if let Some(error) = last_error.0.as_ref().filter(|e| !matches!(e, Problem::Note(_))) {
+                    ui.colored_label(theme::WARNING, sentence(error));
+                }
+            });
+            ui.add_space(4.0);
+            ui.horizontal(|ui| {
+                // Centred: every button has a fixed width.
+                let spacing = ui.spacing().item_spacing.x;
+                let icons = if own.is_some() { 6.0 } else { 3.0 };
+                let demo = if connection.embedded && cfg!(not(target_arch = "wasm32")) {
+                    DEMO_WIDTH + spacing
+                } else {
+                    0.0
+                };
+                let width = icons * (ICON_WIDTH + spacing) + demo + 12.0 + LEAVE_WIDTH;
+                ui.add_space(((ui.available_width() - width) / 2.0).max(0.0));
+                if own.is_some() {
+                    toggle_microphone |= bar_button(
+                        ui,
+                        if microphone_on { "🎤" } else { "🔇" },
+                        !microphone_on,
+                        if microphone_on {
+                            "Mute your microphone (M)"
+                        } else {
+                            "Unmute your microphone (M)"
+                        },
+                    );
+                    toggle_camera |= bar_button(
+                        ui,
+                        if camera_on { "📷" } else { "🚫" },
+                        !camera_on,
+                        if camera_on {
+                            "Turn your camera off (V)"
+                        } else {
+                            "Turn your camera on (V)"
+                        },
+                    );
+                    if bar_button(ui, "⚙", open.devices, "Camera, microphone and speaker") {
+                        open.devices = !open.devices;
                     }
-                });
-                ui.collapsing("Devices", |ui| picker.show(ui));
-            }
-            if let Some(note) = room_audio.as_ref().and_then(|a| a.note()) {
-                ui.label(note);
-            }
-            ui.separator();
-            ui.label(format!(
-                "Participants ({}), {} frames shown",
-                participants.iter().count(),
-                uploads.frames_uploaded
-            ));
-            for (entity, participant, feed, level, quality, muted, local) in &participants {
-                let frames = feed.map_or(0, |f| f.frames_taken);
-                ui.horizontal(|ui| {
+                }
+                if bar_button(ui, "👥", open.participants, "Participants: hear each, set volumes (P)") {
+                    open.participants = !open.participants;
+                }
+                if bar_button(ui, "📶", open.connection, "Connection and quality (I)") {
+                    open.connection = !open.connection;
+                }
+                if bar_button(
+                    ui,
+                    "🗺",
+                    view.is_overview(),
+                    "Overview from above (O); F focuses who you look at",
+                ) {
+                    view.toggle_overview();
+                }
+                // Demo participants run in this process, beside an embedded server (not in a browser).
+                #[cfg(target_arch = "wasm32")]
+                let _ = (&connection, &bridge);
+                #[cfg(not(target_arch = "wasm32"))]
+                if connection.embedded
+                    && let (Some(me), Some(bridge)) = (&me, &bridge)
+                    && ui
+                        .add(egui::Button::new("＋ Demo").min_size(egui::vec2(DEMO_WIDTH, 34.0)))
+                        .on_hover_text("Add two demo participants (bots showing a test pattern)")
+                        .clicked()
+                {
+                    add_demo_bots(&mut bots, &connection, bridge, &me.room_id);
+                }
+                ui.add_space(12.0);
+                if ui
+                    .add(
+                        egui::Button::new(egui::RichText::new("Leave").strong().color(egui::Color32::WHITE))
+                            .fill(theme::ERROR)
+                            .min_size(egui::vec2(LEAVE_WIDTH, 34.0)),
+                    )
+                    .on_hover_text("Leave the room")
+                    .clicked()
+                {
+                    leaving = true;
+                }
+            });
+        });
+
+    if let Some(own) = &own {
+        if toggle_microphone {
+            own.local.set_audio_muted(microphone_on);
+        }
+        if toggle_camera {
+            own.local.set_video_muted(camera_on);
+        }
+    }
+    if leaving {
+        leave.write(LeaveRoom);
+        bots.leave_all();
+    }
+
+    if open.participants {
+        egui::Panel::right("participants")
+            .resizable(false)
+            .default_size(270.0)
+            .show(&mut root, |ui| {
+                ui.heading(format!("Participants ({count})"));
+                ui.separator();
+                for (entity, participant, feed, level, quality, volume, muted, local) in &participants {
                     let speaking = level.is_some_and(SpeakingLevel::speaking)
                         || speakers.as_ref().is_some_and(|s| s.0.contains(&participant.user_id));
-                    let name =
-                        egui::RichText::new(format!("{}{}", participant.name, if local { " (you)" } else { "" }));
-                    ui.label(if speaking { name.strong().color(SPEAKING) } else { name });
-                    ui.label(format!("{frames} frames"));
-                    if let Some(quality) = quality {
-                        // The layer the view asked for and why, and what arrives (the network
-                        // may hold it lower).
-                        // The layer in the panel's row (kept short: the window must not cover the
-                        // room); why and what arrives on hover.
+                    ui.horizontal(|ui| {
+                        let (dot, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+                        let colour = crate::room::presence::avatar_colour(participant.user_id.as_str()).to_srgba();
+                        ui.painter().circle_filled(
+                            dot.center(),
+                            5.0,
+                            egui::Color32::from_rgb(
+                                (colour.red * 255.0) as u8,
+                                (colour.green * 255.0) as u8,
+                                (colour.blue * 255.0) as u8,
+                            ),
+                        );
+                        let name =
+                            egui::RichText::new(format!("{}{}", participant.name, if local { " (you)" } else { "" }));
+                        let label = ui.label(if speaking { name.strong().color(SPEAKING) } else { name });
+                        let frames = feed.map_or(0, |f| f.frames_taken);
                         let arriving = feed
                             .and_then(|f| f.slot.latest())
-                            .map(|f| format!("; receiving {}x{}", f.frame.width, f.frame.height))
+                            .map(|f| format!(", receiving {}x{}", f.frame.width, f.frame.height))
                             .unwrap_or_default();
-                        ui.label(quality.layer.name()).on_hover_text(format!(
-                            "Video layer asked for: {} ({}){arriving}. The smallest that covers the panel on your screen; none while it is out of view.",
-                            quality.layer.name(),
-                            quality.reason
-                        ));
-                    }
-                    if !local {
-                        let mut hear = !muted;
-                        if ui.checkbox(&mut hear, "hear").changed() {
-                            if hear {
-                                commands.entity(entity).remove::<Muted>();
-                            } else {
-                                commands.entity(entity).insert(Muted);
-                            }
+                        let layer = quality
+                            .map(|q| format!("\nVideo layer asked for: {} ({}){arriving}", q.layer.name(), q.reason))
+                            .unwrap_or_default();
+                        label.on_hover_text(format!("{frames} frames shown{layer}"));
+                        if !local && ui.button("Focus").on_hover_text("Look at them (F)").clicked() {
+                            view.focus(entity);
                         }
+                    });
+                    if !local {
+                        ui.horizontal(|ui| {
+                            ui.add_space(18.0);
+                            let mut hear = !muted;
+                            if ui.checkbox(&mut hear, "Hear").changed() {
+                                if hear {
+                                    commands.entity(entity).remove::<Muted>();
+                                } else {
+                                    commands.entity(entity).insert(Muted);
+                                }
+                            }
+                            let mut level = volume.map_or(1.0, |v| v.0);
+                            if ui
+                                .add_enabled(hear, egui::Slider::new(&mut level, 0.0..=2.0).show_value(false))
+                                .on_hover_text("Volume (for you only)")
+                                .changed()
+                            {
+                                commands.entity(entity).insert(crate::audio::Volume(level));
+                            }
+                        });
+                    }
+                    ui.add_space(4.0);
+                }
+            });
+    }
+
+    room_rect.0 = Some(root.available_rect_before_wrap());
+
+    if open.devices {
+        let mut still_open = true;
+        egui::Window::new("Devices")
+            .open(&mut still_open)
+            .anchor(egui::Align2::CENTER_BOTTOM, [0.0, -80.0])
+            .resizable(false)
+            .collapsible(false)
+            .show(ctx, |ui| picker.show(ui));
+        open.devices = still_open;
+    }
+
+    if open.connection {
+        let mut still_open = true;
+        egui::Window::new("Connection")
+            .open(&mut still_open)
+            .anchor(egui::Align2::LEFT_TOP, [12.0, 12.0])
+            .resizable(false)
+            .collapsible(false)
+            .show(ctx, |ui| {
+                ui.label(format!("{} frames shown", uploads.frames_uploaded));
+                if stats.0.is_empty() {
+                    ui.label("No media yet.");
+                }
+                egui::Grid::new("stats").striped(true).show(ui, |ui| {
+                    for label in ["", "stream", "size", "fps", "kbps", "rtt", "loss"] {
+                        ui.label(egui::RichText::new(label).weak());
+                    }
+                    ui.end_row();
+                    for ((stream, publishing), q) in &stats.0 {
+                        ui.label(if *publishing { "out" } else { "in" });
+                        ui.monospace(stream.as_str());
+                        ui.monospace(format!("{}x{}", q.width, q.height));
+                        ui.monospace(format!("{:.0}", q.fps));
+                        ui.monospace(format!("{:.0}", q.kbps));
+                        ui.monospace(q.rtt_ms.map_or("-".into(), |r| format!("{r:.0} ms")));
+                        ui.monospace(format!("{:.1}%", q.loss_fraction * 100.0));
+                        ui.end_row();
                     }
                 });
-            }
-            if !stats.0.is_empty() {
-                ui.separator();
-                ui.label("Stats");
-                for ((stream, publishing), q) in &stats.0 {
-                    ui.monospace(format!(
-                        "{} {stream}: {}x{} {:.0} fps {:.0} kbps rtt {} loss {:.1}%",
-                        if *publishing { "out" } else { "in " },
-                        q.width,
-                        q.height,
-                        q.fps,
-                        q.kbps,
-                        q.rtt_ms.map_or("-".into(), |r| format!("{r:.0} ms")),
-                        q.loss_fraction * 100.0
-                    ));
-                }
-            }
-            if let Some(error) = &last_error.0 {
-                ui.separator();
-                ui.colored_label(egui::Color32::from_rgb(240, 180, 100), sentence(error));
-            }
-        });
+            });
+        open.connection = still_open;
+    }
     Ok(())
+}
+
+/// Widths of the call bar's buttons.
+const ICON_WIDTH: f32 = 44.0;
+const DEMO_WIDTH: f32 = 84.0;
+const LEAVE_WIDTH: f32 = 76.0;
+
+/// An icon button of the call bar; `alert` paints it as "off".
+fn bar_button(ui: &mut egui::Ui, icon: &str, alert: bool, tip: &str) -> bool {
+    let button = egui::Button::new(egui::RichText::new(icon).size(20.0)).min_size(egui::vec2(ICON_WIDTH, 34.0));
+    let button = if alert { button.fill(theme::OFF) } else { button };
+    ui.add(button).on_hover_text(tip).clicked()
 }
 
 /// Colour of a speaking participant's name.
@@ -511,11 +799,13 @@ fn add_demo_bots(bots: &mut DemoBots, connection: &Connection, bridge: &EngineBr
     }
 }
 
-/// A name tag over each remote panel: green while video arrives, blue while they speak, amber
-/// with "reconnecting video" while their media is being set up again.
-fn name_tags(
+/// A name plate under each remote screen (green while video arrives, blue while they speak,
+/// amber while their media is set up again), and their initials on a disc in their colour while
+/// there is no picture (camera off or not yet arrived).
+fn name_plates(
     mut contexts: EguiContexts,
     state: Res<State<AppState>>,
+    room_rect: Res<RoomRect>,
     camera: Query<(&Camera, &GlobalTransform), With<ViewerCamera>>,
     participants: Query<
         (
@@ -523,6 +813,7 @@ fn name_tags(
             &GlobalTransform,
             Option<&VideoFeed>,
             Option<&SpeakingLevel>,
+            Has<Muted>,
         ),
         Without<LocalParticipant>,
     >,
@@ -534,37 +825,75 @@ fn name_tags(
         return Ok(());
     };
     let ctx = contexts.ctx_mut()?;
-    for (participant, transform, feed, level) in &participants {
-        let above = transform.translation() + Vec3::Y * 0.6;
-        let Ok(position) = camera.world_to_viewport(camera_transform, above) else {
+    // Plates stay in the room's part of the screen, never over the bar or a drawer.
+    let room = room_rect.0.unwrap_or_else(|| ctx.viewport_rect());
+    for (participant, transform, feed, level, muted) in &participants {
+        let centre = transform.translation();
+        let below = centre - Vec3::Y * (crate::video::PANEL_SIZE.y / 2.0 + crate::video::FRAME_WIDTH);
+        let (Ok(at), Ok(middle)) = (
+            camera.world_to_viewport(camera_transform, below),
+            camera.world_to_viewport(camera_transform, centre),
+        ) else {
             continue;
         };
-        egui::Area::new(egui::Id::new(("tag", participant.user_id.as_str())))
-            .fixed_pos(egui::pos2(position.x, position.y))
-            .pivot(egui::Align2::CENTER_BOTTOM)
+        if !room.contains(egui::pos2(middle.x, middle.y)) {
+            continue;
+        }
+        let live = feed.is_some_and(|f| f.frames_taken > 0);
+        let reconnecting = feed.is_some_and(|f| f.reconnecting);
+        if !live {
+            // Initials where the picture would be, sized to the screen's height on screen.
+            let top = camera
+                .world_to_viewport(camera_transform, centre + Vec3::Y * crate::video::PANEL_SIZE.y / 2.0)
+                .map_or(40.0, |top| (middle.y - top.y).abs());
+            let radius = (top * 0.7).clamp(8.0, 120.0);
+            let colour = crate::room::presence::avatar_colour(participant.user_id.as_str()).to_srgba();
+            let fill = egui::Color32::from_rgb(
+                (colour.red * 255.0) as u8,
+                (colour.green * 255.0) as u8,
+                (colour.blue * 255.0) as u8,
+            );
+            let painter = ctx.layer_painter(egui::LayerId::background());
+            let centre = egui::pos2(middle.x, middle.y);
+            painter.circle_filled(centre, radius, fill);
+            painter.text(
+                centre,
+                egui::Align2::CENTER_CENTER,
+                crate::room::presence::initials(&participant.name),
+                egui::FontId::proportional(radius * 0.8),
+                egui::Color32::WHITE,
+            );
+        }
+        egui::Area::new(egui::Id::new(("plate", participant.user_id.as_str())))
+            .fixed_pos(egui::pos2(at.x, at.y + 2.0))
+            .pivot(egui::Align2::CENTER_TOP)
+            .order(egui::Order::Background)
             .interactable(false)
+            .constrain_to(room)
             .show(ctx, |ui| {
-                let live = feed.is_some_and(|f| f.frames_taken > 0);
-                let reconnecting = feed.is_some_and(|f| f.reconnecting);
                 let background = if reconnecting {
-                    egui::Color32::from_rgba_unmultiplied(170, 110, 20, 220)
+                    egui::Color32::from_rgba_unmultiplied(170, 110, 20, 230)
                 } else if level.is_some_and(SpeakingLevel::speaking) {
-                    egui::Color32::from_rgba_unmultiplied(30, 90, 160, 220)
+                    egui::Color32::from_rgba_unmultiplied(30, 110, 190, 230)
                 } else if live {
-                    egui::Color32::from_rgba_unmultiplied(30, 120, 60, 200)
+                    egui::Color32::from_rgba_unmultiplied(25, 95, 55, 215)
                 } else {
-                    egui::Color32::from_black_alpha(160)
+                    egui::Color32::from_black_alpha(170)
                 };
-                let text = if reconnecting {
-                    format!(" {} · reconnecting video ", participant.name)
-                } else {
-                    format!(" {} ", participant.name)
-                };
-                ui.label(
-                    egui::RichText::new(text)
-                        .color(egui::Color32::WHITE)
-                        .background_color(background),
-                );
+                let mut text = format!(" {} ", participant.name);
+                if muted {
+                    text = format!(" 🔇{text}");
+                }
+                if reconnecting {
+                    text.push_str("· reconnecting video ");
+                }
+                egui::Frame::new()
+                    .fill(background)
+                    .corner_radius(6)
+                    .inner_margin(egui::Margin::symmetric(4, 2))
+                    .show(ui, |ui| {
+                        ui.label(egui::RichText::new(text).color(egui::Color32::WHITE));
+                    });
             });
     }
     Ok(())
