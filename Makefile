@@ -58,6 +58,8 @@ web: deps $(WASM_BINDGEN)
 	$(WASM_BINDGEN) --target web --no-typescript --remove-name-section --remove-producers-section \
 		--out-dir $(WEB_DIR)/pkg $(CARGO_TARGET_DIR)/wasm32-unknown-unknown/web/holoroom.wasm
 	cp web/index.html $(WEB_DIR)/index.html
+	@# The room's textures and other assets, fetched by the app from beside the page.
+	rm -rf $(WEB_DIR)/assets && cp -r assets $(WEB_DIR)/assets
 	@# Gzipped copies beside them: the server sends these to browsers that take gzip.
 	gzip -9 -k -f $(WEB_DIR)/pkg/holoroom_bg.wasm $(WEB_DIR)/pkg/holoroom.js
 	@echo "Browser app in $(WEB_DIR): run 'make server' and open http://127.0.0.1:7880/?room=lobby"

@@ -16,6 +16,7 @@ use bevy::prelude::*;
 use bevy::window::{ExitCondition, PresentMode};
 use bevy::winit::{UpdateMode, WinitSettings};
 use holoroom::room::participants::{Participant, Seat, VideoFeed, seat_transform};
+use holoroom::room::scenery::RoomLook;
 use holoroom::video::UploadStats;
 use holoroom::{Connection, HoloroomPlugin};
 use holoroom_engine::codec::{EncoderSettings, H264Decoder, H264Encoder};
@@ -30,6 +31,10 @@ const PHASE: Duration = Duration::from_secs(4);
 /// Measured phases come in pairs: feeds running, then paused.
 const PHASE_PAIRS: usize = 5;
 const CHILD_ENV: &str = "HOLOROOM_RENDER_BENCH_PARTICIPANTS";
+/// `bare` for the room as it was before it was furnished (floor, table, seat markers).
+const LOOK_ENV: &str = "HOLOROOM_RENDER_BENCH_LOOK";
+/// The room size at which the furnished room is compared with the bare one.
+const LOOK_PARTICIPANTS: usize = 16;
 
 /// A camera-like picture: a textured scene panning a few pixels a frame (the test pattern is
 /// mostly flat colour, far cheaper to decode than a camera's picture).
@@ -149,7 +154,12 @@ fn child(participants: usize) {
         });
     }
     let now = Instant::now();
+    let look = match std::env::var(LOOK_ENV).as_deref() {
+        Ok("bare") => RoomLook::Bare,
+        _ => RoomLook::Lounge,
+    };
     App::new()
+        .insert_resource(look)
         .add_plugins(DefaultPlugins.set(WindowPlugin {
             primary_window: Some(Window {
                 title: "Holoroom render bench".into(),
@@ -252,13 +262,17 @@ fn measure(time: Res<Time<Real>>, stats: Res<UploadStats>, mut run: ResMut<Run>,
     let mut sorted: Vec<f64> = on.iter().flat_map(|p| p.frame_ms.iter().copied()).collect();
     sorted.sort_by(f64::total_cmp);
     eprintln!("upload ms per frame, pair by pair: {per_upload:.3?}");
+    // The whole frame's CPU (rendering included), the median over every phase.
+    let mut cpu_frame: Vec<f64> = run.phases.iter().map(Phase::cpu_per_frame_ms).collect();
+    cpu_frame.sort_by(f64::total_cmp);
     println!(
-        "RESULT p50_ms={:.1} p99_ms={:.1} shown={} received={} upload_ms={:.3} seconds={:.0}",
+        "RESULT p50_ms={:.1} p99_ms={:.1} shown={} received={} upload_ms={:.3} cpu_frame_ms={:.2} seconds={:.0}",
         percentile(&sorted, 0.5),
         percentile(&sorted, 0.99),
         on.iter().map(|p| p.uploads).sum::<u64>(),
         on.iter().map(|p| p.delivered).sum::<u64>(),
         upload_ms,
+        percentile(&cpu_frame, 0.5),
         run.started.elapsed().as_secs_f64()
     );
     exit.write(AppExit::Success);
@@ -280,6 +294,9 @@ fn decode_ms(pattern_source: bool) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0 / f64::from(frames.max(1))
 }
 
+/// A child's RESULT fields by name.
+type Fields = Box<dyn Fn(&str) -> f64>;
+
 fn main() {
     if let Some(n) = std::env::var(CHILD_ENV).ok().and_then(|v| v.parse().ok()) {
         child(n);
@@ -297,21 +314,30 @@ fn main() {
          (the test pattern: {pattern_decode:.3} ms/frame)",
         SIZE.0, SIZE.1
     );
-    for n in ROOM_SIZES {
+    // One child per room size (and look): its RESULT line's fields by name.
+    let run = |n: usize, look: &str| -> Option<Fields> {
         let output = std::process::Command::new(&exe)
             .env(CHILD_ENV, n.to_string())
+            .env(LOOK_ENV, look)
             .stderr(std::process::Stdio::null())
             .output()
             .expect("child runs");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
-            println!("{n:>2} participants: no result ({})", output.status);
-            continue;
+            println!("{n:>2} participants ({look} room): no result ({})", output.status);
+            return None;
         };
-        let field = |name: &str| -> f64 {
+        let line = line.to_owned();
+        Some(Box::new(move |name: &str| -> f64 {
             line.split_whitespace()
                 .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
                 .unwrap_or(f64::NAN)
+        }))
+    };
+    let mut furnished_16 = None;
+    for n in ROOM_SIZES {
+        let Some(field) = run(n, "lounge") else {
+            continue;
         };
         let upload = field("upload_ms");
         println!(
@@ -327,6 +353,20 @@ fn main() {
             (decode + upload) / decode,
             upload / pattern_decode,
             (pattern_decode + upload) / pattern_decode
+        );
+        if n == LOOK_PARTICIPANTS {
+            furnished_16 = Some((field("p50_ms"), field("cpu_frame_ms")));
+        }
+    }
+    // What the furnished room costs against the bare one, same machine, same job.
+    if let (Some((lounge_p50, lounge_cpu)), Some(bare)) = (furnished_16, run(LOOK_PARTICIPANTS, "bare")) {
+        println!(
+            "{LOOK_PARTICIPANTS} participants, furnished room against the bare one: frame time p50 {lounge_p50:.0} ms \
+             against {:.0} ms = {:.2}x; CPU per frame {lounge_cpu:.1} ms against {:.1} ms = {:.2}x (target <= 1.3x)",
+            bare("p50_ms"),
+            lounge_p50 / bare("p50_ms"),
+            bare("cpu_frame_ms"),
+            lounge_cpu / bare("cpu_frame_ms"),
         );
     }
 }

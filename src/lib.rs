@@ -26,6 +26,12 @@ pub mod video;
 
 use bevy::prelude::*;
 
+/// What the app logs unless `RUST_LOG` says otherwise: its own news, everyone's warnings,
+/// not the dependencies' chatter (WebRTC's state changes, a DTLS warning per connection, the
+/// renderer's INFO lines, each bot's receiving report).
+pub const LOG_FILTER: &str = "warn,holoroom=info,holoroom_engine=info,holoroom_engine::bot=warn,\
+                              holoroom_server=info,rtc_dtls=error,wgpu=error,naga=warn";
+
 /// The ordered stages of a frame in the room.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RoomSystems {
@@ -95,5 +101,50 @@ impl Plugin for HoloroomPlugin {
                 quality::plugin,
                 ui::plugin,
             ));
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Counts the events that get through.
+    struct Count(Arc<AtomicUsize>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+        fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn logged(emit: impl FnOnce()) -> usize {
+        let count = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new(super::LOG_FILTER))
+            .with(Count(count.clone()));
+        tracing::subscriber::with_default(subscriber, emit);
+        count.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn the_log_keeps_our_news_and_drops_the_dependencies_chatter() {
+        assert_eq!(logged(|| tracing::info!(target: "holoroom::net", "joined")), 1);
+        assert_eq!(
+            logged(|| tracing::info!(target: "holoroom_engine::machine", "published")),
+            1
+        );
+        assert_eq!(logged(|| tracing::warn!(target: "cpal", "no sound card")), 1);
+        for chatter in [
+            || tracing::info!(target: "rtc::peer_connection::internal", "state changed"),
+            || tracing::info!(target: "rtc_ice::agent", "checking"),
+            || tracing::warn!(target: "rtc_dtls::config", "conn.remote_addr is empty"),
+            || tracing::info!(target: "holoroom_engine::bot", "receiving"),
+            || tracing::info!(target: "bevy_render::renderer", "adapter"),
+        ] {
+            assert_eq!(logged(chatter), 0);
+        }
     }
 }

@@ -89,7 +89,7 @@ pub fn plugin(app: &mut App) {
     .init_resource::<FrameUploads>()
     .add_systems(
         Update,
-        (give_panels, drop_self_view, face_viewer, upload_frames)
+        (give_panels, drop_self_view, place_self_view, face_viewer, upload_frames)
             .chain()
             .in_set(RoomSystems::Video),
     );
@@ -117,6 +117,41 @@ fn plane(images: &mut Assets<Image>, width: u32, height: u32) -> Handle<Image> {
 /// The self-view panel, parented to the camera, and the participant it shows.
 #[derive(Component, Debug)]
 pub struct SelfView(pub Entity);
+
+/// How far in front of the camera the self-view hangs, in metres.
+const SELF_VIEW_DEPTH: f32 = 1.3;
+
+/// Where the self-view goes in the camera's space for a view of `fov` (vertical, radians)
+/// and `aspect` (width / height): bottom right, inside the view at any window shape, clear of
+/// the call bar, about a fifth of the view's width (less on tall windows).
+pub fn self_view_place(fov: f32, aspect: f32) -> Transform {
+    let half_height = SELF_VIEW_DEPTH * (fov / 2.0).tan();
+    let half_width = half_height * aspect.max(0.1);
+    let scale = (0.4 * half_width / PANEL_SIZE.x).min(0.26);
+    let size = PANEL_SIZE * scale;
+    let margin = 0.03 * half_width;
+    // The call bar takes about the lowest eighth of the window.
+    let bar = 0.27 * half_height;
+    Transform::from_xyz(
+        half_width - margin - size.x / 2.0,
+        -half_height + bar + size.y / 2.0,
+        -SELF_VIEW_DEPTH,
+    )
+    .with_scale(Vec3::splat(scale))
+}
+
+/// Keeps the self-view inside the view as the window changes shape.
+fn place_self_view(
+    camera: Query<&Projection, (With<ViewerCamera>, Changed<Projection>)>,
+    mut views: Query<&mut Transform, With<SelfView>>,
+) {
+    let Ok(Projection::Perspective(projection)) = camera.single() else {
+        return;
+    };
+    for mut view in &mut views {
+        view.set_if_neq(self_view_place(projection.fov, projection.aspect_ratio));
+    }
+}
 
 /// The mesh entity that shows a remote participant's video, turned to face the viewer.
 #[derive(Component, Debug)]
@@ -147,11 +182,11 @@ fn give_panels(
             .id();
         match (local, camera.single()) {
             (true, Ok(camera)) => {
-                // Self-view: small, bottom right above the call bar, always facing the camera.
-                commands.entity(view).insert((
-                    Transform::from_xyz(0.58, -0.28, -1.3).with_scale(Vec3::splat(0.26)),
-                    SelfView(entity),
-                ));
+                // Self-view: small, bottom right above the call bar, always facing the camera
+                // (placed for the window's shape by `place_self_view`).
+                commands
+                    .entity(view)
+                    .insert((self_view_place(36f32.to_radians(), 16.0 / 9.0), SelfView(entity)));
                 commands.entity(camera).add_child(view);
             }
             _ => {
@@ -311,7 +346,7 @@ pub fn matrix_param(size: (u32, u32)) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::matrix_param;
+    use super::*;
 
     #[test]
     fn hd_panels_decode_with_bt709_and_sd_with_bt601() {
@@ -319,5 +354,32 @@ mod tests {
         assert_eq!(matrix_param((1920, 1080)), 1);
         assert_eq!(matrix_param((640, 360)), 0);
         assert_eq!(matrix_param((320, 180)), 0);
+    }
+
+    #[test]
+    fn the_self_view_stays_whole_inside_the_view_at_any_window_shape() {
+        let fov = 36f32.to_radians();
+        for (width, height) in [
+            (1920.0, 1080.0),
+            (1280.0, 720.0),
+            (640.0, 480.0),
+            (640.0, 720.0),
+            (400.0, 800.0),
+        ] {
+            let aspect = width / height;
+            let place = self_view_place(fov, aspect);
+            let depth = -place.translation.z;
+            let (half_height, half_width) = (depth * (fov / 2.0).tan(), depth * (fov / 2.0).tan() * aspect);
+            let size = PANEL_SIZE * place.scale.x;
+            let right = place.translation.x + size.x / 2.0;
+            let bottom = place.translation.y - size.y / 2.0;
+            assert!(right < half_width, "{width}x{height}: cut off on the right");
+            assert!(
+                place.translation.x - size.x / 2.0 > 0.0,
+                "{width}x{height}: in the right half"
+            );
+            assert!(bottom > -half_height * 0.85, "{width}x{height}: under the call bar");
+            assert!(size.x <= 0.42 * half_width, "{width}x{height}: small");
+        }
     }
 }
