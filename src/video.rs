@@ -166,9 +166,21 @@ fn give_panels(
     camera: Query<Entity, With<ViewerCamera>>,
     mut meshes: ResMut<Assets<Mesh>>,
     mut materials: ResMut<Assets<YuvMaterial>>,
-    mut frames: ResMut<Assets<StandardMaterial>>,
+    mut frames: ResMut<Assets<crate::room::scenery::BakedMaterial>>,
     mut images: ResMut<Assets<Image>>,
+    look: Res<crate::room::scenery::RoomLook>,
+    mut shapes: Local<Option<(Handle<Mesh>, Handle<Mesh>)>>,
 ) {
+    // One screen and one frame shape for everyone: drawn together.
+    let (screen, frame) = shapes
+        .get_or_insert_with(|| {
+            let size = PANEL_SIZE + Vec2::splat(2.0 * FRAME_WIDTH);
+            (
+                meshes.add(Rectangle::new(PANEL_SIZE.x, PANEL_SIZE.y)),
+                meshes.add(Rectangle::new(size.x, size.y)),
+            )
+        })
+        .clone();
     for (entity, participant, local) in &new {
         let material = materials.add(YuvMaterial {
             y: plane(&mut images, 16, 16),
@@ -176,7 +188,7 @@ fn give_panels(
             v: plane(&mut images, 8, 8),
             params: YuvParams { empty: 1, ..default() },
         });
-        let mesh = Mesh3d(meshes.add(Rectangle::new(PANEL_SIZE.x, PANEL_SIZE.y)));
+        let mesh = Mesh3d(screen.clone());
         let view = commands
             .spawn((Name::new("Panel"), mesh, MeshMaterial3d(material.clone())))
             .id();
@@ -192,26 +204,26 @@ fn give_panels(
             _ => {
                 commands.entity(view).insert((Transform::default(), FaceViewer));
                 commands.entity(entity).add_child(view);
-                // A frame behind the screen, in the participant's colour (it glows while they
-                // speak: `room::presence`).
-                let material = frames.add(StandardMaterial {
-                    base_color: crate::room::presence::frame_colour(participant.user_id.as_str()),
-                    unlit: true,
-                    ..default()
-                });
-                let size = PANEL_SIZE + Vec2::splat(2.0 * FRAME_WIDTH);
-                commands.spawn((
-                    Name::new("Screen frame"),
-                    Mesh3d(meshes.add(Rectangle::new(size.x, size.y))),
-                    MeshMaterial3d(material.clone()),
-                    Transform::from_xyz(0.0, 0.0, -0.01),
-                    crate::room::presence::ScreenFrame {
-                        participant: entity,
-                        material,
-                        speaking: false,
-                    },
-                    ChildOf(view),
-                ));
+                if *look != crate::room::scenery::RoomLook::Bare {
+                    // A frame behind the screen, in the participant's colour (it glows while they
+                    // speak: `room::presence`).
+                    let material = frames.add(crate::room::scenery::baked_material(
+                        None,
+                        crate::room::presence::frame_colour(participant.user_id.as_str()),
+                    ));
+                    commands.spawn((
+                        Name::new("Screen frame"),
+                        Mesh3d(frame.clone()),
+                        MeshMaterial3d(material.clone()),
+                        Transform::from_xyz(0.0, 0.0, -0.01),
+                        crate::room::presence::ScreenFrame {
+                            participant: entity,
+                            material,
+                            speaking: false,
+                        },
+                        ChildOf(view),
+                    ));
+                }
             }
         }
         commands.entity(entity).insert(Panel { material, size: (0, 0) });

@@ -164,8 +164,8 @@ fn read_screen(image: &Image, scene: &Scene, screen: Mat4, size: (u32, u32)) -> 
     )
 }
 
-/// Name plate colours (speaking, video arriving, none yet), over the room.
-const PLATES: [[u8; 3]; 3] = [[30, 110, 190], [25, 95, 55], [0, 0, 0]];
+/// Name plate colours (speaking, video arriving, no video).
+const PLATES: [[u8; 3]; 3] = [[30, 110, 190], [25, 95, 55], [40, 44, 52]];
 
 /// Whether a name plate is drawn just under a screen.
 fn has_plate(image: &Image, scene: &Scene, screen: Mat4) -> bool {
@@ -174,7 +174,7 @@ fn has_plate(image: &Image, scene: &Scene, screen: Mat4) -> bool {
     };
     (4..40).step_by(2).any(|dy| {
         let pixel = rgb_at(image, bottom.x, bottom.y + dy as f32);
-        PLATES.iter().any(|plate| close(pixel, *plate, 40))
+        PLATES.iter().any(|plate| close(pixel, *plate, 12))
     })
 }
 

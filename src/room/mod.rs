@@ -69,7 +69,7 @@ pub fn plugin(app: &mut App) {
             Startup,
             (scenery::spawn_scenery, spawn_camera).in_set(RoomSystems::Scene),
         )
-        .add_plugins(presence::plugin)
+        .add_plugins((scenery::plugin, presence::plugin))
         .add_systems(
             Update,
             (sit_viewer, free_camera, walk, focus_keys, glide)

@@ -7,6 +7,7 @@ use crate::RoomSystems;
 use crate::audio::SpeakingLevel;
 use crate::net::ActiveSpeakers;
 use crate::room::participants::{LocalParticipant, Participant};
+use crate::room::scenery::{BakedMaterial, baked_material, shaded};
 
 /// A participant's own colour: their figure, their frame, the disc with their initials when
 /// their camera is off. The same on every screen (from the user ID).
@@ -36,7 +37,7 @@ pub struct Figure;
 #[derive(Component, Debug)]
 pub struct ScreenFrame {
     pub participant: Entity,
-    pub material: Handle<StandardMaterial>,
+    pub material: Handle<BakedMaterial>,
     pub speaking: bool,
 }
 
@@ -55,19 +56,35 @@ fn dress(
     mut commands: Commands,
     new: Query<(Entity, &Participant), (Added<Participant>, Without<LocalParticipant>)>,
     mut meshes: ResMut<Assets<Mesh>>,
-    mut materials: ResMut<Assets<StandardMaterial>>,
+    mut materials: ResMut<Assets<BakedMaterial>>,
+    mut shapes: Local<Option<(Handle<Mesh>, Handle<Mesh>)>>,
+    look: Res<crate::room::scenery::RoomLook>,
 ) {
+    if *look == crate::room::scenery::RoomLook::Bare {
+        return;
+    }
+    // One body and one pair of shoulders for everyone (drawn together), coarse: they are small.
+    let (body, shoulders) = shapes
+        .get_or_insert_with(|| {
+            let mut capsule = |radius: f32, length: f32| {
+                let builder = bevy::mesh::Capsule3dMeshBuilder {
+                    capsule: Capsule3d::new(radius, length),
+                    longitudes: 14,
+                    latitudes: 6,
+                    ..default()
+                };
+                meshes.add(shaded(builder.build()))
+            };
+            (capsule(0.21, 0.32), capsule(0.12, 0.36))
+        })
+        .clone();
     for (entity, participant) in &new {
-        let colour = avatar_colour(participant.user_id.as_str());
-        let cloth = materials.add(StandardMaterial {
-            base_color: colour,
-            perceptual_roughness: 0.85,
-            ..default()
-        });
+        // Unlit, the light baked into the mesh: lit materials cost a software renderer dearly.
+        let cloth = materials.add(baked_material(None, avatar_colour(participant.user_id.as_str())));
         commands.spawn((
             Name::new("Figure"),
             Figure,
-            Mesh3d(meshes.add(Capsule3d::new(0.21, 0.32))),
+            Mesh3d(body.clone()),
             MeshMaterial3d(cloth.clone()),
             Transform::from_xyz(0.0, -BODY_DROP, -BODY_BACK),
             ChildOf(entity),
@@ -76,7 +93,7 @@ fn dress(
         commands.spawn((
             Name::new("Shoulders"),
             Figure,
-            Mesh3d(meshes.add(Capsule3d::new(0.12, 0.36))),
+            Mesh3d(shoulders.clone()),
             MeshMaterial3d(cloth),
             Transform::from_xyz(0.0, -BODY_DROP + 0.3, -BODY_BACK)
                 .with_rotation(Quat::from_rotation_z(std::f32::consts::FRAC_PI_2)),
@@ -93,7 +110,7 @@ fn glow(
     mut frames: Query<&mut ScreenFrame>,
     participants: Query<(&Participant, Option<&SpeakingLevel>)>,
     speakers: Option<Res<ActiveSpeakers>>,
-    mut materials: ResMut<Assets<StandardMaterial>>,
+    mut materials: ResMut<Assets<BakedMaterial>>,
 ) {
     for mut frame in &mut frames {
         let Ok((participant, level)) = participants.get(frame.participant) else {
@@ -106,11 +123,12 @@ fn glow(
         }
         frame.speaking = speaking;
         if let Some(mut material) = materials.get_mut(&frame.material) {
-            material.base_color = if speaking {
+            material.tint = if speaking {
                 SPEAKING_GLOW
             } else {
                 frame_colour(participant.user_id.as_str())
-            };
+            }
+            .into();
         }
     }
 }

@@ -1,16 +1,53 @@
 //! The room people sit in: a lounge with an oak floor, a rug, plaster walls with tall windows,
 //! a ceiling with round lamps, plants, and a table with a chair at each seat.
 //!
-//! Software rendering pays per shaded pixel, so the room is unlit: its light is baked into
-//! vertex colours (walls darker at the floor, a pool of light under the lamps, corners in
-//! shade) over small tiling textures from `assets/textures/`, loaded through the asset server
-//! so the desktop and browser builds share them. Only the seated figures take real light.
+//! Software rendering pays for every instruction per pixel, so nothing here is lit: light is
+//! baked into vertex colours (walls darker at the floor, a pool of light under the lamps,
+//! corners in shade; rounded things by their normals, [`shaded`]) over small tiling textures
+//! from `assets/textures/`, loaded through the asset server so the desktop and browser builds
+//! share them, drawn by a material that does nothing else ([`BakedMaterial`]).
 
+use bevy::asset::uuid_handle;
 use bevy::image::{ImageAddressMode, ImageLoaderSettings, ImageSampler, ImageSamplerDescriptor};
 use bevy::mesh::VertexAttributeValues;
 use bevy::prelude::*;
+use bevy::render::render_resource::AsBindGroup;
+use bevy::shader::{Shader, ShaderRef};
 
 use super::seating;
+
+/// The baked-light shader, compiled into the binary so native and web builds use the same source.
+const BAKED_SHADER: Handle<Shader> = uuid_handle!("2d3c6a1e-8f4b-4e2a-b1c7-5a9e0f3d7c42");
+
+/// A surface whose light is baked into its vertex colours: colour = tint x texture x vertex
+/// colour, and nothing else per pixel (`shaders/baked.wgsl`). Bevy's unlit standard material
+/// does far more per pixel, which a software renderer feels on every surface of the room.
+#[derive(Asset, TypePath, AsBindGroup, Debug, Clone)]
+pub struct BakedMaterial {
+    #[uniform(0)]
+    pub tint: LinearRgba,
+    #[texture(1)]
+    #[sampler(2)]
+    pub texture: Option<Handle<Image>>,
+}
+
+impl Material for BakedMaterial {
+    fn fragment_shader() -> ShaderRef {
+        ShaderRef::Handle(BAKED_SHADER)
+    }
+}
+
+/// The material for the room, its figures and frames.
+pub fn plugin(app: &mut App) {
+    app.world_mut()
+        .resource_mut::<Assets<Shader>>()
+        .insert(
+            BAKED_SHADER.id(),
+            Shader::from_wgsl(include_str!("../../shaders/baked.wgsl"), "shaders/baked.wgsl"),
+        )
+        .expect("a UUID handle always inserts");
+    app.add_plugins(MaterialPlugin::<BakedMaterial>::default());
+}
 
 /// Which room is built.
 #[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,7 +55,8 @@ pub enum RoomLook {
     /// The furnished lounge.
     #[default]
     Lounge,
-    /// Floor, table and seat markers only (the render bench's baseline).
+    /// The room as it was before it was furnished, for the render bench's baseline: floor,
+    /// table and seat markers, bare screens without frames or figures.
     Bare,
 }
 
@@ -75,6 +113,25 @@ fn baked(mut mesh: Mesh, at: &Transform, repeat: Vec2, light: impl Fn(Vec3) -> f
     mesh
 }
 
+/// Bakes soft light from above into `mesh` by its normals (a key light from the lamps and
+/// a fill), for unlit materials.
+pub fn shaded(mut mesh: Mesh) -> Mesh {
+    let key = Vec3::new(0.3, 1.0, 0.5).normalize();
+    let colours: Vec<[f32; 4]> = match mesh.attribute(Mesh::ATTRIBUTE_NORMAL) {
+        Some(VertexAttributeValues::Float32x3(normals)) => normals
+            .iter()
+            .map(|n| {
+                let n = Vec3::from(*n);
+                let k = 0.45 + 0.45 * n.dot(key).max(0.0) + 0.12 * (n.y * 0.5 + 0.5);
+                [k, k, k, 1.0]
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    mesh.insert_attribute(Mesh::ATTRIBUTE_COLOR, colours);
+    mesh
+}
+
 /// The lamps over the table, where the baked light pools.
 const LAMPS: [Vec2; 4] = [
     Vec2::new(-2.2, -2.2),
@@ -100,10 +157,18 @@ fn wall_light(p: Vec3) -> f32 {
     0.7 + 0.3 * (p.y / CEILING).sqrt() - 0.18 * corner.powi(6)
 }
 
-fn unlit(texture: Option<Handle<Image>>, colour: Color) -> StandardMaterial {
+/// A baked surface of `colour`, textured or not.
+pub fn baked_material(texture: Option<Handle<Image>>, colour: Color) -> BakedMaterial {
+    BakedMaterial {
+        tint: colour.into(),
+        texture,
+    }
+}
+
+/// The bare room's flat surfaces.
+fn unlit(colour: Color) -> StandardMaterial {
     StandardMaterial {
         base_color: colour,
-        base_color_texture: texture,
         unlit: true,
         ..default()
     }
@@ -114,10 +179,11 @@ pub fn spawn_scenery(
     look: Res<RoomLook>,
     assets: Res<AssetServer>,
     mut meshes: ResMut<Assets<Mesh>>,
-    mut materials: ResMut<Assets<StandardMaterial>>,
+    mut standard: ResMut<Assets<StandardMaterial>>,
+    mut materials: ResMut<Assets<BakedMaterial>>,
 ) {
     if *look == RoomLook::Bare {
-        spawn_bare(&mut commands, &mut meshes, &mut materials);
+        spawn_bare(&mut commands, &mut meshes, &mut standard);
         return;
     }
     let oak = tiled(&assets, "textures/floor_oak.png");
@@ -136,7 +202,7 @@ pub fn spawn_scenery(
         Name::new("Floor"),
         Scenery,
         Mesh3d(meshes.add(baked(floor, &at, Vec2::new(6.0, 5.3), floor_light))),
-        MeshMaterial3d(materials.add(unlit(Some(oak), Color::WHITE))),
+        MeshMaterial3d(materials.add(baked_material(Some(oak), Color::WHITE))),
         at,
     ));
 
@@ -152,13 +218,13 @@ pub fn spawn_scenery(
         Mesh3d(meshes.add(baked(rug_mesh, &at, Vec2::splat(10.0), |p| {
             0.75 + 0.3 * floor_light(p) - 0.1 * (p.length() / 4.0).powi(4)
         }))),
-        MeshMaterial3d(materials.add(unlit(Some(rug), Color::WHITE))),
+        MeshMaterial3d(materials.add(baked_material(Some(rug), Color::WHITE))),
         at,
     ));
 
     // Walls, facing in.
-    let plaster_material = materials.add(unlit(Some(plaster), Color::WHITE));
-    let skirting = materials.add(unlit(None, Color::srgb(0.28, 0.2, 0.15)));
+    let plaster_material = materials.add(baked_material(Some(plaster), Color::WHITE));
+    let skirting = materials.add(baked_material(None, Color::srgb(0.28, 0.2, 0.15)));
     for (name, centre, facing, width) in [
         ("Back wall", Vec3::new(0.0, 0.0, -HALF_DEPTH), Vec3::Z, 2.0 * HALF_WIDTH),
         (
@@ -194,7 +260,7 @@ pub fn spawn_scenery(
     }
 
     // Tall windows on the side walls: a bright sky, dark frames.
-    let frame = materials.add(unlit(None, Color::srgb(0.2, 0.2, 0.22)));
+    let frame = materials.add(baked_material(None, Color::srgb(0.2, 0.2, 0.22)));
     for side in [-1.0f32, 1.0] {
         for z in [-4.5f32, 0.0, 4.5] {
             let facing = Vec3::X * -side;
@@ -207,7 +273,7 @@ pub fn spawn_scenery(
                 Name::new("Window"),
                 Scenery,
                 Mesh3d(meshes.add(pane)),
-                MeshMaterial3d(materials.add(unlit(None, tint))),
+                MeshMaterial3d(materials.add(baked_material(None, tint))),
                 at,
             ));
             for (offset, size) in [
@@ -240,12 +306,12 @@ pub fn spawn_scenery(
         Name::new("Ceiling"),
         Scenery,
         Mesh3d(meshes.add(baked(ceiling, &at, Vec2::ONE, |p| 0.55 + 0.35 * floor_light(p)))),
-        MeshMaterial3d(materials.add(unlit(None, Color::srgb(0.93, 0.92, 0.9)))),
+        MeshMaterial3d(materials.add(baked_material(None, Color::srgb(0.93, 0.92, 0.9)))),
         at,
     ));
     // Discs facing down: seen from the room, not from the overview above the ceiling.
     let lamp = meshes.add(Circle::new(0.35));
-    let glow = materials.add(unlit(None, Color::srgb(1.0, 0.97, 0.88)));
+    let glow = materials.add(baked_material(None, Color::srgb(1.0, 0.97, 0.88)));
     for at in LAMPS {
         commands.spawn((
             Name::new("Lamp"),
@@ -259,18 +325,9 @@ pub fn spawn_scenery(
 
     // Plants in the corners.
     let pot = meshes.add(Cylinder::new(0.28, 0.6));
-    let leaves = meshes.add(
-        Sphere::new(0.55)
-            .mesh()
-            .ico(2)
-            .unwrap_or_else(|_| Sphere::new(0.55).mesh().build()),
-    );
-    let clay = materials.add(unlit(None, Color::srgb(0.62, 0.36, 0.26)));
-    let green = materials.add(StandardMaterial {
-        base_color: Color::srgb(0.22, 0.48, 0.26),
-        perceptual_roughness: 0.9,
-        ..default()
-    });
+    let leaves = meshes.add(shaded(Sphere::new(0.55).mesh().build()));
+    let clay = materials.add(baked_material(None, Color::srgb(0.62, 0.36, 0.26)));
+    let green = materials.add(baked_material(None, Color::srgb(0.3, 0.62, 0.34)));
     for (x, z) in [(-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0)] {
         let base = Vec3::new(x * (HALF_WIDTH - 0.8), 0.0, z * (HALF_DEPTH - 0.8));
         commands.spawn((
@@ -311,28 +368,12 @@ pub fn spawn_scenery(
             ));
         }
     }
-
-    // Soft light for the figures (the only lit things): a warm key from the lamps, a cool fill.
-    commands.spawn((
-        Name::new("Lamp light"),
-        DirectionalLight {
-            illuminance: 5_000.0,
-            color: Color::srgb(1.0, 0.95, 0.86),
-            ..default()
-        },
-        Transform::from_xyz(2.0, 8.0, 4.0).looking_at(Vec3::ZERO, Vec3::Y),
-    ));
-    commands.insert_resource(GlobalAmbientLight {
-        color: Color::srgb(0.8, 0.86, 1.0),
-        brightness: 600.0,
-        ..default()
-    });
 }
 
 fn spawn_table(
     commands: &mut Commands,
     meshes: &mut Assets<Mesh>,
-    materials: &mut Assets<StandardMaterial>,
+    materials: &mut Assets<BakedMaterial>,
     assets: &AssetServer,
 ) {
     let at = Transform::from_xyz(0.0, TABLE_HEIGHT, 0.0);
@@ -349,10 +390,13 @@ fn spawn_table(
         Name::new("Table"),
         Scenery,
         Mesh3d(meshes.add(top)),
-        MeshMaterial3d(materials.add(unlit(Some(tiled(assets, "textures/table_walnut.png")), Color::WHITE))),
+        MeshMaterial3d(materials.add(baked_material(
+            Some(tiled(assets, "textures/table_walnut.png")),
+            Color::WHITE,
+        ))),
         at,
     ));
-    let dark = materials.add(unlit(None, Color::srgb(0.16, 0.15, 0.16)));
+    let dark = materials.add(baked_material(None, Color::srgb(0.16, 0.15, 0.16)));
     commands.spawn((
         Name::new("Table stand"),
         Scenery,
@@ -372,12 +416,12 @@ fn spawn_table(
 /// A chair's parts relative to its seat's centre on the floor, its front (+Z) to the table.
 fn chair_parts(
     meshes: &mut Assets<Mesh>,
-    materials: &mut Assets<StandardMaterial>,
+    materials: &mut Assets<BakedMaterial>,
     fabric: Handle<Image>,
-) -> Vec<(Handle<Mesh>, Handle<StandardMaterial>, Transform)> {
-    let cloth = materials.add(unlit(Some(fabric.clone()), Color::WHITE));
-    let shade = materials.add(unlit(Some(fabric), Color::srgb(0.72, 0.72, 0.75)));
-    let metal = materials.add(unlit(None, Color::srgb(0.18, 0.18, 0.2)));
+) -> Vec<(Handle<Mesh>, Handle<BakedMaterial>, Transform)> {
+    let cloth = materials.add(baked_material(Some(fabric.clone()), Color::WHITE));
+    let shade = materials.add(baked_material(Some(fabric), Color::srgb(0.72, 0.72, 0.75)));
+    let metal = materials.add(baked_material(None, Color::srgb(0.18, 0.18, 0.2)));
     vec![
         (
             meshes.add(Cuboid::new(0.56, 0.1, 0.52)),
@@ -407,7 +451,7 @@ fn spawn_bare(commands: &mut Commands, meshes: &mut Assets<Mesh>, materials: &mu
     commands.spawn((
         Name::new("Floor"),
         Mesh3d(meshes.add(Plane3d::default().mesh().size(30.0, 30.0))),
-        MeshMaterial3d(materials.add(unlit(None, Color::srgb(0.22, 0.24, 0.28)))),
+        MeshMaterial3d(materials.add(unlit(Color::srgb(0.22, 0.24, 0.28)))),
         Transform::default(),
     ));
     commands.spawn((
@@ -421,7 +465,7 @@ fn spawn_bare(commands: &mut Commands, meshes: &mut Assets<Mesh>, materials: &mu
         Transform::from_xyz(0.0, 0.75, 0.0),
     ));
     let seat_mesh = meshes.add(Circle::new(0.35));
-    let seat_material = materials.add(unlit(None, Color::srgb(0.35, 0.55, 0.75)));
+    let seat_material = materials.add(unlit(Color::srgb(0.35, 0.55, 0.75)));
     for index in 0..super::VISIBLE_SEATS {
         let seat = seating::seat(index);
         commands.spawn((

@@ -872,13 +872,13 @@ fn name_plates(
             .constrain_to(room)
             .show(ctx, |ui| {
                 let background = if reconnecting {
-                    egui::Color32::from_rgba_unmultiplied(170, 110, 20, 230)
+                    egui::Color32::from_rgb(170, 110, 20)
                 } else if level.is_some_and(SpeakingLevel::speaking) {
-                    egui::Color32::from_rgba_unmultiplied(30, 110, 190, 230)
+                    egui::Color32::from_rgb(30, 110, 190)
                 } else if live {
-                    egui::Color32::from_rgba_unmultiplied(25, 95, 55, 215)
+                    egui::Color32::from_rgb(25, 95, 55)
                 } else {
-                    egui::Color32::from_black_alpha(170)
+                    egui::Color32::from_rgb(40, 44, 52)
                 };
                 let mut text = format!(" {} ", participant.name);
                 if muted {
