@@ -183,6 +183,7 @@ fn child(participants: usize) {
                 spectate: true,
                 embedded: false,
                 note: None,
+                remembered: false,
             },
         })
         .insert_resource(Run {

@@ -49,6 +49,8 @@ pub fn main() {
         spectate: param("spectate").is_some_and(|v| v == "1"),
         embedded: false,
         note: None,
+        // What the address does not say, the login card takes from last time.
+        remembered: ["room", "user", "name"].iter().all(|p| param(p).is_none()),
     };
     let join_now = param("join").is_some_and(|v| v == "1");
     let tokens = TokenSource::Guest(page.ws.clone());

@@ -66,15 +66,15 @@ struct AppArgs {
     /// Room server signaling URL (ws://host:port/v1/ws). Without it, an embedded server runs on loopback.
     #[arg(long, env = "HOLOROOM_SERVER")]
     server: Option<String>,
-    /// Room to join.
-    #[arg(long, env = "HOLOROOM_ROOM", default_value = "lobby")]
-    room: String,
+    /// Room to join (the last one, or lobby).
+    #[arg(long, env = "HOLOROOM_ROOM")]
+    room: Option<String>,
     /// Your user ID (unique in the server).
     #[arg(long, env = "HOLOROOM_USER")]
     user: Option<String>,
-    /// Your display name.
-    #[arg(long, env = "HOLOROOM_NAME", default_value = "Guest")]
-    name: String,
+    /// Your display name (the last one, or Guest).
+    #[arg(long, env = "HOLOROOM_NAME")]
+    name: Option<String>,
     /// Join as a hidden spectator with a free camera.
     #[arg(long, env = "HOLOROOM_SPECTATE")]
     spectate: bool,
@@ -246,14 +246,17 @@ pub fn main() -> Result<()> {
         (None, None) => TokenSource::Guest(server_url.clone()),
     };
     let engine = Engine::new(EngineConfig::new(server_url.clone())).context("can't start the engine")?;
+    // What the command line does not say, the login card takes from last time.
+    let remembered = cli.room.is_none() && cli.user.is_none() && cli.name.is_none();
     let user = cli
         .user
         .unwrap_or_else(|| format!("guest-{:04x}", std::process::id() & 0xffff));
     let connection = Connection {
         server_url,
-        room: cli.room,
+        room: cli.room.unwrap_or_else(|| "lobby".into()),
         user,
-        name: cli.name,
+        name: cli.name.unwrap_or_else(|| "Guest".into()),
+        remembered,
         spectate: cli.spectate,
         embedded,
         note,

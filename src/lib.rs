@@ -60,6 +60,9 @@ pub struct Connection {
     pub embedded: bool,
     /// A line for the person at the screen.
     pub note: Option<String>,
+    /// The login card may start from what was used last time ([`settings`]): the app was
+    /// started without a room, user or name of its own.
+    pub remembered: bool,
 }
 
 /// The room without rendering: engine bridge, participants, their feeds and voices. Runs

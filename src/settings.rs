@@ -1,4 +1,5 @@
-//! What the app remembers between runs: the last room, user, name and devices. A JSON file in
+//! What the app remembers between runs: the last room, name and devices (not the user ID:
+//! two windows on one machine must not join as the same user). A JSON file in
 //! the platform's config directory on the desktop (`$XDG_CONFIG_HOME/holoroom/settings.json`,
 //! `~/.config/...` without it; `HOLOROOM_CONFIG_DIR` overrides), the page's local storage in a
 //! browser. Saved when someone joins; a missing or unreadable store means defaults.
@@ -10,7 +11,6 @@ use serde::{Deserialize, Serialize};
 #[serde(default)]
 pub struct Settings {
     pub room: Option<String>,
-    pub user: Option<String>,
     pub name: Option<String>,
     /// The camera by name (indices change when devices come and go); None: the default.
     pub camera: Option<String>,
@@ -144,7 +144,6 @@ mod tests {
         assert_eq!(Settings::load_from(&file), Settings::default(), "nothing saved yet");
         let saved = Settings {
             room: Some("standup".into()),
-            user: Some("ada".into()),
             name: Some("Ada Lovelace".into()),
             camera: Some("USB Camera".into()),
             microphone: None,

@@ -140,16 +140,21 @@ pub fn self_view_place(fov: f32, aspect: f32) -> Transform {
     .with_scale(Vec3::splat(scale))
 }
 
-/// Keeps the self-view inside the view as the window changes shape.
+/// Keeps the self-view inside the view: where it appears, and as the window changes shape.
 fn place_self_view(
-    camera: Query<&Projection, (With<ViewerCamera>, Changed<Projection>)>,
-    mut views: Query<&mut Transform, With<SelfView>>,
+    camera: Query<Ref<Projection>, With<ViewerCamera>>,
+    mut views: Query<(&mut Transform, Ref<SelfView>)>,
 ) {
-    let Ok(Projection::Perspective(projection)) = camera.single() else {
+    let Ok(projection) = camera.single() else {
         return;
     };
-    for mut view in &mut views {
-        view.set_if_neq(self_view_place(projection.fov, projection.aspect_ratio));
+    let Projection::Perspective(perspective) = &*projection else {
+        return;
+    };
+    for (mut view, added) in &mut views {
+        if projection.is_changed() || added.is_added() {
+            view.set_if_neq(self_view_place(perspective.fov, perspective.aspect_ratio));
+        }
     }
 }
 

@@ -172,9 +172,13 @@ fn has_plate(image: &Image, scene: &Scene, screen: Mat4) -> bool {
     let Some(bottom) = on_screen(scene, screen, Vec3::new(0.0, -PANEL_SIZE.y / 2.0, 0.0)) else {
         return false;
     };
-    (4..40).step_by(2).any(|dy| {
-        let pixel = rgb_at(image, bottom.x, bottom.y + dy as f32);
-        PLATES.iter().any(|plate| close(pixel, *plate, 12))
+    // A run of 6 pixels of exactly one plate colour (between the letters, at the ends) on a line
+    // just under the screen.
+    (2..40).any(|dy| {
+        let y = bottom.y + dy as f32;
+        PLATES.iter().any(|plate| {
+            (-60..60).any(|dx| (0..6).all(|i| close(rgb_at(image, bottom.x + (dx + i) as f32, y), *plate, 6)))
+        })
     })
 }
 
@@ -495,6 +499,7 @@ fn main() -> AppExit {
                 spectate: false,
                 embedded: false,
                 note: None,
+                remembered: false,
             },
         })
         .insert_resource(Check {

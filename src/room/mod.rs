@@ -98,9 +98,10 @@ fn sit_viewer(
     }
 }
 
-/// Spectators (and anyone not seated) fly: WASD, Q/E down/up, right mouse drag to look around.
-/// Paused while egui has the pointer or keyboard.
+/// Spectators (and anyone not seated) fly: WASD, Q/E down/up, right mouse drag to look around;
+/// the flight speeds up and slows down smoothly. Paused while egui has the pointer or keyboard.
 fn free_camera(
+    mut velocity: Local<Vec3>,
     time: Res<Time>,
     keys: Res<ButtonInput<KeyCode>>,
     buttons: Res<ButtonInput<MouseButton>>,
@@ -141,7 +142,11 @@ fn free_camera(
             step += direction;
         }
     }
-    camera.translation += step.normalize_or_zero() * 4.0 * time.delta_secs();
+    // Towards the wanted velocity in about a fifth of a second, at any frame rate.
+    let dt = time.delta_secs();
+    let wanted = step.normalize_or_zero() * 4.0;
+    *velocity = velocity.lerp(wanted, 1.0 - (-12.0 * dt).exp());
+    camera.translation += *velocity * dt;
 }
 
 /// How far from their seat a participant may walk, in metres.
@@ -212,9 +217,12 @@ fn view_from(mode: ViewMode, me: &Transform, focused: Option<&GlobalTransform>) 
     }
 }
 
-/// F focuses the participant nearest the middle of your view (F again, or Escape, goes back).
+/// F focuses the participant nearest the middle of your view, a click the one whose screen is
+/// under the pointer (F again, Escape, or a click on them again goes back).
 fn focus_keys(
     keys: Res<ButtonInput<KeyCode>>,
+    buttons: Res<ButtonInput<MouseButton>>,
+    windows: Query<&Window, With<bevy::window::PrimaryWindow>>,
     mut egui: bevy_egui::EguiContexts,
     mut mode: ResMut<ViewMode>,
     camera: Query<(&Camera, &GlobalTransform), With<ViewerCamera>>,
@@ -222,10 +230,40 @@ fn focus_keys(
         (Entity, &GlobalTransform),
         (With<participants::Participant>, Without<participants::LocalParticipant>),
     >,
+    screens: Query<(&ChildOf, &GlobalTransform), With<crate::video::FaceViewer>>,
 ) {
-    if let Ok(ctx) = egui.ctx_mut()
-        && ctx.egui_wants_keyboard_input()
+    let (keyboard_free, pointer_free) = match egui.ctx_mut() {
+        Ok(ctx) => (!ctx.egui_wants_keyboard_input(), !ctx.egui_wants_pointer_input()),
+        Err(_) => (true, true),
+    };
+    let Ok((camera, at)) = camera.single() else {
+        return;
+    };
+    if pointer_free
+        && buttons.just_pressed(MouseButton::Left)
+        && let Some(cursor) = windows.single().ok().and_then(Window::cursor_position)
     {
+        // The nearest screen whose rectangle on the screen holds the pointer.
+        let half = crate::video::PANEL_SIZE / 2.0;
+        let hit = screens
+            .iter()
+            .filter_map(|(child_of, screen)| {
+                let corners = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)].map(|(x, y)| {
+                    camera.world_to_viewport(at, screen.transform_point(Vec3::new(x * half.x, y * half.y, 0.0)))
+                });
+                let corners: Vec<Vec2> = corners.into_iter().collect::<Result<_, _>>().ok()?;
+                let min = corners.iter().copied().reduce(Vec2::min)?;
+                let max = corners.iter().copied().reduce(Vec2::max)?;
+                let inside = cursor.cmpge(min).all() && cursor.cmple(max).all();
+                inside.then(|| (child_of.parent(), at.translation().distance(screen.translation())))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((entity, _)) = hit {
+            mode.focus(entity);
+            return;
+        }
+    }
+    if !keyboard_free {
         return;
     }
     if keys.just_pressed(KeyCode::Escape) {
@@ -238,9 +276,6 @@ fn focus_keys(
         *mode = ViewMode::Seat;
         return;
     }
-    let Ok((camera, at)) = camera.single() else {
-        return;
-    };
     let nearest = others
         .iter()
         .filter_map(|(entity, place)| {

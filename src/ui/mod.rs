@@ -154,11 +154,21 @@ fn prefill(
     mut choice: ResMut<MediaChoice>,
     mut audio: ResMut<AudioSettings>,
 ) {
-    let remembered = crate::settings::Settings::load();
+    let remembered = if connection.remembered {
+        crate::settings::Settings::load()
+    } else {
+        crate::settings::Settings::default()
+    };
+    let or = |saved: &Option<String>, given: &str| {
+        saved
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| given.to_owned())
+    };
     commands.insert_resource(LoginForm {
-        room: remembered.room.clone().unwrap_or_else(|| connection.room.clone()),
-        user: remembered.user.clone().unwrap_or_else(|| connection.user.clone()),
-        name: remembered.name.clone().unwrap_or_else(|| connection.name.clone()),
+        room: or(&remembered.room, &connection.room),
+        user: connection.user.clone(),
+        name: or(&remembered.name, &connection.name),
         spectate: connection.spectate,
     });
     // Devices by name: indices change as devices come and go.
@@ -193,7 +203,6 @@ fn remember(form: &LoginForm, devices: &DeviceList, choice: &MediaChoice, audio:
     };
     let settings = crate::settings::Settings {
         room: Some(form.room.clone()),
-        user: Some(form.user.clone()),
         name: Some(form.name.clone()),
         camera,
         microphone: choice.microphone.clone(),
@@ -299,6 +308,13 @@ fn login_card(
             {
                 ui.add_space(4.0);
                 ui.vertical_centered(|ui| preview.show(ui, texture));
+                ui.horizontal(|ui| {
+                    ui.label("Microphone");
+                    // About -50 dBFS to full scale across the bar.
+                    let fill = ((preview.level.max(1e-6).log10() * 20.0 + 50.0) / 50.0).clamp(0.0, 1.0);
+                    ui.add(egui::ProgressBar::new(fill).desired_height(8.0))
+                        .on_hover_text("What your microphone hears");
+                });
             }
             ui.collapsing("Camera, microphone and speaker", |ui| picker.show(ui));
             // Device problems, each said once and kindly, the detail on hover.
@@ -342,7 +358,7 @@ fn login_card(
                             .fill(theme::ACCENT)
                             .min_size(egui::vec2(0.0, 36.0)),
                     );
-                    if join.clicked() || ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+                    if join.clicked() || pressed_once(ui.ctx(), egui::Key::Enter) {
                         remember(&form, &picker.devices, &picker.choice, &picker.audio);
                         joins.write(JoinRoom {
                             room: form.room.clone(),
@@ -359,6 +375,15 @@ fn login_card(
             }
         });
     Ok(())
+}
+
+/// Whether `key` went down this frame (a held key's repeats do not count).
+fn pressed_once(ctx: &egui::Context, key: egui::Key) -> bool {
+    ctx.input(|i| {
+        i.events
+            .iter()
+            .any(|e| matches!(e, egui::Event::Key { key: k, pressed: true, repeat: false, .. } if *k == key))
+    })
 }
 
 /// A problem said once, kindly; the technical detail on hover.
@@ -411,7 +436,7 @@ fn call_bar(
             .max_rect(ctx.viewport_rect()),
     );
     let typing = ctx.egui_wants_keyboard_input();
-    let key = |k: egui::Key| !typing && ctx.input(|i| i.key_pressed(k));
+    let key = |k: egui::Key| !typing && pressed_once(ctx, k);
     let microphone_on = own.as_ref().is_some_and(|o| !o.local.is_audio_muted());
     let camera_on = own.as_ref().is_some_and(|o| !o.local.is_video_muted());
     let mut toggle_microphone = key(egui::Key::M);
@@ -422,7 +447,9 @@ fn call_bar(
     if key(egui::Key::I) {
         open.connection = !open.connection;
     }
-    if key(egui::Key::O) {
+    // Views are for the seated; spectators fly.
+    let seated = me.as_ref().is_some_and(|m| !m.spectator);
+    if seated && key(egui::Key::O) {
         view.toggle_overview();
     }
     let count = participants.iter().count();
@@ -474,7 +501,7 @@ fn call_bar(
             ui.horizontal(|ui| {
                 // Centred: every button has a fixed width.
                 let spacing = ui.spacing().item_spacing.x;
-                let icons = if own.is_some() { 6.0 } else { 3.0 };
+                let icons = if own.is_some() { 3.0 } else { 0.0 } + if seated { 3.0 } else { 2.0 };
                 let demo = if connection.embedded && cfg!(not(target_arch = "wasm32")) {
                     DEMO_WIDTH + spacing
                 } else {
@@ -513,12 +540,14 @@ fn call_bar(
                 if bar_button(ui, "📶", open.connection, "Connection and quality (I)") {
                     open.connection = !open.connection;
                 }
-                if bar_button(
-                    ui,
-                    "🗺",
-                    view.is_overview(),
-                    "Overview from above (O); F focuses who you look at",
-                ) {
+                if seated
+                    && bar_button(
+                        ui,
+                        "🗺",
+                        view.is_overview(),
+                        "Overview from above (O); F focuses who you look at",
+                    )
+                {
                     view.toggle_overview();
                 }
                 // Demo participants run in this process, beside an embedded server (not in a browser).
@@ -596,7 +625,13 @@ fn call_bar(
                             .map(|q| format!("\nVideo layer asked for: {} ({}){arriving}", q.layer.name(), q.reason))
                             .unwrap_or_default();
                         label.on_hover_text(format!("{frames} frames shown{layer}"));
-                        if !local && ui.button("Focus").on_hover_text("Look at them (F)").clicked() {
+                        if seated
+                            && !local
+                            && ui
+                                .button("Focus")
+                                .on_hover_text("Look at them (F, or a click on their screen)")
+                                .clicked()
+                        {
                             view.focus(entity);
                         }
                     });

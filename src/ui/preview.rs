@@ -7,7 +7,7 @@ use bevy::prelude::*;
 use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use bevy_egui::egui;
 use holoroom_engine::media::{ColorMatrix, VideoFrame};
-use holoroom_engine::{AudioSource, LocalStream, StreamConfig, StreamError};
+use holoroom_engine::{LocalStream, StreamConfig, StreamError};
 
 use crate::room::participants::{AppState, MediaChoice};
 
@@ -22,6 +22,8 @@ pub struct Preview {
     opening: Option<crossbeam_channel::Receiver<Result<LocalStream, StreamError>>>,
     choice: MediaChoice,
     seen: u64,
+    /// The microphone's level (RMS, smoothed, 0..1), for the meter on the login card.
+    pub level: f32,
     /// The picture, as an image the overlay shows.
     image: Handle<Image>,
     texture: Option<egui::TextureId>,
@@ -69,6 +71,15 @@ impl Preview {
 /// Copies the newest preview frame into the preview image (only when a new one arrived).
 pub fn update_preview(preview: Option<ResMut<Preview>>, mut images: ResMut<Assets<Image>>) {
     let Some(mut preview) = preview else { return };
+    // The microphone's level from what it recorded since the last frame (nothing else reads a
+    // preview's sound).
+    if let Some(heard) = preview.local.as_ref().and_then(LocalStream::captured_audio) {
+        let samples = heard.take(heard.len());
+        if !samples.is_empty() {
+            let rms = (samples.iter().map(|s| s * s).sum::<f32>() / samples.len() as f32).sqrt();
+            preview.level = rms.max(preview.level * 0.85);
+        }
+    }
     let Some(frame) = preview
         .local
         .as_ref()
@@ -114,12 +125,13 @@ pub fn keep_preview(
     // Spectators publish nothing: no camera for them.
     let spectating = form.is_some_and(|f| f.spectate);
     let wanted = *state.get() == AppState::Login && !spectating;
-    let current = preview.as_ref().is_some_and(|p| p.choice.video == choice.video);
-    let known_bad = failed.as_ref().is_some_and(|f| f.video == choice.video);
+    let current = preview.as_ref().is_some_and(|p| p.choice == *choice);
+    let known_bad = failed.as_ref().is_some_and(|f| f == &*choice);
     if wanted && !current && !known_bad {
         let config = StreamConfig {
             video: choice.video.clone(),
-            audio: AudioSource::Off,
+            audio: choice.audio,
+            microphone: choice.microphone.clone(),
             ..StreamConfig::test_pattern(640, 360, 15.0)
         };
         if let Some(old) = &preview {
@@ -145,6 +157,7 @@ pub fn keep_preview(
             opening: Some(bridge.engine.create_stream_later(config)),
             choice: choice.clone(),
             seen: 0,
+            level: 0.0,
             image,
             texture: None,
         });

@@ -52,6 +52,9 @@ pub struct MediaConfig {
     /// A media connection not up this long after its offer is closed; a publication's is
     /// unlisted and its publisher told (`publish_failed`).
     pub connect_deadline: Duration,
+    /// The DTLS implementation of media connections (OpenSSL: peers with RSA and ECDSA
+    /// certificates alike).
+    pub dtls: crate::sfu::dtls::DtlsStack,
 }
 
 impl Default for MediaConfig {
@@ -61,6 +64,7 @@ impl Default for MediaConfig {
             public_ip: None,
             probe: None,
             connect_deadline: Duration::from_secs(15),
+            dtls: crate::sfu::dtls::DtlsStack::default(),
         }
     }
 }

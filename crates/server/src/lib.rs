@@ -110,6 +110,7 @@ impl Server {
             config.media.public_ip,
             config.media.probe.clone(),
             config.media.connect_deadline,
+            config.media.dtls,
         )?;
         tracing::info!(media = %sfu.media_addr(), "media relay listening");
         let hub = Arc::new(Hub::new(Arc::new(config), sfu));

@@ -1,7 +1,8 @@
 //! GStreamer's webrtcbin (Debian's GStreamer, its default RSA certificate, libnice's keepalive
 //! by binding indications every 25 s) in a room for a minute: it publishes and a desktop bot
 //! decodes its video the whole time, and it plays the bot's camera and decodes that the whole
-//! time. The peer is `tests/gstreamer/peer.py`, run by the system's Python (`make deps`
+//! time; and, as a control, that it cannot connect to str0m's built-in DTLS (ECDSA client
+//! certificates only). The peer is `tests/gstreamer/peer.py`, run by the system's Python (`make deps`
 //! installs GStreamer and its Python bindings).
 
 mod common;
@@ -61,12 +62,16 @@ impl Peer {
 
     /// The next report, failing on an error report or after `WAIT` without one.
     fn next(&self) -> Value {
-        let value = self
-            .lines
-            .recv_timeout(WAIT)
-            .expect("the GStreamer peer reports (is GStreamer's webrtcbin installed?)");
+        let value = self.next_any();
         assert!(value.get("error").is_none(), "GStreamer peer: {value}");
         value
+    }
+
+    /// The next report, errors included.
+    fn next_any(&self) -> Value {
+        self.lines
+            .recv_timeout(WAIT)
+            .expect("the GStreamer peer reports (is GStreamer's webrtcbin installed?)")
     }
 
     fn offer(&self) -> String {
@@ -123,6 +128,56 @@ impl Progress {
             Some((at, _)) => self.longest_gap = self.longest_gap.max(now - at),
         }
     }
+}
+
+/// Starts webrtcbin publishing into the room as `gst` and gives it the relay's answer.
+async fn publish_from_webrtcbin(gst: &Client) -> Peer {
+    let mut publisher = Peer::start("publish");
+    let offer = tokio::task::block_in_place(|| publisher.offer());
+    let answer = match gst
+        .publish_offer("gst-cam", offer)
+        .await
+        .expect("webrtcbin's offer is taken")
+    {
+        ResponseBody::Publishing {
+            sdp_answer: Some(answer),
+        } => answer,
+        other => panic!("{other:?}"),
+    };
+    publisher.answer(&answer);
+    publisher
+}
+
+/// The control: against str0m's built-in DTLS (ECDSA client certificates only) webrtcbin never
+/// connects. Were GStreamer to bring an ECDSA certificate one day, this fails, and the test
+/// above would no longer show that RSA peers connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webrtcbin_with_its_rsa_certificate_cannot_connect_to_an_ecdsa_only_relay() {
+    let mut config = common::config();
+    config.media.dtls = holoroom_server::sfu::dtls::DtlsStack::Builtin;
+    let server = start(config).await;
+    let gst = Client::join(&server, "r", "gst", true).await;
+    let publisher = publish_from_webrtcbin(&gst).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let outcome = loop {
+        let report = tokio::task::block_in_place(|| publisher.next_any());
+        let state = report["connection"].as_str().unwrap_or_default().to_owned();
+        assert_ne!(
+            state, "connected",
+            "webrtcbin connected to an ECDSA-only relay: {report}"
+        );
+        if report.get("error").is_some() || state == "failed" {
+            break report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "webrtcbin neither connected nor failed: {report}"
+        );
+    };
+    assert!(
+        outcome.to_string().contains("SSL") || outcome["connection"] == "failed",
+        "{outcome}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use openssl::pkey::PKey;
-use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslStream, SslVerifyMode};
+use openssl::ssl::{ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslStream, SslVerifyMode, SslVersion};
 use openssl::x509::X509;
 use str0m::crypto::dtls::{
     DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, KeyingMaterial, ProtocolVersion,
@@ -61,9 +61,14 @@ impl DtlsStack {
 const HANDSHAKE_TICK: Duration = Duration::from_millis(100);
 /// The MTU used when str0m gives none.
 const DEFAULT_MTU: usize = 1150;
-/// Cipher suites, strongest first; the relay's certificate is ECDSA, so the ECDSA ones are used.
+/// Cipher suites, strongest first: the ECDSA ones for our own certificate (as a server), the RSA
+/// ones too for a server with an RSA certificate (as a client).
 const CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:\
-                       ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA";
+                       ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256:\
+                       ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305:\
+                       ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES128-SHA";
+/// The largest record str0m takes back (it polls with a buffer of this size).
+const MAX_RECORD: usize = 2000;
 /// SRTP profiles str0m's SRTP implements, preferred first.
 const SRTP_PROFILES: &str = "SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80";
 /// RFC 5764's exporter label for SRTP keys.
@@ -73,7 +78,8 @@ static OPENSSL_DTLS: OpenSslDtls = OpenSslDtls {
     context: Mutex::new(None),
 };
 
-/// A DTLS provider on OpenSSL; one context per certificate, shared by every connection.
+/// A DTLS provider on OpenSSL; the context for the latest certificate is kept (the relay gives
+/// every connection the same one).
 #[derive(Debug)]
 struct OpenSslDtls {
     context: Mutex<Option<(Vec<u8>, SslContext)>>,
@@ -85,6 +91,9 @@ fn crypto_error(what: &str, error: impl std::fmt::Display) -> CryptoError {
 
 fn new_context(cert: &DtlsCert) -> Result<SslContext, CryptoError> {
     let mut builder = SslContext::builder(SslMethod::dtls()).map_err(|e| crypto_error("context", e))?;
+    builder
+        .set_min_proto_version(Some(SslVersion::DTLS1_2))
+        .map_err(|e| crypto_error("version", e))?;
     let certificate = X509::from_der(&cert.certificate).map_err(|e| crypto_error("certificate", e))?;
     let key = PKey::private_key_from_pkcs8(&cert.private_key)
         .or_else(|_| PKey::private_key_from_der(&cert.private_key))
@@ -141,6 +150,8 @@ impl DtlsProvider for OpenSslDtls {
             active: false,
             events: VecDeque::new(),
             now,
+            close_sent: false,
+            close_reported: false,
         }))
     }
 }
@@ -180,7 +191,10 @@ enum State {
     Idle(Option<Ssl>),
     Handshaking(SslStream<Datagrams>),
     Connected(SslStream<Datagrams>),
-    Closed,
+    /// Failed or closed: what is queued (a fatal alert, a close_notify) still goes out.
+    Closed(SslStream<Datagrams>),
+    /// Never started.
+    Dead,
 }
 
 /// What is reported to str0m after the handshake.
@@ -200,6 +214,9 @@ struct OpenSslInstance {
     events: VecDeque<Report>,
     /// The latest time str0m gave; timeouts are reckoned from it.
     now: Instant,
+    /// A close_notify was queued (by us) or reported (from the peer).
+    close_sent: bool,
+    close_reported: bool,
 }
 
 fn handshake_failed(error: impl std::fmt::Display) -> DtlsImplError {
@@ -210,32 +227,44 @@ fn handshake_failed(error: impl std::fmt::Display) -> DtlsImplError {
 impl OpenSslInstance {
     fn stream(&mut self) -> Option<&mut SslStream<Datagrams>> {
         match &mut self.state {
-            State::Handshaking(stream) | State::Connected(stream) => Some(stream),
-            State::Idle(_) | State::Closed => None,
+            State::Handshaking(stream) | State::Connected(stream) | State::Closed(stream) => Some(stream),
+            State::Idle(_) | State::Dead => None,
         }
+    }
+
+    /// Ends the connection, keeping what is queued to go out.
+    fn fail(&mut self) {
+        self.state = match std::mem::replace(&mut self.state, State::Dead) {
+            State::Handshaking(stream) | State::Connected(stream) | State::Closed(stream) => State::Closed(stream),
+            State::Idle(_) | State::Dead => State::Dead,
+        };
     }
 
     /// Moves the handshake on, or reads what arrived after it.
     fn drive(&mut self) -> Result<(), DtlsImplError> {
         match &mut self.state {
             State::Handshaking(stream) => match stream.do_handshake() {
-                Ok(()) => {
-                    let reports = connected(stream)?;
-                    self.events.extend(reports);
-                    let State::Handshaking(stream) = std::mem::replace(&mut self.state, State::Closed) else {
-                        unreachable!("matched above");
-                    };
-                    self.state = State::Connected(stream);
-                    self.read_data()
-                }
+                Ok(()) => match connected(stream) {
+                    Ok(reports) => {
+                        self.events.extend(reports);
+                        if let State::Handshaking(stream) = std::mem::replace(&mut self.state, State::Dead) {
+                            self.state = State::Connected(stream);
+                        }
+                        self.read_data()
+                    }
+                    Err(e) => {
+                        self.fail();
+                        Err(e)
+                    }
+                },
                 Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => Ok(()),
                 Err(e) => {
-                    self.state = State::Closed;
+                    self.fail();
                     Err(handshake_failed(e))
                 }
             },
             State::Connected(_) => self.read_data(),
-            State::Idle(_) | State::Closed => Ok(()),
+            State::Idle(_) | State::Closed(_) | State::Dead => Ok(()),
         }
     }
 
@@ -243,20 +272,27 @@ impl OpenSslInstance {
         let State::Connected(stream) = &mut self.state else {
             return Ok(());
         };
-        let mut buf = vec![0u8; 2048];
+        let mut buf = vec![0u8; MAX_RECORD];
         loop {
             match stream.ssl_read(&mut buf) {
                 Ok(n) => self.events.push_back(Report::Data(buf[..n].to_vec())),
                 Err(e) if e.code() == ErrorCode::WANT_READ || e.code() == ErrorCode::WANT_WRITE => return Ok(()),
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
-                    self.events.push_back(Report::CloseNotify);
+                    // The peer closed: said once; our close_notify answers it.
+                    if !self.close_reported {
+                        self.close_reported = true;
+                        self.events.push_back(Report::CloseNotify);
+                    }
+                    let _ = stream.shutdown();
+                    self.close_sent = true;
+                    self.fail();
                     return Ok(());
                 }
                 Err(e) => {
                     // A record that does not decrypt is dropped by OpenSSL; anything else ends
                     // the connection.
                     tracing::debug!("DTLS read failed: {e}");
-                    self.state = State::Closed;
+                    self.fail();
                     return Err(DtlsImplError::ConnectionClosed);
                 }
             }
@@ -309,7 +345,7 @@ impl DtlsInstance for OpenSslInstance {
                 Ok(stream) => State::Handshaking(stream),
                 Err(e) => {
                     tracing::warn!("DTLS could not start: {e}");
-                    State::Closed
+                    State::Dead
                 }
             };
             if active {
@@ -320,10 +356,16 @@ impl DtlsInstance for OpenSslInstance {
     }
 
     fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
-        let Some(stream) = self.stream() else {
+        if matches!(self.state, State::Closed(_) | State::Dead) {
             return Err(DtlsImplError::ConnectionClosed);
-        };
-        stream.get_mut().incoming.push_back(packet.to_vec());
+        }
+        // An empty packet only nudges the handshake (str0m starts a client that way): an
+        // empty datagram would read as the end of the stream.
+        if !packet.is_empty()
+            && let Some(stream) = self.stream()
+        {
+            stream.get_mut().incoming.push_back(packet.to_vec());
+        }
         self.drive()
     }
 
@@ -398,11 +440,127 @@ impl DtlsInstance for OpenSslInstance {
         matches!(self.state, State::Connected(_)).then_some(ProtocolVersion::DTLS1_2)
     }
 
+    fn is_closing(&self) -> bool {
+        self.close_sent && !self.is_closed()
+    }
+
+    fn is_closed(&self) -> bool {
+        match &self.state {
+            State::Closed(stream) => self.close_sent && stream.get_ref().outgoing.is_empty(),
+            State::Dead => true,
+            _ => false,
+        }
+    }
+
     fn close(&mut self) -> Result<(), DtlsImplError> {
-        if let Some(stream) = self.stream() {
+        if !self.close_sent
+            && let Some(stream) = self.stream()
+        {
             // Queues close_notify; polled out like any record.
             let _ = stream.shutdown();
         }
+        self.close_sent = true;
+        self.fail();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one side reported while the two talked.
+    #[derive(Debug, Default)]
+    struct Seen {
+        connected: bool,
+        keys: Option<(Vec<u8>, SrtpProfile)>,
+        peer_cert: bool,
+        close_notify: usize,
+    }
+
+    /// Drains `from`'s output into `to` (and what `from` reported into `seen`).
+    fn drain(from: &mut dyn DtlsInstance, to: &mut dyn DtlsInstance, seen: &mut Seen) {
+        let mut buf = vec![0u8; MAX_RECORD];
+        loop {
+            match from.poll_output(&mut buf) {
+                DtlsOutput::Packet(packet) => {
+                    let packet = packet.to_vec();
+                    let _ = to.handle_packet(&packet);
+                }
+                DtlsOutput::Connected => seen.connected = true,
+                DtlsOutput::KeyingMaterial(keys, profile) => seen.keys = Some((keys.to_vec(), profile)),
+                DtlsOutput::PeerCert(_) => seen.peer_cert = true,
+                DtlsOutput::CloseNotify => seen.close_notify += 1,
+                DtlsOutput::Timeout(_) => return,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    fn pump(client: &mut dyn DtlsInstance, server: &mut dyn DtlsInstance) -> (Seen, Seen) {
+        let (mut seen_client, mut seen_server) = (Seen::default(), Seen::default());
+        let now = Instant::now();
+        for round in 0..20 {
+            drain(client, server, &mut seen_client);
+            drain(server, client, &mut seen_server);
+            let _ = client.handle_timeout(now + HANDSHAKE_TICK * round);
+            let _ = server.handle_timeout(now + HANDSHAKE_TICK * round);
+        }
+        (seen_client, seen_server)
+    }
+
+    fn instance(provider: &dyn DtlsProvider, active: bool) -> Box<dyn DtlsInstance> {
+        let cert = provider.generate_certificate().expect("a certificate");
+        let mut dtls = provider
+            .new_dtls(&cert, Instant::now(), DtlsVersion::Dtls12, None)
+            .expect("an instance");
+        dtls.set_active(active);
+        // str0m times an instance before feeding it (the built-in DTLS counts on that).
+        dtls.handle_timeout(Instant::now()).expect("a first timeout");
+        if active {
+            // How str0m starts a client.
+            dtls.handle_packet(&[]).expect("a client starts");
+        }
+        dtls
+    }
+
+    #[test]
+    fn both_roles_agree_on_keys_with_either_dtls_on_the_other_side_and_close_cleanly() {
+        let builtin = DtlsStack::Builtin.provider();
+        for (what, client_openssl) in [
+            ("OpenSSL client, built-in server", true),
+            ("built-in client, OpenSSL server", false),
+        ] {
+            let (client_provider, server_provider): (&dyn DtlsProvider, &dyn DtlsProvider) = if client_openssl {
+                (&OPENSSL_DTLS, builtin.dtls_provider)
+            } else {
+                (builtin.dtls_provider, &OPENSSL_DTLS)
+            };
+            let mut client = instance(client_provider, true);
+            let mut server = instance(server_provider, false);
+            let (seen_client, seen_server) = pump(client.as_mut(), server.as_mut());
+            assert!(
+                seen_client.connected && seen_server.connected,
+                "{what}: {seen_client:?} {seen_server:?}"
+            );
+            assert!(
+                seen_client.peer_cert && seen_server.peer_cert,
+                "{what}: certificates exchanged"
+            );
+            let (client_keys, server_keys) = (seen_client.keys.expect("keys"), seen_server.keys.expect("keys"));
+            assert_eq!(client_keys, server_keys, "{what}: one set of SRTP keys");
+            assert_eq!(client_keys.0.len(), client_keys.1.keying_material_len());
+        }
+
+        // OpenSSL on both sides: a close is said once and ends both.
+        let mut client = instance(&OPENSSL_DTLS, true);
+        let mut server = instance(&OPENSSL_DTLS, false);
+        let _ = pump(client.as_mut(), server.as_mut());
+        client.close().expect("closes");
+        assert!(client.is_closing(), "the close_notify is still to go out");
+        let (_, seen_server) = pump(client.as_mut(), server.as_mut());
+        assert_eq!(seen_server.close_notify, 1, "said once");
+        assert!(client.is_closed() && server.is_closed());
+        assert!(server.handle_packet(b"late").is_err(), "nothing more is taken");
     }
 }

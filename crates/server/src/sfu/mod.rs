@@ -296,9 +296,13 @@ fn out_payload_type(codecs: &str0m::format::CodecConfig, negotiated: &[Pt], para
         .map(|p| p.pt())
 }
 
-fn rtc_config(dtls: dtls::DtlsStack) -> RtcConfig {
-    let mut config = Rtc::builder()
-        .set_crypto_provider(dtls.provider())
+fn rtc_config(dtls: dtls::DtlsStack, cert: Option<&str0m::crypto::dtls::DtlsCert>) -> RtcConfig {
+    let mut config = Rtc::builder().set_crypto_provider(dtls.provider());
+    // One certificate for the relay: not one made per connection.
+    if let Some(cert) = cert {
+        config = config.set_dtls_cert(cert.clone());
+    }
+    let mut config = config
         .set_ice_lite(true)
         .clear_codecs()
         .enable_opus(true, false)
@@ -320,10 +324,11 @@ impl Sfu {
         Candidate::host(config.public_addr, "udp")
             .map_err(|e| SfuError::BadAddress(config.public_addr, e.to_string()))?;
         let dtls = config.dtls;
+        let cert = dtls.provider().dtls_provider.generate_certificate();
         Ok(Sfu {
             config,
-            rtc_config: rtc_config(dtls),
-            subscriber_config: rtc_config(dtls).set_stats_interval(Some(DOWNLINK_REPORT_EVERY)),
+            rtc_config: rtc_config(dtls, cert.as_ref()),
+            subscriber_config: rtc_config(dtls, cert.as_ref()).set_stats_interval(Some(DOWNLINK_REPORT_EVERY)),
             peers: HashMap::new(),
             next_peer: 1,
             publishers: HashMap::new(),

@@ -63,6 +63,7 @@ impl SfuHandle {
         public_ip: Option<std::net::IpAddr>,
         probe: Option<holoroom_protocol::timing::FrameProbe>,
         connect_deadline: std::time::Duration,
+        dtls: super::dtls::DtlsStack,
     ) -> Result<(SfuHandle, mpsc::UnboundedReceiver<Notice>), SfuError> {
         let local_addr = socket
             .local_addr()
@@ -73,7 +74,7 @@ impl SfuHandle {
             keyframe_interval: std::time::Duration::from_millis(1000),
             probe,
             connect_deadline,
-            dtls: super::dtls::DtlsStack::default(),
+            dtls,
         })?;
         let (commands, rx) = mpsc::unbounded_channel();
         let (notices, notices_rx) = mpsc::unbounded_channel();
