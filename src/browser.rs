@@ -62,27 +62,12 @@ pub fn main() {
         }
     };
     let mut app = App::new();
-    app.add_plugins(
-        DefaultPlugins
-            .set(WindowPlugin {
-                primary_window: Some(Window {
-                    title: "Holoroom".into(),
-                    canvas: Some("#holoroom".into()),
-                    fit_canvas_to_parent: true,
-                    ..default()
-                }),
-                ..default()
-            })
-            .set(bevy::log::LogPlugin {
-                filter: holoroom::LOG_FILTER.into(),
-                ..default()
-            })
-            // Assets come from the server as they are: no `.meta` files beside them to ask for.
-            .set(AssetPlugin {
-                meta_check: bevy::asset::AssetMetaCheck::Never,
-                ..default()
-            }),
-    )
+    app.add_plugins(holoroom::window_plugins(Window {
+        title: "Holoroom".into(),
+        canvas: Some("#holoroom".into()),
+        fit_canvas_to_parent: true,
+        ..default()
+    }))
     .insert_resource(EngineBridge {
         engine: Arc::new(engine),
         tokens,

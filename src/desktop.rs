@@ -266,26 +266,11 @@ pub fn main() -> Result<()> {
     // job): Bevy's own handler stands aside then.
     let interrupted = Interrupted(holoroom_engine::bot::interrupted().context("can't watch for Ctrl-C")?);
     App::new()
-        .add_plugins(
-            DefaultPlugins
-                .set(WindowPlugin {
-                    primary_window: Some(Window {
-                        title: "Holoroom".into(),
-                        resolution: (cli.window.0, cli.window.1).into(),
-                        ..default()
-                    }),
-                    ..default()
-                })
-                .set(bevy::log::LogPlugin {
-                    filter: holoroom::LOG_FILTER.into(),
-                    ..default()
-                })
-                // Assets come as they are: no `.meta` files beside them to ask for.
-                .set(AssetPlugin {
-                    meta_check: bevy::asset::AssetMetaCheck::Never,
-                    ..default()
-                }),
-        )
+        .add_plugins(holoroom::window_plugins(Window {
+            title: "Holoroom".into(),
+            resolution: (cli.window.0, cli.window.1).into(),
+            ..default()
+        }))
         // Keep rendering when unfocused: remote video moves whether or not the window has focus.
         .insert_resource(WinitSettings {
             focused_mode: UpdateMode::Continuous,

@@ -32,6 +32,24 @@ use bevy::prelude::*;
 pub const LOG_FILTER: &str = "warn,holoroom=info,holoroom_engine=info,holoroom_engine::bot=warn,\
                               holoroom_server=info,rtc_dtls=error,wgpu=error,naga=warn";
 
+/// Bevy's default plugins for the app's window: the log filter above, and assets taken as
+/// they are (no `.meta` files beside them to ask for, from disk or from the server).
+pub fn window_plugins(window: Window) -> bevy::app::PluginGroupBuilder {
+    DefaultPlugins
+        .set(WindowPlugin {
+            primary_window: Some(window),
+            ..default()
+        })
+        .set(bevy::log::LogPlugin {
+            filter: LOG_FILTER.into(),
+            ..default()
+        })
+        .set(AssetPlugin {
+            meta_check: bevy::asset::AssetMetaCheck::Never,
+            ..default()
+        })
+}
+
 /// The ordered stages of a frame in the room.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RoomSystems {

@@ -200,19 +200,7 @@ async fn gstreamer_webrtcbin_publishes_and_plays_for_a_minute() {
     .expect("bot starts");
 
     // GStreamer publishes.
-    let mut publisher = Peer::start("publish");
-    let offer = tokio::task::block_in_place(|| publisher.offer());
-    let answer = match gst
-        .publish_offer("gst-cam", offer)
-        .await
-        .expect("webrtcbin's offer is taken")
-    {
-        ResponseBody::Publishing {
-            sdp_answer: Some(answer),
-        } => answer,
-        other => panic!("{other:?}"),
-    };
-    publisher.answer(&answer);
+    let publisher = publish_from_webrtcbin(&gst).await;
 
     // GStreamer plays the bot's camera once it is listed.
     let bot_cam = stream("bot-cam");
