@@ -184,6 +184,7 @@ fn child(participants: usize) {
                 embedded: false,
                 note: None,
                 remembered: false,
+                remember: false,
             },
         })
         .insert_resource(Run {

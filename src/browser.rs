@@ -51,6 +51,7 @@ pub fn main() {
         note: None,
         // What the address does not say, the login card takes from last time.
         remembered: ["room", "user", "name"].iter().all(|p| param(p).is_none()),
+        remember: true,
     };
     let join_now = param("join").is_some_and(|v| v == "1");
     let tokens = TokenSource::Guest(page.ws.clone());

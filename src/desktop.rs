@@ -257,6 +257,7 @@ pub fn main() -> Result<()> {
         user,
         name: cli.name.unwrap_or_else(|| "Guest".into()),
         remembered,
+        remember: true,
         spectate: cli.spectate,
         embedded,
         note,

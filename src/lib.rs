@@ -81,6 +81,9 @@ pub struct Connection {
     /// The login card may start from what was used last time ([`settings`]): the app was
     /// started without a room, user or name of its own.
     pub remembered: bool,
+    /// A successful join is remembered for next time (off in tests, which must not touch the
+    /// person's settings).
+    pub remember: bool,
 }
 
 /// The room without rendering: engine bridge, participants, their feeds and voices. Runs

@@ -299,6 +299,10 @@ fn run(web_dir: PathBuf) -> Result<()> {
         !field(&result, "codes").is_empty(),
         "the page reports frame codes: {result}"
     );
+    ensure!(
+        field(&result, "rememberedRoom") == "demo",
+        "the page remembers the room it joined (local storage): {result}"
+    );
     let code = read_panel(&shot, &field(&result, "panel"))?;
     println!(
         "browser: read frame {} of bot-1 from the page's pixels",

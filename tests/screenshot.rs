@@ -500,6 +500,7 @@ fn main() -> AppExit {
                 embedded: false,
                 note: None,
                 remembered: false,
+                remember: false,
             },
         })
         .insert_resource(Check {

@@ -137,6 +137,7 @@ pub fn plugin(app: &mut App) {
                 (preview::keep_preview, preview::update_preview).chain(),
                 finish_requirements_check,
                 window_title,
+                remember_on_join,
             ),
         )
         .add_systems(
@@ -188,6 +189,24 @@ fn prefill(
     }
     if let Some(speaker) = remembered.speaker.filter(|name| devices.speakers.contains(name)) {
         audio.output_device = Some(speaker);
+    }
+}
+
+/// Remembers the room, the name and the devices for next time, once a join succeeded (however
+/// it was started: the card, or an address that joins at once).
+fn remember_on_join(
+    mut states: MessageReader<crate::net::RoomStateChanged>,
+    form: Option<Res<LoginForm>>,
+    connection: Res<Connection>,
+    devices: Res<DeviceList>,
+    choice: Res<MediaChoice>,
+    audio: Res<AudioSettings>,
+) {
+    let joined = states
+        .read()
+        .any(|s| s.reason == holoroom_engine::protocol::RoomStateReason::Logined);
+    if let (true, true, Some(form)) = (joined, connection.remember, form) {
+        remember(&form, &devices, &choice, &audio);
     }
 }
 
@@ -359,7 +378,6 @@ fn login_card(
                             .min_size(egui::vec2(0.0, 36.0)),
                     );
                     if join.clicked() || pressed_once(ui.ctx(), egui::Key::Enter) {
-                        remember(&form, &picker.devices, &picker.choice, &picker.audio);
                         joins.write(JoinRoom {
                             room: form.room.clone(),
                             user: form.user.clone(),

@@ -29,6 +29,10 @@ const state = () => {
     reconnects: n('data-holoroom-reconnects'),
     // The page's loading indicator, which must be gone once the app runs.
     loading: document.getElementById('loading') !== null,
+    // What the app remembers for next time (its local storage).
+    rememberedRoom: (() => {
+      try { return JSON.parse(localStorage.getItem('holoroom.settings') || '{}').room || ''; } catch { return ''; }
+    })(),
   };
 };
 
