@@ -69,6 +69,13 @@ pub fn main() {
         fit_canvas_to_parent: true,
         ..default()
     }))
+    // At most about 30 frames a second (video comes at 30 at most; input wakes it sooner): a
+    // page shares the machine with its own encoder, and without a GPU every frame is drawn by
+    // the CPU.
+    .insert_resource(bevy::winit::WinitSettings {
+        focused_mode: bevy::winit::UpdateMode::reactive(std::time::Duration::from_millis(33)),
+        unfocused_mode: bevy::winit::UpdateMode::reactive(std::time::Duration::from_millis(33)),
+    })
     .insert_resource(EngineBridge {
         engine: Arc::new(engine),
         tokens,

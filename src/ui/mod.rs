@@ -531,7 +531,7 @@ fn call_bar(
                     toggle_microphone |= bar_button(
                         ui,
                         if microphone_on { "🎤" } else { "🔇" },
-                        !microphone_on,
+                        (!microphone_on).then_some(theme::OFF),
                         if microphone_on {
                             "Mute your microphone (M)"
                         } else {
@@ -541,28 +541,43 @@ fn call_bar(
                     toggle_camera |= bar_button(
                         ui,
                         if camera_on { "📷" } else { "🚫" },
-                        !camera_on,
+                        (!camera_on).then_some(theme::OFF),
                         if camera_on {
                             "Turn your camera off (V)"
                         } else {
                             "Turn your camera on (V)"
                         },
                     );
-                    if bar_button(ui, "⚙", open.devices, "Camera, microphone and speaker") {
+                    if bar_button(
+                        ui,
+                        "⚙",
+                        open.devices.then_some(theme::ACCENT),
+                        "Camera, microphone and speaker",
+                    ) {
                         open.devices = !open.devices;
                     }
                 }
-                if bar_button(ui, "👥", open.participants, "Participants: hear each, set volumes (P)") {
+                if bar_button(
+                    ui,
+                    "👥",
+                    open.participants.then_some(theme::ACCENT),
+                    "Participants: hear each, set volumes (P)",
+                ) {
                     open.participants = !open.participants;
                 }
-                if bar_button(ui, "📶", open.connection, "Connection and quality (I)") {
+                if bar_button(
+                    ui,
+                    "📶",
+                    open.connection.then_some(theme::ACCENT),
+                    "Connection and quality (I)",
+                ) {
                     open.connection = !open.connection;
                 }
                 if seated
                     && bar_button(
                         ui,
                         "🗺",
-                        view.is_overview(),
+                        view.is_overview().then_some(theme::ACCENT),
                         "Overview from above (O); F focuses who you look at",
                     )
                 {
@@ -731,10 +746,14 @@ const ICON_WIDTH: f32 = 44.0;
 const DEMO_WIDTH: f32 = 84.0;
 const LEAVE_WIDTH: f32 = 76.0;
 
-/// An icon button of the call bar; `alert` paints it as "off".
-fn bar_button(ui: &mut egui::Ui, icon: &str, alert: bool, tip: &str) -> bool {
+/// An icon button of the call bar, filled with `fill` when it says something (a switch that is
+/// off: [`theme::OFF`]; a drawer or view that is open: [`theme::ACCENT`]).
+fn bar_button(ui: &mut egui::Ui, icon: &str, fill: Option<egui::Color32>, tip: &str) -> bool {
     let button = egui::Button::new(egui::RichText::new(icon).size(20.0)).min_size(egui::vec2(ICON_WIDTH, 34.0));
-    let button = if alert { button.fill(theme::OFF) } else { button };
+    let button = match fill {
+        Some(fill) => button.fill(fill),
+        None => button,
+    };
     ui.add(button).on_hover_text(tip).clicked()
 }
 
