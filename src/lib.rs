@@ -50,6 +50,20 @@ pub fn window_plugins(window: Window) -> bevy::app::PluginGroupBuilder {
         })
 }
 
+/// Puts a shader compiled into the binary under its fixed handle, so native and web builds use
+/// the same source.
+pub(crate) fn embed_shader(
+    app: &mut App,
+    handle: &Handle<Shader>,
+    source: &'static str,
+    path: &'static str,
+) {
+    app.world_mut()
+        .resource_mut::<Assets<Shader>>()
+        .insert(handle.id(), Shader::from_wgsl(source, path))
+        .expect("a UUID handle always inserts");
+}
+
 /// The ordered stages of a frame in the room.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RoomSystems {

@@ -35,34 +35,37 @@ pub enum SettingsError {
     NoStorage,
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-impl Settings {
-    /// Reads settings from a file of your choosing (defaults when it has none).
-    pub fn load_from(path: &std::path::Path) -> Settings {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default()
-    }
-
-    /// Remembers these settings in a file of your choosing.
-    pub fn save_to(&self, path: &std::path::Path) -> Result<(), SettingsError> {
-        store::write_to(path, &serde_json::to_string_pretty(self).unwrap_or_default())
-    }
-}
-
 impl Settings {
     /// Reads the remembered settings (defaults when there are none or they cannot be read).
     pub fn load() -> Settings {
-        store::read()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default()
+        Settings::parse(store::read())
     }
 
     /// Remembers these settings.
     pub fn save(&self) -> Result<(), SettingsError> {
-        let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        store::write(&text)
+        store::write(&self.text())
+    }
+
+    fn parse(text: Option<String>) -> Settings {
+        text.and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default()
+    }
+
+    fn text(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Settings {
+    /// Reads settings from a file of your choosing (defaults when it has none).
+    pub fn load_from(path: &std::path::Path) -> Settings {
+        Settings::parse(std::fs::read_to_string(path).ok())
+    }
+
+    /// Remembers these settings in a file of your choosing.
+    pub fn save_to(&self, path: &std::path::Path) -> Result<(), SettingsError> {
+        store::write_to(path, &self.text())
     }
 }
 

@@ -74,13 +74,12 @@ pub struct UploadStats {
 }
 
 pub fn plugin(app: &mut App) {
-    app.world_mut()
-        .resource_mut::<Assets<Shader>>()
-        .insert(
-            YUV_SHADER.id(),
-            Shader::from_wgsl(include_str!("../shaders/yuv.wgsl"), "shaders/yuv.wgsl"),
-        )
-        .expect("a UUID handle always inserts");
+    crate::embed_shader(
+        app,
+        &YUV_SHADER,
+        include_str!("../shaders/yuv.wgsl"),
+        "shaders/yuv.wgsl",
+    );
     app.add_plugins((
         MaterialPlugin::<YuvMaterial>::default(),
         ExtractResourcePlugin::<FrameUploads>::default(),
@@ -219,11 +218,10 @@ fn give_panels(
                     commands.spawn((
                         Name::new("Screen frame"),
                         Mesh3d(frame.clone()),
-                        MeshMaterial3d(material.clone()),
+                        MeshMaterial3d(material),
                         Transform::from_xyz(0.0, 0.0, -0.01),
                         crate::room::presence::ScreenFrame {
                             participant: entity,
-                            material,
                             speaking: false,
                         },
                         ChildOf(view),

@@ -37,7 +37,6 @@ pub struct Figure;
 #[derive(Component, Debug)]
 pub struct ScreenFrame {
     pub participant: Entity,
-    pub material: Handle<BakedMaterial>,
     pub speaking: bool,
 }
 
@@ -107,12 +106,12 @@ const SPEAKING_GLOW: Color = Color::srgb(0.35, 0.75, 1.0);
 
 /// Frames glow while their participant speaks (by their audio level, or the server's word).
 fn glow(
-    mut frames: Query<&mut ScreenFrame>,
+    mut frames: Query<(&mut ScreenFrame, &MeshMaterial3d<BakedMaterial>)>,
     participants: Query<(&Participant, Option<&SpeakingLevel>)>,
     speakers: Option<Res<ActiveSpeakers>>,
     mut materials: ResMut<Assets<BakedMaterial>>,
 ) {
-    for mut frame in &mut frames {
+    for (mut frame, material) in &mut frames {
         let Ok((participant, level)) = participants.get(frame.participant) else {
             continue;
         };
@@ -122,7 +121,7 @@ fn glow(
             continue;
         }
         frame.speaking = speaking;
-        if let Some(mut material) = materials.get_mut(&frame.material) {
+        if let Some(mut material) = materials.get_mut(&material.0) {
             material.tint = if speaking {
                 SPEAKING_GLOW
             } else {

@@ -39,13 +39,12 @@ impl Material for BakedMaterial {
 
 /// The material for the room, its figures and frames.
 pub fn plugin(app: &mut App) {
-    app.world_mut()
-        .resource_mut::<Assets<Shader>>()
-        .insert(
-            BAKED_SHADER.id(),
-            Shader::from_wgsl(include_str!("../../shaders/baked.wgsl"), "shaders/baked.wgsl"),
-        )
-        .expect("a UUID handle always inserts");
+    crate::embed_shader(
+        app,
+        &BAKED_SHADER,
+        include_str!("../../shaders/baked.wgsl"),
+        "shaders/baked.wgsl",
+    );
     app.add_plugins(MaterialPlugin::<BakedMaterial>::default());
 }
 
@@ -157,6 +156,15 @@ fn wall_light(p: Vec3) -> f32 {
     0.7 + 0.3 * (p.y / CEILING).sqrt() - 0.18 * corner.powi(6)
 }
 
+/// A plane as large as the room (floor or ceiling), fine enough for its baked light.
+fn room_plane(subdivisions: u32) -> Mesh {
+    Plane3d::default()
+        .mesh()
+        .size(2.0 * HALF_WIDTH, 2.0 * HALF_DEPTH)
+        .subdivisions(subdivisions)
+        .build()
+}
+
 /// A baked surface of `colour`, textured or not.
 pub fn baked_material(texture: Option<Handle<Image>>, colour: Color) -> BakedMaterial {
     BakedMaterial {
@@ -193,11 +201,7 @@ pub fn spawn_scenery(
 
     // Floor, with light baked in.
     let at = Transform::default();
-    let floor = Plane3d::default()
-        .mesh()
-        .size(2.0 * HALF_WIDTH, 2.0 * HALF_DEPTH)
-        .subdivisions(24)
-        .build();
+    let floor = room_plane(24);
     commands.spawn((
         Name::new("Floor"),
         Scenery,
@@ -297,11 +301,7 @@ pub fn spawn_scenery(
 
     // Ceiling with round lamps.
     let at = Transform::from_xyz(0.0, CEILING, 0.0).with_rotation(Quat::from_rotation_x(std::f32::consts::PI));
-    let ceiling = Plane3d::default()
-        .mesh()
-        .size(2.0 * HALF_WIDTH, 2.0 * HALF_DEPTH)
-        .subdivisions(12)
-        .build();
+    let ceiling = room_plane(12);
     commands.spawn((
         Name::new("Ceiling"),
         Scenery,
