@@ -52,12 +52,7 @@ pub fn window_plugins(window: Window) -> bevy::app::PluginGroupBuilder {
 
 /// Puts a shader compiled into the binary under its fixed handle, so native and web builds use
 /// the same source.
-pub(crate) fn embed_shader(
-    app: &mut App,
-    handle: &Handle<Shader>,
-    source: &'static str,
-    path: &'static str,
-) {
+pub(crate) fn embed_shader(app: &mut App, handle: &Handle<Shader>, source: &'static str, path: &'static str) {
     app.world_mut()
         .resource_mut::<Assets<Shader>>()
         .insert(handle.id(), Shader::from_wgsl(source, path))
