@@ -156,14 +156,16 @@ fn run(web_dir: PathBuf) -> Result<()> {
         publish: Some(StreamConfig::test_pattern(BOT_VIDEO.0, BOT_VIDEO.1, 15.0)),
     })?;
 
-    // A participant tab: it must show the bot's live video with the bot's frame codes.
+    // A participant tab: it must show the bot's live video with the bot's frame codes (after
+    // the server's restart too: the tab waits until the bot's codes are back, not only its own
+    // picture).
     let shot = artifact("browser-participant.png");
     let page = open_page(
         &format!("{http}/?room=demo&user=web-1&name=Web&join=1"),
         &shot,
         r#"{"participants":2,"liveFeeds":1,"code":true,"speaking":1,"quality":"1/1"}"#,
         12,
-        Some(r#"{"participants":2,"liveFeeds":1,"reconnects":2}"#),
+        Some(r#"{"participants":2,"liveFeeds":1,"code":true,"reconnects":2}"#),
     )?;
     // Meanwhile the bot must receive the browser's camera.
     let browser_stream = StreamId::new("web-1-cam")?;
