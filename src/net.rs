@@ -119,7 +119,12 @@ pub enum RoomUpdate {
     UserLeft(UserId),
     StreamAdded(StreamInfo),
     StreamRemoved(StreamInfo),
-    Moved { user_id: UserId, pose: Pose },
+    /// A stream's microphone or camera went off or on (its `mute` is the new state).
+    StreamMuted(StreamInfo),
+    Moved {
+        user_id: UserId,
+        pose: Pose,
+    },
 }
 
 /// A publish or play quality report.
@@ -301,6 +306,9 @@ fn drain_engine(
                     UpdateType::Add => RoomUpdate::StreamAdded(stream),
                     UpdateType::Delete => RoomUpdate::StreamRemoved(stream),
                 }));
+            }
+            EngineEvent::StreamMuteUpdate { streams, .. } => {
+                updates.write_batch(streams.into_iter().map(RoomUpdate::StreamMuted));
             }
             EngineEvent::PoseUpdate { user_id, pose, .. } => {
                 updates.write(RoomUpdate::Moved { user_id, pose });

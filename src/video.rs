@@ -19,7 +19,7 @@ use holoroom_engine::media::{ColorMatrix, VideoFrame};
 
 use crate::RoomSystems;
 use crate::room::ViewerCamera;
-use crate::room::participants::{LocalParticipant, Participant, VideoFeed};
+use crate::room::participants::{LocalParticipant, MediaMute, Participant, VideoFeed};
 
 /// The YUV shader, compiled into the binary so native and web builds use the same source.
 const YUV_SHADER: Handle<Shader> = uuid_handle!("4f5b0d8e-6a4b-4c1e-9a57-3c0e1b7d2a91");
@@ -318,7 +318,7 @@ fn write_planes(mut uploads: ResMut<FrameUploads>, images: Res<RenderAssets<GpuI
 
 /// Uploads each feed's fresh frame into its panel's planes.
 fn upload_frames(
-    mut feeds: Query<(&mut VideoFeed, &mut Panel)>,
+    mut feeds: Query<(&mut VideoFeed, &mut Panel, Option<&MediaMute>)>,
     mut materials: ResMut<Assets<YuvMaterial>>,
     mut images: ResMut<Assets<Image>>,
     mut stats: ResMut<UploadStats>,
@@ -326,10 +326,21 @@ fn upload_frames(
 ) {
     // Last frame's list was extracted already; only a non-empty list counts as a change.
     uploads.bypass_change_detection().0.clear();
-    for (mut feed, mut panel) in &mut feeds {
+    for (mut feed, mut panel, mute) in &mut feeds {
         let Some(frame) = feed.fresh.take() else {
             continue;
         };
+        if mute.is_some_and(|m| m.0.video) {
+            // Camera off: the placeholder (the plate draws their initials over it), not the
+            // still picture that keeps coming; the next picture after it is on sets up again.
+            if panel.size != (0, 0)
+                && let Some(mut material) = materials.get_mut(&panel.material)
+            {
+                material.params.empty = 1;
+                panel.size = (0, 0);
+            }
+            continue;
+        }
         let size = (frame.frame.width, frame.frame.height);
         if panel.size != size {
             // New size: new plane images, and the material stops showing the placeholder.

@@ -32,13 +32,13 @@ use holoroom::video::{FaceViewer, PANEL_SIZE, Panel};
 use holoroom::{Connection, HoloroomPlugin};
 use holoroom_engine::bot::{Bot, BotConfig};
 use holoroom_engine::media::{CodeLayout, FrameCode, read_code_with};
-use holoroom_engine::protocol::{RoomId, UserId, UserInfo, VideoGrant};
+use holoroom_engine::protocol::{RoomId, StreamMute, UserId, UserInfo, VideoGrant};
 use holoroom_engine::{Engine, EngineConfig, StreamConfig};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 
 const WINDOW: (u32, u32) = (1280, 720);
 const BOT_VIDEO: (u32, u32) = (640, 360);
-/// Bots that publish the test pattern; one more joins with its camera off.
+/// Bots that publish the test pattern; one more publishes with its microphone and camera off.
 const PATTERN_BOTS: [&str; 4] = ["ada", "grace", "alan", "edsger"];
 const CAMERA_OFF: &str = "barbara";
 const GIVE_UP: Duration = Duration::from_secs(90);
@@ -455,10 +455,9 @@ fn main() -> AppExit {
     };
     let bots: Vec<Bot> = PATTERN_BOTS
         .iter()
-        .map(|id| (id, true))
-        .chain([(&CAMERA_OFF, false)])
-        .map(|(id, camera)| {
-            Bot::start(BotConfig {
+        .chain([&CAMERA_OFF])
+        .map(|id| {
+            let bot = Bot::start(BotConfig {
                 server_url: server.ws_url(),
                 room_id: RoomId::new("demo").expect("valid"),
                 token: mint("demo", id, id, false).expect("token").into(),
@@ -466,9 +465,18 @@ fn main() -> AppExit {
                     user_id: UserId::new(*id).expect("valid"),
                     user_name: capitalised(id),
                 },
-                publish: camera.then(|| StreamConfig::test_pattern(BOT_VIDEO.0, BOT_VIDEO.1, 15.0)),
+                publish: Some(StreamConfig::test_pattern(BOT_VIDEO.0, BOT_VIDEO.1, 15.0)),
             })
-            .expect("bot starts")
+            .expect("bot starts");
+            // Microphone and camera off, as from the call bar: the room is told, and the
+            // viewer shows initials, not the black picture that still arrives.
+            if *id == CAMERA_OFF {
+                bot.mute(StreamMute {
+                    audio: true,
+                    video: true,
+                });
+            }
+            bot
         })
         .collect();
     let engine = Engine::new(EngineConfig::new(server.ws_url())).expect("engine");

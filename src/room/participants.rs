@@ -4,7 +4,7 @@
 
 use bevy::prelude::*;
 use holoroom_engine::media::{AudioBuffer, FrameSlot, SlotFrame};
-use holoroom_engine::protocol::{Pose, RoomStateReason, StreamId, UserId, UserInfo};
+use holoroom_engine::protocol::{Pose, RoomStateReason, StreamId, StreamMute, UserId, UserInfo};
 use holoroom_engine::{AudioSource, LocalStream, StreamConfig, StreamError, VideoSource};
 
 use super::seating;
@@ -60,6 +60,12 @@ pub struct VideoFeed {
     /// The stream's media path failed and is being set up again (the last frame stays up).
     pub reconnecting: bool,
 }
+
+/// Which of a participant's played stream's media its publisher switched off: a muted
+/// microphone shows on their plate, a camera that is off as their initials instead of a
+/// picture.
+#[derive(Component, Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MediaMute(pub StreamMute);
 
 /// The sound of the stream a participant's entity plays; the audio module makes it a voice
 /// heard from where the entity is.
@@ -379,6 +385,7 @@ fn apply_room_updates(
                 // A new playback starts at the full layer: the view decides again.
                 commands.entity(entity).remove::<crate::quality::ViewQuality>();
                 commands.entity(entity).insert((
+                    MediaMute(stream.mute),
                     VideoFeed::new(Some(stream.stream_id.clone()), remote.video),
                     PlayedAudio {
                         stream_id: stream.stream_id.clone(),
@@ -396,7 +403,12 @@ fn apply_room_updates(
                     let (entity, _) = feeds.swap_remove(at);
                     commands
                         .entity(entity)
-                        .remove::<(VideoFeed, PlayedAudio, crate::quality::ViewQuality)>();
+                        .remove::<(VideoFeed, PlayedAudio, MediaMute, crate::quality::ViewQuality)>();
+                }
+            }
+            RoomUpdate::StreamMuted(stream) => {
+                if let Some((entity, _)) = feeds.iter().find(|(_, id)| *id == stream.stream_id) {
+                    commands.entity(*entity).insert(MediaMute(stream.mute));
                 }
             }
             RoomUpdate::Moved { user_id, pose } => {

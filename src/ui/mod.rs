@@ -31,7 +31,7 @@ use crate::net::{EngineBridge, JoinRoom, LeaveRoom, Me, Problem, QualityUpdated}
 use crate::quality::ViewQuality;
 use crate::room::ViewerCamera;
 use crate::room::participants::{
-    AppState, LastError, LocalParticipant, MediaChoice, Participant, Reconnecting, VideoFeed,
+    AppState, LastError, LocalParticipant, MediaChoice, MediaMute, Participant, Reconnecting, VideoFeed,
 };
 use crate::video::UploadStats;
 
@@ -611,12 +611,13 @@ fn call_bar(
             });
         });
 
-    if let Some(own) = &own {
+    // Through the engine: the room is told too, so others show you muted, not silent or black.
+    if let (Some(own), Some(bridge)) = (&own, &bridge) {
         if toggle_microphone {
-            own.local.set_audio_muted(microphone_on);
+            bridge.engine.mute_stream_audio(&own.local, microphone_on);
         }
         if toggle_camera {
-            own.local.set_video_muted(camera_on);
+            bridge.engine.mute_stream_video(&own.local, camera_on);
         }
     }
     if leaving {
@@ -886,6 +887,7 @@ fn name_plates(
             Option<&VideoFeed>,
             Option<&SpeakingLevel>,
             Has<Muted>,
+            Option<&MediaMute>,
         ),
         Without<LocalParticipant>,
     >,
@@ -899,7 +901,8 @@ fn name_plates(
     let ctx = contexts.ctx_mut()?;
     // Plates stay in the room's part of the screen, never over the bar or a drawer.
     let room = room_rect.0.unwrap_or_else(|| ctx.viewport_rect());
-    for (participant, transform, feed, level, muted) in &participants {
+    for (participant, transform, feed, level, muted, mute) in &participants {
+        let mute = mute.map(|m| m.0).unwrap_or_default();
         let centre = transform.translation();
         let below = centre - Vec3::Y * (crate::video::PANEL_SIZE.y / 2.0 + crate::video::FRAME_WIDTH);
         let (Ok(at), Ok(middle)) = (
@@ -911,7 +914,7 @@ fn name_plates(
         if !room.contains(egui::pos2(middle.x, middle.y)) {
             continue;
         }
-        let live = feed.is_some_and(|f| f.frames_taken > 0);
+        let live = feed.is_some_and(|f| f.frames_taken > 0) && !mute.video;
         let reconnecting = feed.is_some_and(|f| f.reconnecting);
         if !live {
             // Initials where the picture would be, sized to the screen's height on screen.
@@ -953,8 +956,11 @@ fn name_plates(
                     egui::Color32::from_rgb(40, 44, 52)
                 };
                 let mut text = format!(" {} ", participant.name);
-                if muted {
+                if mute.audio {
                     text = format!(" 🔇{text}");
+                }
+                if muted {
+                    text.push_str("· muted for you ");
                 }
                 if reconnecting {
                     text.push_str("· reconnecting video ");

@@ -48,6 +48,13 @@ pub fn sentence(problem: &Problem) -> String {
             request: RequestKind::SetVideoLayer,
             error,
         } => format!("The video quality could not be changed: {}", room(error)),
+        Problem::Request {
+            request: RequestKind::SetStreamMute,
+            error,
+        } => format!(
+            "Others may not see that your microphone or camera is off: {}",
+            room(error)
+        ),
         Problem::Note(note) => format!("{}.", capitalised(note.trim_end_matches('.'))),
         Problem::Stream(why) => format!("Your camera stream could not start: {why}."),
     }

@@ -101,6 +101,21 @@ impl Engine {
         self.backend.send(Command::StartPublishing(stream_id, stream.clone()));
     }
 
+    /// `muteMicrophone` for one stream: silence goes out instead of its sound (at once, also
+    /// before it is published), and the room shows it muted
+    /// ([`EngineEvent::StreamMuteUpdate`] to the others), also after it is published again.
+    pub fn mute_stream_audio(&self, stream: &LocalStream, muted: bool) {
+        stream.set_audio_muted(muted);
+        self.backend.send(Command::MuteChanged(stream.clone()));
+    }
+
+    /// `enableCamera(false)` for one stream: a still black picture goes out instead of the
+    /// camera's, and the room shows its camera off, as [`Engine::mute_stream_audio`] does.
+    pub fn mute_stream_video(&self, stream: &LocalStream, muted: bool) {
+        stream.set_video_muted(muted);
+        self.backend.send(Command::MuteChanged(stream.clone()));
+    }
+
     pub fn stop_publishing_stream(&self, stream_id: StreamId) {
         self.backend.send(Command::StopPublishing(stream_id));
     }

@@ -314,6 +314,7 @@ pub enum RequestKind {
     RenewToken,
     SetPose,
     SetVideoLayer,
+    SetStreamMute,
 }
 
 /// Everything the engine reports, named as in the classic RTC SDKs.
@@ -346,6 +347,12 @@ pub enum EngineEvent {
         streams: Vec<StreamInfo>,
     },
     StreamExtraInfoUpdate {
+        room_id: RoomId,
+        streams: Vec<StreamInfo>,
+    },
+    /// `remoteMicStatusUpdate` / `remoteCameraStatusUpdate`: others switched their microphone
+    /// or camera off or on (each stream's `mute` is its new state).
+    StreamMuteUpdate {
         room_id: RoomId,
         streams: Vec<StreamInfo>,
     },
@@ -426,6 +433,7 @@ impl EngineEvent {
             Event::StreamExtraInfoUpdate { room_id, streams } => {
                 EngineEvent::StreamExtraInfoUpdate { room_id, streams }
             }
+            Event::StreamMuteUpdate { room_id, streams } => EngineEvent::StreamMuteUpdate { room_id, streams },
             Event::TokenWillExpire {
                 room_id,
                 expires_in_secs,
@@ -457,6 +465,9 @@ pub(crate) enum Command {
     StartPlaying(StreamId, RemoteStream),
     StopPlaying(StreamId),
     SetVideoLayer(StreamId, VideoLayer),
+    /// A local stream's microphone or camera went off or on: tell the room for each of its
+    /// publications.
+    MuteChanged(LocalStream),
 }
 
 impl Command {
@@ -489,6 +500,8 @@ impl Command {
             }
             Command::StopPlaying(stream_id) => Some(no_play(stream_id)),
             Command::SetVideoLayer(..) => Some(request_failed(RequestKind::SetVideoLayer)),
+            // Outside a room the stream is not published: its own switch is all there is.
+            Command::MuteChanged(_) => None,
         }
     }
 

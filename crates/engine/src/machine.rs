@@ -185,6 +185,9 @@ enum Purpose {
     /// A played stream's video layer (not sent again after a reconnect: the stream's next
     /// media connection starts with the layer last chosen).
     Layer,
+    /// A published stream's mute state (not sent again after a reconnect: the stream's next
+    /// media connection starts with the state it has then).
+    Mute,
 }
 
 /// Why a token is being fetched.
@@ -457,7 +460,30 @@ impl RoomMachine {
                 stream_id,
             }),
             Command::SetVideoLayer(stream_id, layer) => self.set_video_layer(stream_id, layer),
+            Command::MuteChanged(local) => {
+                let running: Vec<StreamId> = self
+                    .room
+                    .iter()
+                    .flat_map(|room| &room.media)
+                    .filter(|(_, media)| {
+                        media.state == MediaState::Running
+                            && matches!(&media.work, MediaWork::Publish(own) if own.key() == local.key())
+                    })
+                    .map(|(key, _)| key.stream_id.clone())
+                    .collect();
+                // A publication still setting up tells the room once it is up.
+                for stream_id in running {
+                    self.tell_mute(stream_id, &local);
+                }
+            }
         }
+    }
+
+    /// Tells the room a published stream's mute state (the server tells the others only of a
+    /// change).
+    fn tell_mute(&mut self, stream_id: StreamId, local: &LocalStream) {
+        let mute = local.mute();
+        self.send(Request::SetStreamMute { stream_id, mute }, Purpose::Mute);
     }
 
     /// Records the layer for the stream's media connections and tells the server at once when
@@ -818,6 +844,13 @@ impl RoomMachine {
         }
         media.state = MediaState::Running;
         media.wait = MEDIA_RETRY_FIRST;
+        // The publish request carried the state its stream had then; the state now is told
+        // too, in case it switched while the connection was set up (the same state again
+        // costs the server nothing and tells nobody).
+        if let MediaWork::Publish(local) = &media.work {
+            let local = local.clone();
+            self.tell_mute(key.stream_id.clone(), &local);
+        }
         self.emit(media_state_event(
             &key.stream_id,
             key.direction == Direction::Publish,
@@ -984,7 +1017,7 @@ impl RoomMachine {
                     room.queued.push_back((body, Purpose::Renew { token }));
                 }
                 Purpose::Withdraw(body) => room.queued.push_back((body.clone(), Purpose::Withdraw(body))),
-                Purpose::Pose | Purpose::Logout | Purpose::Abandon(_) | Purpose::Layer => {}
+                Purpose::Pose | Purpose::Logout | Purpose::Abandon(_) | Purpose::Layer | Purpose::Mute => {}
             }
         }
         self.actions.extend(stops);
@@ -1233,6 +1266,15 @@ impl RoomMachine {
                     error: error.into(),
                 }),
             },
+            Purpose::Mute => match result {
+                // The stream ended meanwhile: its next publication carries the state.
+                Err(SignalingError::Refused(body)) if body.code == ErrorCode::StreamNotFound => {}
+                Err(SignalingError::Closed) | Ok(_) => {}
+                Err(error) => self.emit(EngineEvent::RequestFailed {
+                    request: RequestKind::SetStreamMute,
+                    error: error.into(),
+                }),
+            },
             Purpose::Withdraw(_) => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "a withdraw was not confirmed");
@@ -1291,6 +1333,7 @@ mod tests {
                     user: user("other"),
                     source: StreamSource::Camera,
                     extra_info: String::new(),
+                    mute: Default::default(),
                 })
                 .collect(),
             poses: Vec::new(),
@@ -1521,6 +1564,56 @@ mod tests {
             result: Ok(ResponseBody::Ack),
         });
         assert!(matches!(closed[..], [Action::Disconnect { connection: c }] if c == attempt));
+    }
+
+    #[test]
+    fn a_mute_is_told_for_a_running_publication_and_again_once_one_comes_up() {
+        let mut h = Harness::new();
+        h.logged_in(&[]);
+        let camera = local();
+        let publish = h.command(Command::StartPublishing(stream("cam"), camera.clone()));
+        let (key, generation) = started(&publish)[0].clone();
+        // Setting up: the publish request carries the state; nothing is sent on its own.
+        camera.set_audio_muted(true);
+        assert!(sends(&h.command(Command::MuteChanged(camera.clone()))).is_empty());
+        // Up: the state now is told, in case it switched after the request left.
+        let up = h.input(Input::MediaUp { key, generation });
+        let told = |actions: &[Action], audio, video| {
+            matches!(sends(actions)[..], [(_, Request::SetStreamMute { stream_id, mute })]
+                if stream_id.as_str() == "cam" && mute.audio == audio && mute.video == video)
+        };
+        assert!(told(&up, true, false), "{up:?}");
+        camera.set_video_muted(true);
+        assert!(told(&h.command(Command::MuteChanged(camera.clone())), true, true));
+        // Another stream's switch is not this publication's.
+        assert!(sends(&h.command(Command::MuteChanged(local()))).is_empty());
+        // A refusal because the stream just ended is no news; another one is.
+        let again = h.command(Command::MuteChanged(camera.clone()));
+        let request = sends(&again)[0].0;
+        let gone = h.input(Input::Response {
+            request,
+            result: Err(SignalingError::Refused(ErrorBody::new(
+                ErrorCode::StreamNotFound,
+                "gone",
+            ))),
+        });
+        assert!(events(&gone).is_empty());
+        let again = h.command(Command::MuteChanged(camera));
+        let request = sends(&again)[0].0;
+        let refused = h.input(Input::Response {
+            request,
+            result: Err(SignalingError::Refused(ErrorBody::new(
+                ErrorCode::RateLimited,
+                "slow down",
+            ))),
+        });
+        assert!(matches!(
+            events(&refused)[..],
+            [EngineEvent::RequestFailed {
+                request: RequestKind::SetStreamMute,
+                ..
+            }]
+        ));
     }
 
     #[test]

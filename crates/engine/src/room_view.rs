@@ -35,7 +35,7 @@ impl RoomView {
     }
 
     /// Replaces the view with a snapshot and returns the events that turn the old view into it:
-    /// stream deletions, user deletions, user additions, stream additions, extra-info changes.
+    /// stream deletions, user deletions, user additions, stream additions, extra-info changes, mute changes.
     pub fn reset_to(&mut self, room_id: &RoomId, users: &[UserInfo], streams: &[StreamInfo]) -> Vec<Event> {
         let new_users: BTreeMap<UserId, UserInfo> = users.iter().map(|u| (u.user_id.clone(), u.clone())).collect();
         let new_streams: BTreeMap<StreamId, StreamInfo> =
@@ -101,6 +101,15 @@ impl RoomView {
             })
             .cloned()
             .collect();
+        let changed_mute: Vec<StreamInfo> = new_streams
+            .values()
+            .filter(|new| {
+                self.streams
+                    .get(&new.stream_id)
+                    .is_some_and(|old| same_stream(old, new) && old.mute != new.mute)
+            })
+            .cloned()
+            .collect();
         let mut tail = Vec::new();
         if !added_streams.is_empty() {
             tail.push(Event::RoomStreamUpdate {
@@ -113,6 +122,12 @@ impl RoomView {
             tail.push(Event::StreamExtraInfoUpdate {
                 room_id: room_id.clone(),
                 streams: changed_extra,
+            });
+        }
+        if !changed_mute.is_empty() {
+            tail.push(Event::StreamMuteUpdate {
+                room_id: room_id.clone(),
+                streams: changed_mute,
             });
         }
 
@@ -135,7 +150,7 @@ impl RoomView {
                 UpdateType::Add => self.streams.insert(stream.stream_id.clone(), stream.clone()).is_none(),
                 UpdateType::Delete => self.streams.remove(&stream.stream_id).is_some(),
             }),
-            Event::StreamExtraInfoUpdate { streams, .. } => {
+            Event::StreamExtraInfoUpdate { streams, .. } | Event::StreamMuteUpdate { streams, .. } => {
                 for stream in streams {
                     self.streams.insert(stream.stream_id.clone(), stream.clone());
                 }
@@ -212,6 +227,7 @@ mod tests {
             user: user(owner),
             source: StreamSource::Camera,
             extra_info: extra.into(),
+            mute: Default::default(),
         }
     }
 
@@ -292,6 +308,28 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_mute_switched_during_a_blip_is_one_mute_update() {
+        let mut view = RoomView::default();
+        view.reset_to(&room(), &[user("a")], &[stream("a-cam", "a", "x")]);
+        let muted = StreamInfo {
+            mute: holoroom_protocol::StreamMute {
+                audio: true,
+                video: false,
+            },
+            ..stream("a-cam", "a", "x")
+        };
+        let events = view.reset_to(&room(), &[user("a")], std::slice::from_ref(&muted));
+        assert_eq!(
+            events,
+            vec![Event::StreamMuteUpdate {
+                room_id: room(),
+                streams: vec![muted.clone()]
+            }]
+        );
+        assert_eq!(view.streams().next(), Some(&muted));
     }
 
     #[test]

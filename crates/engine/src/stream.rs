@@ -319,6 +319,14 @@ impl LocalStream {
         self.inner.audio_muted.load(Ordering::Relaxed)
     }
 
+    /// Both switches, as the room is told them.
+    pub fn mute(&self) -> holoroom_protocol::StreamMute {
+        holoroom_protocol::StreamMute {
+            audio: self.is_audio_muted(),
+            video: self.is_video_muted(),
+        }
+    }
+
     /// The gain on the sound sent (`setCaptureVolume`): 0 silent .. 1 as captured (the
     /// default) .. 4. Applied by the desktop engine; a browser sends its sound as captured.
     pub fn set_audio_volume(&self, volume: f32) {

@@ -113,6 +113,21 @@ async fn a_tone_arrives_at_its_pitch() {
     assert!((pitch - 440.0).abs() <= 5.0, "heard {pitch} Hz");
 }
 
+/// Waits until `engine` is told alice's camera stream has these switches.
+async fn told_mute(engine: &Engine, audio: bool, video: bool) {
+    wait_for(engine, "the stream's mute state", move |e| match e {
+        EngineEvent::StreamMuteUpdate { streams, .. }
+            if streams[0].stream_id.as_str() == "alice-cam"
+                && streams[0].mute.audio == audio
+                && streams[0].mute.video == video =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn muting_the_microphone_and_the_camera_reaches_the_listener() {
     let _serial = ONE_AT_A_TIME.lock().await;
@@ -153,9 +168,27 @@ async fn muting_the_microphone_and_the_camera_reaches_the_listener() {
     let loud = listen(&remote).await;
     assert!(loud > 0.1, "the tone plays first (rms {loud})");
 
-    camera.set_audio_muted(true);
-    camera.set_video_muted(true);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both switches through the engine: the room is told, not only the media.
+    alice.mute_stream_audio(&camera, true);
+    alice.mute_stream_video(&camera, true);
+    told_mute(&bob, true, true).await;
+    // Someone who comes later finds the stream listed muted.
+    let carol = join(&server, "carol").await;
+    let listed = wait_for(&carol, "alice's stream", |e| match e {
+        EngineEvent::RoomStreamUpdate {
+            update: UpdateType::Add,
+            streams,
+            ..
+        } => streams
+            .iter()
+            .find(|s| s.stream_id.as_str() == "alice-cam")
+            .map(|s| s.mute),
+        _ => None,
+    })
+    .await;
+    assert!(listed.audio && listed.video, "{listed:?}");
+    // What was already on its way (the receive buffers) plays out first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let quiet = listen(&remote).await;
     assert!(quiet < 0.01, "muted means silence (rms {quiet})");
     let black = |f: &holoroom_engine::media::VideoFrame| {
@@ -170,9 +203,11 @@ async fn muting_the_microphone_and_the_camera_reaches_the_listener() {
         "camera off arrives as black"
     );
 
-    camera.set_audio_muted(false);
-    camera.set_video_muted(false);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.mute_stream_audio(&camera, false);
+    told_mute(&bob, false, true).await;
+    alice.mute_stream_video(&camera, false);
+    told_mute(&carol, false, false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let back = listen(&remote).await;
     assert!(back > 0.1, "the tone is back (rms {back})");
     let coded = |f: &holoroom_engine::media::VideoFrame| read_frame_code(f).is_some();

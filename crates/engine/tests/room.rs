@@ -98,6 +98,7 @@ async fn publisher(server: &Server, id: &str, stream: &str) -> Signaling {
             stream_id: StreamId::new(stream).expect("valid"),
             source: StreamSource::Camera,
             extra_info: String::new(),
+            mute: Default::default(),
             sdp_offer: None,
             media_id: None,
         }))

@@ -79,6 +79,9 @@ pub enum Request {
     },
     /// Change the extra info of a stream this user publishes.
     SetStreamExtraInfo { stream_id: StreamId, extra_info: String },
+    /// Say that a stream this user publishes has its microphone or camera off (the others
+    /// then show it muted rather than silent or black).
+    SetStreamMute { stream_id: StreamId, mute: StreamMute },
     /// Subscribe to a stream in the room.
     StartPlaying(PlayRequest),
     StopPlaying {
@@ -200,6 +203,9 @@ pub struct PublishRequest {
     pub source: StreamSource,
     #[serde(default)]
     pub extra_info: String,
+    /// Whether the stream starts with its microphone or camera off.
+    #[serde(default, skip_serializing_if = "StreamMute::is_unmuted")]
+    pub mute: StreamMute,
     /// The SDP offer of the media connection, when the server relays media.
     #[serde(default)]
     pub sdp_offer: Option<String>,
@@ -264,6 +270,27 @@ pub struct StreamInfo {
     pub user: UserInfo,
     pub source: StreamSource,
     pub extra_info: String,
+    /// Whether its publisher has the microphone or camera off.
+    #[serde(default, skip_serializing_if = "StreamMute::is_unmuted")]
+    pub mute: StreamMute,
+}
+
+/// Which of a stream's media its publisher switched off: `audio` is a muted microphone,
+/// `video` a camera that is off. The media keeps flowing (silence, a still picture), so
+/// switching back on is instant; viewers show the state instead of the media.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamMute {
+    #[serde(default)]
+    pub audio: bool,
+    #[serde(default)]
+    pub video: bool,
+}
+
+impl StreamMute {
+    pub const fn is_unmuted(&self) -> bool {
+        !self.audio && !self.video
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -485,6 +512,11 @@ pub enum Event {
         streams: Vec<StreamInfo>,
     },
     StreamExtraInfoUpdate {
+        room_id: RoomId,
+        streams: Vec<StreamInfo>,
+    },
+    /// Streams whose microphone or camera went off or on (their `mute` is the new state).
+    StreamMuteUpdate {
         room_id: RoomId,
         streams: Vec<StreamInfo>,
     },

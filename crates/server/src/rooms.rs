@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use holoroom_protocol::{
     ErrorBody, ErrorCode, Event, KickoutReason, Pose, PublishRequest, RoomId, Speaker, StreamId, StreamInfo,
-    UpdateType, UserId, UserInfo, UserPose, VideoGrant, validate_extra_info,
+    StreamMute, UpdateType, UserId, UserInfo, UserPose, VideoGrant, validate_extra_info,
 };
 use serde::Serialize;
 
@@ -553,6 +553,7 @@ impl Rooms {
             user: member.info.clone(),
             source: req.source,
             extra_info: req.extra_info.clone(),
+            mute: req.mute,
         };
         let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
         room.streams.insert(req.stream_id.clone(), info.clone());
@@ -617,6 +618,31 @@ impl Rooms {
             streams: vec![info.clone()],
         };
         let mut out = Outputs::default();
+        room.broadcast(&mut out, Some(&seat.user_id), |_| true, &event);
+        Ok(out)
+    }
+
+    /// Records that a stream's microphone or camera went off or on and tells the others; the
+    /// same state again tells nobody.
+    pub fn set_mute(
+        &mut self,
+        session: SessionId,
+        stream_id: &StreamId,
+        mute: StreamMute,
+    ) -> Result<Outputs, ErrorBody> {
+        let seat = self.seat(session)?;
+        self.own_stream(&seat, stream_id)?;
+        let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
+        let info = room.streams.get_mut(stream_id).expect("owned streams are listed");
+        let mut out = Outputs::default();
+        if info.mute == mute {
+            return Ok(out);
+        }
+        info.mute = mute;
+        let event = Event::StreamMuteUpdate {
+            room_id: seat.room_id.clone(),
+            streams: vec![info.clone()],
+        };
         room.broadcast(&mut out, Some(&seat.user_id), |_| true, &event);
         Ok(out)
     }
@@ -831,6 +857,7 @@ mod tests {
             stream_id: StreamId::new(id).expect("valid"),
             source: Default::default(),
             extra_info: String::new(),
+            mute: Default::default(),
             sdp_offer: None,
             media_id: None,
         }

@@ -340,6 +340,11 @@ impl Session {
                 .lock()
                 .apply(id, |rooms| Ok(((), rooms.set_extra_info(id, &stream_id, extra_info)?)))
                 .map(|((), events)| (ResponseBody::Ack, events)),
+            Request::SetStreamMute { stream_id, mute } => self
+                .hub
+                .lock()
+                .apply(id, |rooms| Ok(((), rooms.set_mute(id, &stream_id, mute)?)))
+                .map(|((), events)| (ResponseBody::Ack, events)),
             Request::StartPlaying(play) => {
                 let (stream_id, media_id) = (play.stream_id.clone(), play.media_id);
                 let started = self.start_playing(play).await;
@@ -431,7 +436,16 @@ impl Session {
         let sfu = self.hub.sfu();
         let (peer, answer) = sfu.publish(stream.clone(), owner, offer).await.map_err(media_refused)?;
         let events = match check {
-            PublishCheck::AlreadyMine => Vec::new(),
+            // The same stream on a new media connection: it stays listed; only its mute state
+            // may have changed meanwhile.
+            PublishCheck::AlreadyMine => self
+                .hub
+                .lock()
+                .apply(id, |rooms| {
+                    Ok(((), rooms.set_mute(id, &publish.stream_id, publish.mute)?))
+                })
+                .map(|((), events)| events)
+                .unwrap_or_default(),
             PublishCheck::New => {
                 let listed = self
                     .hub

@@ -108,6 +108,78 @@ async fn streams_belong_to_their_publisher() {
 }
 
 #[tokio::test]
+async fn a_streams_mute_state_is_listed_and_told_to_the_others_once() {
+    use holoroom_protocol::{PublishRequest, StreamMute};
+    let server = start(common::config()).await;
+    let mut alice = Client::join(&server, "r", "alice", true).await;
+    let mut bob = Client::join(&server, "r", "bob", true).await;
+    alice.drain(QUIET).await;
+    let microphone_off = StreamMute {
+        audio: true,
+        video: false,
+    };
+    alice
+        .signaling
+        .request(Request::StartPublishing(PublishRequest {
+            stream_id: common::stream("cam"),
+            source: Default::default(),
+            extra_info: String::new(),
+            mute: microphone_off,
+            sdp_offer: None,
+            media_id: None,
+        }))
+        .await
+        .expect("publish");
+    let added = bob.next_event().await;
+    assert!(
+        matches!(&added, Event::RoomStreamUpdate { update: UpdateType::Add, streams, .. } if streams[0].mute == microphone_off),
+        "the stream is listed muted: {added:?}"
+    );
+
+    let set = |mute| Request::SetStreamMute {
+        stream_id: common::stream("cam"),
+        mute,
+    };
+    let camera_off = StreamMute {
+        audio: false,
+        video: true,
+    };
+    alice.signaling.request(set(camera_off)).await.expect("mute");
+    let update = bob.next_event().await;
+    assert!(
+        matches!(&update, Event::StreamMuteUpdate { streams, .. } if streams[0].mute == camera_off && streams[0].stream_id.as_str() == "cam"),
+        "{update:?}"
+    );
+    // The same state again tells nobody; the publisher is never told its own.
+    alice.signaling.request(set(camera_off)).await.expect("same again");
+    assert!(bob.drain(QUIET).await.is_empty());
+    assert!(alice.drain(QUIET).await.is_empty());
+    // Only the publisher sets it, and only for a listed stream.
+    assert_eq!(
+        refused(bob.signaling.request(set(StreamMute::default())).await),
+        ErrorCode::StreamOwnedByOther
+    );
+    let unknown = Request::SetStreamMute {
+        stream_id: common::stream("nope"),
+        mute: camera_off,
+    };
+    assert_eq!(
+        refused(alice.signaling.request(unknown).await),
+        ErrorCode::StreamNotFound
+    );
+    // Whoever comes later finds it in the login's snapshot; the wire leaves an unmuted state out.
+    let carol = Client::join(&server, "r", "carol", true).await;
+    let login = carol.login.as_ref().expect("logged in");
+    assert_eq!(login.streams[0].mute, camera_off);
+    let unmuted = serde_json::to_string(&holoroom_protocol::StreamInfo {
+        mute: StreamMute::default(),
+        ..login.streams[0].clone()
+    })
+    .expect("serialises");
+    assert!(!unmuted.contains("mute"), "{unmuted}");
+}
+
+#[tokio::test]
 async fn a_stop_naming_an_older_media_connection_leaves_the_newer_one() {
     let server = start(common::config()).await;
     let alice = Client::join(&server, "r", "alice", true).await;
@@ -154,6 +226,7 @@ async fn offers_that_cannot_publish_or_play_are_refused_before_the_media_relay()
             stream_id: common::stream("cam"),
             source: Default::default(),
             extra_info: String::new(),
+            mute: Default::default(),
             sdp_offer: Some(sdp),
             media_id: Some(1),
         })
@@ -572,6 +645,7 @@ async fn a_stream_id_published_by_two_at_once_keeps_the_winners_media() {
             stream_id: common::stream(id),
             source: Default::default(),
             extra_info: String::new(),
+            mute: Default::default(),
             sdp_offer: Some(offer(Direction::SendOnly)),
             media_id: Some(media_id),
         })

@@ -306,6 +306,7 @@ async fn publish(
             stream_id: stream_id.clone(),
             source: local.source(),
             extra_info: local.extra_info(),
+            mute: local.mute(),
             sdp_offer: Some(offer),
             media_id: Some(media_id),
         }))

@@ -425,6 +425,7 @@ pub(crate) async fn publish(
                     stream_id: stream_id.clone(),
                     source: local.source(),
                     extra_info: local.extra_info(),
+                    mute: local.mute(),
                     sdp_offer: Some(sdp),
                     media_id: Some(media_id),
                 })

@@ -122,6 +122,7 @@ impl Client {
                 stream_id: stream(stream_id),
                 source: StreamSource::Camera,
                 extra_info: format!("extra of {stream_id}"),
+                mute: Default::default(),
                 sdp_offer: None,
                 media_id,
             }))
@@ -135,6 +136,7 @@ impl Client {
                 stream_id: stream(stream_id),
                 source: StreamSource::Custom,
                 extra_info: String::new(),
+                mute: Default::default(),
                 sdp_offer: Some(sdp),
                 media_id: None,
             }))
