@@ -428,6 +428,7 @@ fn call_bar(
         Option<&crate::audio::Volume>,
         Has<Muted>,
         Has<LocalParticipant>,
+        Option<&MediaMute>,
     )>,
     (stats, speakers): (Res<Stats>, Option<Res<ActiveSpeakers>>),
     uploads: Res<UploadStats>,
@@ -632,7 +633,7 @@ fn call_bar(
             .show(&mut root, |ui| {
                 ui.heading(format!("Participants ({count})"));
                 ui.separator();
-                for (entity, participant, feed, level, quality, volume, muted, local) in &participants {
+                for (entity, participant, feed, level, quality, volume, muted, local, mute) in &participants {
                     let speaking = level.is_some_and(SpeakingLevel::speaking)
                         || speakers.as_ref().is_some_and(|s| s.0.contains(&participant.user_id));
                     ui.horizontal(|ui| {
@@ -647,8 +648,19 @@ fn call_bar(
                                 (colour.blue * 255.0) as u8,
                             ),
                         );
-                        let name =
-                            egui::RichText::new(format!("{}{}", participant.name, if local { " (you)" } else { "" }));
+                        // What they switched off themselves (yours is on the call bar).
+                        let mute = mute.map(|m| m.0).unwrap_or_default();
+                        let marks = match (mute.audio, mute.video) {
+                            (true, true) => " 🔇 camera off",
+                            (true, false) => " 🔇",
+                            (false, true) => " · camera off",
+                            (false, false) => "",
+                        };
+                        let name = egui::RichText::new(format!(
+                            "{}{}{marks}",
+                            participant.name,
+                            if local { " (you)" } else { "" }
+                        ));
                         let label = ui.label(if speaking { name.strong().color(SPEAKING) } else { name });
                         let frames = feed.map_or(0, |f| f.frames_taken);
                         let arriving = feed
