@@ -153,6 +153,7 @@ fn run_bots(args: BotArgs) -> Result<()> {
             user,
             token,
             publish: publish.clone(),
+            plays: true,
         })
         .context("can't start a bot")?;
         bots.push(bot);

@@ -154,6 +154,7 @@ fn run(web_dir: PathBuf) -> Result<()> {
             .into(),
         user: bot_user,
         publish: Some(StreamConfig::test_pattern(BOT_VIDEO.0, BOT_VIDEO.1, 15.0)),
+        plays: true,
     })?;
 
     // A participant tab: it must show the bot's live video with the bot's frame codes (after

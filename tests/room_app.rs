@@ -163,6 +163,7 @@ fn bot(room: &Room, id: &str) -> Bot {
         user,
         token: token.into(),
         publish: Some(StreamConfig::test_pattern(320, 180, 15.0)),
+        plays: true,
     })
     .expect("bot starts")
 }

@@ -3,14 +3,19 @@
 //! pictures come from):
 //!
 //! 1. `login-card.png`: the login card, centred, with its join button.
-//! 2. `room-6.png`: a room of six from your seat (four bots with the test pattern, one whose
-//!    camera is off, you): every video's frame code reads back from the screen, no two video
-//!    rectangles overlap, every participant has a name plate, the camera-off one shows their
-//!    initials on their colour.
-//! 3. `room-focus.png`: one participant focused: their screen fills far more of the view and
+//! 2. `room-2.png`: you and one other.
+//! 3. `room-6.png`: a room of six from your seat (four bots with the test pattern, one whose
+//!    microphone and camera are off, you): every video's frame code reads back from the
+//!    screen, no two video rectangles overlap, every participant has a name plate, the
+//!    camera-off one shows their initials on their colour.
+//! 4. `room-focus.png`: one participant focused: their screen fills far more of the view and
 //!    its frame code reads back.
-//! 4. `room-overview.png`: the room from above with the participants drawer open.
-//! 5. `room-strip.png`: join, room, focus and overview side by side.
+//! 5. `room-overview.png`: the room from above with the participants drawer open.
+//! 6. `room-12.png`: twelve, back at your seat: the same checks as for six (six of them in
+//!    the gallery behind the first ring).
+//! 7. `room-strip.png`: join, room, focus and overview side by side.
+//!
+//! 2, 3 and 6 are judged alike: all of what matters is checked by pixels.
 //!
 //! Runs without the test harness so the window's event loop owns the main thread; `make test`
 //! runs it under `xvfb-run`.
@@ -39,8 +44,11 @@ use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 const WINDOW: (u32, u32) = (1280, 720);
 const BOT_VIDEO: (u32, u32) = (640, 360);
 /// Bots that publish the test pattern; one more publishes with its microphone and camera off.
+/// The first is there from the start (the room of two).
 const PATTERN_BOTS: [&str; 4] = ["ada", "grace", "alan", "edsger"];
 const CAMERA_OFF: &str = "barbara";
+/// Six more for the room of twelve (a smaller pattern: they only fill the room).
+const MORE_BOTS: [&str; 6] = ["linus", "frances", "ken", "radia", "dennis", "hedy"];
 const GIVE_UP: Duration = Duration::from_secs(90);
 /// Frames for the camera to ease into a new view (about a second under software rendering).
 const SETTLE_FRAMES: u32 = 45;
@@ -57,9 +65,11 @@ fn artifact(name: &str) -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Login,
+    Room2,
     Room,
     Focus,
     Overview,
+    Room12,
     Done,
 }
 
@@ -67,11 +77,42 @@ impl Stage {
     fn file(self) -> &'static str {
         match self {
             Stage::Login => "login-card.png",
+            Stage::Room2 => "room-2.png",
             Stage::Room => "room-6.png",
             Stage::Focus => "room-focus.png",
             Stage::Overview => "room-overview.png",
+            Stage::Room12 => "room-12.png",
             Stage::Done => "",
         }
+    }
+
+    /// Remote participants in the room at this stage, and how many of them send pictures.
+    fn people(self) -> (usize, usize) {
+        match self {
+            Stage::Login | Stage::Done => (0, 0),
+            Stage::Room2 => (1, 1),
+            Stage::Room | Stage::Focus | Stage::Overview => (5, 4),
+            Stage::Room12 => (11, 10),
+        }
+    }
+
+    /// Whether the strip shows this stage's shot.
+    fn in_strip(self) -> bool {
+        matches!(self, Stage::Login | Stage::Room | Stage::Focus | Stage::Overview)
+    }
+}
+
+/// The bots in the room, and how to add more.
+#[derive(Resource)]
+struct Crowd {
+    start: Box<dyn Fn(&str) -> Bot + Send + Sync>,
+    bots: Vec<Bot>,
+}
+
+impl Crowd {
+    fn add(&mut self, ids: &[&str]) {
+        let started: Vec<Bot> = ids.iter().map(|id| (self.start)(id)).collect();
+        self.bots.extend(started);
     }
 }
 
@@ -95,7 +136,7 @@ struct Check {
     waiting: bool,
     captured: Arc<Mutex<Option<Image>>>,
     scene: Option<Scene>,
-    kept: Vec<Image>,
+    kept: Vec<(Stage, Image)>,
     /// bot-1's screen width on screen in the room view, for the focus check.
     room_width: f32,
 }
@@ -232,7 +273,7 @@ fn drive(
     remote: Query<(Entity, &Participant, Option<&Panel>), Without<LocalParticipant>>,
     screens: Query<(&ChildOf, &GlobalTransform), With<FaceViewer>>,
     camera: Query<(&Camera, &GlobalTransform), With<ViewerCamera>>,
-    (mut view, mut call_ui): (ResMut<ViewMode>, ResMut<CallUi>),
+    (mut view, mut call_ui, mut crowd): (ResMut<ViewMode>, ResMut<CallUi>, ResMut<Crowd>),
 ) {
     if check.started.elapsed() > GIVE_UP {
         eprintln!("screenshot: gave up after {GIVE_UP:?} at {:?}", check.stage);
@@ -261,7 +302,7 @@ fn drive(
                     vec!["the join button in the middle".to_owned()]
                 }
             }
-            Stage::Room => judge_room(&image, &scene, &mut check),
+            Stage::Room2 | Stage::Room | Stage::Room12 => judge_room(&image, &scene, &mut check),
             Stage::Focus => {
                 let (who, screen, size) = &scene.screens[0];
                 let mut missing = Vec::new();
@@ -302,7 +343,8 @@ fn drive(
             check.stage,
             artifact(check.stage.file()).display()
         );
-        check.kept.push(image);
+        let stage = check.stage;
+        check.kept.push((stage, image));
         check.tries = 0;
         check.frames = 0;
         check.stage = match check.stage {
@@ -313,6 +355,10 @@ fn drive(
                     name: "Viewer".into(),
                     spectate: false,
                 });
+                Stage::Room2
+            }
+            Stage::Room2 => {
+                crowd.add(&[PATTERN_BOTS[1], PATTERN_BOTS[2], PATTERN_BOTS[3], CAMERA_OFF]);
                 Stage::Room
             }
             Stage::Room => {
@@ -326,8 +372,15 @@ fn drive(
                 call_ui.participants = true;
                 Stage::Overview
             }
-            Stage::Overview | Stage::Done => {
-                write_strip(&check.kept);
+            Stage::Overview => {
+                view.toggle_overview();
+                call_ui.participants = false;
+                crowd.add(&MORE_BOTS);
+                Stage::Room12
+            }
+            Stage::Room12 | Stage::Done => {
+                let strip: Vec<&Image> = check.kept.iter().filter(|(s, _)| s.in_strip()).map(|(_, i)| i).collect();
+                write_strip(&strip);
                 println!("1 passed, 0 failed");
                 exit.write(AppExit::Success);
                 Stage::Done
@@ -347,7 +400,8 @@ fn drive(
                 .iter()
                 .filter(|(_, _, panel)| panel.is_some_and(|p| p.size.0 > 0))
                 .count();
-            *state.get() == AppState::InCall && live == PATTERN_BOTS.len() && remote.iter().count() == 5
+            let (people, pictures) = check.stage.people();
+            *state.get() == AppState::InCall && live == pictures && remote.iter().count() == people
         }
     };
     if !ready {
@@ -400,7 +454,7 @@ fn drive(
 }
 
 /// The kept shots at half size, side by side.
-fn write_strip(shots: &[Image]) {
+fn write_strip(shots: &[&Image]) {
     let (w, h) = (WINDOW.0 as usize / 2, WINDOW.1 as usize / 2);
     let mut strip = vec![0u8; w * shots.len() * h * 3];
     for (n, shot) in shots.iter().enumerate() {
@@ -453,32 +507,36 @@ fn main() -> AppExit {
         name[..1].make_ascii_uppercase();
         name
     };
-    let bots: Vec<Bot> = PATTERN_BOTS
-        .iter()
-        .chain([&CAMERA_OFF])
-        .map(|id| {
-            let bot = Bot::start(BotConfig {
-                server_url: server.ws_url(),
-                room_id: RoomId::new("demo").expect("valid"),
-                token: mint("demo", id, id, false).expect("token").into(),
-                user: UserInfo {
-                    user_id: UserId::new(*id).expect("valid"),
-                    user_name: capitalised(id),
-                },
-                publish: Some(StreamConfig::test_pattern(BOT_VIDEO.0, BOT_VIDEO.1, 15.0)),
-            })
-            .expect("bot starts");
-            // Microphone and camera off, as from the call bar: the room is told, and the
-            // viewer shows initials, not the black picture that still arrives.
-            if *id == CAMERA_OFF {
-                bot.mute(StreamMute {
-                    audio: true,
-                    video: true,
-                });
-            }
-            bot
+    let server_url = server.ws_url();
+    let bot_mint = mint.clone();
+    let start = move |id: &str| {
+        let more = MORE_BOTS.contains(&id);
+        let (w, h, fps) = if more { (320, 180, 10.0) } else { (BOT_VIDEO.0, BOT_VIDEO.1, 15.0) };
+        let bot = Bot::start(BotConfig {
+            server_url: server_url.clone(),
+            room_id: RoomId::new("demo").expect("valid"),
+            token: bot_mint("demo", id, &capitalised(id), false).expect("token").into(),
+            user: UserInfo {
+                user_id: UserId::new(id).expect("valid"),
+                user_name: capitalised(id),
+            },
+            publish: Some(StreamConfig::test_pattern(w, h, fps)),
+            // Only the app watches: two cores draw the room and decode eleven streams.
+            plays: false,
         })
-        .collect();
+        .expect("bot starts");
+        // Microphone and camera off, as from the call bar: the room is told, and the viewer
+        // shows initials, not the black picture that still arrives.
+        if id == CAMERA_OFF {
+            bot.mute(StreamMute { audio: true, video: true });
+        }
+        bot
+    };
+    let mut crowd = Crowd {
+        start: Box::new(start),
+        bots: Vec::new(),
+    };
+    crowd.add(&[PATTERN_BOTS[0]]);
     let engine = Engine::new(EngineConfig::new(server.ws_url())).expect("engine");
 
     let result = App::new()
@@ -522,9 +580,9 @@ fn main() -> AppExit {
             kept: Vec::new(),
             room_width: 0.0,
         })
+        .insert_resource(crowd)
         .add_systems(Update, drive)
         .run();
-    drop(bots);
     drop(runtime);
     result
 }

@@ -204,7 +204,7 @@ fn view_from(mode: ViewMode, me: &Transform, focused: Option<&GlobalTransform>) 
     let ahead = (me.rotation * Vec3::Z).with_y(0.0).normalize_or(Vec3::NEG_Z);
     let reach = Vec3::new(me.translation.x, 0.0, me.translation.z).length().max(1.0);
     let seat = Transform::from_translation(me.translation - ahead * 2.2 + Vec3::Y * 1.1)
-        .looking_at((me.translation + ahead * reach).with_y(1.0), Vec3::Y);
+        .looking_at((me.translation + ahead * reach).with_y(1.4), Vec3::Y);
     match (mode, focused) {
         (ViewMode::Seat, _) | (ViewMode::Focus(_), None) => seat,
         (ViewMode::Overview, _) => Transform::from_translation(ABOVE).looking_at(Vec3::ZERO, Vec3::Y),

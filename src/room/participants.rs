@@ -238,7 +238,7 @@ fn follow_media_choice(
 /// The place of a seat as a transform: a panel 1.3 m up, facing the table.
 pub fn seat_transform(seat: usize) -> Transform {
     let place = seating::seat(seat);
-    Transform::from_xyz(place.x, 1.3, place.z).with_rotation(Quat::from_rotation_y(place.yaw))
+    Transform::from_xyz(place.x, place.floor + 1.3, place.z).with_rotation(Quat::from_rotation_y(place.yaw))
 }
 
 fn free_seat(taken: &Query<&Seat>) -> usize {

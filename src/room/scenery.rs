@@ -67,6 +67,9 @@ pub const CEILING: f32 = 3.6;
 pub const TABLE_HEIGHT: f32 = 0.76;
 /// Height of a chair's seat.
 pub const SEAT_HEIGHT: f32 = 0.46;
+/// The gallery's step runs between these radii, its seats in the middle.
+const GALLERY_INNER: f32 = seating::GALLERY_RADIUS - 0.6;
+const GALLERY_OUTER: f32 = seating::GALLERY_RADIUS + 0.9;
 
 /// Part of the furnished room (for tests and the bench to find).
 #[derive(Component, Debug)]
@@ -195,6 +198,7 @@ pub fn spawn_scenery(
         return;
     }
     let oak = tiled(&assets, "textures/floor_oak.png");
+    let oak_step = oak.clone();
     let plaster = tiled(&assets, "textures/wall_plaster.png");
     let rug = tiled(&assets, "textures/rug_weave.png");
     let fabric = tiled(&assets, "textures/chair_fabric.png");
@@ -212,7 +216,7 @@ pub fn spawn_scenery(
 
     // A round rug under the table.
     let at = Transform::from_xyz(0.0, 0.005, 0.0).with_rotation(Quat::from_rotation_x(-std::f32::consts::FRAC_PI_2));
-    let rug_mesh = Circle::new(seating::FIRST_RING_RADIUS + 1.1)
+    let rug_mesh = Circle::new(GALLERY_INNER - 0.1)
         .mesh()
         .resolution(64)
         .build();
@@ -346,16 +350,38 @@ pub fn spawn_scenery(
         ));
     }
 
+    // The gallery: a step around the table whose people are seen over the first ring's.
+    let at = Transform::from_xyz(0.0, seating::GALLERY_RISE / 2.0, 0.0)
+        .with_rotation(Quat::from_rotation_x(-std::f32::consts::FRAC_PI_2));
+    let step = Extrusion::new(Annulus::new(GALLERY_INNER, GALLERY_OUTER), seating::GALLERY_RISE)
+        .mesh()
+        .resolution(96)
+        .build();
+    commands.spawn((
+        Name::new("Gallery"),
+        Scenery,
+        Mesh3d(meshes.add(baked(step, &at, Vec2::splat(3.0), |p| {
+            if p.y > seating::GALLERY_RISE - 0.01 {
+                0.92 * floor_light(p)
+            } else {
+                // Its face, turned from the lamps.
+                0.5 + 0.15 * (p.y / seating::GALLERY_RISE)
+            }
+        }))),
+        MeshMaterial3d(materials.add(baked_material(Some(oak_step), Color::srgb(0.86, 0.8, 0.74)))),
+        at,
+    ));
+
     spawn_table(&mut commands, &mut meshes, &mut materials, &assets);
     let chair = chair_parts(&mut meshes, &mut materials, fabric);
-    for index in 0..seating::seats_in_first_ring() {
+    for index in seating::seats_with_chairs() {
         let seat = seating::seat(index);
         let parent = commands
             .spawn((
                 Name::new(format!("Chair {index}")),
                 Scenery,
                 Chair(index),
-                Transform::from_xyz(seat.x, 0.0, seat.z).with_rotation(Quat::from_rotation_y(seat.yaw)),
+                Transform::from_xyz(seat.x, seat.floor, seat.z).with_rotation(Quat::from_rotation_y(seat.yaw)),
                 Visibility::default(),
             ))
             .id();

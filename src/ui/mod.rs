@@ -876,6 +876,7 @@ fn add_demo_bots(bots: &mut DemoBots, connection: &Connection, bridge: &EngineBr
             },
             token: bridge.tokens.for_join(false),
             publish: Some(holoroom_engine::StreamConfig::test_pattern(640, 360, 30.0)),
+            plays: true,
         };
         match Bot::start(config) {
             Ok(bot) => bots.0.push(bot),

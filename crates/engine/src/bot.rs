@@ -24,6 +24,8 @@ pub struct BotConfig {
     pub token: crate::token::TokenSource,
     /// What to publish, as stream `<user>-cam`; None to only watch (spectators).
     pub publish: Option<StreamConfig>,
+    /// Play every stream it sees (and count what arrives); off for bots that only fill a room.
+    pub plays: bool,
 }
 
 /// What a bot has received from one stream.
@@ -218,7 +220,7 @@ fn run(engine: Engine, config: BotConfig, shared: Arc<Shared>) {
                     }
                 }
             }
-            EngineEvent::RoomStreamUpdate { update, streams, .. } => {
+            EngineEvent::RoomStreamUpdate { update, streams, .. } if config.plays => {
                 for stream in streams {
                     match update {
                         UpdateType::Add => {

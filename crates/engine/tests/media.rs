@@ -472,6 +472,7 @@ async fn two_bots_in_a_room_see_each_other() {
                 user,
                 token,
                 publish: Some(StreamConfig::test_pattern(320, 180, 15.0)),
+                plays: true,
             })
             .expect("bot starts")
         })

@@ -201,6 +201,7 @@ async fn a_baseline_h264_publisher_of_another_stack_is_seen_by_a_desktop_viewer(
         },
         token: TokenSource::Fixed(token(&server, "r", "viewer")),
         publish: None,
+        plays: true,
     })
     .expect("bot starts");
     let cam = stream("gateway-cam");

@@ -196,6 +196,7 @@ async fn gstreamer_webrtcbin_publishes_and_plays_for_a_minute() {
         },
         token: TokenSource::Fixed(token(&server, "r", "bot")),
         publish: Some(StreamConfig::test_pattern(320, 180, 15.0)),
+        plays: true,
     })
     .expect("bot starts");
 

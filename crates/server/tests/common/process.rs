@@ -44,6 +44,7 @@ pub fn bot(url: &str, secret: &str, room: &str, name: &str, fps: f32) -> Bot {
         },
         token: TokenSource::Fixed(token),
         publish: Some(StreamConfig::test_pattern(320, 180, fps)),
+        plays: true,
     })
     .expect("bot starts")
 }
