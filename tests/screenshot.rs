@@ -245,11 +245,16 @@ fn judge_room(image: &Image, scene: &Scene, check: &mut Check) -> Vec<String> {
             missing.push(format!("{who}'s name plate"));
         }
         if who == CAMERA_OFF {
+            // The disc (radius 0.7 of half the screen's height on screen), above and below
+            // its letters.
             let centre = on_screen(scene, *screen, Vec3::ZERO).unwrap_or_default();
-            let pixel = rgb_at(image, centre.x, centre.y - 12.0);
+            let radius = screen_rect(scene, *screen).map_or(0.0, |(min, max)| 0.35 * (max.y - min.y));
             let colour = srgb8(avatar_colour(who));
-            if !close(pixel, colour, 24) {
-                missing.push(format!("{who}'s initials on {colour:?} (saw {pixel:?})"));
+            for dy in [-0.75 * radius, 0.75 * radius] {
+                let pixel = rgb_at(image, centre.x, centre.y + dy);
+                if !close(pixel, colour, 24) {
+                    missing.push(format!("{who}'s initials on {colour:?} (saw {pixel:?})"));
+                }
             }
         } else if read_screen(image, scene, *screen, *size).is_none() {
             missing.push(format!("{who}'s frame code"));
@@ -379,7 +384,12 @@ fn drive(
                 Stage::Room12
             }
             Stage::Room12 | Stage::Done => {
-                let strip: Vec<&Image> = check.kept.iter().filter(|(s, _)| s.in_strip()).map(|(_, i)| i).collect();
+                let strip: Vec<&Image> = check
+                    .kept
+                    .iter()
+                    .filter(|(s, _)| s.in_strip())
+                    .map(|(_, i)| i)
+                    .collect();
                 write_strip(&strip);
                 println!("1 passed, 0 failed");
                 exit.write(AppExit::Success);
@@ -511,7 +521,11 @@ fn main() -> AppExit {
     let bot_mint = mint.clone();
     let start = move |id: &str| {
         let more = MORE_BOTS.contains(&id);
-        let (w, h, fps) = if more { (320, 180, 10.0) } else { (BOT_VIDEO.0, BOT_VIDEO.1, 15.0) };
+        let (w, h, fps) = if more {
+            (320, 180, 10.0)
+        } else {
+            (BOT_VIDEO.0, BOT_VIDEO.1, 15.0)
+        };
         let bot = Bot::start(BotConfig {
             server_url: server_url.clone(),
             room_id: RoomId::new("demo").expect("valid"),
@@ -528,7 +542,10 @@ fn main() -> AppExit {
         // Microphone and camera off, as from the call bar: the room is told, and the viewer
         // shows initials, not the black picture that still arrives.
         if id == CAMERA_OFF {
-            bot.mute(StreamMute { audio: true, video: true });
+            bot.mute(StreamMute {
+                audio: true,
+                video: true,
+            });
         }
         bot
     };

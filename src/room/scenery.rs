@@ -216,10 +216,7 @@ pub fn spawn_scenery(
 
     // A round rug under the table.
     let at = Transform::from_xyz(0.0, 0.005, 0.0).with_rotation(Quat::from_rotation_x(-std::f32::consts::FRAC_PI_2));
-    let rug_mesh = Circle::new(GALLERY_INNER - 0.1)
-        .mesh()
-        .resolution(64)
-        .build();
+    let rug_mesh = Circle::new(GALLERY_INNER - 0.1).mesh().resolution(64).build();
     commands.spawn((
         Name::new("Rug"),
         Scenery,
