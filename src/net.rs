@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use holoroom_engine::protocol::{
-    KickoutReason, LoginConfig, Pose, RoomId, RoomStateReason, StreamId, StreamInfo, UpdateType, UserId, UserInfo,
+    ChatMessage, KickoutReason, LoginConfig, Pose, RoomId, RoomStateReason, StreamId, StreamInfo, UpdateType, UserId,
+    UserInfo,
 };
 use holoroom_engine::{
     Engine, EngineEvent, LocalStream, MediaError, PlayerState, RequestKind, RoomError, StreamQuality,
@@ -62,6 +63,29 @@ impl TokenSource {
 /// Who is speaking in the room, loudest first, as the server last said (absent outside a room).
 #[derive(Resource, Debug, Clone, Default, PartialEq)]
 pub struct ActiveSpeakers(pub Vec<UserId>);
+
+/// The room's chat as this client has it, oldest first (emptied on leaving).
+#[derive(Resource, Debug, Clone, Default, PartialEq)]
+pub struct ChatLog {
+    pub messages: Vec<ChatMessage>,
+    /// Messages from others since the chat was last seen.
+    pub unread: usize,
+}
+
+impl ChatLog {
+    /// How many messages are kept; older ones scroll away.
+    pub const KEPT: usize = 500;
+
+    fn add(&mut self, message: ChatMessage, mine: bool) {
+        if !mine {
+            self.unread += 1;
+        }
+        self.messages.push(message);
+        if self.messages.len() > Self::KEPT {
+            self.messages.remove(0);
+        }
+    }
+}
 
 /// The engine, shared by the systems that talk to it.
 #[derive(Resource, Clone)]
@@ -180,6 +204,7 @@ pub struct OwnStream {
 
 pub fn plugin(app: &mut App) {
     app.add_message::<RoomStateChanged>()
+        .init_resource::<ChatLog>()
         .add_message::<RoomUpdate>()
         .add_message::<QualityUpdated>()
         .add_message::<MediaTrouble>()
@@ -261,6 +286,7 @@ fn drain_engine(
     mut quality: MessageWriter<QualityUpdated>,
     mut trouble: MessageWriter<MediaTrouble>,
     mut feeds: MessageWriter<FeedState>,
+    (me, mut chat): (Option<Res<Me>>, ResMut<ChatLog>),
 ) {
     let Some(bridge) = bridge else {
         return;
@@ -290,6 +316,7 @@ fn drain_engine(
                         commands.remove_resource::<Me>();
                         commands.remove_resource::<Joining>();
                         commands.remove_resource::<ActiveSpeakers>();
+                        *chat = ChatLog::default();
                     }
                     RoomStateReason::Logining | RoomStateReason::Reconnecting | RoomStateReason::Reconnected => {}
                 }
@@ -361,6 +388,10 @@ fn drain_engine(
             }
             EngineEvent::RequestFailed { request, error } => {
                 trouble.write(MediaTrouble(Problem::Request { request, error }));
+            }
+            EngineEvent::RoomMessage { message, .. } => {
+                let mine = me.as_ref().is_some_and(|me| me.user.user_id == message.from.user_id);
+                chat.add(message, mine);
             }
             EngineEvent::ActiveSpeakers { speakers, .. } => {
                 commands.insert_resource(ActiveSpeakers(speakers.into_iter().map(|s| s.user_id).collect()));

@@ -11,9 +11,11 @@
 //! 4. `room-focus.png`: one participant focused: their screen fills far more of the view and
 //!    its frame code reads back.
 //! 5. `room-overview.png`: the room from above with the participants drawer open.
-//! 6. `room-12.png`: twelve, back at your seat: the same checks as for six (six of them in
+//! 6. `room-chat.png`: back at your seat with the chat drawer open: two bots and you said
+//!    something, and each name shows in its colour in the drawer.
+//! 7. `room-12.png`: twelve, back at your seat: the same checks as for six (six of them in
 //!    the gallery behind the first ring).
-//! 7. `room-strip.png`: join, room, focus and overview side by side.
+//! 8. `room-strip.png`: join, room, focus and chat side by side.
 //!
 //! 2, 3 and 6 are judged alike: all of what matters is checked by pixels.
 //!
@@ -28,7 +30,7 @@ use bevy::prelude::*;
 use bevy::render::render_resource::TextureFormat;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_disk};
 use bevy::winit::{UpdateMode, WinitSettings};
-use holoroom::net::{EngineBridge, JoinRoom, MintToken, TokenSource};
+use holoroom::net::{ChatLog, EngineBridge, JoinRoom, MintToken, TokenSource};
 use holoroom::room::participants::{AppState, LocalParticipant, Participant};
 use holoroom::room::presence::avatar_colour;
 use holoroom::room::{ViewMode, ViewerCamera};
@@ -47,6 +49,8 @@ const BOT_VIDEO: (u32, u32) = (640, 360);
 /// The first is there from the start (the room of two).
 const PATTERN_BOTS: [&str; 4] = ["ada", "grace", "alan", "edsger"];
 const CAMERA_OFF: &str = "barbara";
+/// Who says what in the chat shot (the first bots, in the order they joined).
+const SPEAKERS: [(&str, &str); 2] = [("ada", "Welcome, everyone!"), ("grace", "Hi! Can you all hear me?")];
 /// Six more for the room of twelve (a smaller pattern: they only fill the room).
 const MORE_BOTS: [&str; 6] = ["linus", "frances", "ken", "radia", "dennis", "hedy"];
 const GIVE_UP: Duration = Duration::from_secs(90);
@@ -69,6 +73,7 @@ enum Stage {
     Room,
     Focus,
     Overview,
+    Chat,
     Room12,
     Done,
 }
@@ -81,6 +86,7 @@ impl Stage {
             Stage::Room => "room-6.png",
             Stage::Focus => "room-focus.png",
             Stage::Overview => "room-overview.png",
+            Stage::Chat => "room-chat.png",
             Stage::Room12 => "room-12.png",
             Stage::Done => "",
         }
@@ -91,14 +97,14 @@ impl Stage {
         match self {
             Stage::Login | Stage::Done => (0, 0),
             Stage::Room2 => (1, 1),
-            Stage::Room | Stage::Focus | Stage::Overview => (5, 4),
+            Stage::Room | Stage::Focus | Stage::Overview | Stage::Chat => (5, 4),
             Stage::Room12 => (11, 10),
         }
     }
 
     /// Whether the strip shows this stage's shot.
     fn in_strip(self) -> bool {
-        matches!(self, Stage::Login | Stage::Room | Stage::Focus | Stage::Overview)
+        matches!(self, Stage::Login | Stage::Room | Stage::Focus | Stage::Chat)
     }
 }
 
@@ -279,6 +285,7 @@ fn drive(
     screens: Query<(&ChildOf, &GlobalTransform), With<FaceViewer>>,
     camera: Query<(&Camera, &GlobalTransform), With<ViewerCamera>>,
     (mut view, mut call_ui, mut crowd): (ResMut<ViewMode>, ResMut<CallUi>, ResMut<Crowd>),
+    (chat, bridge): (Res<ChatLog>, Res<EngineBridge>),
 ) {
     if check.started.elapsed() > GIVE_UP {
         eprintln!("screenshot: gave up after {GIVE_UP:?} at {:?}", check.stage);
@@ -331,6 +338,22 @@ fn drive(
                     vec!["the participants drawer".to_owned()]
                 }
             }
+            Stage::Chat => {
+                // Each speaker's name in their colour, in the drawer on the right.
+                let (w, h) = (image.width(), image.height());
+                SPEAKERS
+                    .iter()
+                    .filter(|(who, _)| {
+                        let colour = srgb8(avatar_colour(who));
+                        let shown = (0..h)
+                            .flat_map(|y| (w - 300..w).map(move |x| (x, y)))
+                            .filter(|&(x, y)| close(rgb_at(&image, x as f32, y as f32), colour, 10))
+                            .count();
+                        shown < 12
+                    })
+                    .map(|(who, _)| format!("{who}'s name in the chat"))
+                    .collect()
+            }
             Stage::Done => Vec::new(),
         };
         if !missing.is_empty() {
@@ -380,6 +403,17 @@ fn drive(
             Stage::Overview => {
                 view.toggle_overview();
                 call_ui.participants = false;
+                call_ui.chat = true;
+                for (n, (_, text)) in SPEAKERS.iter().enumerate() {
+                    if let Some(bot) = crowd.bots.get(n) {
+                        bot.say(*text);
+                    }
+                }
+                bridge.engine.send_room_message("Hello from the viewer");
+                Stage::Chat
+            }
+            Stage::Chat => {
+                call_ui.chat = false;
                 crowd.add(&MORE_BOTS);
                 Stage::Room12
             }
@@ -411,7 +445,9 @@ fn drive(
                 .filter(|(_, _, panel)| panel.is_some_and(|p| p.size.0 > 0))
                 .count();
             let (people, pictures) = check.stage.people();
-            *state.get() == AppState::InCall && live == pictures && remote.iter().count() == people
+            // The chat shot waits for the bots' messages and yours.
+            let said = check.stage != Stage::Chat || chat.messages.len() == SPEAKERS.len() + 1;
+            *state.get() == AppState::InCall && live == pictures && remote.iter().count() == people && said
         }
     };
     if !ready {

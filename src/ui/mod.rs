@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+mod chat;
 pub mod preview;
 mod sentence;
 pub mod theme;
@@ -27,7 +28,7 @@ use crate::net::ActiveSpeakers;
 use crate::net::OwnStream;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::net::TokenSource;
-use crate::net::{EngineBridge, JoinRoom, LeaveRoom, Me, Problem, QualityUpdated};
+use crate::net::{ChatLog, EngineBridge, JoinRoom, LeaveRoom, Me, Problem, QualityUpdated};
 use crate::quality::ViewQuality;
 use crate::room::ViewerCamera;
 use crate::room::participants::{
@@ -117,6 +118,9 @@ pub struct RoomRect(pub Option<egui::Rect>);
 #[derive(Resource, Debug, Default)]
 pub struct CallUi {
     pub participants: bool,
+    pub chat: bool,
+    /// What is typed in the chat and not sent yet.
+    pub chat_draft: String,
     pub connection: bool,
     pub devices: bool,
 }
@@ -434,7 +438,7 @@ fn call_bar(
     uploads: Res<UploadStats>,
     (last_error, reconnecting): (Res<LastError>, Res<Reconnecting>),
     (own, room_audio): (Option<Res<OwnStream>>, Option<Res<RoomAudio>>),
-    (mut open, mut room_rect): (ResMut<CallUi>, ResMut<RoomRect>),
+    (mut open, mut room_rect, mut chat): (ResMut<CallUi>, ResMut<RoomRect>, ResMut<ChatLog>),
     mut view: ResMut<crate::room::ViewMode>,
     mut picker: DevicePicker,
     mut bots: ResMut<DemoBots>,
@@ -462,6 +466,11 @@ fn call_bar(
     let mut toggle_camera = key(egui::Key::V);
     if key(egui::Key::P) {
         open.participants = !open.participants;
+        open.chat &= !open.participants;
+    }
+    if key(egui::Key::C) {
+        open.chat = !open.chat;
+        open.participants &= !open.chat;
     }
     if key(egui::Key::I) {
         open.connection = !open.connection;
@@ -520,7 +529,7 @@ fn call_bar(
             ui.horizontal(|ui| {
                 // Centred: every button has a fixed width.
                 let spacing = ui.spacing().item_spacing.x;
-                let icons = if own.is_some() { 3.0 } else { 0.0 } + if seated { 3.0 } else { 2.0 };
+                let icons = if own.is_some() { 3.0 } else { 0.0 } + if seated { 4.0 } else { 3.0 };
                 let demo = if connection.embedded && cfg!(not(target_arch = "wasm32")) {
                     DEMO_WIDTH + spacing
                 } else {
@@ -565,6 +574,30 @@ fn call_bar(
                     "Participants: hear each, set volumes (P)",
                 ) {
                     open.participants = !open.participants;
+                    open.chat &= !open.participants;
+                }
+                let unread = if open.chat { 0 } else { chat.unread };
+                let tip = match unread {
+                    0 => "Chat with everyone (C)".to_owned(),
+                    1 => "Chat: 1 new message (C)".to_owned(),
+                    n => format!("Chat: {n} new messages (C)"),
+                };
+                let clicked = bar_button(ui, "💬", open.chat.then_some(theme::ACCENT), &tip);
+                if unread > 0 {
+                    // A badge on the button's corner with the count.
+                    let corner = ui.min_rect().right_top() + egui::vec2(-6.0, 6.0);
+                    ui.painter().circle_filled(corner, 8.0, theme::OFF);
+                    ui.painter().text(
+                        corner,
+                        egui::Align2::CENTER_CENTER,
+                        unread.min(99).to_string(),
+                        egui::FontId::proportional(11.0),
+                        egui::Color32::WHITE,
+                    );
+                }
+                if clicked {
+                    open.chat = !open.chat;
+                    open.participants &= !open.chat;
                 }
                 if bar_button(
                     ui,
@@ -626,6 +659,10 @@ fn call_bar(
         bots.leave_all();
     }
 
+    if open.chat {
+        let engine = bridge.as_ref().map(|b| b.engine.as_ref());
+        chat::drawer(&mut root, &mut chat, &mut open.chat_draft, me.as_deref(), engine);
+    }
     if open.participants {
         egui::Panel::right("participants")
             .resizable(false)
@@ -638,16 +675,8 @@ fn call_bar(
                         || speakers.as_ref().is_some_and(|s| s.0.contains(&participant.user_id));
                     ui.horizontal(|ui| {
                         let (dot, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
-                        let colour = crate::room::presence::avatar_colour(participant.user_id.as_str()).to_srgba();
-                        ui.painter().circle_filled(
-                            dot.center(),
-                            5.0,
-                            egui::Color32::from_rgb(
-                                (colour.red * 255.0) as u8,
-                                (colour.green * 255.0) as u8,
-                                (colour.blue * 255.0) as u8,
-                            ),
-                        );
+                        let colour = crate::room::presence::avatar_colour(participant.user_id.as_str());
+                        ui.painter().circle_filled(dot.center(), 5.0, theme::colour32(colour));
                         // What they switched off themselves (yours is on the call bar).
                         let mute = mute.map(|m| m.0).unwrap_or_default();
                         let marks = match (mute.audio, mute.video) {
@@ -768,6 +797,29 @@ fn bar_button(ui: &mut egui::Ui, icon: &str, fill: Option<egui::Color32>, tip: &
         None => button,
     };
     ui.add(button).on_hover_text(tip).clicked()
+}
+
+/// The sizes initials are drawn at, smallest first.
+const INITIALS_SIZES: [f32; 4] = [14.0, 22.0, 36.0, 56.0];
+
+/// A disc of `fill` with `initials` on it. The letters' size follows the disc's in a few
+/// steps: every size a font is drawn at takes room in egui's font atlas (with its common
+/// characters), and a size that changed every frame (the disc follows the camera as it eases)
+/// filled it until egui rebuilt it, and letters elsewhere went missing while it did.
+fn draw_initials(painter: &egui::Painter, centre: egui::Pos2, radius: f32, initials: &str, fill: egui::Color32) {
+    painter.circle_filled(centre, radius, fill);
+    let size = INITIALS_SIZES
+        .into_iter()
+        .rev()
+        .find(|size| *size <= radius * 0.8)
+        .unwrap_or(INITIALS_SIZES[0]);
+    painter.text(
+        centre,
+        egui::Align2::CENTER_CENTER,
+        initials,
+        egui::FontId::proportional(size),
+        egui::Color32::WHITE,
+    );
 }
 
 /// Colour of a speaking participant's name.
@@ -935,22 +987,10 @@ fn name_plates(
                 .world_to_viewport(camera_transform, centre + Vec3::Y * crate::video::PANEL_SIZE.y / 2.0)
                 .map_or(40.0, |top| (middle.y - top.y).abs());
             let radius = (top * 0.7).clamp(8.0, 120.0);
-            let colour = crate::room::presence::avatar_colour(participant.user_id.as_str()).to_srgba();
-            let fill = egui::Color32::from_rgb(
-                (colour.red * 255.0) as u8,
-                (colour.green * 255.0) as u8,
-                (colour.blue * 255.0) as u8,
-            );
+            let fill = theme::colour32(crate::room::presence::avatar_colour(participant.user_id.as_str()));
             let painter = ctx.layer_painter(egui::LayerId::background());
-            let centre = egui::pos2(middle.x, middle.y);
-            painter.circle_filled(centre, radius, fill);
-            painter.text(
-                centre,
-                egui::Align2::CENTER_CENTER,
-                crate::room::presence::initials(&participant.name),
-                egui::FontId::proportional(radius * 0.8),
-                egui::Color32::WHITE,
-            );
+            let initials = crate::room::presence::initials(&participant.name);
+            draw_initials(&painter, egui::pos2(middle.x, middle.y), radius, &initials, fill);
         }
         egui::Area::new(egui::Id::new(("plate", participant.user_id.as_str())))
             .fixed_pos(egui::pos2(at.x, at.y + 2.0))
@@ -1007,6 +1047,43 @@ mod tests {
 
     fn note_changes(choice: Res<MediaChoice>, mut changes: ResMut<ChoiceChanges>) {
         changes.0.push(choice.is_changed());
+    }
+
+    #[test]
+    fn initials_that_grow_and_shrink_with_the_view_never_refill_the_font_atlas() {
+        let ctx = egui::Context::default();
+        let (mut rebuilds, mut filled) = (0, 0.0);
+        // The disc eases from far to near and back, a little every frame, for twenty seconds,
+        // with the browser's largest texture (WebGL2).
+        for frame in 0..1200 {
+            let t = frame as f32 / 600.0;
+            let radius = 8.0 + 112.0 * (t * std::f32::consts::TAU).sin().abs();
+            let input = egui::RawInput {
+                max_texture_side: Some(2048),
+                ..default()
+            };
+            let mut output = ctx.run_ui(input, |ui| {
+                let painter = ui.ctx().layer_painter(egui::LayerId::background());
+                // Two people with their cameras off, at different distances.
+                draw_initials(&painter, egui::pos2(200.0, 200.0), radius, "GB", egui::Color32::RED);
+                draw_initials(
+                    &painter,
+                    egui::pos2(400.0, 200.0),
+                    radius * 0.77,
+                    "AL",
+                    egui::Color32::RED,
+                );
+                ui.label("11 kbps rtt 35 ms");
+            });
+            output.textures_delta.clear();
+            // egui starts the atlas afresh once it is 80% full: it empties.
+            let now = ctx.fonts(|fonts| fonts.font_atlas_fill_ratio());
+            if now < filled {
+                rebuilds += 1;
+            }
+            filled = now;
+        }
+        assert_eq!(rebuilds, 0, "the font atlas was rebuilt {rebuilds} times");
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub fn sentence(problem: &Problem) -> String {
             error,
         } => format!("The video quality could not be changed: {}", room(error)),
         Problem::Request {
+            request: RequestKind::SendMessage,
+            error,
+        } => format!("Your chat message was not sent: {}", room(error)),
+        Problem::Request {
             request: RequestKind::SetStreamMute,
             error,
         } => format!(

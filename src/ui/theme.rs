@@ -56,3 +56,13 @@ fn style(style: &mut egui::Style) {
     visuals.selection.bg_fill = ACCENT;
     visuals.hyperlink_color = WARNING;
 }
+
+/// A Bevy colour for egui.
+pub fn colour32(colour: Color) -> egui::Color32 {
+    let srgb = colour.to_srgba();
+    egui::Color32::from_rgb(
+        (srgb.red * 255.0).round() as u8,
+        (srgb.green * 255.0).round() as u8,
+        (srgb.blue * 255.0).round() as u8,
+    )
+}

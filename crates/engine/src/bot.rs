@@ -54,6 +54,8 @@ struct Shared {
     playing: Mutex<BTreeMap<StreamId, RemoteStream>>,
     /// A mute state asked for and not yet applied to the bot's stream.
     mute: Mutex<Option<StreamMute>>,
+    /// Chat messages to send.
+    say: Mutex<Vec<String>>,
     stop: AtomicBool,
 }
 
@@ -76,6 +78,7 @@ impl Bot {
             }),
             playing: Mutex::new(BTreeMap::new()),
             mute: Mutex::new(None),
+            say: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
         engine.login_room(
@@ -114,6 +117,11 @@ impl Bot {
     /// room is told). Applied within a tenth of a second, or as its stream is published.
     pub fn mute(&self, mute: StreamMute) {
         *lock(&self.shared.mute) = Some(mute);
+    }
+
+    /// Says `text` in the room's chat (within a tenth of a second, once in the room).
+    pub fn say(&self, text: impl Into<String>) {
+        lock(&self.shared.say).push(text.into());
     }
 
     /// The media of a stream the bot plays.
@@ -167,6 +175,16 @@ fn run(engine: Engine, config: BotConfig, shared: Arc<Shared>) {
         {
             engine.mute_stream_audio(stream, mute.audio);
             engine.mute_stream_video(stream, mute.video);
+        }
+        // In the room (the engine holds messages while it reconnects).
+        let in_room = matches!(
+            lock(&shared.status).state,
+            RoomStateReason::Logined | RoomStateReason::Reconnecting | RoomStateReason::Reconnected
+        );
+        if in_room {
+            for text in std::mem::take(&mut *lock(&shared.say)) {
+                engine.send_room_message(text);
+            }
         }
         let Ok(event) = engine.events().recv_timeout(Duration::from_millis(100)) else {
             continue;

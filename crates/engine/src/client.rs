@@ -116,6 +116,14 @@ impl Engine {
         self.backend.send(Command::MuteChanged(stream.clone()));
     }
 
+    /// `sendBroadcastMessage`: says `text` to everyone in the room. It comes back as an
+    /// [`EngineEvent::RoomMessage`] once the room has it (in the room's order); a failure is a
+    /// [`EngineEvent::RequestFailed`] for [`RequestKind::SendMessage`]. Sent once the
+    /// connection is back if it is away.
+    pub fn send_room_message(&self, text: impl Into<String>) {
+        self.backend.send(Command::SendMessage(text.into()));
+    }
+
     pub fn stop_publishing_stream(&self, stream_id: StreamId) {
         self.backend.send(Command::StopPublishing(stream_id));
     }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use holoroom_protocol::{
-    ErrorBody, Event, KickoutReason, LoginConfig, Pose, RoomId, RoomStateReason, Speaker, StreamId, StreamInfo,
-    UpdateType, UserId, UserInfo, VideoLayer,
+    ChatMessage, ErrorBody, Event, KickoutReason, LoginConfig, Pose, RoomId, RoomStateReason, Speaker, StreamId,
+    StreamInfo, UpdateType, UserId, UserInfo, VideoLayer,
 };
 
 use crate::media::{AudioBuffer, AudioJitterStats, FrameSlot, ReceiveStats};
@@ -315,6 +315,7 @@ pub enum RequestKind {
     SetPose,
     SetVideoLayer,
     SetStreamMute,
+    SendMessage,
 }
 
 /// Everything the engine reports, named as in the classic RTC SDKs.
@@ -398,6 +399,13 @@ pub enum EngineEvent {
         room_id: RoomId,
         speakers: Vec<Speaker>,
     },
+    /// `IMRecvBroadcastMessage`: someone (you too, once the room has it) said something. After
+    /// a login the room's latest messages arrive this way too; after a reconnect only those not
+    /// reported yet.
+    RoomMessage {
+        room_id: RoomId,
+        message: ChatMessage,
+    },
     /// A request without a state of its own failed.
     RequestFailed {
         request: RequestKind,
@@ -443,6 +451,7 @@ impl EngineEvent {
             },
             Event::PoseUpdate { room_id, user_id, pose } => EngineEvent::PoseUpdate { room_id, user_id, pose },
             Event::ActiveSpeakers { room_id, speakers } => EngineEvent::ActiveSpeakers { room_id, speakers },
+            Event::RoomMessage { room_id, message } => EngineEvent::RoomMessage { room_id, message },
             Event::Trickle { .. } | Event::VideoLayersWanted { .. } | Event::PublishFailed { .. } => return None,
         })
     }
@@ -468,6 +477,7 @@ pub(crate) enum Command {
     /// A local stream's microphone or camera went off or on: tell the room for each of its
     /// publications.
     MuteChanged(LocalStream),
+    SendMessage(String),
 }
 
 impl Command {
@@ -502,6 +512,7 @@ impl Command {
             Command::SetVideoLayer(..) => Some(request_failed(RequestKind::SetVideoLayer)),
             // Outside a room the stream is not published: its own switch is all there is.
             Command::MuteChanged(_) => None,
+            Command::SendMessage(_) => Some(request_failed(RequestKind::SendMessage)),
         }
     }
 

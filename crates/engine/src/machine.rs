@@ -77,7 +77,8 @@ pub(crate) enum Input {
     /// driver keeps the connection as the current one (closing any other).
     Connected {
         connection: ConnectionId,
-        result: Result<LoginResponse, RoomError>,
+        /// Boxed: a login's answer is large, and inputs are many.
+        result: Result<Box<LoginResponse>, RoomError>,
     },
     /// A server event on a connection.
     ServerEvent {
@@ -185,6 +186,9 @@ enum Purpose {
     /// A played stream's video layer (not sent again after a reconnect: the stream's next
     /// media connection starts with the layer last chosen).
     Layer,
+    /// A chat message (queued again if its connection drops before the answer: it may then
+    /// arrive twice, never not at all).
+    Message(String),
     /// A published stream's mute state (not sent again after a reconnect: the stream's next
     /// media connection starts with the state it has then).
     Mute,
@@ -460,6 +464,12 @@ impl RoomMachine {
                 stream_id,
             }),
             Command::SetVideoLayer(stream_id, layer) => self.set_video_layer(stream_id, layer),
+            Command::SendMessage(text) => {
+                if !self.in_room() {
+                    return self.outside_a_room(Command::SendMessage(text));
+                }
+                self.send(Request::SendMessage { text: text.clone() }, Purpose::Message(text));
+            }
             Command::MuteChanged(local) => {
                 let running: Vec<StreamId> = self
                     .room
@@ -894,7 +904,7 @@ impl RoomMachine {
 
     // ---- the connection ----
 
-    fn connected(&mut self, now: Instant, connection: ConnectionId, result: Result<LoginResponse, RoomError>) {
+    fn connected(&mut self, now: Instant, connection: ConnectionId, result: Result<Box<LoginResponse>, RoomError>) {
         match &self.phase {
             Phase::LoggingIn(c) if *c == connection => match result {
                 Ok(response) => {
@@ -1017,6 +1027,9 @@ impl RoomMachine {
                     room.queued.push_back((body, Purpose::Renew { token }));
                 }
                 Purpose::Withdraw(body) => room.queued.push_back((body.clone(), Purpose::Withdraw(body))),
+                Purpose::Message(text) => room
+                    .queued
+                    .push_back((Request::SendMessage { text: text.clone() }, Purpose::Message(text))),
                 Purpose::Pose | Purpose::Logout | Purpose::Abandon(_) | Purpose::Layer | Purpose::Mute => {}
             }
         }
@@ -1266,6 +1279,19 @@ impl RoomMachine {
                     error: error.into(),
                 }),
             },
+            Purpose::Message(text) => match result {
+                Ok(_) => {}
+                Err(SignalingError::Closed) => {
+                    if let Some(room) = self.room.as_mut() {
+                        room.queued
+                            .push_back((Request::SendMessage { text: text.clone() }, Purpose::Message(text)));
+                    }
+                }
+                Err(error) => self.emit(EngineEvent::RequestFailed {
+                    request: RequestKind::SendMessage,
+                    error: error.into(),
+                }),
+            },
             Purpose::Mute => match result {
                 // The stream ended meanwhile: its next publication carries the state.
                 Err(SignalingError::Refused(body)) if body.code == ErrorCode::StreamNotFound => {}
@@ -1316,8 +1342,8 @@ mod tests {
         .expect("a custom stream")
     }
 
-    fn response(session: &str, streams: &[&str]) -> LoginResponse {
-        LoginResponse {
+    fn response(session: &str, streams: &[&str]) -> Box<LoginResponse> {
+        Box::new(LoginResponse {
             session_id: session.into(),
             room_id: room(),
             user: user("me"),
@@ -1337,7 +1363,8 @@ mod tests {
                 })
                 .collect(),
             poses: Vec::new(),
-        }
+            messages: Vec::new(),
+        })
     }
 
     /// A machine and a clock, with helpers that play the driver.

@@ -23,6 +23,8 @@ pub(crate) enum Followed {
 pub struct RoomView {
     users: BTreeMap<UserId, UserInfo>,
     streams: BTreeMap<StreamId, StreamInfo>,
+    /// The newest chat message reported: a listing after a reconnect skips up to it.
+    last_message: u64,
 }
 
 impl RoomView {
@@ -163,6 +165,14 @@ impl RoomView {
     pub fn clear(&mut self) {
         self.users.clear();
         self.streams.clear();
+        self.last_message = 0;
+    }
+
+    /// Whether a chat message is news (not reported yet), noting it if it is.
+    fn fresh_message(&mut self, id: u64) -> bool {
+        let fresh = id > self.last_message;
+        self.last_message = self.last_message.max(id);
+        fresh
     }
 }
 
@@ -180,10 +190,20 @@ impl RoomView {
             user_id: user_pose.user_id.clone(),
             pose: user_pose.pose,
         });
+        let messages: Vec<crate::EngineEvent> = response
+            .messages
+            .iter()
+            .filter(|message| self.fresh_message(message.id))
+            .map(|message| crate::EngineEvent::RoomMessage {
+                room_id: room_id.clone(),
+                message: message.clone(),
+            })
+            .collect();
         changes
             .into_iter()
             .filter_map(crate::EngineEvent::from_server)
             .chain(poses)
+            .chain(messages)
             .collect()
     }
 
@@ -196,6 +216,14 @@ impl RoomView {
                 ..
             }
         );
+        if let Event::RoomMessage { message, .. } = &event
+            && !self.fresh_message(message.id)
+        {
+            return Followed::Report {
+                event: None,
+                kicked: false,
+            };
+        }
         if !self.apply(&event) {
             tracing::warn!(?event, "event contradicts the room view; ignored");
             return Followed::Contradicts;

@@ -335,3 +335,100 @@ async fn tokens_renew_through_the_engine() {
         EngineEvent::RequestFailed { error: RoomError::Refused(ref body), .. } if body.code == ErrorCode::TokenUserMismatch
     ));
 }
+
+/// The chat messages among `events`, as (from, text).
+fn said(events: &[EngineEvent]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            EngineEvent::RoomMessage { message, .. } => Some((message.from.user_id.to_string(), message.text.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_reaches_everyone_in_order_and_a_cut_loses_or_repeats_nothing() {
+    let server = server(Duration::from_secs(5)).await;
+    let relay = Relay::start(server.local_addr()).await;
+    // Alice takes a while to come back: what is said meanwhile happens while she is away.
+    let mut config = EngineConfig::new(relay.url());
+    config.reconnect = ReconnectPolicy {
+        first_delay: Duration::from_millis(400),
+        max_delay: Duration::from_millis(400),
+        give_up_after: Duration::from_secs(5),
+    };
+    let alice = Engine::new(config).expect("engine starts");
+    let bob = engine_for(server.ws_url());
+    for (engine, id) in [(&alice, "alice"), (&bob, "bob")] {
+        engine.login_room(room(), token(&server, id), user(id), LoginConfig { user_update: true });
+        assert_eq!(state(&next(engine).await), RoomStateReason::Logining);
+        assert_eq!(state(&next(engine).await), RoomStateReason::Logined);
+    }
+    alice.send_room_message("one");
+    let line = |from: &str, text: &str| (from.to_owned(), text.to_owned());
+    assert_eq!(
+        said(&drain(&alice, Duration::from_millis(300)).await),
+        [line("alice", "one")]
+    );
+    assert_eq!(
+        said(&drain(&bob, Duration::from_millis(100)).await),
+        [line("alice", "one")]
+    );
+
+    // Alice's connection is cut: bob speaks meanwhile, and alice writes before she is back.
+    relay.cut();
+    assert_eq!(state(&next(&alice).await), RoomStateReason::Reconnecting);
+    bob.send_room_message("two");
+    // The room has it once bob hears it back.
+    assert_eq!(
+        said(&drain(&bob, Duration::from_millis(100)).await),
+        [line("bob", "two")]
+    );
+    alice.send_room_message("three");
+    let back = drain(&alice, Duration::from_millis(800)).await;
+    assert!(back.iter().any(|e| matches!(
+        e,
+        EngineEvent::RoomStateChanged {
+            reason: RoomStateReason::Reconnected,
+            ..
+        }
+    )));
+    assert_eq!(
+        said(&back),
+        [line("bob", "two"), line("alice", "three")],
+        "what was missed, then what waited; nothing twice"
+    );
+    assert_eq!(
+        said(&drain(&bob, Duration::from_millis(100)).await),
+        [line("alice", "three")]
+    );
+
+    // Someone joining later finds the conversation so far.
+    let carol = engine_for(server.ws_url());
+    carol.login_room(
+        room(),
+        token(&server, "carol"),
+        user("carol"),
+        LoginConfig { user_update: true },
+    );
+    let joined = drain(&carol, Duration::from_millis(300)).await;
+    assert_eq!(
+        said(&joined),
+        [line("alice", "one"), line("bob", "two"), line("alice", "three")]
+    );
+    // A refusal is reported, and nothing is said.
+    carol.send_room_message(" ");
+    let refused = drain(&carol, Duration::from_millis(300)).await;
+    assert!(
+        refused.iter().any(|e| matches!(
+            e,
+            EngineEvent::RequestFailed {
+                request: holoroom_engine::RequestKind::SendMessage,
+                error: RoomError::Refused(body),
+            } if body.code == ErrorCode::InvalidArgument
+        )),
+        "{refused:?}"
+    );
+    assert!(said(&drain(&bob, Duration::from_millis(100)).await).is_empty());
+}

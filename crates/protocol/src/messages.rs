@@ -32,6 +32,10 @@ pub const MAX_USER_NAME_BYTES: usize = 256;
 
 /// Longest stream extra info, in bytes.
 pub const MAX_EXTRA_INFO_BYTES: usize = 4096;
+/// Longest chat message, in bytes.
+pub const MAX_CHAT_BYTES: usize = 2000;
+/// How many of its latest chat messages a room lists to those who join or come back.
+pub const CHAT_HISTORY: usize = 50;
 
 /// WebSocket close codes the server uses.
 pub mod close_code {
@@ -98,6 +102,9 @@ pub enum Request {
     },
     /// Where this participant is in the room.
     SetPose { pose: Pose },
+    /// Say something to everyone in the room (spectators read, but may not write). Everyone,
+    /// the sender too, gets it as [`Event::RoomMessage`], in the room's order.
+    SendMessage { text: String },
     /// Which video layer of a played stream to receive: the smallest that covers the size it
     /// is shown at, or `off` while it is not seen (its sound keeps coming). The server sends
     /// a lower layer while the downlink cannot carry this one.
@@ -383,7 +390,8 @@ impl From<ResponseResult> for Result<ResponseBody, ErrorBody> {
 pub enum ResponseBody {
     /// Done; nothing to report.
     Ack,
-    LoggedIn(LoginResponse),
+    /// Boxed: the room's snapshot is large next to the other answers.
+    LoggedIn(Box<LoginResponse>),
     TokenRenewed {
         /// Unix seconds after which the session is kicked out unless renewed again.
         expires_at: u64,
@@ -419,6 +427,22 @@ pub struct LoginResponse {
     pub streams: Vec<StreamInfo>,
     /// The other members' last poses.
     pub poses: Vec<UserPose>,
+    /// The room's latest chat messages (up to [`CHAT_HISTORY`]), oldest first.
+    #[serde(default)]
+    pub messages: Vec<ChatMessage>,
+}
+
+/// A chat message as the room keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    /// Grows with every message, also across a server's restarts (it starts from the clock):
+    /// a client that has shown `id` skips messages up to it when they are listed again.
+    pub id: u64,
+    pub from: UserInfo,
+    pub text: String,
+    /// When the server took it, in Unix seconds.
+    pub sent_at: u64,
 }
 
 /// A member's pose, as listed at login.
@@ -555,6 +579,11 @@ pub enum Event {
         room_id: RoomId,
         speakers: Vec<Speaker>,
     },
+    /// Someone said something in the room (to everyone, the sender too).
+    RoomMessage {
+        room_id: RoomId,
+        message: ChatMessage,
+    },
 }
 
 /// One entry of [`Event::ActiveSpeakers`].
@@ -662,6 +691,24 @@ pub fn validate_user_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a chat message: some text, at most [`MAX_CHAT_BYTES`], no control characters
+/// but line breaks and tabs.
+pub fn validate_chat(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        return Err("the message is empty".into());
+    }
+    if text.len() > MAX_CHAT_BYTES {
+        return Err(format!(
+            "the message is {} bytes long; the limit is {MAX_CHAT_BYTES}",
+            text.len()
+        ));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err("the message has a control character".into());
+    }
+    Ok(())
+}
+
 /// Checks stream extra info: at most [`MAX_EXTRA_INFO_BYTES`].
 pub fn validate_extra_info(extra: &str) -> Result<(), String> {
     if extra.len() > MAX_EXTRA_INFO_BYTES {
@@ -748,6 +795,16 @@ mod tests {
         let body: ErrorBody =
             serde_json::from_str(r#"{"code":"quota_exceeded","message":"m"}"#).expect("forward compatible");
         assert_eq!(body.code, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn chat_messages_need_text_within_limits_without_control_characters() {
+        assert!(validate_chat("hello\nsecond line\twith a tab").is_ok());
+        assert!(validate_chat("  \n ").is_err());
+        assert!(validate_chat(&"x".repeat(MAX_CHAT_BYTES)).is_ok());
+        assert!(validate_chat(&"x".repeat(MAX_CHAT_BYTES + 1)).is_err());
+        assert!(validate_chat("bell\u{7}").is_err());
+        assert!(validate_chat("escape \u{1b}[31m").is_err());
     }
 
     #[test]

@@ -8,11 +8,12 @@
 //! the room; a user ID is a member of at most one room; hidden members are never listed
 //! or counted and own no streams.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use holoroom_protocol::{
-    ErrorBody, ErrorCode, Event, KickoutReason, Pose, PublishRequest, RoomId, Speaker, StreamId, StreamInfo,
-    StreamMute, UpdateType, UserId, UserInfo, UserPose, VideoGrant, validate_extra_info,
+    CHAT_HISTORY, ChatMessage, ErrorBody, ErrorCode, Event, KickoutReason, Pose, PublishRequest, RoomId, Speaker,
+    StreamId, StreamInfo, StreamMute, UpdateType, UserId, UserInfo, UserPose, VideoGrant, validate_chat,
+    validate_extra_info,
 };
 use serde::Serialize;
 
@@ -105,6 +106,8 @@ pub struct Joined {
     pub streams: Vec<StreamInfo>,
     /// Other visible members' poses.
     pub poses: Vec<UserPose>,
+    /// The room's latest chat messages, oldest first.
+    pub messages: Vec<ChatMessage>,
 }
 
 #[derive(Debug)]
@@ -132,6 +135,10 @@ struct Room {
     streams: BTreeMap<StreamId, StreamInfo>,
     /// The active speakers last announced, loudest first.
     speakers: Vec<StreamId>,
+    /// The latest chat messages (up to [`CHAT_HISTORY`]), oldest first.
+    messages: VecDeque<ChatMessage>,
+    /// The last chat message's number.
+    last_message: u64,
 }
 
 impl Room {
@@ -357,6 +364,7 @@ impl Rooms {
                     })
                 })
                 .collect(),
+            messages: room.messages.iter().cloned().collect(),
         }
     }
 
@@ -619,6 +627,37 @@ impl Rooms {
         };
         let mut out = Outputs::default();
         room.broadcast(&mut out, Some(&seat.user_id), |_| true, &event);
+        Ok(out)
+    }
+
+    /// Says `text` to everyone in the session's room, the sender too. `now` is the clock in
+    /// Unix microseconds: numbers start from it, so they keep growing across restarts.
+    pub fn send_message(&mut self, session: SessionId, text: String, now: u64) -> Result<Outputs, ErrorBody> {
+        let seat = self.seat(session)?;
+        let member = self.member(&seat);
+        if member.hidden() {
+            return Err(err(ErrorCode::PermissionDenied, "spectators cannot chat"));
+        }
+        validate_chat(&text).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
+        let from = member.info.clone();
+        let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
+        room.last_message = (room.last_message + 1).max(now);
+        let message = ChatMessage {
+            id: room.last_message,
+            from,
+            text,
+            sent_at: now / 1_000_000,
+        };
+        room.messages.push_back(message.clone());
+        while room.messages.len() > CHAT_HISTORY {
+            room.messages.pop_front();
+        }
+        let event = Event::RoomMessage {
+            room_id: seat.room_id.clone(),
+            message,
+        };
+        let mut out = Outputs::default();
+        room.broadcast(&mut out, None, |_| true, &event);
         Ok(out)
     }
 

@@ -340,6 +340,13 @@ impl Session {
                 .lock()
                 .apply(id, |rooms| Ok(((), rooms.set_extra_info(id, &stream_id, extra_info)?)))
                 .map(|((), events)| (ResponseBody::Ack, events)),
+            Request::SendMessage { text } => {
+                let now = self.hub.config.clock.unix_micros();
+                self.hub
+                    .lock()
+                    .apply(id, |rooms| Ok(((), rooms.send_message(id, text, now)?)))
+                    .map(|((), events)| (ResponseBody::Ack, events))
+            }
             Request::SetStreamMute { stream_id, mute } => self
                 .hub
                 .lock()
@@ -602,7 +609,7 @@ impl Session {
         });
         tracing::info!(session = id, room = %login.room_id, user = %user.user_id, spectator, "logged in");
         Ok((
-            ResponseBody::LoggedIn(LoginResponse {
+            ResponseBody::LoggedIn(Box::new(LoginResponse {
                 session_id: id.to_string(),
                 room_id: login.room_id,
                 user,
@@ -613,7 +620,8 @@ impl Session {
                 users: joined.users,
                 streams: joined.streams,
                 poses: joined.poses,
-            }),
+                messages: joined.messages,
+            })),
             events,
         ))
     }

@@ -180,6 +180,65 @@ async fn a_streams_mute_state_is_listed_and_told_to_the_others_once() {
 }
 
 #[tokio::test]
+async fn chat_goes_to_everyone_in_order_and_the_room_keeps_its_latest() {
+    use holoroom_protocol::CHAT_HISTORY;
+    let server = start(common::config()).await;
+    let mut alice = Client::join(&server, "r", "alice", true).await;
+    let mut bob = Client::join(&server, "r", "bob", true).await;
+    let mut spectator = Client::connect(&server).await;
+    spectator
+        .login_with("r", "watcher", spectator_token(&server, "r", "watcher"), true)
+        .await
+        .expect("spectator logs in");
+    alice.drain(QUIET).await;
+    let say = |text: &str| Request::SendMessage { text: text.into() };
+    alice.signaling.request(say("hello")).await.expect("sent");
+    // Everyone gets it, the sender and the spectator too, under the same number.
+    let mut ids = Vec::new();
+    for client in [&mut alice, &mut bob, &mut spectator] {
+        match client.next_event().await {
+            Event::RoomMessage { message, .. } => {
+                assert_eq!(
+                    (message.from.user_id.as_str(), message.text.as_str()),
+                    ("alice", "hello")
+                );
+                ids.push(message.id);
+            }
+            other => panic!("expected the message, got {other:?}"),
+        }
+    }
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    // Spectators read but do not write; bad text is refused with the reason.
+    assert_eq!(
+        refused(spectator.signaling.request(say("psst")).await),
+        ErrorCode::PermissionDenied
+    );
+    for bad in [
+        "",
+        "   ",
+        "\u{1b}[2J",
+        &"x".repeat(holoroom_protocol::MAX_CHAT_BYTES + 1),
+    ] {
+        assert_eq!(
+            refused(alice.signaling.request(say(bad)).await),
+            ErrorCode::InvalidArgument
+        );
+    }
+    assert!(bob.drain(QUIET).await.is_empty(), "nothing refused was said");
+    // The room keeps its latest messages for whoever comes later, numbered in order.
+    for n in 0..CHAT_HISTORY + 5 {
+        bob.signaling.request(say(&format!("line {n}"))).await.expect("sent");
+    }
+    let carol = Client::join(&server, "r", "carol", true).await;
+    let kept = &carol.login.as_ref().expect("logged in").messages;
+    assert_eq!(kept.len(), CHAT_HISTORY);
+    assert_eq!(kept[0].text, "line 5");
+    assert_eq!(kept[CHAT_HISTORY - 1].text, format!("line {}", CHAT_HISTORY + 4));
+    assert!(kept.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(kept[0].id > ids[0]);
+}
+
+#[tokio::test]
 async fn a_stop_naming_an_older_media_connection_leaves_the_newer_one() {
     let server = start(common::config()).await;
     let alice = Client::join(&server, "r", "alice", true).await;

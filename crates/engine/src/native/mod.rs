@@ -196,7 +196,7 @@ impl Driver {
                     self.connections.insert(connection, signaling);
                     Input::Connected {
                         connection,
-                        result: Ok(*response),
+                        result: Ok(response),
                     }
                 }
             };

@@ -58,7 +58,7 @@ pub(crate) fn logged_in(
     body: holoroom_protocol::ResponseBody,
 ) -> Result<holoroom_protocol::LoginResponse, SignalingError> {
     match body {
-        holoroom_protocol::ResponseBody::LoggedIn(response) => Ok(response),
+        holoroom_protocol::ResponseBody::LoggedIn(response) => Ok(*response),
         other => Err(SignalingError::Protocol(format!("login answered with {other:?}"))),
     }
 }

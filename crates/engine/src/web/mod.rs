@@ -286,7 +286,7 @@ async fn open(
     connections.borrow_mut().insert(connection, signaling);
     let _ = inputs.unbounded_send(Input::Connected {
         connection,
-        result: Ok(response),
+        result: Ok(Box::new(response)),
     });
     while let Some(event) = server_events.next().await {
         if inputs.unbounded_send(Input::from_signaling(connection, event)).is_err() {

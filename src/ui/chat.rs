@@ -1,0 +1,91 @@
+//! The chat drawer: the room's messages, newest at the bottom, and a line to write in.
+
+use bevy_egui::egui;
+use holoroom_engine::Engine;
+use holoroom_engine::protocol::{MAX_CHAT_BYTES, validate_chat};
+
+use crate::net::{ChatLog, Me};
+use crate::room::presence::avatar_colour;
+
+/// The drawer, on the right of `root`. What is typed stays in `draft` until it is sent.
+pub fn drawer(root: &mut egui::Ui, log: &mut ChatLog, draft: &mut String, me: Option<&Me>, engine: Option<&Engine>) {
+    // Seen: nothing is unread while the drawer is open.
+    log.unread = 0;
+    egui::Panel::right("chat")
+        .resizable(false)
+        .default_size(300.0)
+        .show(root, |ui| {
+            ui.heading("Chat");
+            ui.separator();
+            ui.with_layout(egui::Layout::bottom_up(egui::Align::Min), |ui| {
+                // Bottom up: the line to write in first, the messages above it.
+                write_line(ui, draft, me, engine);
+                ui.separator();
+                egui::ScrollArea::vertical()
+                    .auto_shrink([false, false])
+                    .stick_to_bottom(true)
+                    .show(ui, |ui| {
+                        ui.with_layout(egui::Layout::top_down(egui::Align::Min), |ui| {
+                            if log.messages.is_empty() {
+                                ui.label(egui::RichText::new("No messages yet. Say hello!").weak());
+                            }
+                            for message in &log.messages {
+                                let mine = me.is_some_and(|me| me.user.user_id == message.from.user_id);
+                                let name = if mine {
+                                    "You".to_owned()
+                                } else {
+                                    message.from.user_name.clone()
+                                };
+                                ui.label(
+                                    egui::RichText::new(name)
+                                        .strong()
+                                        .color(super::theme::colour32(avatar_colour(message.from.user_id.as_str()))),
+                                );
+                                ui.add(egui::Label::new(&message.text).wrap());
+                                ui.add_space(6.0);
+                            }
+                        });
+                    });
+            });
+        });
+}
+
+/// The line to write in and its send button; Enter sends too.
+fn write_line(ui: &mut egui::Ui, draft: &mut String, me: Option<&Me>, engine: Option<&Engine>) {
+    if me.is_some_and(|me| me.spectator) {
+        ui.label(egui::RichText::new("Spectators read the chat; only participants write.").weak());
+        return;
+    }
+    let too_long = draft.len() > MAX_CHAT_BYTES;
+    let mut send = false;
+    ui.horizontal(|ui| {
+        let button = ui.add_enabled(
+            validate_chat(draft).is_ok(),
+            egui::Button::new("Send").min_size(egui::vec2(56.0, 28.0)),
+        );
+        let line = ui.add(
+            egui::TextEdit::singleline(draft)
+                .hint_text("Message everyone")
+                .desired_width(f32::INFINITY),
+        );
+        let entered = line.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        send = button.clicked() || entered;
+        if entered {
+            // Keep writing after sending.
+            line.request_focus();
+        }
+    });
+    if too_long {
+        ui.colored_label(
+            super::theme::WARNING,
+            format!("Too long to send: at most {MAX_CHAT_BYTES} bytes."),
+        );
+    }
+    if send
+        && validate_chat(draft).is_ok()
+        && let Some(engine) = engine
+    {
+        engine.send_room_message(draft.trim().to_owned());
+        draft.clear();
+    }
+}
