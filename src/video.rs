@@ -85,10 +85,19 @@ pub fn plugin(app: &mut App) {
         ExtractResourcePlugin::<FrameUploads>::default(),
     ))
     .init_resource::<UploadStats>()
+    .init_resource::<SelfViewCorner>()
+    .init_resource::<SelfViewDrag>()
     .init_resource::<FrameUploads>()
     .add_systems(
         Update,
-        (give_panels, drop_self_view, place_self_view, face_viewer, upload_frames)
+        (
+            give_panels,
+            drop_self_view,
+            drag_self_view,
+            place_self_view,
+            face_viewer,
+            upload_frames,
+        )
             .chain()
             .in_set(RoomSystems::Video),
     );
@@ -120,28 +129,81 @@ pub struct SelfView(pub Entity);
 /// How far in front of the camera the self-view hangs, in metres.
 const SELF_VIEW_DEPTH: f32 = 1.3;
 
-/// Where the self-view goes in the camera's space for a view of `fov` (vertical, radians)
-/// and `aspect` (width / height): bottom right, inside the view at any window shape, clear of
-/// the call bar, about a fifth of the view's width (less on tall windows).
-pub fn self_view_place(fov: f32, aspect: f32) -> Transform {
-    let half_height = SELF_VIEW_DEPTH * (fov / 2.0).tan();
-    let half_width = half_height * aspect.max(0.1);
-    let scale = (0.4 * half_width / PANEL_SIZE.x).min(0.26);
-    let size = PANEL_SIZE * scale;
-    let margin = 0.03 * half_width;
-    // The call bar takes about the lowest eighth of the window.
-    let bar = 0.27 * half_height;
-    Transform::from_xyz(
-        half_width - margin - size.x / 2.0,
-        -half_height + bar + size.y / 2.0,
-        -SELF_VIEW_DEPTH,
-    )
-    .with_scale(Vec3::splat(scale))
+/// Which corner of the view the self-view sits in; drag it to another.
+#[derive(Resource, Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum SelfViewCorner {
+    TopLeft,
+    TopRight,
+    BottomLeft,
+    #[default]
+    BottomRight,
 }
 
-/// Keeps the self-view inside the view: where it appears, and as the window changes shape.
+impl SelfViewCorner {
+    /// The corner of the quarter of a `size` window that `point` is in.
+    pub fn nearest(point: Vec2, size: Vec2) -> SelfViewCorner {
+        match (point.x < size.x / 2.0, point.y < size.y / 2.0) {
+            (true, true) => SelfViewCorner::TopLeft,
+            (false, true) => SelfViewCorner::TopRight,
+            (true, false) => SelfViewCorner::BottomLeft,
+            (false, false) => SelfViewCorner::BottomRight,
+        }
+    }
+}
+
+/// Half the view's width and height at the self-view's depth.
+fn half_view(fov: f32, aspect: f32) -> Vec2 {
+    let half_height = SELF_VIEW_DEPTH * (fov / 2.0).tan();
+    Vec2::new(half_height * aspect.max(0.1), half_height)
+}
+
+/// The self-view's scale for a view of `fov` and `aspect`: about a fifth of the view's width
+/// (less on tall windows).
+fn self_view_scale(fov: f32, aspect: f32) -> f32 {
+    (0.4 * half_view(fov, aspect).x / PANEL_SIZE.x).min(0.26)
+}
+
+/// Where the self-view goes in the camera's space for a view of `fov` (vertical, radians)
+/// and `aspect` (width / height), in `corner`: inside the view at any window shape and clear
+/// of the call bar.
+pub fn self_view_place(fov: f32, aspect: f32, corner: SelfViewCorner) -> Transform {
+    let half = half_view(fov, aspect);
+    let scale = self_view_scale(fov, aspect);
+    let size = PANEL_SIZE * scale;
+    let margin = 0.03 * half.x;
+    // The call bar takes about the lowest eighth of the window.
+    let bar = 0.27 * half.y;
+    let x = half.x - margin - size.x / 2.0;
+    let (top, bottom) = (half.y - margin - size.y / 2.0, -half.y + bar + size.y / 2.0);
+    let (x, y) = match corner {
+        SelfViewCorner::TopLeft => (-x, top),
+        SelfViewCorner::TopRight => (x, top),
+        SelfViewCorner::BottomLeft => (-x, bottom),
+        SelfViewCorner::BottomRight => (x, bottom),
+    };
+    Transform::from_xyz(x, y, -SELF_VIEW_DEPTH).with_scale(Vec3::splat(scale))
+}
+
+/// The rectangle (in window coordinates) that a panel with `transform` covers on screen, or
+/// None when some of it is behind the camera.
+pub fn panel_on_screen(camera: &Camera, at: &GlobalTransform, transform: &GlobalTransform) -> Option<Rect> {
+    let half = PANEL_SIZE / 2.0;
+    let mut rect: Option<Rect> = None;
+    for (x, y) in [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)] {
+        let corner = camera
+            .world_to_viewport(at, transform.transform_point(Vec3::new(x * half.x, y * half.y, 0.0)))
+            .ok()?;
+        rect = Some(rect.map_or(Rect::from_corners(corner, corner), |r| r.union_point(corner)));
+    }
+    rect
+}
+
+/// Keeps the self-view in its corner, inside the view: where it appears, as the window
+/// changes shape, and when it is dropped.
 fn place_self_view(
     camera: Query<Ref<Projection>, With<ViewerCamera>>,
+    corner: Res<SelfViewCorner>,
+    drag: Res<SelfViewDrag>,
     mut views: Query<(&mut Transform, Ref<SelfView>)>,
 ) {
     let Ok(projection) = camera.single() else {
@@ -150,9 +212,65 @@ fn place_self_view(
     let Projection::Perspective(perspective) = &*projection else {
         return;
     };
+    if drag.grab.is_some() {
+        return;
+    }
     for (mut view, added) in &mut views {
-        if projection.is_changed() || added.is_added() {
-            view.set_if_neq(self_view_place(perspective.fov, perspective.aspect_ratio));
+        if projection.is_changed() || added.is_added() || corner.is_changed() || drag.is_changed() {
+            view.set_if_neq(self_view_place(perspective.fov, perspective.aspect_ratio, *corner));
+        }
+    }
+}
+
+/// A drag of the self-view under way: where on it the pointer took hold (from its centre, in
+/// window coordinates).
+#[derive(Resource, Debug, Default, Clone, Copy, PartialEq)]
+pub struct SelfViewDrag {
+    pub grab: Option<Vec2>,
+}
+
+/// The self-view follows the pointer while the left button holds it and drops into the
+/// nearest corner when let go.
+fn drag_self_view(
+    buttons: Res<ButtonInput<MouseButton>>,
+    windows: Query<&Window, With<bevy::window::PrimaryWindow>>,
+    mut egui: bevy_egui::EguiContexts,
+    camera: Query<(&Camera, &Projection, &GlobalTransform), With<ViewerCamera>>,
+    mut views: Query<(&mut Transform, &GlobalTransform), With<SelfView>>,
+    mut corner: ResMut<SelfViewCorner>,
+    mut drag: ResMut<SelfViewDrag>,
+) {
+    let (Ok(window), Ok((camera, Projection::Perspective(perspective), at)), Ok((mut view, placed))) =
+        (windows.single(), camera.single(), views.single_mut())
+    else {
+        return;
+    };
+    let Some(cursor) = window.cursor_position() else {
+        return;
+    };
+    match drag.grab {
+        None => {
+            let free = egui.ctx_mut().map_or(true, |ctx| !ctx.egui_wants_pointer_input());
+            if free
+                && buttons.just_pressed(MouseButton::Left)
+                && let Some(rect) = panel_on_screen(camera, at, placed)
+                && rect.contains(cursor)
+            {
+                drag.grab = Some(cursor - rect.center());
+            }
+        }
+        Some(grab) if buttons.pressed(MouseButton::Left) => {
+            // Its centre under the pointer (less where it was taken), at its depth.
+            let window_size = window.size();
+            let centre = cursor - grab;
+            let half = half_view(perspective.fov, perspective.aspect_ratio);
+            let x = (centre.x / window_size.x * 2.0 - 1.0) * half.x;
+            let y = (1.0 - centre.y / window_size.y * 2.0) * half.y;
+            view.translation = Vec3::new(x, y, -SELF_VIEW_DEPTH);
+        }
+        Some(grab) => {
+            corner.set_if_neq(SelfViewCorner::nearest(cursor - grab, window.size()));
+            drag.grab = None;
         }
     }
 }
@@ -198,11 +316,13 @@ fn give_panels(
             .id();
         match (local, camera.single()) {
             (true, Ok(camera)) => {
-                // Self-view: small, bottom right above the call bar, always facing the camera
+                // Self-view: small, in a corner (bottom right above the call bar until dragged
+                // to another), always facing the camera
                 // (placed for the window's shape by `place_self_view`).
-                commands
-                    .entity(view)
-                    .insert((self_view_place(36f32.to_radians(), 16.0 / 9.0), SelfView(entity)));
+                commands.entity(view).insert((
+                    self_view_place(36f32.to_radians(), 16.0 / 9.0, SelfViewCorner::default()),
+                    SelfView(entity),
+                ));
                 commands.entity(camera).add_child(view);
             }
             _ => {
@@ -383,8 +503,14 @@ mod tests {
     }
 
     #[test]
-    fn the_self_view_stays_whole_inside_the_view_at_any_window_shape() {
+    fn the_self_view_stays_whole_inside_the_view_in_every_corner_at_any_window_shape() {
         let fov = 36f32.to_radians();
+        let corners = [
+            SelfViewCorner::TopLeft,
+            SelfViewCorner::TopRight,
+            SelfViewCorner::BottomLeft,
+            SelfViewCorner::BottomRight,
+        ];
         for (width, height) in [
             (1920.0, 1080.0),
             (1280.0, 720.0),
@@ -393,19 +519,49 @@ mod tests {
             (400.0, 800.0),
         ] {
             let aspect = width / height;
-            let place = self_view_place(fov, aspect);
-            let depth = -place.translation.z;
-            let (half_height, half_width) = (depth * (fov / 2.0).tan(), depth * (fov / 2.0).tan() * aspect);
-            let size = PANEL_SIZE * place.scale.x;
-            let right = place.translation.x + size.x / 2.0;
-            let bottom = place.translation.y - size.y / 2.0;
-            assert!(right < half_width, "{width}x{height}: cut off on the right");
-            assert!(
-                place.translation.x - size.x / 2.0 > 0.0,
-                "{width}x{height}: in the right half"
-            );
-            assert!(bottom > -half_height * 0.85, "{width}x{height}: under the call bar");
-            assert!(size.x <= 0.42 * half_width, "{width}x{height}: small");
+            for corner in corners {
+                let place = self_view_place(fov, aspect, corner);
+                let depth = -place.translation.z;
+                let (half_height, half_width) = (depth * (fov / 2.0).tan(), depth * (fov / 2.0).tan() * aspect);
+                let size = PANEL_SIZE * place.scale.x;
+                let (left, right) = (place.translation.x - size.x / 2.0, place.translation.x + size.x / 2.0);
+                let (bottom, top) = (place.translation.y - size.y / 2.0, place.translation.y + size.y / 2.0);
+                let case = format!("{width}x{height} {corner:?}");
+                assert!(left > -half_width && right < half_width, "{case}: cut off at a side");
+                assert!(top < half_height, "{case}: cut off at the top");
+                assert!(bottom > -half_height * 0.85, "{case}: under the call bar");
+                assert!(size.x <= 0.42 * half_width, "{case}: small");
+                // In its own quarter of the view.
+                let left_side = matches!(corner, SelfViewCorner::TopLeft | SelfViewCorner::BottomLeft);
+                let top_side = matches!(corner, SelfViewCorner::TopLeft | SelfViewCorner::TopRight);
+                assert_eq!(right < 0.0, left_side, "{case}: on its side");
+                if top_side {
+                    assert!(bottom > 0.0, "{case}: in the top half");
+                } else {
+                    assert!(top < 0.0, "{case}: in the bottom half");
+                }
+            }
         }
+    }
+
+    #[test]
+    fn a_dropped_self_view_goes_to_the_corner_of_its_quarter() {
+        let window = Vec2::new(1280.0, 720.0);
+        assert_eq!(
+            SelfViewCorner::nearest(Vec2::new(100.0, 80.0), window),
+            SelfViewCorner::TopLeft
+        );
+        assert_eq!(
+            SelfViewCorner::nearest(Vec2::new(1200.0, 80.0), window),
+            SelfViewCorner::TopRight
+        );
+        assert_eq!(
+            SelfViewCorner::nearest(Vec2::new(100.0, 600.0), window),
+            SelfViewCorner::BottomLeft
+        );
+        assert_eq!(
+            SelfViewCorner::nearest(Vec2::new(700.0, 400.0), window),
+            SelfViewCorner::BottomRight
+        );
     }
 }

@@ -13,9 +13,11 @@
 //! 5. `room-overview.png`: the room from above with the participants drawer open.
 //! 6. `room-chat.png`: back at your seat with the chat drawer open: two bots and you said
 //!    something, and each name shows in its colour in the drawer.
-//! 7. `room-12.png`: twelve, back at your seat: the same checks as for six (six of them in
+//! 7. `room-self-view.png`: your self-view dragged with the mouse to the top left: it drops
+//!    into that corner, whole, and your own frame code reads back from it there.
+//! 8. `room-12.png`: twelve, back at your seat: the same checks as for six (six of them in
 //!    the gallery behind the first ring).
-//! 8. `room-strip.png`: join, room, focus and chat side by side.
+//! 9. `room-strip.png`: join, room, focus and chat side by side.
 //!
 //! 2, 3 and 6 are judged alike: all of what matters is checked by pixels.
 //!
@@ -26,16 +28,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bevy::input::ButtonState;
+use bevy::input::mouse::MouseButtonInput;
 use bevy::prelude::*;
 use bevy::render::render_resource::TextureFormat;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured, save_to_disk};
+use bevy::window::PrimaryWindow;
 use bevy::winit::{UpdateMode, WinitSettings};
 use holoroom::net::{ChatLog, EngineBridge, JoinRoom, MintToken, TokenSource};
 use holoroom::room::participants::{AppState, LocalParticipant, Participant};
 use holoroom::room::presence::avatar_colour;
 use holoroom::room::{ViewMode, ViewerCamera};
 use holoroom::ui::CallUi;
-use holoroom::video::{FaceViewer, PANEL_SIZE, Panel};
+use holoroom::video::{FaceViewer, PANEL_SIZE, Panel, SelfView, SelfViewCorner};
 use holoroom::{Connection, HoloroomPlugin};
 use holoroom_engine::bot::{Bot, BotConfig};
 use holoroom_engine::media::{CodeLayout, FrameCode, read_code_with};
@@ -54,6 +59,8 @@ const SPEAKERS: [(&str, &str); 2] = [("ada", "Welcome, everyone!"), ("grace", "H
 /// Six more for the room of twelve (a smaller pattern: they only fill the room).
 const MORE_BOTS: [&str; 6] = ["linus", "frances", "ken", "radia", "dennis", "hedy"];
 const GIVE_UP: Duration = Duration::from_secs(90);
+/// Frames the self-view's drag takes from where it is to the top left.
+const DRAG_STEPS: u32 = 12;
 /// Frames for the camera to ease into a new view (about a second under software rendering).
 const SETTLE_FRAMES: u32 = 45;
 
@@ -74,6 +81,7 @@ enum Stage {
     Focus,
     Overview,
     Chat,
+    Moved,
     Room12,
     Done,
 }
@@ -87,6 +95,7 @@ impl Stage {
             Stage::Focus => "room-focus.png",
             Stage::Overview => "room-overview.png",
             Stage::Chat => "room-chat.png",
+            Stage::Moved => "room-self-view.png",
             Stage::Room12 => "room-12.png",
             Stage::Done => "",
         }
@@ -97,7 +106,7 @@ impl Stage {
         match self {
             Stage::Login | Stage::Done => (0, 0),
             Stage::Room2 => (1, 1),
-            Stage::Room | Stage::Focus | Stage::Overview | Stage::Chat => (5, 4),
+            Stage::Room | Stage::Focus | Stage::Overview | Stage::Chat | Stage::Moved => (5, 4),
             Stage::Room12 => (11, 10),
         }
     }
@@ -129,6 +138,8 @@ struct Scene {
     camera_transform: GlobalTransform,
     /// Each remote participant: user ID, their screen's transform, the video's size on it.
     screens: Vec<(String, Mat4, (u32, u32))>,
+    /// Your self-view's transform and the size of your video on it.
+    own: Option<(Mat4, (u32, u32))>,
 }
 
 #[derive(Resource)]
@@ -145,6 +156,9 @@ struct Check {
     kept: Vec<(Stage, Image)>,
     /// bot-1's screen width on screen in the room view, for the focus check.
     room_width: f32,
+    /// Frames into the self-view's drag, and where it started.
+    drag: u32,
+    drag_from: Option<Vec2>,
 }
 
 fn rgb_at(image: &Image, x: f32, y: f32) -> [u8; 3] {
@@ -286,6 +300,12 @@ fn drive(
     camera: Query<(&Camera, &GlobalTransform), With<ViewerCamera>>,
     (mut view, mut call_ui, mut crowd): (ResMut<ViewMode>, ResMut<CallUi>, ResMut<Crowd>),
     (chat, bridge): (Res<ChatLog>, Res<EngineBridge>),
+    (mut windows, mut mouse): (
+        Query<(Entity, &mut Window), With<PrimaryWindow>>,
+        MessageWriter<MouseButtonInput>,
+    ),
+    own: Query<(&GlobalTransform, &SelfView)>,
+    (own_panel, mut corner): (Query<&Panel, With<LocalParticipant>>, ResMut<SelfViewCorner>),
 ) {
     if check.started.elapsed() > GIVE_UP {
         eprintln!("screenshot: gave up after {GIVE_UP:?} at {:?}", check.stage);
@@ -354,6 +374,27 @@ fn drive(
                     .map(|(who, _)| format!("{who}'s name in the chat"))
                     .collect()
             }
+            Stage::Moved => {
+                let mut missing = Vec::new();
+                match scene.own {
+                    Some((at, size)) => {
+                        let quarter = screen_rect(&scene, at).is_some_and(|(min, max)| {
+                            min.x >= 0.0
+                                && min.y >= 0.0
+                                && max.x < WINDOW.0 as f32 / 2.0
+                                && max.y < WINDOW.1 as f32 / 2.0
+                        });
+                        if !quarter {
+                            missing.push("your self-view whole in the top left quarter".to_owned());
+                        }
+                        if read_screen(&image, &scene, at, size).is_none() {
+                            missing.push("your frame code on your self-view".to_owned());
+                        }
+                    }
+                    None => missing.push("your self-view".to_owned()),
+                }
+                missing
+            }
             Stage::Done => Vec::new(),
         };
         if !missing.is_empty() {
@@ -414,6 +455,12 @@ fn drive(
             }
             Stage::Chat => {
                 call_ui.chat = false;
+                check.drag = 0;
+                Stage::Moved
+            }
+            Stage::Moved => {
+                // Back where it was, clear of the gallery.
+                *corner = SelfViewCorner::BottomRight;
                 crowd.add(&MORE_BOTS);
                 Stage::Room12
             }
@@ -450,6 +497,36 @@ fn drive(
             *state.get() == AppState::InCall && live == pictures && remote.iter().count() == people && said
         }
     };
+    // The drag, a step a frame: take hold of the self-view's middle, move to the top left,
+    // let go.
+    if ready && check.stage == Stage::Moved && check.drag < DRAG_STEPS + 2 {
+        let (Ok((window_entity, mut window)), Ok((cam, cam_transform)), Ok((view, _))) =
+            (windows.single_mut(), camera.single(), own.single())
+        else {
+            return;
+        };
+        let Some(rect) = holoroom::video::panel_on_screen(cam, cam_transform, view) else {
+            return;
+        };
+        let press = |state| MouseButtonInput {
+            button: MouseButton::Left,
+            state,
+            window: window_entity,
+        };
+        let start = *check.drag_from.get_or_insert(rect.center());
+        let target = Vec2::new(WINDOW.0 as f32 * 0.2, WINDOW.1 as f32 * 0.2);
+        let step = check.drag;
+        let cursor = start.lerp(target, (step as f32 / DRAG_STEPS as f32).min(1.0));
+        window.set_cursor_position(Some(cursor));
+        if step == 0 {
+            mouse.write(press(ButtonState::Pressed));
+        } else if step == DRAG_STEPS + 1 {
+            mouse.write(press(ButtonState::Released));
+        }
+        check.drag += 1;
+        check.frames = 0;
+        return;
+    }
     if !ready {
         check.frames = 0;
         return;
@@ -485,6 +562,10 @@ fn drive(
         camera: cam.clone(),
         camera_transform: *cam_transform,
         screens: found,
+        own: own
+            .single()
+            .ok()
+            .map(|(view, _)| (view.to_matrix(), own_panel.single().map_or((0, 0), |p| p.size))),
     });
     check.tries += 1;
     check.waiting = true;
@@ -632,6 +713,8 @@ fn main() -> AppExit {
             scene: None,
             kept: Vec::new(),
             room_width: 0.0,
+            drag: 0,
+            drag_from: None,
         })
         .insert_resource(crowd)
         .add_systems(Update, drive)

@@ -231,6 +231,7 @@ fn focus_keys(
         (With<participants::Participant>, Without<participants::LocalParticipant>),
     >,
     screens: Query<(&ChildOf, &GlobalTransform), With<crate::video::FaceViewer>>,
+    self_view: Query<&GlobalTransform, With<crate::video::SelfView>>,
 ) {
     let (keyboard_free, pointer_free) = match egui.ctx_mut() {
         Ok(ctx) => (!ctx.egui_wants_keyboard_input(), !ctx.egui_wants_pointer_input()),
@@ -243,19 +244,18 @@ fn focus_keys(
         && buttons.just_pressed(MouseButton::Left)
         && let Some(cursor) = windows.single().ok().and_then(Window::cursor_position)
     {
-        // The nearest screen whose rectangle on the screen holds the pointer.
-        let half = crate::video::PANEL_SIZE / 2.0;
+        // A click on your self-view takes hold of it (`video::drag_self_view`); otherwise the
+        // nearest screen whose rectangle on the screen holds the pointer.
+        let on_self_view = self_view
+            .iter()
+            .any(|view| crate::video::panel_on_screen(camera, at, view).is_some_and(|rect| rect.contains(cursor)));
         let hit = screens
             .iter()
+            .filter(|_| !on_self_view)
             .filter_map(|(child_of, screen)| {
-                let corners = [(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)].map(|(x, y)| {
-                    camera.world_to_viewport(at, screen.transform_point(Vec3::new(x * half.x, y * half.y, 0.0)))
-                });
-                let corners: Vec<Vec2> = corners.into_iter().collect::<Result<_, _>>().ok()?;
-                let min = corners.iter().copied().reduce(Vec2::min)?;
-                let max = corners.iter().copied().reduce(Vec2::max)?;
-                let inside = cursor.cmpge(min).all() && cursor.cmple(max).all();
-                inside.then(|| (child_of.parent(), at.translation().distance(screen.translation())))
+                let rect = crate::video::panel_on_screen(camera, at, screen)?;
+                rect.contains(cursor)
+                    .then(|| (child_of.parent(), at.translation().distance(screen.translation())))
             })
             .min_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((entity, _)) = hit {
