@@ -4,14 +4,14 @@
 //! served the page, and guest tokens come from its dev endpoint. `join=1` joins at once.
 //! The page's body carries the room's state in `data-holoroom-*` attributes (state, others
 //! seen, live feeds, frames shown, frame codes read from remote pictures, where a live panel
-//! is on the page, how many are heard speaking, live quality reports out/in, reconnects) for
-//! whoever drives the page (tests).
+//! is on the page, how many are heard speaking, live quality reports out/in, reconnects, chat
+//! messages) for whoever drives the page (tests).
 
 use std::sync::Arc;
 
 use bevy::prelude::*;
 use holoroom::audio::SpeakingLevel;
-use holoroom::net::{EngineBridge, JoinRoom, RoomStateChanged, TokenSource};
+use holoroom::net::{ChatLog, EngineBridge, JoinRoom, RoomStateChanged, TokenSource};
 use holoroom::room::ViewerCamera;
 use holoroom::room::participants::{AppState, LocalParticipant, MediaChoice, Participant, VideoFeed};
 use holoroom::video::{FaceViewer, PANEL_SIZE, UploadStats};
@@ -117,7 +117,7 @@ fn report_to_page(
     panels: Query<(&ChildOf, &GlobalTransform), With<FaceViewer>>,
     remote: Query<(&Participant, &VideoFeed), Without<LocalParticipant>>,
     speaking: Query<&SpeakingLevel>,
-    stats: Res<holoroom::ui::Stats>,
+    (stats, chat): (Res<holoroom::ui::Stats>, Res<ChatLog>),
     mut room_states: MessageReader<RoomStateChanged>,
     mut reconnects: Local<u32>,
     time: Res<Time<Real>>,
@@ -178,4 +178,5 @@ fn report_to_page(
         &format!("{}/{}", reports(true), reports(false)),
     );
     let _ = body.set_attribute("data-holoroom-speaking", &heard.to_string());
+    let _ = body.set_attribute("data-holoroom-chat", &chat.messages.len().to_string());
 }

@@ -120,8 +120,6 @@ pub enum Problem {
     Play { stream_id: StreamId, error: MediaError },
     /// A request without a state of its own failed (a pose, a token renewal).
     Request { request: RequestKind, error: RoomError },
-    /// Your stream shows something other than what was asked for, and why.
-    Note(String),
     /// Your stream could not be started.
     Stream(String),
 }

@@ -313,11 +313,14 @@ fn run(web_dir: PathBuf) -> Result<()> {
     );
 
     // A tab that sends the test pattern (drawn into a canvas the browser captures) and a
-    // tone: the bot decodes it with its frame codes, increasing.
+    // tone: the bot decodes it with its frame codes, increasing. It also chats: the page finds
+    // what the bot said before it came (the room's latest messages), and the bot reads what
+    // is typed into the page's chat.
+    bot.say("Hello, browser");
     let page = open_page(
         &format!("{http}/?room=demo&user=web-2&name=Pattern&video=pattern&join=1"),
         &artifact("browser-pattern.png"),
-        r#"{"participants":1,"liveFeeds":1,"quality":"1/1"}"#,
+        r#"{"participants":1,"liveFeeds":1,"quality":"1/1","chat":1,"say":"Hello from the browser"}"#,
         6,
         None,
     )?;
@@ -365,6 +368,16 @@ fn run(web_dir: PathBuf) -> Result<()> {
         "browser: the bot decoded the browser's test pattern, codes {codes:?}, {heard} samples of its tone; {result}"
     );
     ensure!(heard > 0, "the bot hears the browser's tone");
+    let chat = bot.status().chat;
+    ensure!(
+        chat.iter()
+            .any(|(from, text)| from == "web-2" && text == "Hello from the browser"),
+        "the bot reads what was typed into the page's chat: {chat:?}"
+    );
+    ensure!(
+        field(&result, "chat").parse::<usize>().unwrap_or(0) >= 2,
+        "the page shows the bot's message and its own: {result}"
+    );
 
     // A spectator tab: sees the bot, is not listed to it.
     let page = open_page(

@@ -190,9 +190,8 @@ fn finish_own_stream(
             stream.set_video_muted(opening.muted.0);
             stream.set_audio_muted(opening.muted.1);
             bridge.engine.start_publishing_stream(stream_id.clone(), &stream);
-            if let Some(note) = stream.note() {
-                last_error.0 = Some(Problem::Note(note.to_owned()));
-            }
+            // A stand-in for a missing device is not a problem: the call bar says it, from
+            // the stream's own note.
             commands
                 .entity(entity)
                 .insert(VideoFeed::new(None, stream.preview().clone()));

@@ -115,6 +115,34 @@ fn baked(mut mesh: Mesh, at: &Transform, repeat: Vec2, light: impl Fn(Vec3) -> f
     mesh
 }
 
+/// How many metres of floor one repeat of its texture covers.
+const FLOOR_TILE: f32 = 3.0;
+
+/// Texture coordinates from where each vertex is on the floor (x, z), one repeat per `tile`
+/// metres, so a surface's texture lines up with the floor's; its sides take (x + z, y).
+fn planar_uvs(mut mesh: Mesh, at: &Transform, tile: f32) -> Mesh {
+    let (Some(VertexAttributeValues::Float32x3(positions)), Some(VertexAttributeValues::Float32x3(normals))) = (
+        mesh.attribute(Mesh::ATTRIBUTE_POSITION),
+        mesh.attribute(Mesh::ATTRIBUTE_NORMAL),
+    ) else {
+        return mesh;
+    };
+    let uvs: Vec<[f32; 2]> = positions
+        .iter()
+        .zip(normals)
+        .map(|(p, n)| {
+            let world = at.transform_point(Vec3::from(*p));
+            if (at.rotation * Vec3::from(*n)).y.abs() > 0.5 {
+                [world.x / tile, world.z / tile]
+            } else {
+                [(world.x + world.z) / tile, world.y / tile]
+            }
+        })
+        .collect();
+    mesh.insert_attribute(Mesh::ATTRIBUTE_UV_0, uvs);
+    mesh
+}
+
 /// Bakes soft light from above into `mesh` by its normals (a key light from the lamps and
 /// a fill), for unlit materials.
 pub fn shaded(mut mesh: Mesh) -> Mesh {
@@ -354,10 +382,12 @@ pub fn spawn_scenery(
         .mesh()
         .resolution(96)
         .build();
+    // Its planks run on from the floor's.
+    let step = planar_uvs(step, &at, FLOOR_TILE);
     commands.spawn((
         Name::new("Gallery"),
         Scenery,
-        Mesh3d(meshes.add(baked(step, &at, Vec2::splat(3.0), |p| {
+        Mesh3d(meshes.add(baked(step, &at, Vec2::ONE, |p| {
             if p.y > seating::GALLERY_RISE - 0.01 {
                 0.92 * floor_light(p)
             } else {

@@ -7,8 +7,16 @@ use holoroom_engine::protocol::{MAX_CHAT_BYTES, validate_chat};
 use crate::net::{ChatLog, Me};
 use crate::room::presence::avatar_colour;
 
-/// The drawer, on the right of `root`. What is typed stays in `draft` until it is sent.
-pub fn drawer(root: &mut egui::Ui, log: &mut ChatLog, draft: &mut String, me: Option<&Me>, engine: Option<&Engine>) {
+/// The drawer, on the right of `root`. What is typed stays in `draft` until it is sent; with
+/// `focus` (just opened) the line to write in takes the keyboard.
+pub fn drawer(
+    root: &mut egui::Ui,
+    log: &mut ChatLog,
+    draft: &mut String,
+    focus: bool,
+    me: Option<&Me>,
+    engine: Option<&Engine>,
+) {
     // Seen: nothing is unread while the drawer is open.
     log.unread = 0;
     egui::Panel::right("chat")
@@ -19,7 +27,7 @@ pub fn drawer(root: &mut egui::Ui, log: &mut ChatLog, draft: &mut String, me: Op
             ui.separator();
             ui.with_layout(egui::Layout::bottom_up(egui::Align::Min), |ui| {
                 // Bottom up: the line to write in first, the messages above it.
-                write_line(ui, draft, me, engine);
+                write_line(ui, draft, focus, me, engine);
                 ui.separator();
                 egui::ScrollArea::vertical()
                     .auto_shrink([false, false])
@@ -51,7 +59,7 @@ pub fn drawer(root: &mut egui::Ui, log: &mut ChatLog, draft: &mut String, me: Op
 }
 
 /// The line to write in and its send button; Enter sends too.
-fn write_line(ui: &mut egui::Ui, draft: &mut String, me: Option<&Me>, engine: Option<&Engine>) {
+fn write_line(ui: &mut egui::Ui, draft: &mut String, focus: bool, me: Option<&Me>, engine: Option<&Engine>) {
     if me.is_some_and(|me| me.spectator) {
         ui.label(egui::RichText::new("Spectators read the chat; only participants write.").weak());
         return;
@@ -70,8 +78,8 @@ fn write_line(ui: &mut egui::Ui, draft: &mut String, me: Option<&Me>, engine: Op
         );
         let entered = line.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
         send = button.clicked() || entered;
-        if entered {
-            // Keep writing after sending.
+        if entered || focus {
+            // Keep writing after sending; a chat just opened takes the keyboard.
             line.request_focus();
         }
     });

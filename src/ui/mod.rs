@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 mod chat;
+pub mod look;
 pub mod preview;
 mod sentence;
 pub mod theme;
@@ -28,13 +29,14 @@ use crate::net::ActiveSpeakers;
 use crate::net::OwnStream;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::net::TokenSource;
-use crate::net::{ChatLog, EngineBridge, JoinRoom, LeaveRoom, Me, Problem, QualityUpdated};
+use crate::net::{ChatLog, EngineBridge, JoinRoom, LeaveRoom, Me, QualityUpdated};
 use crate::quality::ViewQuality;
 use crate::room::ViewerCamera;
 use crate::room::participants::{
     AppState, LastError, LocalParticipant, MediaChoice, MediaMute, Participant, Reconnecting, VideoFeed,
 };
 use crate::video::UploadStats;
+use look::{Icon, Icons};
 
 /// What the login form holds.
 #[derive(Resource, Debug, Clone)]
@@ -121,12 +123,14 @@ pub struct CallUi {
     pub chat: bool,
     /// What is typed in the chat and not sent yet.
     pub chat_draft: String,
+    /// The chat was just opened: its line takes the keyboard.
+    pub chat_focus: bool,
     pub connection: bool,
     pub devices: bool,
 }
 
 pub fn plugin(app: &mut App) {
-    app.add_plugins(EguiPlugin::default())
+    app.add_plugins((EguiPlugin::default(), look::plugin))
         .init_resource::<Stats>()
         .init_resource::<DemoBots>()
         .init_resource::<CallUi>()
@@ -434,7 +438,7 @@ fn call_bar(
         Has<LocalParticipant>,
         Option<&MediaMute>,
     )>,
-    (stats, speakers): (Res<Stats>, Option<Res<ActiveSpeakers>>),
+    (stats, speakers, icons): (Res<Stats>, Option<Res<ActiveSpeakers>>, Res<Icons>),
     uploads: Res<UploadStats>,
     (last_error, reconnecting): (Res<LastError>, Res<Reconnecting>),
     (own, room_audio): (Option<Res<OwnStream>>, Option<Res<RoomAudio>>),
@@ -470,6 +474,7 @@ fn call_bar(
     }
     if key(egui::Key::C) {
         open.chat = !open.chat;
+        open.chat_focus = open.chat;
         open.participants &= !open.chat;
     }
     if key(egui::Key::I) {
@@ -520,8 +525,7 @@ fn call_bar(
                         open.devices = true;
                     }
                 }
-                // A stand-in for a device is said once, by the notice above.
-                if let Some(error) = last_error.0.as_ref().filter(|e| !matches!(e, Problem::Note(_))) {
+                if let Some(error) = &last_error.0 {
                     ui.colored_label(theme::WARNING, sentence(error));
                 }
             });
@@ -529,18 +533,23 @@ fn call_bar(
             ui.horizontal(|ui| {
                 // Centred: every button has a fixed width.
                 let spacing = ui.spacing().item_spacing.x;
-                let icons = if own.is_some() { 3.0 } else { 0.0 } + if seated { 4.0 } else { 3.0 };
+                let buttons = if own.is_some() { 3.0 } else { 0.0 } + if seated { 4.0 } else { 3.0 };
                 let demo = if connection.embedded && cfg!(not(target_arch = "wasm32")) {
                     DEMO_WIDTH + spacing
                 } else {
                     0.0
                 };
-                let width = icons * (ICON_WIDTH + spacing) + demo + 12.0 + LEAVE_WIDTH;
+                let width = buttons * (ICON_WIDTH + spacing) + demo + 12.0 + LEAVE_WIDTH;
                 ui.add_space(((ui.available_width() - width) / 2.0).max(0.0));
                 if own.is_some() {
                     toggle_microphone |= bar_button(
                         ui,
-                        if microphone_on { "🎤" } else { "🔇" },
+                        &icons,
+                        if microphone_on {
+                            Icon::Microphone
+                        } else {
+                            Icon::MicrophoneOff
+                        },
                         (!microphone_on).then_some(theme::OFF),
                         if microphone_on {
                             "Mute your microphone (M)"
@@ -550,7 +559,8 @@ fn call_bar(
                     );
                     toggle_camera |= bar_button(
                         ui,
-                        if camera_on { "📷" } else { "🚫" },
+                        &icons,
+                        if camera_on { Icon::Camera } else { Icon::CameraOff },
                         (!camera_on).then_some(theme::OFF),
                         if camera_on {
                             "Turn your camera off (V)"
@@ -560,7 +570,8 @@ fn call_bar(
                     );
                     if bar_button(
                         ui,
-                        "⚙",
+                        &icons,
+                        Icon::Devices,
                         open.devices.then_some(theme::ACCENT),
                         "Camera, microphone and speaker",
                     ) {
@@ -569,7 +580,8 @@ fn call_bar(
                 }
                 if bar_button(
                     ui,
-                    "👥",
+                    &icons,
+                    Icon::Participants,
                     open.participants.then_some(theme::ACCENT),
                     "Participants: hear each, set volumes (P)",
                 ) {
@@ -582,7 +594,7 @@ fn call_bar(
                     1 => "Chat: 1 new message (C)".to_owned(),
                     n => format!("Chat: {n} new messages (C)"),
                 };
-                let clicked = bar_button(ui, "💬", open.chat.then_some(theme::ACCENT), &tip);
+                let clicked = bar_button(ui, &icons, Icon::Chat, open.chat.then_some(theme::ACCENT), &tip);
                 if unread > 0 {
                     // A badge on the button's corner with the count.
                     let corner = ui.min_rect().right_top() + egui::vec2(-6.0, 6.0);
@@ -597,11 +609,13 @@ fn call_bar(
                 }
                 if clicked {
                     open.chat = !open.chat;
+                    open.chat_focus = open.chat;
                     open.participants &= !open.chat;
                 }
                 if bar_button(
                     ui,
-                    "📶",
+                    &icons,
+                    Icon::Connection,
                     open.connection.then_some(theme::ACCENT),
                     "Connection and quality (I)",
                 ) {
@@ -610,7 +624,8 @@ fn call_bar(
                 if seated
                     && bar_button(
                         ui,
-                        "🗺",
+                        &icons,
+                        Icon::Overview,
                         view.is_overview().then_some(theme::ACCENT),
                         "Overview from above (O); F focuses who you look at",
                     )
@@ -633,9 +648,17 @@ fn call_bar(
                 ui.add_space(12.0);
                 if ui
                     .add(
-                        egui::Button::new(egui::RichText::new("Leave").strong().color(egui::Color32::WHITE))
-                            .fill(theme::ERROR)
-                            .min_size(egui::vec2(LEAVE_WIDTH, 34.0)),
+                        match icons.image(Icon::Leave, 18.0, egui::Color32::WHITE) {
+                            Some(image) => egui::Button::image_and_text(
+                                image,
+                                egui::RichText::new("Leave").strong().color(egui::Color32::WHITE),
+                            ),
+                            None => {
+                                egui::Button::new(egui::RichText::new("Leave").strong().color(egui::Color32::WHITE))
+                            }
+                        }
+                        .fill(theme::ERROR)
+                        .min_size(egui::vec2(LEAVE_WIDTH, 34.0)),
                     )
                     .on_hover_text("Leave the room")
                     .clicked()
@@ -661,7 +684,8 @@ fn call_bar(
 
     if open.chat {
         let engine = bridge.as_ref().map(|b| b.engine.as_ref());
-        chat::drawer(&mut root, &mut chat, &mut open.chat_draft, me.as_deref(), engine);
+        let focus = std::mem::take(&mut open.chat_focus);
+        chat::drawer(&mut root, &mut chat, &mut open.chat_draft, focus, me.as_deref(), engine);
     }
     if open.participants {
         egui::Panel::right("participants")
@@ -786,12 +810,22 @@ fn call_bar(
 /// Widths of the call bar's buttons.
 const ICON_WIDTH: f32 = 44.0;
 const DEMO_WIDTH: f32 = 84.0;
-const LEAVE_WIDTH: f32 = 76.0;
+const LEAVE_WIDTH: f32 = 96.0;
 
 /// An icon button of the call bar, filled with `fill` when it says something (a switch that is
 /// off: [`theme::OFF`]; a drawer or view that is open: [`theme::ACCENT`]).
-fn bar_button(ui: &mut egui::Ui, icon: &str, fill: Option<egui::Color32>, tip: &str) -> bool {
-    let button = egui::Button::new(egui::RichText::new(icon).size(20.0)).min_size(egui::vec2(ICON_WIDTH, 34.0));
+fn bar_button(ui: &mut egui::Ui, icons: &Icons, icon: Icon, fill: Option<egui::Color32>, tip: &str) -> bool {
+    // White on a filled (switched or off) button, the text's colour on a plain one.
+    let colour = if fill.is_some() {
+        egui::Color32::WHITE
+    } else {
+        ui.visuals().text_color()
+    };
+    let button = match icons.image(icon, 22.0, colour) {
+        Some(image) => egui::Button::image(image),
+        None => egui::Button::new(egui::RichText::new(icon.fallback()).size(20.0)),
+    }
+    .min_size(egui::vec2(ICON_WIDTH, 34.0));
     let button = match fill {
         Some(fill) => button.fill(fill),
         None => button,

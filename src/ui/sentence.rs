@@ -59,7 +59,6 @@ pub fn sentence(problem: &Problem) -> String {
             "Others may not see that your microphone or camera is off: {}",
             room(error)
         ),
-        Problem::Note(note) => format!("{}.", capitalised(note.trim_end_matches('.'))),
         Problem::Stream(why) => format!("Your camera stream could not start: {why}."),
     }
 }
@@ -142,14 +141,6 @@ fn seconds(duration: std::time::Duration) -> String {
     }
 }
 
-fn capitalised(text: &str) -> String {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use holoroom_engine::protocol::{ErrorBody, StreamId};
@@ -180,7 +171,10 @@ mod tests {
                     status: "HTTP/1.1 503".into(),
                 }),
             },
-            Problem::Note("no camera found; the engine sends the test pattern instead".into()),
+            Problem::Request {
+                request: RequestKind::SendMessage,
+                error: RoomError::Refused(ErrorBody::new(ErrorCode::RateLimited, "too many requests")),
+            },
             Problem::Retrying {
                 error: RoomError::Unreachable {
                     url: "ws://10.0.0.1:7880/v1/ws".into(),

@@ -6,7 +6,8 @@
 //   node drive.mjs URL SCREENSHOT.png '{"liveFeeds":1}' HOLD_SECONDS ['{"reconnects":1}']
 //
 // The optional last argument is waited for after the hold (e.g. the page came back after the
-// test cut its connection).
+// test cut its connection). A `say` in the first is typed into the room's chat once the page
+// is ready, as a person would: C opens the chat, the text, Enter.
 import { launchChromium } from './chromium.mjs';
 
 const [url, screenshot, waitJson, holdSeconds, afterJson] = process.argv.slice(2);
@@ -27,6 +28,7 @@ const state = () => {
     speaking: n('data-holoroom-speaking'),
     quality: b.getAttribute('data-holoroom-quality') || '',
     reconnects: n('data-holoroom-reconnects'),
+    chat: String(n('data-holoroom-chat')),
     // The page's loading indicator, which must be gone once the app runs.
     loading: document.getElementById('loading') !== null,
     // What the app remembers for next time (its local storage).
@@ -46,6 +48,7 @@ const ready = ({ wait }) => {
     && n('data-holoroom-frames') >= (wait.frames || 0)
     && n('data-holoroom-speaking') >= (wait.speaking || 0)
     && n('data-holoroom-reconnects') >= (wait.reconnects || 0)
+    && n('data-holoroom-chat') >= (wait.chat || 0)
     && (!wait.quality || (b.getAttribute('data-holoroom-quality') || '0/0') === wait.quality)
     && (!wait.code || (b.getAttribute('data-holoroom-codes') || '') !== '');
 };
@@ -61,6 +64,14 @@ try {
   await page.goto(url);
   await page.waitForFunction(ready, { wait }, { timeout: 120_000, polling: 250 });
   const first = await page.evaluate(state);
+  if (wait.say) {
+    // The keyboard goes to the app's canvas; a click on the wall (top left) gives it focus.
+    await page.click('canvas', { position: { x: 8, y: 8 } });
+    await page.keyboard.press('c');
+    await page.waitForTimeout(500);
+    await page.keyboard.type(wait.say, { delay: 40 });
+    await page.keyboard.press('Enter');
+  }
   await page.waitForTimeout(hold * 1000);
   if (after) {
     // Frames must keep coming, too: ten more than are shown now.

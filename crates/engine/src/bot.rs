@@ -46,6 +46,8 @@ pub struct BotStatus {
     pub received: BTreeMap<StreamId, Received>,
     /// Why the bot is not in the room, when it is not.
     pub error: Option<String>,
+    /// The room's chat as the bot has seen it: who said what.
+    pub chat: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -75,6 +77,7 @@ impl Bot {
                 users: Vec::new(),
                 received: BTreeMap::new(),
                 error: None,
+                chat: Vec::new(),
             }),
             playing: Mutex::new(BTreeMap::new()),
             mute: Mutex::new(None),
@@ -237,6 +240,11 @@ fn run(engine: Engine, config: BotConfig, shared: Arc<Shared>) {
                         UpdateType::Delete => status.users.retain(|u| *u != id),
                     }
                 }
+            }
+            EngineEvent::RoomMessage { message, .. } => {
+                lock(&shared.status)
+                    .chat
+                    .push((message.from.user_id.to_string(), message.text));
             }
             EngineEvent::RoomStreamUpdate { update, streams, .. } if config.plays => {
                 for stream in streams {
