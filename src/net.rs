@@ -10,7 +10,7 @@ use holoroom_engine::protocol::{
     UserInfo,
 };
 use holoroom_engine::{
-    Engine, EngineEvent, LocalStream, MediaError, PlayerState, RequestKind, RoomError, StreamQuality,
+    Engine, EngineEvent, LocalStream, MediaError, PlayerState, PublisherState, RequestKind, RoomError, StreamQuality,
 };
 
 use crate::RoomSystems;
@@ -161,6 +161,10 @@ pub struct QualityUpdated {
 #[derive(Message, Debug, Clone)]
 pub struct MediaTrouble(pub Problem);
 
+/// A stream's media flows again (playing or publishing): a problem it had is over.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+pub struct MediaBack(pub StreamId);
+
 /// Whether a played stream's media path failed and is being set up again.
 #[derive(Message, Debug, Clone)]
 pub struct FeedState {
@@ -207,6 +211,7 @@ pub fn plugin(app: &mut App) {
         .add_message::<QualityUpdated>()
         .add_message::<MediaTrouble>()
         .add_message::<FeedState>()
+        .add_message::<MediaBack>()
         .add_message::<JoinRoom>()
         .add_message::<LeaveRoom>()
         .add_systems(
@@ -283,7 +288,7 @@ fn drain_engine(
     mut updates: MessageWriter<RoomUpdate>,
     mut quality: MessageWriter<QualityUpdated>,
     mut trouble: MessageWriter<MediaTrouble>,
-    mut feeds: MessageWriter<FeedState>,
+    (mut feeds, mut back): (MessageWriter<FeedState>, MessageWriter<MediaBack>),
     (me, mut chat): (Option<Res<Me>>, ResMut<ChatLog>),
 ) {
     let Some(bridge) = bridge else {
@@ -364,12 +369,22 @@ fn drain_engine(
             } => {
                 trouble.write(MediaTrouble(Problem::Publish { stream_id, error }));
             }
+            EngineEvent::PublisherStateUpdate {
+                stream_id,
+                state: PublisherState::Publishing,
+                error: None,
+            } => {
+                back.write(MediaBack(stream_id));
+            }
             EngineEvent::PlayerStateUpdate {
                 stream_id,
                 state,
                 error,
             } => {
                 let reconnecting = state == PlayerState::Requesting && error.is_some();
+                if state == PlayerState::Playing && error.is_none() {
+                    back.write(MediaBack(stream_id.clone()));
+                }
                 if let Some(error) = error.filter(|e| *e != MediaError::NotInRoom) {
                     trouble.write(MediaTrouble(Problem::Play {
                         stream_id: stream_id.clone(),

@@ -7,17 +7,20 @@ use std::time::{Duration, Instant};
 use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
 use holoroom::audio::{Muted, RoomAudio, SpeakingLevel};
-use holoroom::net::{EngineBridge, FeedState, JoinRoom, LeaveRoom, Me, RoomStateChanged, RoomUpdate, TokenSource};
+use holoroom::net::{
+    EngineBridge, FeedState, JoinRoom, LeaveRoom, Me, MediaBack, MediaTrouble, Problem, RoomStateChanged, RoomUpdate,
+    TokenSource,
+};
 use holoroom::quality::{LayerReason, ViewQuality};
 use holoroom::room::ViewerCamera;
 use holoroom::room::participants::{
-    AppState, LocalParticipant, Participant, Reconnecting, Seat, VideoFeed, seat_transform,
+    AppState, LastError, LocalParticipant, Participant, Reconnecting, Seat, VideoFeed, seat_transform,
 };
 use holoroom::{HoloroomCorePlugin, net};
 use holoroom_engine::bot::{Bot, BotConfig};
 use holoroom_engine::media::FrameSlot;
 use holoroom_engine::protocol::{Pose, RoomId, RoomStateReason, StreamId, UserId, UserInfo, VideoGrant, VideoLayer};
-use holoroom_engine::{Engine, EngineConfig, StreamConfig};
+use holoroom_engine::{Engine, EngineConfig, MediaError, StreamConfig};
 use holoroom_server::{Server, ServerConfig, SigningKey, TokenKeys};
 
 fn headless() -> App {
@@ -128,6 +131,26 @@ fn a_panel_says_reconnecting_video_while_its_media_is_set_up_again() {
         app.update();
         assert_eq!(reconnecting(&app), expected, "after {stream_id} {state}");
     }
+}
+
+#[test]
+fn a_streams_trouble_is_cleared_once_its_media_flows_again() {
+    let mut app = headless();
+    let stream = StreamId::new("bob-cam").expect("valid");
+    app.world_mut().write_message(MediaTrouble(Problem::Play {
+        stream_id: stream.clone(),
+        error: MediaError::Connection("media connection Failed".into()),
+    }));
+    app.update();
+    let shown = |app: &App| app.world().resource::<LastError>().0.is_some();
+    assert!(shown(&app));
+    app.world_mut()
+        .write_message(MediaBack(StreamId::new("other-cam").expect("valid")));
+    app.update();
+    assert!(shown(&app), "another stream coming back changes nothing");
+    app.world_mut().write_message(MediaBack(stream));
+    app.update();
+    assert!(!shown(&app), "the problem is gone once its stream plays again");
 }
 
 struct Room {
