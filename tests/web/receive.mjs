@@ -40,7 +40,7 @@ try {
       socket.send(JSON.stringify({ id: next, request: body }));
     });
     await request({
-      type: 'login', protocol: 1, room_id: room, token,
+      type: 'login', protocol: 2, room_id: room, token,
       user: { user_id: user, user_name: user }, config: { user_update: false },
     });
     const pc = new RTCPeerConnection();

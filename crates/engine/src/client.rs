@@ -1,6 +1,8 @@
 //! The engine: one per app, pointing at a room server. Methods return at once; what happens
 //! arrives as [`EngineEvent`]s on a crossbeam channel, so a game loop can drain it each frame.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use holoroom_protocol::{LoginConfig, Pose, RoomId, StreamId, UserInfo, VideoLayer};
 
 #[allow(unused_imports, reason = "named in the docs")]
@@ -15,6 +17,9 @@ use crate::stream::{LocalStream, StreamConfig, StreamError};
 pub struct Engine {
     backend: Backend,
     events: crossbeam_channel::Receiver<EngineEvent>,
+    /// The next chat message's number: from the clock at start, so that another engine of
+    /// the same user (a restarted app) does not reuse this one's.
+    next_nonce: AtomicU64,
 }
 
 impl Engine {
@@ -22,7 +27,14 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Result<Engine, EngineError> {
         let (events_tx, events) = crossbeam_channel::unbounded();
         let backend = Backend::start(config, events_tx)?;
-        Ok(Engine { backend, events })
+        let start = web_time::SystemTime::now()
+            .duration_since(web_time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
+        Ok(Engine {
+            backend,
+            events,
+            next_nonce: AtomicU64::new(start),
+        })
     }
 
     /// The engine's events, in order. Drain it every frame (or block on it in a bot).
@@ -121,7 +133,11 @@ impl Engine {
     /// [`EngineEvent::RequestFailed`] for [`RequestKind::SendMessage`]. Sent once the
     /// connection is back if it is away.
     pub fn send_room_message(&self, text: impl Into<String>) {
-        self.backend.send(Command::SendMessage(text.into()));
+        let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
+        self.backend.send(Command::SendMessage {
+            text: text.into(),
+            nonce,
+        });
     }
 
     pub fn stop_publishing_stream(&self, stream_id: StreamId) {

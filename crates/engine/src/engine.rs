@@ -477,7 +477,11 @@ pub(crate) enum Command {
     /// A local stream's microphone or camera went off or on: tell the room for each of its
     /// publications.
     MuteChanged(LocalStream),
-    SendMessage(String),
+    /// A chat message and the engine's number for it (see [`Request::SendMessage`]).
+    SendMessage {
+        text: String,
+        nonce: u64,
+    },
 }
 
 impl Command {
@@ -512,7 +516,7 @@ impl Command {
             Command::SetVideoLayer(..) => Some(request_failed(RequestKind::SetVideoLayer)),
             // Outside a room the stream is not published: its own switch is all there is.
             Command::MuteChanged(_) => None,
-            Command::SendMessage(_) => Some(request_failed(RequestKind::SendMessage)),
+            Command::SendMessage { .. } => Some(request_failed(RequestKind::SendMessage)),
         }
     }
 

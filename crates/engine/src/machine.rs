@@ -186,9 +186,9 @@ enum Purpose {
     /// A played stream's video layer (not sent again after a reconnect: the stream's next
     /// media connection starts with the layer last chosen).
     Layer,
-    /// A chat message (queued again if its connection drops before the answer: it may then
-    /// arrive twice, never not at all).
-    Message(String),
+    /// A chat message, queued again if its connection drops before the answer (its nonce
+    /// makes the server say it once however often it arrives).
+    Message(Request),
     /// A published stream's mute state (not sent again after a reconnect: the stream's next
     /// media connection starts with the state it has then).
     Mute,
@@ -464,11 +464,15 @@ impl RoomMachine {
                 stream_id,
             }),
             Command::SetVideoLayer(stream_id, layer) => self.set_video_layer(stream_id, layer),
-            Command::SendMessage(text) => {
+            Command::SendMessage { text, nonce } => {
                 if !self.in_room() {
-                    return self.outside_a_room(Command::SendMessage(text));
+                    return self.outside_a_room(Command::SendMessage { text, nonce });
                 }
-                self.send(Request::SendMessage { text: text.clone() }, Purpose::Message(text));
+                let body = Request::SendMessage {
+                    text,
+                    nonce: Some(nonce),
+                };
+                self.send(body.clone(), Purpose::Message(body));
             }
             Command::MuteChanged(local) => {
                 let running: Vec<StreamId> = self
@@ -1020,16 +1024,17 @@ impl RoomMachine {
         if let Some((_, pose)) = room.pose_in_flight.take() {
             room.pose_next.get_or_insert(pose);
         }
-        for (_, purpose) in self.pending.drain() {
+        // In the order they were sent: chat messages must not change places.
+        let mut pending: Vec<(RequestId, Purpose)> = self.pending.drain().collect();
+        pending.sort_by_key(|(request, _)| *request);
+        for (_, purpose) in pending {
             match purpose {
                 Purpose::Renew { token } => {
                     let body = Request::RenewToken { token: token.clone() };
                     room.queued.push_back((body, Purpose::Renew { token }));
                 }
                 Purpose::Withdraw(body) => room.queued.push_back((body.clone(), Purpose::Withdraw(body))),
-                Purpose::Message(text) => room
-                    .queued
-                    .push_back((Request::SendMessage { text: text.clone() }, Purpose::Message(text))),
+                Purpose::Message(body) => room.queued.push_back((body.clone(), Purpose::Message(body))),
                 Purpose::Pose | Purpose::Logout | Purpose::Abandon(_) | Purpose::Layer | Purpose::Mute => {}
             }
         }
@@ -1279,12 +1284,11 @@ impl RoomMachine {
                     error: error.into(),
                 }),
             },
-            Purpose::Message(text) => match result {
+            Purpose::Message(body) => match result {
                 Ok(_) => {}
                 Err(SignalingError::Closed) => {
                     if let Some(room) = self.room.as_mut() {
-                        room.queued
-                            .push_back((Request::SendMessage { text: text.clone() }, Purpose::Message(text)));
+                        room.queued.push_back((body.clone(), Purpose::Message(body)));
                     }
                 }
                 Err(error) => self.emit(EngineEvent::RequestFailed {
@@ -1364,6 +1368,7 @@ mod tests {
                 .collect(),
             poses: Vec::new(),
             messages: Vec::new(),
+            room_instance: 1,
         })
     }
 

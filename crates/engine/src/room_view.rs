@@ -23,7 +23,9 @@ pub(crate) enum Followed {
 pub struct RoomView {
     users: BTreeMap<UserId, UserInfo>,
     streams: BTreeMap<StreamId, StreamInfo>,
-    /// The newest chat message reported: a listing after a reconnect skips up to it.
+    /// The room's life the chat numbers below count in, and the newest message reported: a
+    /// listing after a reconnect skips up to it.
+    room_instance: u64,
     last_message: u64,
 }
 
@@ -165,6 +167,7 @@ impl RoomView {
     pub fn clear(&mut self) {
         self.users.clear();
         self.streams.clear();
+        self.room_instance = 0;
         self.last_message = 0;
     }
 
@@ -190,6 +193,11 @@ impl RoomView {
             user_id: user_pose.user_id.clone(),
             pose: user_pose.pose,
         });
+        // A room that started afresh (emptied, or its server restarted) numbers from 1 again.
+        if response.room_instance != self.room_instance {
+            self.room_instance = response.room_instance;
+            self.last_message = 0;
+        }
         let messages: Vec<crate::EngineEvent> = response
             .messages
             .iter()

@@ -8,7 +8,7 @@
 //! the events that follow are the changes after it.
 //!
 //! ```json
-//! {"id":1,"request":{"type":"login","protocol":1,"room_id":"lobby","token":"...",
+//! {"id":1,"request":{"type":"login","protocol":2,"room_id":"lobby","token":"...",
 //!   "user":{"user_id":"alice","user_name":"Alice"},"config":{"user_update":true}}}
 //! {"type":"response","id":1,"result":{"ok":{"type":"logged_in",...}}}
 //! {"type":"event","seq":1,"event":{"type":"room_user_update","room_id":"lobby","update":"add","users":[{"user_id":"bob","user_name":"Bob"}]}}
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{RoomId, StreamId, UserId};
 
 /// The protocol version this crate speaks; a login with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Path of the signaling WebSocket on the room server.
 pub const WS_PATH: &str = "/v1/ws";
@@ -34,8 +34,11 @@ pub const MAX_USER_NAME_BYTES: usize = 256;
 pub const MAX_EXTRA_INFO_BYTES: usize = 4096;
 /// Longest chat message, in bytes.
 pub const MAX_CHAT_BYTES: usize = 2000;
-/// How many of its latest chat messages a room lists to those who join or come back.
+/// How many of its latest chat messages a room lists to those who join or come back...
 pub const CHAT_HISTORY: usize = 50;
+/// ...and how many bytes of text they may hold together, so that a login's answer stays well
+/// under [`MAX_MESSAGE_BYTES`].
+pub const CHAT_HISTORY_BYTES: usize = 24 * 1024;
 
 /// WebSocket close codes the server uses.
 pub mod close_code {
@@ -104,7 +107,13 @@ pub enum Request {
     SetPose { pose: Pose },
     /// Say something to everyone in the room (spectators read, but may not write). Everyone,
     /// the sender too, gets it as [`Event::RoomMessage`], in the room's order.
-    SendMessage { text: String },
+    SendMessage {
+        text: String,
+        /// The sender's number for this message: the same message sent again (its answer was
+        /// lost with the connection) is said once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<u64>,
+    },
     /// Which video layer of a played stream to receive: the smallest that covers the size it
     /// is shown at, or `off` while it is not seen (its sound keeps coming). The server sends
     /// a lower layer while the downlink cannot carry this one.
@@ -428,16 +437,20 @@ pub struct LoginResponse {
     /// The other members' last poses.
     pub poses: Vec<UserPose>,
     /// The room's latest chat messages (up to [`CHAT_HISTORY`]), oldest first.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<ChatMessage>,
+    /// This life of the room (it starts afresh when the room empties or the server restarts):
+    /// chat numbers count within it.
+    #[serde(default)]
+    pub room_instance: u64,
 }
 
 /// A chat message as the room keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatMessage {
-    /// Grows with every message, also across a server's restarts (it starts from the clock):
-    /// a client that has shown `id` skips messages up to it when they are listed again.
+    /// 1, 2, 3, ... within the room's life ([`LoginResponse::room_instance`]): a client that
+    /// has shown `id` skips messages up to it when they are listed again.
     pub id: u64,
     pub from: UserInfo,
     pub text: String,

@@ -45,12 +45,6 @@ impl Clock {
         real + self.ahead().as_secs()
     }
 
-    /// Microseconds since the Unix epoch, on this clock.
-    pub fn unix_micros(&self) -> u64 {
-        let real = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        u64::try_from((real + self.ahead()).as_micros()).unwrap_or(u64::MAX)
-    }
-
     /// Moves the clock forward by `by` (whole seconds count for token times): every timer due
     /// by then fires.
     pub fn advance(&self, by: Duration) {

@@ -99,6 +99,18 @@ impl HubGuard<'_> {
         mine
     }
 
+    /// Runs a room operation and delivers what it caused to everyone, `me` too, through the
+    /// sessions' queues: `me`'s share then keeps its place among what others caused (chat
+    /// messages arrive in the room's order), rather than following the answer.
+    pub fn apply_in_order<T>(
+        &mut self,
+        op: impl FnOnce(&mut Rooms) -> Result<(T, Outputs), ErrorBody>,
+    ) -> Result<T, ErrorBody> {
+        let (value, outputs) = op(&mut self.inner.rooms)?;
+        self.deliver(None, outputs);
+        Ok(value)
+    }
+
     /// Runs a room operation and delivers what it caused; `me`'s events come back.
     pub fn apply<T>(
         &mut self,

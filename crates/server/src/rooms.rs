@@ -11,9 +11,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use holoroom_protocol::{
-    CHAT_HISTORY, ChatMessage, ErrorBody, ErrorCode, Event, KickoutReason, Pose, PublishRequest, RoomId, Speaker,
-    StreamId, StreamInfo, StreamMute, UpdateType, UserId, UserInfo, UserPose, VideoGrant, validate_chat,
-    validate_extra_info,
+    CHAT_HISTORY, CHAT_HISTORY_BYTES, ChatMessage, ErrorBody, ErrorCode, Event, KickoutReason, Pose, PublishRequest,
+    RoomId, Speaker, StreamId, StreamInfo, StreamMute, UpdateType, UserId, UserInfo, UserPose, VideoGrant,
+    validate_chat, validate_extra_info,
 };
 use serde::Serialize;
 
@@ -108,6 +108,8 @@ pub struct Joined {
     pub poses: Vec<UserPose>,
     /// The room's latest chat messages, oldest first.
     pub messages: Vec<ChatMessage>,
+    /// This life of the room (chat numbers count within it).
+    pub room_instance: u64,
 }
 
 #[derive(Debug)]
@@ -135,13 +137,25 @@ struct Room {
     streams: BTreeMap<StreamId, StreamInfo>,
     /// The active speakers last announced, loudest first.
     speakers: Vec<StreamId>,
-    /// The latest chat messages (up to [`CHAT_HISTORY`]), oldest first.
+    /// This life of the room: random, so that clients tell a room that emptied (or a server
+    /// that restarted) from the one they knew.
+    instance: u64,
+    /// The latest chat messages (up to [`CHAT_HISTORY`] and [`CHAT_HISTORY_BYTES`]), oldest first.
     messages: VecDeque<ChatMessage>,
     /// The last chat message's number.
     last_message: u64,
+    /// The senders' numbers of recent messages, to say a message sent again only once.
+    nonces: VecDeque<(UserId, u64)>,
 }
 
 impl Room {
+    fn new() -> Room {
+        Room {
+            instance: rand::random::<u64>().max(1),
+            ..Room::default()
+        }
+    }
+
     fn visible_count(&self) -> usize {
         self.members.values().filter(|m| !m.hidden()).count()
     }
@@ -273,7 +287,7 @@ impl Rooms {
             self.check_room_caps(&room_id, &grant, None)?;
         }
 
-        let room = self.rooms.entry(room_id.clone()).or_default();
+        let room = self.rooms.entry(room_id.clone()).or_insert_with(Room::new);
         let hidden = grant.hidden;
         room.members.insert(
             user.user_id.clone(),
@@ -365,6 +379,7 @@ impl Rooms {
                 })
                 .collect(),
             messages: room.messages.iter().cloned().collect(),
+            room_instance: room.instance,
         }
     }
 
@@ -630,9 +645,16 @@ impl Rooms {
         Ok(out)
     }
 
-    /// Says `text` to everyone in the session's room, the sender too. `now` is the clock in
-    /// Unix microseconds: numbers start from it, so they keep growing across restarts.
-    pub fn send_message(&mut self, session: SessionId, text: String, now: u64) -> Result<Outputs, ErrorBody> {
+    /// Says `text` to everyone in the session's room, the sender too (`now` in Unix seconds).
+    /// A `nonce` the sender used for one of its recent messages means this one was sent again:
+    /// it is not said twice.
+    pub fn send_message(
+        &mut self,
+        session: SessionId,
+        text: String,
+        nonce: Option<u64>,
+        now: u64,
+    ) -> Result<Outputs, ErrorBody> {
         let seat = self.seat(session)?;
         let member = self.member(&seat);
         if member.hidden() {
@@ -641,16 +663,28 @@ impl Rooms {
         validate_chat(&text).map_err(|m| err(ErrorCode::InvalidArgument, m))?;
         let from = member.info.clone();
         let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
-        room.last_message = (room.last_message + 1).max(now);
+        if let Some(nonce) = nonce {
+            let key = (seat.user_id.clone(), nonce);
+            if room.nonces.contains(&key) {
+                return Ok(Outputs::default());
+            }
+            room.nonces.push_back(key);
+            if room.nonces.len() > 4 * CHAT_HISTORY {
+                room.nonces.pop_front();
+            }
+        }
+        room.last_message += 1;
         let message = ChatMessage {
             id: room.last_message,
             from,
             text,
-            sent_at: now / 1_000_000,
+            sent_at: now,
         };
         room.messages.push_back(message.clone());
-        while room.messages.len() > CHAT_HISTORY {
-            room.messages.pop_front();
+        let mut bytes: usize = room.messages.iter().map(|m| m.text.len()).sum();
+        while room.messages.len() > CHAT_HISTORY || bytes > CHAT_HISTORY_BYTES {
+            let Some(oldest) = room.messages.pop_front() else { break };
+            bytes -= oldest.text.len();
         }
         let event = Event::RoomMessage {
             room_id: seat.room_id.clone(),

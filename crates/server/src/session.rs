@@ -340,12 +340,12 @@ impl Session {
                 .lock()
                 .apply(id, |rooms| Ok(((), rooms.set_extra_info(id, &stream_id, extra_info)?)))
                 .map(|((), events)| (ResponseBody::Ack, events)),
-            Request::SendMessage { text } => {
-                let now = self.hub.config.clock.unix_micros();
+            Request::SendMessage { text, nonce } => {
+                let now = self.hub.config.clock.unix_now();
                 self.hub
                     .lock()
-                    .apply(id, |rooms| Ok(((), rooms.send_message(id, text, now)?)))
-                    .map(|((), events)| (ResponseBody::Ack, events))
+                    .apply_in_order(|rooms| Ok(((), rooms.send_message(id, text, nonce, now)?)))
+                    .map(|()| (ResponseBody::Ack, Vec::new()))
             }
             Request::SetStreamMute { stream_id, mute } => self
                 .hub
@@ -621,6 +621,7 @@ impl Session {
                 streams: joined.streams,
                 poses: joined.poses,
                 messages: joined.messages,
+                room_instance: joined.room_instance,
             })),
             events,
         ))

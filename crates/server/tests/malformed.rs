@@ -59,7 +59,7 @@ async fn malformed_messages_get_typed_errors_and_leave_the_room_intact() {
     let mut bob = Client::join(&server, "r", "bob", true).await;
 
     let mut socket = raw(&server).await;
-    let login = json!({"id": 1, "request": {"type": "login", "protocol": 1, "room_id": "r",
+    let login = json!({"id": 1, "request": {"type": "login", "protocol": holoroom_protocol::PROTOCOL_VERSION, "room_id": "r",
         "token": token(&server, "r", "alice"), "user": {"user_id": "alice", "user_name": "Alice"},
         "config": {"user_update": true}}});
     socket

@@ -191,7 +191,10 @@ async fn chat_goes_to_everyone_in_order_and_the_room_keeps_its_latest() {
         .await
         .expect("spectator logs in");
     alice.drain(QUIET).await;
-    let say = |text: &str| Request::SendMessage { text: text.into() };
+    let say = |text: &str| Request::SendMessage {
+        text: text.into(),
+        nonce: None,
+    };
     alice.signaling.request(say("hello")).await.expect("sent");
     // Everyone gets it, the sender and the spectator too, under the same number.
     let mut ids = Vec::new();
@@ -225,6 +228,15 @@ async fn chat_goes_to_everyone_in_order_and_the_room_keeps_its_latest() {
         );
     }
     assert!(bob.drain(QUIET).await.is_empty(), "nothing refused was said");
+    // The same message sent again (its answer lost with a connection) is said once.
+    let again = || Request::SendMessage {
+        text: "once".into(),
+        nonce: Some(7),
+    };
+    alice.signaling.request(again()).await.expect("sent");
+    alice.signaling.request(again()).await.expect("acknowledged again");
+    let heard = bob.drain(QUIET).await;
+    assert_eq!(heard.len(), 1, "{heard:?}");
     // The room keeps its latest messages for whoever comes later, numbered in order.
     for n in 0..CHAT_HISTORY + 5 {
         bob.signaling.request(say(&format!("line {n}"))).await.expect("sent");
@@ -232,10 +244,26 @@ async fn chat_goes_to_everyone_in_order_and_the_room_keeps_its_latest() {
     let carol = Client::join(&server, "r", "carol", true).await;
     let kept = &carol.login.as_ref().expect("logged in").messages;
     assert_eq!(kept.len(), CHAT_HISTORY);
+    let login = carol.login.as_ref().expect("logged in");
+    assert_ne!(login.room_instance, 0);
+    assert_eq!(Some(login.room_instance), alice.login.as_ref().map(|l| l.room_instance));
     assert_eq!(kept[0].text, "line 5");
     assert_eq!(kept[CHAT_HISTORY - 1].text, format!("line {}", CHAT_HISTORY + 4));
     assert!(kept.windows(2).all(|w| w[0].id < w[1].id));
     assert!(kept[0].id > ids[0]);
+    // Long messages: the history keeps what fits a login's answer with room to spare.
+    let long = "y".repeat(holoroom_protocol::MAX_CHAT_BYTES);
+    for _ in 0..20 {
+        bob.signaling.request(say(&long)).await.expect("sent");
+    }
+    let dave = Client::join(&server, "r", "dave", true).await;
+    let kept = &dave.login.as_ref().expect("logged in").messages;
+    let bytes: usize = kept.iter().map(|m| m.text.len()).sum();
+    assert!(
+        bytes <= holoroom_protocol::CHAT_HISTORY_BYTES && kept.len() >= 10,
+        "{} messages, {bytes} bytes",
+        kept.len()
+    );
 }
 
 #[tokio::test]
