@@ -70,14 +70,18 @@ pub struct ChatLog {
     pub messages: Vec<ChatMessage>,
     /// Messages from others since the chat was last seen.
     pub unread: usize,
+    /// What is typed and not sent yet (it stays with the room).
+    pub draft: String,
 }
 
 impl ChatLog {
     /// How many messages are kept; older ones scroll away.
     pub const KEPT: usize = 500;
 
-    fn add(&mut self, message: ChatMessage, mine: bool) {
-        if !mine {
+    /// Adds a message; `seen` ones (yours, or what the room had said before you came) are
+    /// not news.
+    fn add(&mut self, message: ChatMessage, seen: bool) {
+        if !seen {
             self.unread += 1;
         }
         self.messages.push(message);
@@ -157,13 +161,13 @@ pub struct QualityUpdated {
     pub quality: StreamQuality,
 }
 
-/// A publisher, player or request problem worth showing.
-#[derive(Message, Debug, Clone)]
-pub struct MediaTrouble(pub Problem);
-
-/// A stream's media flows again (playing or publishing): a problem it had is over.
-#[derive(Message, Debug, Clone, PartialEq, Eq)]
-pub struct MediaBack(pub StreamId);
+/// A publisher, player or request problem worth showing began, or a stream's is over (its
+/// media flows again): one ordered stream of news, so the last word stands.
+#[derive(Message, Debug, Clone, PartialEq)]
+pub enum MediaTrouble {
+    Began(Problem),
+    Over(StreamId),
+}
 
 /// Whether a played stream's media path failed and is being set up again.
 #[derive(Message, Debug, Clone)]
@@ -211,7 +215,6 @@ pub fn plugin(app: &mut App) {
         .add_message::<QualityUpdated>()
         .add_message::<MediaTrouble>()
         .add_message::<FeedState>()
-        .add_message::<MediaBack>()
         .add_message::<JoinRoom>()
         .add_message::<LeaveRoom>()
         .add_systems(
@@ -288,12 +291,14 @@ fn drain_engine(
     mut updates: MessageWriter<RoomUpdate>,
     mut quality: MessageWriter<QualityUpdated>,
     mut trouble: MessageWriter<MediaTrouble>,
-    (mut feeds, mut back): (MessageWriter<FeedState>, MessageWriter<MediaBack>),
+    mut feeds: MessageWriter<FeedState>,
     (me, mut chat): (Option<Res<Me>>, ResMut<ChatLog>),
 ) {
     let Some(bridge) = bridge else {
         return;
     };
+    // Messages that come with a login (the room's latest) were said before you came.
+    let mut arriving = false;
     for event in bridge.engine.events().try_iter() {
         match event {
             EngineEvent::RoomStateChanged {
@@ -304,6 +309,7 @@ fn drain_engine(
                     (None, Some(k)) => Some(Problem::Kickout(k)),
                     (None, None) => None,
                 };
+                arriving |= matches!(reason, RoomStateReason::Logined | RoomStateReason::Reconnected);
                 match reason {
                     RoomStateReason::Logined => {
                         if let Some(joining) = &joining {
@@ -367,14 +373,14 @@ fn drain_engine(
                 error: Some(error),
                 ..
             } => {
-                trouble.write(MediaTrouble(Problem::Publish { stream_id, error }));
+                trouble.write(MediaTrouble::Began(Problem::Publish { stream_id, error }));
             }
             EngineEvent::PublisherStateUpdate {
                 stream_id,
                 state: PublisherState::Publishing,
                 error: None,
             } => {
-                back.write(MediaBack(stream_id));
+                trouble.write(MediaTrouble::Over(stream_id));
             }
             EngineEvent::PlayerStateUpdate {
                 stream_id,
@@ -383,10 +389,10 @@ fn drain_engine(
             } => {
                 let reconnecting = state == PlayerState::Requesting && error.is_some();
                 if state == PlayerState::Playing && error.is_none() {
-                    back.write(MediaBack(stream_id.clone()));
+                    trouble.write(MediaTrouble::Over(stream_id.clone()));
                 }
                 if let Some(error) = error.filter(|e| *e != MediaError::NotInRoom) {
-                    trouble.write(MediaTrouble(Problem::Play {
+                    trouble.write(MediaTrouble::Began(Problem::Play {
                         stream_id: stream_id.clone(),
                         error,
                     }));
@@ -397,14 +403,16 @@ fn drain_engine(
                 });
             }
             EngineEvent::ReconnectRetry { error, retry_in, .. } => {
-                trouble.write(MediaTrouble(Problem::Retrying { error, retry_in }));
+                trouble.write(MediaTrouble::Began(Problem::Retrying { error, retry_in }));
             }
             EngineEvent::RequestFailed { request, error } => {
-                trouble.write(MediaTrouble(Problem::Request { request, error }));
+                trouble.write(MediaTrouble::Began(Problem::Request { request, error }));
             }
             EngineEvent::RoomMessage { message, .. } => {
-                let mine = me.as_ref().is_some_and(|me| me.user.user_id == message.from.user_id);
-                chat.add(message, mine);
+                // Who you are is settled by now or about to be (`Me` arrives with the commands).
+                let you = me.as_deref().or(joining.as_deref().map(|j| &j.0));
+                let mine = you.is_some_and(|me| me.user.user_id == message.from.user_id);
+                chat.add(message, mine || arriving);
             }
             EngineEvent::ActiveSpeakers { speakers, .. } => {
                 commands.insert_resource(ActiveSpeakers(speakers.into_iter().map(|s| s.user_id).collect()));

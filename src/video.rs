@@ -243,13 +243,16 @@ fn drag_self_view(
     let (Ok(window), Ok((camera, Projection::Perspective(perspective), at)), Ok((mut view, placed))) =
         (windows.single(), camera.single(), views.single_mut())
     else {
+        // No self-view (you left the room): nothing is held.
+        if drag.grab.is_some() {
+            drag.grab = None;
+        }
         return;
     };
-    let Some(cursor) = window.cursor_position() else {
-        return;
-    };
-    match drag.grab {
-        None => {
+    let cursor = window.cursor_position();
+    let held = buttons.pressed(MouseButton::Left);
+    match (drag.grab, cursor) {
+        (None, Some(cursor)) => {
             let free = egui.ctx_mut().map_or(true, |ctx| !ctx.egui_wants_pointer_input());
             if free
                 && buttons.just_pressed(MouseButton::Left)
@@ -259,7 +262,8 @@ fn drag_self_view(
                 drag.grab = Some(cursor - rect.center());
             }
         }
-        Some(grab) if buttons.pressed(MouseButton::Left) => {
+        (None, None) => {}
+        (Some(grab), Some(cursor)) if held => {
             // Its centre under the pointer (less where it was taken), at its depth.
             let window_size = window.size();
             let centre = cursor - grab;
@@ -268,8 +272,14 @@ fn drag_self_view(
             let y = (1.0 - centre.y / window_size.y * 2.0) * half.y;
             view.translation = Vec3::new(x, y, -SELF_VIEW_DEPTH);
         }
-        Some(grab) => {
-            corner.set_if_neq(SelfViewCorner::nearest(cursor - grab, window.size()));
+        // Held outside the window: it waits where it was last seen.
+        (Some(_), None) if held => {}
+        (Some(grab), cursor) => {
+            // Let go: into the corner of the quarter it was let go in (back to its own corner
+            // when that was outside the window).
+            if let Some(cursor) = cursor {
+                corner.set_if_neq(SelfViewCorner::nearest(cursor - grab, window.size()));
+            }
             drag.grab = None;
         }
     }

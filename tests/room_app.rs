@@ -8,8 +8,7 @@ use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
 use holoroom::audio::{Muted, RoomAudio, SpeakingLevel};
 use holoroom::net::{
-    EngineBridge, FeedState, JoinRoom, LeaveRoom, Me, MediaBack, MediaTrouble, Problem, RoomStateChanged, RoomUpdate,
-    TokenSource,
+    EngineBridge, FeedState, JoinRoom, LeaveRoom, Me, MediaTrouble, Problem, RoomStateChanged, RoomUpdate, TokenSource,
 };
 use holoroom::quality::{LayerReason, ViewQuality};
 use holoroom::room::ViewerCamera;
@@ -137,20 +136,26 @@ fn a_panel_says_reconnecting_video_while_its_media_is_set_up_again() {
 fn a_streams_trouble_is_cleared_once_its_media_flows_again() {
     let mut app = headless();
     let stream = StreamId::new("bob-cam").expect("valid");
-    app.world_mut().write_message(MediaTrouble(Problem::Play {
+    let failed = MediaTrouble::Began(Problem::Play {
         stream_id: stream.clone(),
         error: MediaError::Connection("media connection Failed".into()),
-    }));
+    });
+    app.world_mut().write_message(failed.clone());
     app.update();
     let shown = |app: &App| app.world().resource::<LastError>().0.is_some();
     assert!(shown(&app));
     app.world_mut()
-        .write_message(MediaBack(StreamId::new("other-cam").expect("valid")));
+        .write_message(MediaTrouble::Over(StreamId::new("other-cam").expect("valid")));
     app.update();
     assert!(shown(&app), "another stream coming back changes nothing");
-    app.world_mut().write_message(MediaBack(stream));
+    app.world_mut().write_message(MediaTrouble::Over(stream.clone()));
     app.update();
     assert!(!shown(&app), "the problem is gone once its stream plays again");
+    // Back, then failing again, within one frame: the failure is what stands.
+    app.world_mut().write_message(MediaTrouble::Over(stream));
+    app.world_mut().write_message(failed);
+    app.update();
+    assert!(shown(&app), "the last word stands");
 }
 
 struct Room {

@@ -56,6 +56,8 @@ const PATTERN_BOTS: [&str; 4] = ["ada", "grace", "alan", "edsger"];
 const CAMERA_OFF: &str = "barbara";
 /// Who says what in the chat shot (the first bots, in the order they joined).
 const SPEAKERS: [(&str, &str); 2] = [("ada", "Welcome, everyone!"), ("grace", "Hi! Can you all hear me?")];
+/// What you say in the chat shot.
+const YOUR_LINE: &str = "Hello from the viewer";
 /// Six more for the room of twelve (a smaller pattern: they only fill the room).
 const MORE_BOTS: [&str; 6] = ["linus", "frances", "ken", "radia", "dennis", "hedy"];
 const GIVE_UP: Duration = Duration::from_secs(90);
@@ -450,7 +452,7 @@ fn drive(
                         bot.say(*text);
                     }
                 }
-                bridge.engine.send_room_message("Hello from the viewer");
+                bridge.engine.send_room_message(YOUR_LINE);
                 Stage::Chat
             }
             Stage::Chat => {
@@ -493,7 +495,12 @@ fn drive(
                 .count();
             let (people, pictures) = check.stage.people();
             // The chat shot waits for the bots' messages and yours.
-            let said = check.stage != Stage::Chat || chat.messages.len() == SPEAKERS.len() + 1;
+            let said = check.stage != Stage::Chat
+                || SPEAKERS
+                    .iter()
+                    .map(|(_, text)| *text)
+                    .chain([YOUR_LINE])
+                    .all(|text| chat.messages.iter().filter(|m| m.text == text).count() == 1);
             *state.get() == AppState::InCall && live == pictures && remote.iter().count() == people && said
         }
     };

@@ -9,9 +9,7 @@ use holoroom_engine::{AudioSource, LocalStream, StreamConfig, StreamError, Video
 
 use super::seating;
 use crate::RoomSystems;
-use crate::net::{
-    EngineBridge, FeedState, Me, MediaBack, MediaTrouble, OwnStream, Problem, RoomStateChanged, RoomUpdate,
-};
+use crate::net::{EngineBridge, FeedState, Me, MediaTrouble, OwnStream, Problem, RoomStateChanged, RoomUpdate};
 
 /// Where the app is.
 #[derive(States, Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -249,7 +247,7 @@ fn free_seat(taken: &Query<&Seat>) -> usize {
 fn follow_room_state(
     mut commands: Commands,
     mut messages: MessageReader<RoomStateChanged>,
-    (mut trouble, mut back): (MessageReader<MediaTrouble>, MessageReader<MediaBack>),
+    mut trouble: MessageReader<MediaTrouble>,
     mut next: ResMut<NextState<AppState>>,
     mut last_error: ResMut<LastError>,
     mut reconnecting: ResMut<Reconnecting>,
@@ -259,16 +257,18 @@ fn follow_room_state(
     seats: Query<&Seat>,
     choice: Res<MediaChoice>,
 ) {
-    for message in trouble.read() {
-        last_error.0 = Some(message.0.clone());
-    }
-    // A stream's trouble is over once its media flows again.
-    for MediaBack(stream_id) in back.read() {
-        if let Some(Problem::Play { stream_id: failed, .. } | Problem::Publish { stream_id: failed, .. }) =
-            &last_error.0
-            && failed == stream_id
-        {
-            last_error.0 = None;
+    for news in trouble.read() {
+        match news {
+            MediaTrouble::Began(problem) => last_error.0 = Some(problem.clone()),
+            // A stream's trouble is over once its media flows again.
+            MediaTrouble::Over(stream_id) => {
+                if let Some(Problem::Play { stream_id: failed, .. } | Problem::Publish { stream_id: failed, .. }) =
+                    &last_error.0
+                    && failed == stream_id
+                {
+                    last_error.0 = None;
+                }
+            }
         }
     }
     for message in messages.read() {

@@ -69,7 +69,10 @@ pub const TABLE_HEIGHT: f32 = 0.76;
 pub const SEAT_HEIGHT: f32 = 0.46;
 /// The gallery's step runs between these radii, its seats in the middle.
 const GALLERY_INNER: f32 = seating::GALLERY_RADIUS - 0.6;
-const GALLERY_OUTER: f32 = seating::GALLERY_RADIUS + 0.9;
+const GALLERY_OUTER: f32 = 0.9 + {
+    // The last ring on the step.
+    seating::GALLERY_RADIUS + (*seating::STEPPED_RINGS.end() - 1) as f32 * seating::RING_STEP
+};
 
 /// Part of the furnished room (for tests and the bench to find).
 #[derive(Component, Debug)]

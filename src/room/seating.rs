@@ -40,7 +40,19 @@ pub struct Seat {
     pub yaw: f32,
 }
 
-fn ring_radius(ring: usize) -> f32 {
+/// The gallery's step carries its own ring and the next one; further out is the floor.
+pub const STEPPED_RINGS: std::ops::RangeInclusive<usize> = 1..=2;
+
+fn ring_floor(ring: usize) -> f32 {
+    if STEPPED_RINGS.contains(&ring) {
+        GALLERY_RISE
+    } else {
+        0.0
+    }
+}
+
+/// The radius of ring `ring`.
+pub fn ring_radius(ring: usize) -> f32 {
     match ring {
         0 => FIRST_RING_RADIUS,
         _ => GALLERY_RADIUS + (ring - 1) as f32 * RING_STEP,
@@ -134,7 +146,7 @@ pub fn seat(index: usize) -> Seat {
     Seat {
         x: radius * angle.sin(),
         z: radius * angle.cos(),
-        floor: if ring == 0 { 0.0 } else { GALLERY_RISE },
+        floor: ring_floor(ring),
         yaw: angle + PI,
     }
 }

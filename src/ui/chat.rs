@@ -7,18 +7,16 @@ use holoroom_engine::protocol::{MAX_CHAT_BYTES, validate_chat};
 use crate::net::{ChatLog, Me};
 use crate::room::presence::avatar_colour;
 
-/// The drawer, on the right of `root`. What is typed stays in `draft` until it is sent; with
-/// `focus` (just opened) the line to write in takes the keyboard.
-pub fn drawer(
-    root: &mut egui::Ui,
-    log: &mut ChatLog,
-    draft: &mut String,
-    focus: bool,
-    me: Option<&Me>,
-    engine: Option<&Engine>,
-) {
+/// The drawer, on the right of `root`; with `focus` (just opened) the line to write in takes
+/// the keyboard.
+pub fn drawer(root: &mut egui::Ui, log: &mut ChatLog, focus: bool, me: Option<&Me>, engine: Option<&Engine>) {
+    let ChatLog {
+        messages,
+        unread,
+        draft,
+    } = log;
     // Seen: nothing is unread while the drawer is open.
-    log.unread = 0;
+    *unread = 0;
     egui::Panel::right("chat")
         .resizable(false)
         .default_size(300.0)
@@ -34,10 +32,10 @@ pub fn drawer(
                     .stick_to_bottom(true)
                     .show(ui, |ui| {
                         ui.with_layout(egui::Layout::top_down(egui::Align::Min), |ui| {
-                            if log.messages.is_empty() {
+                            if messages.is_empty() {
                                 ui.label(egui::RichText::new("No messages yet. Say hello!").weak());
                             }
-                            for message in &log.messages {
+                            for message in messages.iter() {
                                 let mine = me.is_some_and(|me| me.user.user_id == message.from.user_id);
                                 let name = if mine {
                                     "You".to_owned()

@@ -75,7 +75,7 @@ impl Icon {
     }
 }
 
-/// The icons as egui textures (drawn once their images are in).
+/// The icons whose images are in, as egui textures.
 #[derive(Resource, Debug, Default)]
 pub struct Icons(HashMap<Icon, egui::TextureId>);
 
@@ -87,46 +87,63 @@ impl Icons {
     }
 }
 
-/// The typeface on its way in.
+/// The typeface and the icons on their way in.
 #[derive(Resource, Debug, Default)]
-struct PendingFont(Option<Handle<Font>>);
+struct Pending {
+    font: Option<Handle<Font>>,
+    icons: Vec<(Icon, Handle<Image>)>,
+}
 
 pub fn plugin(app: &mut App) {
     app.init_resource::<Icons>()
-        .init_resource::<PendingFont>()
+        .init_resource::<Pending>()
         .add_systems(Startup, load)
-        .add_systems(Update, install_font);
+        .add_systems(Update, install);
 }
 
-fn load(assets: Res<AssetServer>, mut contexts: EguiContexts, mut icons: ResMut<Icons>, mut font: ResMut<PendingFont>) {
-    for icon in Icon::ALL {
-        let id = contexts.add_image(EguiTextureHandle::Strong(assets.load(icon.path())));
-        icons.0.insert(icon, id);
-    }
-    font.0 = Some(assets.load(FONT));
+fn load(assets: Res<AssetServer>, mut pending: ResMut<Pending>) {
+    pending.icons = Icon::ALL
+        .into_iter()
+        .map(|icon| (icon, assets.load(icon.path())))
+        .collect();
+    pending.font = Some(assets.load(FONT));
 }
 
-/// Makes the typeface egui's first choice once it has loaded.
-fn install_font(
+/// Puts each asset to use once it has loaded: the typeface becomes egui's first choice, an
+/// icon replaces its stand-in glyph. One that fails is said in the log and left to its stand-in.
+fn install(
     mut contexts: EguiContexts,
-    mut pending: ResMut<PendingFont>,
+    mut pending: ResMut<Pending>,
+    mut icons: ResMut<Icons>,
     fonts: Res<Assets<Font>>,
     assets: Res<AssetServer>,
 ) -> Result {
-    let Some(handle) = &pending.0 else {
+    let mut waiting = Vec::new();
+    for (icon, handle) in std::mem::take(&mut pending.icons) {
+        match assets.load_state(&handle) {
+            LoadState::Loaded => {
+                let id = contexts.add_image(EguiTextureHandle::Strong(handle));
+                icons.0.insert(icon, id);
+            }
+            LoadState::Failed(error) => warn!("the icon {} did not load ({error}); a glyph stands in", icon.path()),
+            LoadState::NotLoaded | LoadState::Loading => waiting.push((icon, handle)),
+        }
+    }
+    pending.icons = waiting;
+    let Some(handle) = pending.font.clone() else {
         return Ok(());
     };
-    match assets.load_state(handle) {
+    match assets.load_state(&handle) {
         LoadState::Loaded => {
-            if let Some(font) = fonts.get(handle) {
+            if let Some(font) = fonts.get(&handle) {
                 let ctx = contexts.ctx_mut()?;
                 use_font(ctx, font.data.as_ref().to_vec());
             }
-            pending.0 = None;
+            pending.font = None;
         }
         LoadState::Failed(error) => {
             warn!("the interface's typeface {FONT} did not load ({error}); egui's own stands in");
-            pending.0 = None;
+            pending.font = None;
         }
         LoadState::NotLoaded | LoadState::Loading => {}
     }

@@ -121,12 +121,25 @@ pub struct RoomRect(pub Option<egui::Rect>);
 pub struct CallUi {
     pub participants: bool,
     pub chat: bool,
-    /// What is typed in the chat and not sent yet.
-    pub chat_draft: String,
     /// The chat was just opened: its line takes the keyboard.
     pub chat_focus: bool,
     pub connection: bool,
     pub devices: bool,
+}
+
+impl CallUi {
+    /// Opens or closes the participants drawer (it shares the right side with the chat).
+    pub fn toggle_participants(&mut self) {
+        self.participants = !self.participants;
+        self.chat &= !self.participants;
+    }
+
+    /// Opens or closes the chat; opened, its line takes the keyboard.
+    pub fn toggle_chat(&mut self) {
+        self.chat = !self.chat;
+        self.chat_focus = self.chat;
+        self.participants &= !self.chat;
+    }
 }
 
 pub fn plugin(app: &mut App) {
@@ -469,13 +482,10 @@ fn call_bar(
     let mut toggle_microphone = key(egui::Key::M);
     let mut toggle_camera = key(egui::Key::V);
     if key(egui::Key::P) {
-        open.participants = !open.participants;
-        open.chat &= !open.participants;
+        open.toggle_participants();
     }
     if key(egui::Key::C) {
-        open.chat = !open.chat;
-        open.chat_focus = open.chat;
-        open.participants &= !open.chat;
+        open.toggle_chat();
     }
     if key(egui::Key::I) {
         open.connection = !open.connection;
@@ -585,8 +595,7 @@ fn call_bar(
                     open.participants.then_some(theme::ACCENT),
                     "Participants: hear each, set volumes (P)",
                 ) {
-                    open.participants = !open.participants;
-                    open.chat &= !open.participants;
+                    open.toggle_participants();
                 }
                 let unread = if open.chat { 0 } else { chat.unread };
                 let tip = match unread {
@@ -608,9 +617,7 @@ fn call_bar(
                     );
                 }
                 if clicked {
-                    open.chat = !open.chat;
-                    open.chat_focus = open.chat;
-                    open.participants &= !open.chat;
+                    open.toggle_chat();
                 }
                 if bar_button(
                     ui,
@@ -685,7 +692,7 @@ fn call_bar(
     if open.chat {
         let engine = bridge.as_ref().map(|b| b.engine.as_ref());
         let focus = std::mem::take(&mut open.chat_focus);
-        chat::drawer(&mut root, &mut chat, &mut open.chat_draft, focus, me.as_deref(), engine);
+        chat::drawer(&mut root, &mut chat, focus, me.as_deref(), engine);
     }
     if open.participants {
         egui::Panel::right("participants")

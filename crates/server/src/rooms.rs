@@ -149,7 +149,8 @@ struct Room {
 }
 
 impl Room {
-    fn new() -> Room {
+    /// A room at the start of its life.
+    fn starting() -> Room {
         Room {
             instance: rand::random::<u64>().max(1),
             ..Room::default()
@@ -287,7 +288,7 @@ impl Rooms {
             self.check_room_caps(&room_id, &grant, None)?;
         }
 
-        let room = self.rooms.entry(room_id.clone()).or_insert_with(Room::new);
+        let room = self.rooms.entry(room_id.clone()).or_insert_with(Room::starting);
         let hidden = grant.hidden;
         room.members.insert(
             user.user_id.clone(),
