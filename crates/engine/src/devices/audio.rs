@@ -28,20 +28,45 @@ pub enum AudioDeviceError {
     Thread(String),
 }
 
+/// alsa-lib says what it tried and could not do (no sound card, a plugin it could not load) on
+/// the process's stderr, between the lines of the app's own log. On each thread that talks to
+/// it, its reports are kept instead, and what `f` caused goes to the log at debug level.
+#[cfg(target_os = "linux")]
+fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    let reports = alsa::Output::local_error_handler().ok();
+    let value = f();
+    if let Some(reports) = reports {
+        let text = reports.borrow().to_string();
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            tracing::debug!(target: "alsa", "{line}");
+        }
+    }
+    value
+}
+
+#[cfg(not(target_os = "linux"))]
+fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    f()
+}
+
 /// Names of the sound cards that can play.
 pub fn output_devices() -> Vec<String> {
-    let host = cpal::default_host();
-    host.output_devices()
-        .map(|devices| devices.map(|d| d.to_string()).collect())
-        .unwrap_or_default()
+    quietly(|| {
+        cpal::default_host()
+            .output_devices()
+            .map(|devices| devices.map(|d| d.to_string()).collect())
+            .unwrap_or_default()
+    })
 }
 
 /// Names of the sound cards that can record.
 pub fn input_devices() -> Vec<String> {
-    let host = cpal::default_host();
-    host.input_devices()
-        .map(|devices| devices.map(|d| d.to_string()).collect())
-        .unwrap_or_default()
+    quietly(|| {
+        cpal::default_host()
+            .input_devices()
+            .map(|devices| devices.map(|d| d.to_string()).collect())
+            .unwrap_or_default()
+    })
 }
 
 fn find_device(input: bool, name: Option<&str>) -> Result<cpal::Device, AudioDeviceError> {
@@ -242,16 +267,18 @@ fn stream_on_thread(
     let thread = std::thread::Builder::new()
         .name(thread_name.into())
         .spawn(move || {
-            let stream = find_device(input, device.as_deref()).and_then(|device| {
-                let name = device.to_string();
-                let open_error = |reason: String| AudioDeviceError::Open {
-                    device: name.clone(),
-                    reason,
-                };
-                let config = pick_config(&device, input).map_err(open_error)?;
-                let stream = build(&device, &config).map_err(open_error)?;
-                stream.play().map_err(|e| open_error(e.to_string()))?;
-                Ok((name, stream))
+            let stream = quietly(|| {
+                find_device(input, device.as_deref()).and_then(|device| {
+                    let name = device.to_string();
+                    let open_error = |reason: String| AudioDeviceError::Open {
+                        device: name.clone(),
+                        reason,
+                    };
+                    let config = pick_config(&device, input).map_err(open_error)?;
+                    let stream = build(&device, &config).map_err(open_error)?;
+                    stream.play().map_err(|e| open_error(e.to_string()))?;
+                    Ok((name, stream))
+                })
             });
             match stream {
                 Ok((name, stream)) => {
