@@ -1275,15 +1275,8 @@ impl RoomMachine {
                 }
             }
             Purpose::Abandon(connection) => self.actions.push_back(Action::Disconnect { connection }),
-            Purpose::Layer => match result {
-                // The media connection went away meanwhile: its next one starts with the layer.
-                Err(SignalingError::Refused(body)) if body.code == ErrorCode::NotPlaying => {}
-                Err(SignalingError::Closed) | Ok(_) => {}
-                Err(error) => self.emit(EngineEvent::RequestFailed {
-                    request: RequestKind::SetVideoLayer,
-                    error: error.into(),
-                }),
-            },
+            // The media connection went away meanwhile: its next one starts with the layer.
+            Purpose::Layer => self.report_failure(result, RequestKind::SetVideoLayer, ErrorCode::NotPlaying),
             Purpose::Message(body) => match result {
                 Ok(_) => {}
                 Err(SignalingError::Closed) => {
@@ -1296,20 +1289,27 @@ impl RoomMachine {
                     error: error.into(),
                 }),
             },
-            Purpose::Mute => match result {
-                // The stream ended meanwhile: its next publication carries the state.
-                Err(SignalingError::Refused(body)) if body.code == ErrorCode::StreamNotFound => {}
-                Err(SignalingError::Closed) | Ok(_) => {}
-                Err(error) => self.emit(EngineEvent::RequestFailed {
-                    request: RequestKind::SetStreamMute,
-                    error: error.into(),
-                }),
-            },
+            // The stream ended meanwhile: its next publication carries the state.
+            Purpose::Mute => self.report_failure(result, RequestKind::SetStreamMute, ErrorCode::StreamNotFound),
             Purpose::Withdraw(_) => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "a withdraw was not confirmed");
                 }
             }
+        }
+    }
+
+    /// Reports a request that failed, unless its connection went away (its state is sent
+    /// afresh with the media's next connection) or the server refused it with `gone` (what
+    /// it was about ended meanwhile).
+    fn report_failure(&mut self, result: Result<ResponseBody, SignalingError>, request: RequestKind, gone: ErrorCode) {
+        match result {
+            Err(SignalingError::Refused(body)) if body.code == gone => {}
+            Err(SignalingError::Closed) | Ok(_) => {}
+            Err(error) => self.emit(EngineEvent::RequestFailed {
+                request,
+                error: error.into(),
+            }),
         }
     }
 }

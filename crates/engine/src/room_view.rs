@@ -96,24 +96,20 @@ impl RoomView {
             })
             .cloned()
             .collect();
-        let changed_extra: Vec<StreamInfo> = new_streams
-            .values()
-            .filter(|new| {
-                self.streams
-                    .get(&new.stream_id)
-                    .is_some_and(|old| same_stream(old, new) && old.extra_info != new.extra_info)
-            })
-            .cloned()
-            .collect();
-        let changed_mute: Vec<StreamInfo> = new_streams
-            .values()
-            .filter(|new| {
-                self.streams
-                    .get(&new.stream_id)
-                    .is_some_and(|old| same_stream(old, new) && old.mute != new.mute)
-            })
-            .cloned()
-            .collect();
+        // The same streams whose `differ` says they changed.
+        let changed = |differ: fn(&StreamInfo, &StreamInfo) -> bool| -> Vec<StreamInfo> {
+            new_streams
+                .values()
+                .filter(|new| {
+                    self.streams
+                        .get(&new.stream_id)
+                        .is_some_and(|old| same_stream(old, new) && differ(old, new))
+                })
+                .cloned()
+                .collect()
+        };
+        let changed_extra = changed(|old, new| old.extra_info != new.extra_info);
+        let changed_mute = changed(|old, new| old.mute != new.mute);
         let mut tail = Vec::new();
         if !added_streams.is_empty() {
             tail.push(Event::RoomStreamUpdate {

@@ -305,6 +305,18 @@ impl Session {
         Ok(())
     }
 
+    /// Runs a room operation for this session, answered with an acknowledgement and this
+    /// session's share of what it caused.
+    fn acked(
+        &self,
+        op: impl FnOnce(&mut crate::rooms::Rooms) -> Result<crate::rooms::Outputs, ErrorBody>,
+    ) -> Result<(ResponseBody, Vec<Event>), ErrorBody> {
+        self.hub
+            .lock()
+            .apply(self.id, |rooms| Ok(((), op(rooms)?)))
+            .map(|((), events)| (ResponseBody::Ack, events))
+    }
+
     /// Answers one request; the events returned are this session's share of what it caused.
     async fn handle(&mut self, request: Request) -> (Result<ResponseBody, ErrorBody>, Vec<Event>) {
         let id = self.id;
@@ -330,16 +342,10 @@ impl Session {
             Request::StopPublishing { stream_id, media_id } if self.stop_is_stale(true, &stream_id, media_id) => {
                 Ok((ResponseBody::Ack, Vec::new()))
             }
-            Request::StopPublishing { stream_id, .. } => self
-                .hub
-                .lock()
-                .apply(id, |rooms| Ok(((), rooms.stop_publishing(id, &stream_id)?)))
-                .map(|((), events)| (ResponseBody::Ack, events)),
-            Request::SetStreamExtraInfo { stream_id, extra_info } => self
-                .hub
-                .lock()
-                .apply(id, |rooms| Ok(((), rooms.set_extra_info(id, &stream_id, extra_info)?)))
-                .map(|((), events)| (ResponseBody::Ack, events)),
+            Request::StopPublishing { stream_id, .. } => self.acked(|rooms| rooms.stop_publishing(id, &stream_id)),
+            Request::SetStreamExtraInfo { stream_id, extra_info } => {
+                self.acked(|rooms| rooms.set_extra_info(id, &stream_id, extra_info))
+            }
             Request::SendMessage { text, nonce } => {
                 let now = self.hub.config.clock.unix_now();
                 self.hub
@@ -347,11 +353,7 @@ impl Session {
                     .apply_in_order(|rooms| Ok(((), rooms.send_message(id, text, nonce, now)?)))
                     .map(|()| (ResponseBody::Ack, Vec::new()))
             }
-            Request::SetStreamMute { stream_id, mute } => self
-                .hub
-                .lock()
-                .apply(id, |rooms| Ok(((), rooms.set_mute(id, &stream_id, mute)?)))
-                .map(|((), events)| (ResponseBody::Ack, events)),
+            Request::SetStreamMute { stream_id, mute } => self.acked(|rooms| rooms.set_mute(id, &stream_id, mute)),
             Request::StartPlaying(play) => {
                 let (stream_id, media_id) = (play.stream_id.clone(), play.media_id);
                 let started = self.start_playing(play).await;
@@ -374,11 +376,7 @@ impl Session {
                 ErrorCode::NotSupported,
                 "the media relay is ICE-lite and takes complete offers; trickled candidates are not used",
             )),
-            Request::SetPose { pose } => self
-                .hub
-                .lock()
-                .apply(id, |rooms| Ok(((), rooms.set_pose(id, pose)?)))
-                .map(|((), events)| (ResponseBody::Ack, events)),
+            Request::SetPose { pose } => self.acked(|rooms| rooms.set_pose(id, pose)),
             Request::SetVideoLayer { stream_id, layer } => {
                 let playing = self.hub.lock().rooms().check_playing(id, &stream_id);
                 playing.map(|()| {
