@@ -330,7 +330,11 @@ fn give_panels(
                 // to another), always facing the camera
                 // (placed for the window's shape by `place_self_view`).
                 commands.entity(view).insert((
-                    self_view_place(36f32.to_radians(), 16.0 / 9.0, SelfViewCorner::default()),
+                    self_view_place(
+                        crate::room::WIDE_FOV.to_radians(),
+                        16.0 / 9.0,
+                        SelfViewCorner::default(),
+                    ),
                     SelfView(entity),
                 ));
                 commands.entity(camera).add_child(view);
@@ -514,7 +518,6 @@ mod tests {
 
     #[test]
     fn the_self_view_stays_whole_inside_the_view_in_every_corner_at_any_window_shape() {
-        let fov = 36f32.to_radians();
         let corners = [
             SelfViewCorner::TopLeft,
             SelfViewCorner::TopRight,
@@ -529,14 +532,17 @@ mod tests {
             (400.0, 800.0),
         ] {
             let aspect = width / height;
-            for corner in corners {
+            for (corner, fov) in corners
+                .into_iter()
+                .flat_map(|c| [22f32, 28.0, 36.0].map(|f| (c, f.to_radians())))
+            {
                 let place = self_view_place(fov, aspect, corner);
                 let depth = -place.translation.z;
                 let (half_height, half_width) = (depth * (fov / 2.0).tan(), depth * (fov / 2.0).tan() * aspect);
                 let size = PANEL_SIZE * place.scale.x;
                 let (left, right) = (place.translation.x - size.x / 2.0, place.translation.x + size.x / 2.0);
                 let (bottom, top) = (place.translation.y - size.y / 2.0, place.translation.y + size.y / 2.0);
-                let case = format!("{width}x{height} {corner:?}");
+                let case = format!("{width}x{height} {corner:?} at {:.0} degrees", fov.to_degrees());
                 assert!(left > -half_width && right < half_width, "{case}: cut off at a side");
                 assert!(top < half_height, "{case}: cut off at the top");
                 assert!(bottom > -half_height * 0.85, "{case}: under the call bar");

@@ -288,15 +288,30 @@ fn focus_keys(
     }
 }
 
-/// Eases a seated viewer's camera towards where their view mode puts it.
+/// The camera's vertical field of view, in degrees: from your seat the shot tightens when few
+/// are at the table (one across from you fills far more of the view), and widens to take in
+/// twelve; views other than the seat's are always the wide one.
+pub fn field_of_view(mode: ViewMode, others: usize) -> f32 {
+    match (mode, others) {
+        (ViewMode::Seat, 0..=1) => 22.0,
+        (ViewMode::Seat, 2..=3) => 28.0,
+        _ => WIDE_FOV,
+    }
+}
+
+/// The widest field of view, in degrees.
+pub const WIDE_FOV: f32 = 36.0;
+
+/// Eases a seated viewer's camera towards where their view mode puts it, and its field of
+/// view towards the one for the people at the table.
 fn glide(
     time: Res<Time>,
     mut mode: ResMut<ViewMode>,
     me: Query<&Transform, (With<participants::LocalParticipant>, Without<ViewerCamera>)>,
     others: Query<&GlobalTransform, With<participants::Participant>>,
-    mut camera: Query<&mut Transform, With<ViewerCamera>>,
+    mut camera: Query<(&mut Transform, &mut Projection), With<ViewerCamera>>,
 ) {
-    let (Ok(me), Ok(mut camera)) = (me.single(), camera.single_mut()) else {
+    let (Ok(me), Ok((mut camera, mut projection))) = (me.single(), camera.single_mut()) else {
         return;
     };
     let focused = match *mode {
@@ -314,6 +329,17 @@ fn glide(
     let k = 1.0 - (-6.0 * time.delta_secs()).exp();
     camera.translation = camera.translation.lerp(target.translation, k);
     camera.rotation = camera.rotation.slerp(target.rotation, k);
+    // Everyone but you.
+    let fov = field_of_view(*mode, others.iter().count().saturating_sub(1)).to_radians();
+    if let Projection::Perspective(perspective) = projection.as_ref()
+        && (perspective.fov - fov).abs() > 1e-4
+        && let Projection::Perspective(perspective) = projection.as_mut()
+    {
+        perspective.fov += (fov - perspective.fov) * k;
+        if (perspective.fov - fov).abs() < 1e-3 {
+            perspective.fov = fov;
+        }
+    }
 }
 
 fn spawn_camera(mut commands: Commands) {
@@ -325,11 +351,27 @@ fn spawn_camera(mut commands: Commands) {
         // A little narrower than the default 45 degrees: from your seat the table fills the
         // view and faces across it are larger.
         Projection::Perspective(PerspectiveProjection {
-            fov: 36f32.to_radians(),
+            fov: WIDE_FOV.to_radians(),
             ..default()
         }),
         Msaa::Off,
         Tonemapping::None,
         Transform::from_translation(OVERVIEW).looking_at(Vec3::new(0.0, 0.8, 0.0), Vec3::Y),
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seat_view_tightens_when_few_are_at_the_table() {
+        let seat = |others| field_of_view(ViewMode::Seat, others);
+        assert!(seat(1) < seat(3) && seat(3) < seat(5), "fewer people, a tighter shot");
+        assert_eq!(seat(11), WIDE_FOV, "twelve need the wide view");
+        for others in 0..20 {
+            assert!(seat(others) <= seat(others + 1));
+        }
+        assert_eq!(field_of_view(ViewMode::Overview, 1), WIDE_FOV);
+    }
 }
