@@ -297,8 +297,6 @@ fn drain_engine(
     let Some(bridge) = bridge else {
         return;
     };
-    // Messages that come with a login (the room's latest) were said before you came.
-    let mut arriving = false;
     for event in bridge.engine.events().try_iter() {
         match event {
             EngineEvent::RoomStateChanged {
@@ -309,7 +307,6 @@ fn drain_engine(
                     (None, Some(k)) => Some(Problem::Kickout(k)),
                     (None, None) => None,
                 };
-                arriving |= matches!(reason, RoomStateReason::Logined | RoomStateReason::Reconnected);
                 match reason {
                     RoomStateReason::Logined => {
                         if let Some(joining) = &joining {
@@ -408,11 +405,11 @@ fn drain_engine(
             EngineEvent::RequestFailed { request, error } => {
                 trouble.write(MediaTrouble::Began(Problem::Request { request, error }));
             }
-            EngineEvent::RoomMessage { message, .. } => {
+            EngineEvent::RoomMessage { message, earlier, .. } => {
                 // Who you are is settled by now or about to be (`Me` arrives with the commands).
                 let you = me.as_deref().or(joining.as_deref().map(|j| &j.0));
                 let mine = you.is_some_and(|me| me.user.user_id == message.from.user_id);
-                chat.add(message, mine || arriving);
+                chat.add(message, mine || earlier);
             }
             EngineEvent::ActiveSpeakers { speakers, .. } => {
                 commands.insert_resource(ActiveSpeakers(speakers.into_iter().map(|s| s.user_id).collect()));

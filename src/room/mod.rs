@@ -288,14 +288,38 @@ fn focus_keys(
     }
 }
 
-/// The camera's vertical field of view, in degrees: from your seat the shot tightens when few
-/// are at the table (one across from you fills far more of the view), and widens to take in
-/// twelve; views other than the seat's are always the wide one.
-pub fn field_of_view(mode: ViewMode, others: usize) -> f32 {
-    match (mode, others) {
-        (ViewMode::Seat, 0..=1) => 22.0,
-        (ViewMode::Seat, 2..=3) => 28.0,
-        _ => WIDE_FOV,
+/// The camera's vertical field of view, in degrees, for a window of `aspect` (width / height):
+/// from your seat the shot tightens when few are at the table (one across from you fills far
+/// more of the view), never so far that their screens leave a narrow window's sides, and
+/// widens to take in twelve; views other than the seat's are always the wide one.
+pub fn field_of_view(mode: ViewMode, others: usize, aspect: f32) -> f32 {
+    // The tight shot, and how far to the side (degrees) its people's screens reach.
+    let (tight, across) = match (mode, others) {
+        (ViewMode::Seat, 0..=1) => (22.0f32, 8.0f32),
+        (ViewMode::Seat, 2..=3) => (28.0, 19.0),
+        _ => return WIDE_FOV,
+    };
+    let fits = 2.0 * (across.to_radians().tan() / aspect.max(0.1)).atan().to_degrees();
+    tight.max(fits).min(WIDE_FOV)
+}
+
+/// Eases the camera's field of view towards `fov` (radians) by `k` of the way; one already
+/// there is left untouched (not even marked changed: the self-view and the video quality
+/// follow changes to it).
+fn ease_fov(projection: &mut Mut<Projection>, fov: f32, k: f32) {
+    let now = match projection.as_ref() {
+        Projection::Perspective(perspective) => perspective.fov,
+        _ => return,
+    };
+    if (now - fov).abs() <= 1e-4 {
+        return;
+    }
+    if let Projection::Perspective(perspective) = projection.as_mut() {
+        perspective.fov = if (now - fov).abs() < 1e-3 {
+            fov
+        } else {
+            now + (fov - now) * k
+        };
     }
 }
 
@@ -311,7 +335,14 @@ fn glide(
     others: Query<&GlobalTransform, With<participants::Participant>>,
     mut camera: Query<(&mut Transform, &mut Projection), With<ViewerCamera>>,
 ) {
-    let (Ok(me), Ok((mut camera, mut projection))) = (me.single(), camera.single_mut()) else {
+    let Ok((mut camera, mut projection)) = camera.single_mut() else {
+        return;
+    };
+    // About 95% of the way in half a second, at any frame rate.
+    let k = 1.0 - (-6.0 * time.delta_secs()).exp();
+    let Ok(me) = me.single() else {
+        // Not seated (before joining, after leaving, watching): the wide view.
+        ease_fov(&mut projection, WIDE_FOV.to_radians(), k);
         return;
     };
     let focused = match *mode {
@@ -325,21 +356,15 @@ fn glide(
         _ => None,
     };
     let target = view_from(*mode, me, focused);
-    // About 95% of the way in half a second, at any frame rate.
-    let k = 1.0 - (-6.0 * time.delta_secs()).exp();
     camera.translation = camera.translation.lerp(target.translation, k);
     camera.rotation = camera.rotation.slerp(target.rotation, k);
+    let aspect = match projection.as_ref() {
+        Projection::Perspective(perspective) => perspective.aspect_ratio,
+        _ => 16.0 / 9.0,
+    };
     // Everyone but you.
-    let fov = field_of_view(*mode, others.iter().count().saturating_sub(1)).to_radians();
-    if let Projection::Perspective(perspective) = projection.as_ref()
-        && (perspective.fov - fov).abs() > 1e-4
-        && let Projection::Perspective(perspective) = projection.as_mut()
-    {
-        perspective.fov += (fov - perspective.fov) * k;
-        if (perspective.fov - fov).abs() < 1e-3 {
-            perspective.fov = fov;
-        }
-    }
+    let fov = field_of_view(*mode, others.iter().count().saturating_sub(1), aspect).to_radians();
+    ease_fov(&mut projection, fov, k);
 }
 
 fn spawn_camera(mut commands: Commands) {
@@ -366,12 +391,22 @@ mod tests {
 
     #[test]
     fn the_seat_view_tightens_when_few_are_at_the_table() {
-        let seat = |others| field_of_view(ViewMode::Seat, others);
+        let seat = |others| field_of_view(ViewMode::Seat, others, 16.0 / 9.0);
         assert!(seat(1) < seat(3) && seat(3) < seat(5), "fewer people, a tighter shot");
         assert_eq!(seat(11), WIDE_FOV, "twelve need the wide view");
         for others in 0..20 {
             assert!(seat(others) <= seat(others + 1));
         }
-        assert_eq!(field_of_view(ViewMode::Overview, 1), WIDE_FOV);
+        assert_eq!(field_of_view(ViewMode::Overview, 1, 16.0 / 9.0), WIDE_FOV);
+        // A narrow window keeps the people at the sides in view: the horizontal half-angle
+        // still reaches 19 degrees for three (up to what the wide view gives).
+        for aspect in [1.0f32, 0.75, 0.5] {
+            let fov = field_of_view(ViewMode::Seat, 3, aspect).to_radians();
+            let across = ((fov / 2.0).tan() * aspect).atan().to_degrees();
+            assert!(
+                across >= 19.0 - 1e-3 || fov.to_degrees() >= WIDE_FOV - 1e-3,
+                "{aspect}: {across}"
+            );
+        }
     }
 }

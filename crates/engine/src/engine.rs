@@ -400,11 +400,12 @@ pub enum EngineEvent {
         speakers: Vec<Speaker>,
     },
     /// `IMRecvBroadcastMessage`: someone (you too, once the room has it) said something. After
-    /// a login the room's latest messages arrive this way too; after a reconnect only those not
-    /// reported yet.
+    /// a login the room's latest messages arrive this way too, `earlier` (said before you came);
+    /// after a reconnect, those said while you were away (not `earlier`: news to you).
     RoomMessage {
         room_id: RoomId,
         message: ChatMessage,
+        earlier: bool,
     },
     /// A request without a state of its own failed.
     RequestFailed {
@@ -451,7 +452,11 @@ impl EngineEvent {
             },
             Event::PoseUpdate { room_id, user_id, pose } => EngineEvent::PoseUpdate { room_id, user_id, pose },
             Event::ActiveSpeakers { room_id, speakers } => EngineEvent::ActiveSpeakers { room_id, speakers },
-            Event::RoomMessage { room_id, message } => EngineEvent::RoomMessage { room_id, message },
+            Event::RoomMessage { room_id, message } => EngineEvent::RoomMessage {
+                room_id,
+                message,
+                earlier: false,
+            },
             Event::Trickle { .. } | Event::VideoLayersWanted { .. } | Event::PublishFailed { .. } => return None,
         })
     }

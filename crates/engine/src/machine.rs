@@ -186,9 +186,13 @@ enum Purpose {
     /// A played stream's video layer (not sent again after a reconnect: the stream's next
     /// media connection starts with the layer last chosen).
     Layer,
-    /// A chat message, queued again if its connection drops before the answer (its nonce
-    /// makes the server say it once however often it arrives).
-    Message(Request),
+    /// A chat message, queued again if its connection drops before the answer and sent once
+    /// more if the answer is late (its nonce makes the server say it once however often it
+    /// arrives); `retried` once it was.
+    Message {
+        body: Request,
+        retried: bool,
+    },
     /// A published stream's mute state (not sent again after a reconnect: the stream's next
     /// media connection starts with the state it has then).
     Mute,
@@ -472,7 +476,7 @@ impl RoomMachine {
                     text,
                     nonce: Some(nonce),
                 };
-                self.send(body.clone(), Purpose::Message(body));
+                self.send(body.clone(), Purpose::Message { body, retried: false });
             }
             Command::MuteChanged(local) => {
                 let running: Vec<StreamId> = self
@@ -1034,7 +1038,10 @@ impl RoomMachine {
                     room.queued.push_back((body, Purpose::Renew { token }));
                 }
                 Purpose::Withdraw(body) => room.queued.push_back((body.clone(), Purpose::Withdraw(body))),
-                Purpose::Message(body) => room.queued.push_back((body.clone(), Purpose::Message(body))),
+                Purpose::Message { body, retried } => {
+                    room.queued
+                        .push_back((body.clone(), Purpose::Message { body, retried }));
+                }
                 Purpose::Pose | Purpose::Logout | Purpose::Abandon(_) | Purpose::Layer | Purpose::Mute => {}
             }
         }
@@ -1232,6 +1239,18 @@ impl RoomMachine {
         let Some(purpose) = self.pending.remove(&request) else {
             return;
         };
+        // Answered `Closed`: it went down with its connection, whose end (which may be reported
+        // after this) sets it up again with the others in flight, in the order they were sent.
+        if matches!(result, Err(SignalingError::Closed))
+            && matches!(self.phase, Phase::InRoom(_))
+            && matches!(
+                purpose,
+                Purpose::Pose | Purpose::Renew { .. } | Purpose::Withdraw(_) | Purpose::Message { .. }
+            )
+        {
+            self.pending.insert(request, purpose);
+            return;
+        }
         match purpose {
             Purpose::Pose => {
                 if let Some(room) = self.room.as_mut()
@@ -1277,12 +1296,11 @@ impl RoomMachine {
             Purpose::Abandon(connection) => self.actions.push_back(Action::Disconnect { connection }),
             // The media connection went away meanwhile: its next one starts with the layer.
             Purpose::Layer => self.report_failure(result, RequestKind::SetVideoLayer, ErrorCode::NotPlaying),
-            Purpose::Message(body) => match result {
-                Ok(_) => {}
-                Err(SignalingError::Closed) => {
-                    if let Some(room) = self.room.as_mut() {
-                        room.queued.push_back((body.clone(), Purpose::Message(body)));
-                    }
+            Purpose::Message { body, retried } => match result {
+                Ok(_) | Err(SignalingError::Closed) => {}
+                // Late: perhaps lost on the way; said once however often it arrives.
+                Err(SignalingError::Timeout(_)) if !retried => {
+                    self.send(body.clone(), Purpose::Message { body, retried: true });
                 }
                 Err(error) => self.emit(EngineEvent::RequestFailed {
                     request: RequestKind::SendMessage,
@@ -1646,6 +1664,48 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn chat_in_flight_at_a_cut_goes_again_in_its_order_even_if_answers_come_first() {
+        let mut h = Harness::new();
+        let connection = h.logged_in(&[]);
+        let say = |h: &mut Harness, text: &str, nonce| {
+            let out = h.command(Command::SendMessage {
+                text: text.into(),
+                nonce,
+            });
+            sends(&out)[0].0
+        };
+        let first = say(&mut h, "a1", 1);
+        let second = say(&mut h, "a2", 2);
+        // The second's answer (Closed) is reported before the first's and before the
+        // connection's end, as a driver may.
+        for request in [second, first] {
+            let answered = h.input(Input::Response {
+                request,
+                result: Err(SignalingError::Closed),
+            });
+            assert!(events(&answered).is_empty(), "no failure for a message that goes again");
+        }
+        let dropped = h.drop_connection(connection);
+        let attempt = connects(&dropped).expect("an attempt at once");
+        let back = h.input(Input::Connected {
+            connection: attempt,
+            result: Ok(response("s2", &[])),
+        });
+        let again: Vec<(&str, Option<u64>)> = sends(&back)
+            .iter()
+            .filter_map(|(_, body)| match body {
+                Request::SendMessage { text, nonce } => Some((text.as_str(), *nonce)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            again,
+            [("a1", Some(1)), ("a2", Some(2))],
+            "in the order written, with their nonces"
+        );
     }
 
     #[test]

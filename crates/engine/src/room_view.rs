@@ -189,6 +189,8 @@ impl RoomView {
             user_id: user_pose.user_id.clone(),
             pose: user_pose.pose,
         });
+        // Joining (not coming back): what the room lists was said before you came.
+        let earlier = self.room_instance == 0;
         // A room that started afresh (emptied, or its server restarted) numbers from 1 again.
         if response.room_instance != self.room_instance {
             self.room_instance = response.room_instance;
@@ -201,6 +203,7 @@ impl RoomView {
             .map(|message| crate::EngineEvent::RoomMessage {
                 room_id: room_id.clone(),
                 message: message.clone(),
+                earlier,
             })
             .collect();
         changes

@@ -36,8 +36,8 @@ pub const MAX_EXTRA_INFO_BYTES: usize = 4096;
 pub const MAX_CHAT_BYTES: usize = 2000;
 /// How many of its latest chat messages a room lists to those who join or come back...
 pub const CHAT_HISTORY: usize = 50;
-/// ...and how many bytes of text they may hold together, so that a login's answer stays well
-/// under [`MAX_MESSAGE_BYTES`].
+/// ...and how many bytes they may take together in JSON (the server counts each at its
+/// largest), so that a login's answer stays well under [`MAX_MESSAGE_BYTES`].
 pub const CHAT_HISTORY_BYTES: usize = 24 * 1024;
 
 /// WebSocket close codes the server uses.

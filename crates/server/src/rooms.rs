@@ -144,8 +144,9 @@ struct Room {
     messages: VecDeque<ChatMessage>,
     /// The last chat message's number.
     last_message: u64,
-    /// The senders' numbers of recent messages, to say a message sent again only once.
-    nonces: VecDeque<(UserId, u64)>,
+    /// Each sender's numbers for its recent messages (kept while the room lives, so a member
+    /// coming back still has its own), to say a message sent again only once.
+    nonces: HashMap<UserId, VecDeque<u64>>,
 }
 
 impl Room {
@@ -168,6 +169,13 @@ impl Room {
             }
         }
     }
+}
+
+/// At most how many bytes a chat message takes in JSON: escaping at most doubles its text and
+/// names (control characters other than line breaks and tabs are refused), and its numbers
+/// and keys take less than 100.
+fn wire_bytes(message: &ChatMessage) -> usize {
+    2 * (message.text.len() + message.from.user_name.len() + message.from.user_id.as_str().len()) + 100
 }
 
 /// A stream is speaking while its smoothed level (linear, 0..1) is at least this: about
@@ -665,13 +673,13 @@ impl Rooms {
         let from = member.info.clone();
         let room = self.rooms.get_mut(&seat.room_id).expect("seat points at a room");
         if let Some(nonce) = nonce {
-            let key = (seat.user_id.clone(), nonce);
-            if room.nonces.contains(&key) {
+            let recent = room.nonces.entry(seat.user_id.clone()).or_default();
+            if recent.contains(&nonce) {
                 return Ok(Outputs::default());
             }
-            room.nonces.push_back(key);
-            if room.nonces.len() > 4 * CHAT_HISTORY {
-                room.nonces.pop_front();
+            recent.push_back(nonce);
+            if recent.len() > CHAT_HISTORY {
+                recent.pop_front();
             }
         }
         room.last_message += 1;
@@ -682,10 +690,10 @@ impl Rooms {
             sent_at: now,
         };
         room.messages.push_back(message.clone());
-        let mut bytes: usize = room.messages.iter().map(|m| m.text.len()).sum();
+        let mut bytes: usize = room.messages.iter().map(wire_bytes).sum();
         while room.messages.len() > CHAT_HISTORY || bytes > CHAT_HISTORY_BYTES {
             let Some(oldest) = room.messages.pop_front() else { break };
-            bytes -= oldest.text.len();
+            bytes -= wire_bytes(&oldest);
         }
         let event = Event::RoomMessage {
             room_id: seat.room_id.clone(),

@@ -251,19 +251,21 @@ async fn chat_goes_to_everyone_in_order_and_the_room_keeps_its_latest() {
     assert_eq!(kept[CHAT_HISTORY - 1].text, format!("line {}", CHAT_HISTORY + 4));
     assert!(kept.windows(2).all(|w| w[0].id < w[1].id));
     assert!(kept[0].id > ids[0]);
-    // Long messages: the history keeps what fits a login's answer with room to spare.
-    let long = "y".repeat(holoroom_protocol::MAX_CHAT_BYTES);
+    // Long messages full of what JSON escapes: the history keeps what fits a login's answer
+    // with room to spare, newest last.
+    let long = "\"\n".repeat(holoroom_protocol::MAX_CHAT_BYTES / 2);
     for _ in 0..20 {
         bob.signaling.request(say(&long)).await.expect("sent");
     }
     let dave = Client::join(&server, "r", "dave", true).await;
     let kept = &dave.login.as_ref().expect("logged in").messages;
-    let bytes: usize = kept.iter().map(|m| m.text.len()).sum();
+    let bytes = serde_json::to_string(kept).expect("serialises").len();
     assert!(
-        bytes <= holoroom_protocol::CHAT_HISTORY_BYTES && kept.len() >= 10,
-        "{} messages, {bytes} bytes",
+        bytes <= holoroom_protocol::CHAT_HISTORY_BYTES && kept.len() >= 4,
+        "{} messages, {bytes} bytes of JSON",
         kept.len()
     );
+    assert!(kept.iter().all(|m| m.text == long));
 }
 
 #[tokio::test]

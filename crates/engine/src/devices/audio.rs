@@ -30,7 +30,9 @@ pub enum AudioDeviceError {
 
 /// alsa-lib says what it tried and could not do (no sound card, a plugin it could not load) on
 /// the process's stderr, between the lines of the app's own log. On each thread that talks to
-/// it, its reports are kept instead, and what `f` caused goes to the log at debug level.
+/// it, its reports are kept instead, and what `f` caused goes to the log at debug level; the
+/// handler stays on the thread, so what alsa-lib says there later stays out of the terminal too
+/// (and is dropped with the next call's fresh buffer).
 #[cfg(target_os = "linux")]
 fn quietly<T>(f: impl FnOnce() -> T) -> T {
     let reports = alsa::Output::local_error_handler().ok();
