@@ -35,6 +35,7 @@ pub fn drawer(root: &mut egui::Ui, log: &mut ChatLog, focus: bool, me: Option<&M
                             if messages.is_empty() {
                                 ui.label(egui::RichText::new("No messages yet. Say hello!").weak());
                             }
+                            let now = unix_now();
                             for message in messages.iter() {
                                 let mine = me.is_some_and(|me| me.user.user_id == message.from.user_id);
                                 let name = if mine {
@@ -42,11 +43,11 @@ pub fn drawer(root: &mut egui::Ui, log: &mut ChatLog, focus: bool, me: Option<&M
                                 } else {
                                     message.from.user_name.clone()
                                 };
-                                ui.label(
-                                    egui::RichText::new(name)
-                                        .strong()
-                                        .color(super::theme::colour32(avatar_colour(message.from.user_id.as_str()))),
-                                );
+                                ui.horizontal(|ui| {
+                                    let colour = super::theme::colour32(avatar_colour(message.from.user_id.as_str()));
+                                    ui.label(egui::RichText::new(name).strong().color(colour));
+                                    ui.label(egui::RichText::new(ago(now, message.sent_at)).weak().small());
+                                });
                                 ui.add(egui::Label::new(&message.text).wrap());
                                 ui.add_space(6.0);
                             }
@@ -54,6 +55,25 @@ pub fn drawer(root: &mut egui::Ui, log: &mut ChatLog, focus: bool, me: Option<&M
                     });
             });
         });
+}
+
+/// Seconds since the Unix epoch on this machine (0 if its clock is before it).
+fn unix_now() -> u64 {
+    web_time::SystemTime::now()
+        .duration_since(web_time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+/// How long ago `then` was at `now` (Unix seconds), as people say it; a time a little ahead
+/// (the server's clock against this one) is "just now".
+fn ago(now: u64, then: u64) -> String {
+    match now.saturating_sub(then) {
+        0..60 => "just now".into(),
+        60..120 => "a minute ago".into(),
+        seconds @ 120..3600 => format!("{} minutes ago", seconds / 60),
+        3600..7200 => "an hour ago".into(),
+        seconds => format!("{} hours ago", seconds / 3600),
+    }
 }
 
 /// The line to write in and its send button; Enter sends too.
@@ -93,5 +113,22 @@ fn write_line(ui: &mut egui::Ui, draft: &mut String, focus: bool, me: Option<&Me
     {
         engine.send_room_message(draft.trim().to_owned());
         draft.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_people_say_them() {
+        let now = 1_800_000_000;
+        assert_eq!(ago(now, now), "just now");
+        assert_eq!(ago(now, now + 5), "just now", "a server clock a little ahead");
+        assert_eq!(ago(now, now - 59), "just now");
+        assert_eq!(ago(now, now - 60), "a minute ago");
+        assert_eq!(ago(now, now - 5 * 60 - 10), "5 minutes ago");
+        assert_eq!(ago(now, now - 3600), "an hour ago");
+        assert_eq!(ago(now, now - 3 * 3600), "3 hours ago");
     }
 }
