@@ -552,47 +552,35 @@ fn call_bar(
                 let width = buttons * (ICON_WIDTH + spacing) + demo + 12.0 + LEAVE_WIDTH;
                 ui.add_space(((ui.available_width() - width) / 2.0).max(0.0));
                 if own.is_some() {
-                    toggle_microphone |= bar_button(
+                    toggle_microphone |= switch_button(
                         ui,
                         &icons,
-                        if microphone_on {
-                            Icon::Microphone
-                        } else {
-                            Icon::MicrophoneOff
-                        },
-                        (!microphone_on).then_some(theme::OFF),
-                        if microphone_on {
-                            "Mute your microphone (M)"
-                        } else {
-                            "Unmute your microphone (M)"
-                        },
+                        microphone_on,
+                        [Icon::Microphone, Icon::MicrophoneOff],
+                        ["Mute your microphone (M)", "Unmute your microphone (M)"],
                     );
-                    toggle_camera |= bar_button(
+                    toggle_camera |= switch_button(
                         ui,
                         &icons,
-                        if camera_on { Icon::Camera } else { Icon::CameraOff },
-                        (!camera_on).then_some(theme::OFF),
-                        if camera_on {
-                            "Turn your camera off (V)"
-                        } else {
-                            "Turn your camera on (V)"
-                        },
+                        camera_on,
+                        [Icon::Camera, Icon::CameraOff],
+                        ["Turn your camera off (V)", "Turn your camera on (V)"],
                     );
-                    if bar_button(
+                    if drawer_button(
                         ui,
                         &icons,
                         Icon::Devices,
-                        open.devices.then_some(theme::ACCENT),
+                        open.devices,
                         "Camera, microphone and speaker",
                     ) {
                         open.devices = !open.devices;
                     }
                 }
-                if bar_button(
+                if drawer_button(
                     ui,
                     &icons,
                     Icon::Participants,
-                    open.participants.then_some(theme::ACCENT),
+                    open.participants,
                     "Participants: hear each, set volumes (P)",
                 ) {
                     open.toggle_participants();
@@ -603,7 +591,7 @@ fn call_bar(
                     1 => "Chat: 1 new message (C)".to_owned(),
                     n => format!("Chat: {n} new messages (C)"),
                 };
-                let clicked = bar_button(ui, &icons, Icon::Chat, open.chat.then_some(theme::ACCENT), &tip);
+                let clicked = drawer_button(ui, &icons, Icon::Chat, open.chat, &tip);
                 if unread > 0 {
                     // A badge on the button's corner with the count.
                     let corner = ui.min_rect().right_top() + egui::vec2(-6.0, 6.0);
@@ -619,21 +607,21 @@ fn call_bar(
                 if clicked {
                     open.toggle_chat();
                 }
-                if bar_button(
+                if drawer_button(
                     ui,
                     &icons,
                     Icon::Connection,
-                    open.connection.then_some(theme::ACCENT),
+                    open.connection,
                     "Connection and quality (I)",
                 ) {
                     open.connection = !open.connection;
                 }
                 if seated
-                    && bar_button(
+                    && drawer_button(
                         ui,
                         &icons,
                         Icon::Overview,
-                        view.is_overview().then_some(theme::ACCENT),
+                        view.is_overview(),
                         "Overview from above (O); F focuses who you look at",
                     )
                 {
@@ -821,6 +809,17 @@ const LEAVE_WIDTH: f32 = 96.0;
 
 /// An icon button of the call bar, filled with `fill` when it says something (a switch that is
 /// off: [`theme::OFF`]; a drawer or view that is open: [`theme::ACCENT`]).
+/// A switch of yours (microphone, camera): its `[on, off]` icon and tip, filled while off.
+fn switch_button(ui: &mut egui::Ui, icons: &Icons, on: bool, icon: [Icon; 2], tip: [&str; 2]) -> bool {
+    let which = usize::from(!on);
+    bar_button(ui, icons, icon[which], (!on).then_some(theme::OFF), tip[which])
+}
+
+/// A button that opens something (a drawer, a window, a view), filled while it is open.
+fn drawer_button(ui: &mut egui::Ui, icons: &Icons, icon: Icon, open: bool, tip: &str) -> bool {
+    bar_button(ui, icons, icon, open.then_some(theme::ACCENT), tip)
+}
+
 fn bar_button(ui: &mut egui::Ui, icons: &Icons, icon: Icon, fill: Option<egui::Color32>, tip: &str) -> bool {
     // White on a filled (switched or off) button, the text's colour on a plain one.
     let colour = if fill.is_some() {

@@ -206,9 +206,10 @@ fn run(engine: Engine, config: BotConfig, shared: Arc<Shared>) {
                                     if let Some(note) = stream.note() {
                                         tracing::warn!(bot = %config.user.user_id, "{note}");
                                     }
-                                    if let Some(mute) = *lock(&shared.mute) {
-                                        stream.set_audio_muted(mute.audio);
-                                        stream.set_video_muted(mute.video);
+                                    // Asked for before the stream existed: it is published that way.
+                                    if let Some(mute) = lock(&shared.mute).take() {
+                                        engine.mute_stream_audio(&stream, mute.audio);
+                                        engine.mute_stream_video(&stream, mute.video);
                                     }
                                     let id = format!("{}-cam", config.user.user_id);
                                     match StreamId::new(id) {
